@@ -1,0 +1,5 @@
+"""``python -m robustzoo`` (also what torchrun launches)."""
+
+from .cli import main
+
+main()

@@ -1,0 +1,143 @@
+"""The core's own plugin: datasets, architectures, attacks, the erm/at objectives, their
+recipes and the zoo index. Registered through the same plugin manager as third-party
+plugins, so the core never special-cases them."""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+
+from .attacks import AttackSpec, ce_loss, cw_loss, pgd
+from .attacks.core import fgsm
+from .data import DatasetSpec
+from .data import sources as src
+from .hookspecs import hookimpl
+from .models import ArchitectureSpec
+from .models.nets import CNNMnist, PreActResNet18, SmallCNN, WideResNet
+from .objectives import ERM, MadryAT
+from .recipes import Recipe
+
+MNIST_LIKE = dict(mean=(0.0,), std=(1.0,), default_arch="cnn_mnist", optimizer="adam", lr=1e-3,
+                  eval_alpha=0.015, val_size=1000, augment="none")
+CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR_STD = (0.2471, 0.2435, 0.2616)
+FMNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+                  "Sneaker", "Bag", "Ankle boot")
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
+                   "truck")
+
+
+@hookimpl
+def register_datasets(register):
+    register(DatasetSpec(
+        name="digits", num_classes=10, shape=(1, 8, 8), load=src.load_digits,
+        eps=0.1, alpha=0.02, steps=10, epochs=15, batch_size=64,
+        classes=tuple(str(i) for i in range(10)),
+        description="scikit-learn's bundled 8x8 digits (1,797 images); embedded, no download",
+        source="sklearn.datasets.load_digits", **dict(MNIST_LIKE, val_size=150)))
+    register(DatasetSpec(
+        name="fashion-mnist", num_classes=10, shape=(1, 28, 28), load=src.load_fashion_mnist,
+        eps=0.1, alpha=0.01, steps=20, epochs=20, batch_size=128, classes=FMNIST_CLASSES,
+        description="Fashion-MNIST 28x28 (60k/10k); Debian package dataset-fashion-mnist",
+        source="Xiao et al. 2017", **MNIST_LIKE))
+    register(DatasetSpec(
+        name="mnist", num_classes=10, shape=(1, 28, 28), load=src.load_mnist,
+        eps=0.3, alpha=0.015, steps=20, epochs=40, batch_size=128,
+        classes=tuple(str(i) for i in range(10)),
+        description="MNIST 28x28 (60k/10k) in torchvision's layout under --data-dir",
+        source="LeCun et al. 1998", **MNIST_LIKE))
+    cifar = dict(shape=(3, 32, 32), mean=CIFAR_MEAN, std=CIFAR_STD, default_arch="preact_resnet18",
+                 eps=8 / 255, alpha=2 / 255, steps=10, eval_alpha=0.003, epochs=200, batch_size=128,
+                 lr=0.1, optimizer="sgd", augment="crop_flip", val_size=1000)
+    register(DatasetSpec(name="cifar10", num_classes=10, load=src.load_cifar10, classes=CIFAR10_CLASSES,
+                         description="CIFAR-10 32x32 (50k/10k) in torchvision's layout under --data-dir",
+                         source="Krizhevsky 2009", **cifar))
+    register(DatasetSpec(name="cifar100", num_classes=100, load=src.load_cifar100,
+                         description="CIFAR-100 32x32 (50k/10k) in torchvision's layout under --data-dir",
+                         source="Krizhevsky 2009", **cifar))
+
+
+@hookimpl
+def register_architectures(register):
+    register(ArchitectureSpec("preact_resnet18", PreActResNet18, "PreAct ResNet-18 for 32x32 (Rice et al.)",
+                              input_size="32x32", params="11.17M"))
+    register(ArchitectureSpec("wrn34_10", lambda **kw: WideResNet(depth=34, widen=10, **kw),
+                              "WideResNet-34-10 (TRADES/MART/Calibrated AT)", input_size="32x32",
+                              params="46.16M"))
+    register(ArchitectureSpec("wrn28_10", lambda **kw: WideResNet(depth=28, widen=10, **kw),
+                              "WideResNet-28-10", input_size="32x32", params="36.48M"))
+    register(ArchitectureSpec("cnn_mnist", CNNMnist, "Calibrated AT's MNIST CNN (4 conv, 2 FC)",
+                              input_size="any"))
+    register(ArchitectureSpec("smallcnn", SmallCNN, "TRADES' MNIST CNN", input_size=">=16x16"))
+
+
+def _pgd_eval(steps: int, rand_init: str = "none"):
+    def run(model, x, y, ctx):
+        return pgd(model, x, y, eps=ctx.eps, alpha=ctx.alpha, steps=steps, norm=ctx.norm,
+                   rand_init=rand_init, loss=ce_loss)
+    return run
+
+
+def _cw_eval(model, x, y, ctx):
+    kappa = ctx.options.get("kappa", 50.0)
+    return pgd(model, x, y, eps=ctx.eps, alpha=ctx.alpha, steps=30, norm=ctx.norm, rand_init="uniform",
+               loss=cw_loss(kappa))
+
+
+@hookimpl
+def register_attacks(register):
+    register(AttackSpec("clean", lambda m, x, y, c: x, "no attack: accuracy on clean images",
+                        kind="none"))
+    register(AttackSpec("fgsm", lambda m, x, y, c: fgsm(m, x, y, eps=c.eps),
+                        "one signed-gradient step of size ε on CE, no random start",
+                        settings=lambda c: {"eps": c.eps, "steps": 1}))
+    register(AttackSpec("pgd", _pgd_eval(10, "uniform"), "PGD-10 on CE, random start",
+                        settings=lambda c: {"eps": c.eps, "alpha": c.alpha, "steps": 10, "rand_init": "uniform"}))
+    for steps in (20, 100):
+        register(AttackSpec(f"pgd{steps}", _pgd_eval(steps), f"PGD-{steps} on CE, no random start "
+                            "(Calibrated AT protocol)",
+                            settings=lambda c, s=steps: {"eps": c.eps, "alpha": c.alpha, "steps": s,
+                                                         "rand_init": "none"}))
+    register(AttackSpec("cw", _cw_eval, "PGD on the CW margin (CW∞), 30 steps, κ=50, random start",
+                        settings=lambda c: {"eps": c.eps, "alpha": c.alpha, "steps": 30,
+                                            "kappa": c.options.get("kappa", 50.0)}))
+
+
+@hookimpl
+def register_objectives(register):
+    register(ERM)
+    register(MadryAT)
+
+
+@hookimpl
+def register_recipes(register):
+    register(Recipe(
+        "at-prn18", "at",
+        dict(dataset="cifar10", arch="preact_resnet18", epochs=200, batch_size=128, optimizer="sgd",
+             lr=0.1, momentum=0.9, weight_decay=5e-4, milestones="0.5,0.75", eps=8 / 255, alpha=2 / 255,
+             steps=10, rand_init="uniform", attack_bn="train"),
+        source="Rice et al. 2020, Overfitting in adversarially robust deep learning (PRN-18 PGD-10 AT)",
+        description="Madry PGD-10 AT, PreAct ResNet-18, CIFAR-10"))
+    register(Recipe(
+        "at-wrn34", "at",
+        dict(dataset="cifar10", arch="wrn34_10", epochs=200, batch_size=128, optimizer="sgd", lr=0.1,
+             weight_decay=5e-4, milestones="0.5,0.75", eps=8 / 255, alpha=2 / 255, steps=10),
+        source="Rice et al. 2020 (WRN-34-10 PGD-10 AT)", description="Madry PGD-10 AT, WRN-34-10, CIFAR-10"))
+    mnist = dict(arch="cnn_mnist", epochs=40, batch_size=128, optimizer="adam", lr=1e-3, weight_decay=0.0,
+                 milestones="30", steps=20)
+    register(Recipe("at-cnn-mnist", "at", dict(mnist, dataset="mnist", eps=0.3, alpha=0.015),
+                    source="Calibrated AT paper, Table 1 baseline AT(0.3): Adam 1e-3, 40 epochs, PGD-20",
+                    description="Madry AT, cnn_mnist, MNIST ε=0.3"))
+    register(Recipe("at-cnn-fmnist", "at", dict(mnist, dataset="fashion-mnist", eps=0.1, alpha=0.005),
+                    source="at-cnn-mnist with ε=0.1 and α=ε/20 for Fashion-MNIST",
+                    description="Madry AT, cnn_mnist, Fashion-MNIST ε=0.1"))
+
+
+@hookimpl
+def register_zoo(register):
+    try:
+        text = resources.files("robustzoo").joinpath("zoo/index.json").read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return
+    for entry in json.loads(text).get("entries", []):
+        register(entry)

@@ -1,0 +1,190 @@
+"""Dataset specs, in-memory tensor data and the (x, y, index) batch iterator.
+
+All datasets robustzoo ships fit in memory, so they are held as uint8 tensors (on the GPU
+when there is one) and batched without a DataLoader: no worker processes, no per-sample
+Python, and crops/flips run on the device.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..errors import UsageError
+
+Arrays = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """How to load a dataset, and the threat-model defaults that suit it.
+
+    Attributes:
+        name: registry name.
+        num_classes: number of labels.
+        shape: (channels, height, width) of one image.
+        mean, std: per-channel statistics the model normalises with (inside the model).
+        load: ``load(data_dir, download) -> (x_train, y_train, x_test, y_test)``, images as
+            uint8 NCHW tensors, labels int64. Raises NotFoundError when the files are missing.
+        default_arch: architecture used when ``--arch`` is not given.
+        eps: default L-inf budget on the [0,1] pixel scale.
+        alpha: default PGD step for training.
+        steps: default PGD steps for training.
+        eval_alpha: PGD step of the evaluation protocol (0.003 CIFAR, 0.015 MNIST-like).
+        val_size: images held out of the training set for checkpoint selection.
+        augment: 'crop_flip' (CIFAR: pad-4 crop + horizontal flip) or 'none'.
+        classes: label names.
+    """
+
+    name: str
+    num_classes: int
+    shape: tuple[int, int, int]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    load: Callable[[Path | None, bool], Arrays]
+    default_arch: str
+    eps: float
+    alpha: float
+    steps: int
+    eval_alpha: float
+    val_size: int = 1000
+    augment: str = "none"
+    epochs: int = 10
+    batch_size: int = 128
+    lr: float = 0.1
+    optimizer: str = "sgd"
+    classes: tuple[str, ...] = ()
+    description: str = ""
+    source: str = ""
+    extra: dict = field(default_factory=dict)
+
+
+class TensorData:
+    """Images (uint8, NCHW) and labels held as tensors; ``index`` is the row in this set.
+
+    Args:
+        x: uint8 images.
+        y: int64 labels.
+        index: int64 position of each image in the training set (per-example state keys).
+    """
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor | None = None):
+        if x.dtype != torch.uint8:
+            raise TypeError("TensorData holds uint8 images")
+        self.x = x
+        self.y = y.long()
+        self.index = torch.arange(len(y)) if index is None else index.long()
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def to(self, device: torch.device | str) -> TensorData:
+        """Move to ``device`` (uint8 keeps a CIFAR-10 train set at 150 MB)."""
+        return TensorData(self.x.to(device), self.y.to(device), self.index.to(device))
+
+    def take(self, rows: torch.Tensor) -> TensorData:
+        """A new TensorData with the given rows (indices kept)."""
+        return TensorData(self.x[rows], self.y[rows], self.index[rows])
+
+    def batches(
+        self,
+        batch_size: int,
+        *,
+        shuffle: bool = False,
+        generator: torch.Generator | None = None,
+        augment: str = "none",
+        drop_last: bool = False,
+        shard: tuple[int, int] = (0, 1),
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """Yield ``(x, y, index)`` with x float32 in [0,1] on the data's device.
+
+        Args:
+            batch_size: images per batch.
+            shuffle: new random order each call, drawn from ``generator`` (on the CPU so the
+                order does not depend on the device).
+            augment: 'crop_flip' applies a random 4-pixel-padded crop and flip per image.
+            drop_last: skip the last incomplete batch (fixed shapes for compiled models).
+            shard: (rank, world_size): every rank sees a disjoint, equal-sized slice.
+        """
+        n = len(self)
+        order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+        rank, world = shard
+        if world > 1:
+            per = n // world
+            order = order[rank * per:(rank + 1) * per]
+            n = per
+        order = order.to(self.x.device)
+        stop = n - n % batch_size if drop_last else n
+        for start in range(0, stop, batch_size):
+            rows = order[start:start + batch_size]
+            x = self.x[rows].float().div_(255.0)
+            if augment == "crop_flip":
+                x = crop_flip(x, generator)
+            yield x, self.y[rows], self.index[rows]
+
+
+def crop_flip(x: torch.Tensor, generator: torch.Generator | None = None, pad: int = 4) -> torch.Tensor:
+    """Random ``pad``-pixel translation (zero padding) and horizontal flip, batched on device."""
+    b, _, h, w = x.shape
+    dev = x.device
+    shifts = torch.randint(0, 2 * pad + 1, (2, b), generator=generator).to(dev)
+    flips = (torch.rand(b, generator=generator) < 0.5).to(dev)
+    padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
+    rows = (torch.arange(h, device=dev)[None, :] + shifts[0][:, None])  # b,h
+    cols = (torch.arange(w, device=dev)[None, :] + shifts[1][:, None])  # b,w
+    cols = torch.where(flips[:, None], cols.flip(1), cols)
+    bidx = torch.arange(b, device=dev)[:, None, None]
+    out = padded.permute(0, 2, 3, 1)[bidx, rows[:, :, None], cols[:, None, :]]
+    return out.permute(0, 3, 1, 2).contiguous()
+
+
+@dataclass
+class Splits:
+    """Train / validation / test sets of one dataset, with its spec."""
+
+    spec: DatasetSpec
+    train: TensorData
+    val: TensorData
+    test: TensorData
+
+
+def load_splits(
+    spec: DatasetSpec,
+    *,
+    data_dir: str | Path | None = None,
+    download: bool = True,
+    subset: int | None = None,
+    val_size: int | None = None,
+    seed: int = 0,
+) -> Splits:
+    """Load a dataset and hold out a validation split from its training set.
+
+    The validation images are drawn from the training set with a fixed seed (never from the
+    test set). ``subset`` keeps the first N shuffled training images (and at most N test
+    images) for quick runs. ``index`` of the training set is the row in the kept train split.
+    """
+    x_tr, y_tr, x_te, y_te = spec.load(Path(data_dir) if data_dir else None, download)
+    val_size = spec.val_size if val_size is None else val_size
+    if subset is not None and subset < 1:
+        raise UsageError(f"--subset must be a positive number of images, got {subset}")
+    g = torch.Generator().manual_seed(seed)
+    perm = torch.randperm(len(y_tr), generator=g)
+    if subset is not None:
+        perm = perm[:subset]
+        val_size = min(val_size, max(len(perm) // 10, 1))
+    if val_size >= len(perm):
+        raise UsageError(f"validation split of {val_size} leaves no training images; "
+                         f"use --set val_size=N with N < {len(perm)}")
+    val_rows, train_rows = perm[:val_size], perm[val_size:]
+    train = TensorData(x_tr[train_rows], y_tr[train_rows])  # index = row in this split
+    val = TensorData(x_tr[val_rows], y_tr[val_rows])
+    if subset is not None and subset < len(y_te):
+        tg = torch.Generator().manual_seed(seed + 1)
+        rows = torch.randperm(len(y_te), generator=tg)[:subset]
+        test = TensorData(x_te[rows], y_te[rows], rows)
+    else:
+        test = TensorData(x_te, y_te)
+    return Splits(spec=spec, train=train, val=val, test=test)

@@ -1,0 +1,61 @@
+"""Errors that the command line turns into one-line messages.
+
+Every error a user can cause derives from :class:`RobustzooError`; the CLI prints
+``error: <message>`` and exits with a non-zero code (traceback only with ``--debug``).
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class RobustzooError(Exception):
+    """Base class of every error robustzoo reports to a user."""
+
+    exit_code = 1
+
+
+class UsageError(RobustzooError, ValueError):
+    """Bad option value (epsilon out of range, unknown ``--set`` key, ...)."""
+
+    exit_code = 2
+
+
+class NotFoundError(RobustzooError, LookupError):
+    """A registry name, run directory, dataset or Hub file that does not exist."""
+
+
+class RunError(RobustzooError):
+    """A run directory or checkpoint that is incomplete, corrupt or inconsistent."""
+
+
+class IntegrityError(RobustzooError):
+    """A downloaded file whose sha256 does not match the pinned one."""
+
+
+class HubError(RobustzooError):
+    """Talking to the Hugging Face Hub failed."""
+
+
+def close_matches(name: str, candidates: Iterable[str], n: int = 3) -> list[str]:
+    """Return up to ``n`` candidates that look like ``name`` (for 'did you mean')."""
+    candidates = list(candidates)
+    lowered = {c.lower(): c for c in candidates}
+    hits = difflib.get_close_matches(name.lower(), list(lowered), n=n, cutoff=0.5)
+    out = [lowered[h] for h in hits]
+    # Substring hits catch prefixes such as 'pgd' -> 'pgd20' that difflib ranks low.
+    for c in candidates:
+        if len(out) >= n:
+            break
+        if name and name.lower() in c.lower() and c not in out:
+            out.append(c)
+    return out
+
+
+def did_you_mean(name: str, candidates: Iterable[str]) -> str:
+    """Format a ' (did you mean 'a' or 'b'?)' suffix, or '' when nothing is close."""
+    hits = close_matches(name, candidates)
+    if not hits:
+        return ""
+    return " (did you mean " + " or ".join(repr(h) for h in hits) + "?)"

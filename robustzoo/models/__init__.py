@@ -1,0 +1,76 @@
+"""Architectures: native CIFAR/MNIST nets, any timm model, normalisation inside the model."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch.nn as nn
+
+from ..errors import NotFoundError, UsageError, did_you_mean
+from .nets import CNNMnist, Normalize, Normalized, PreActResNet18, SmallCNN, WideResNet
+
+__all__ = ["ArchitectureSpec", "build_model", "Normalize", "Normalized", "PreActResNet18",
+           "WideResNet", "CNNMnist", "SmallCNN", "count_parameters"]
+
+
+@dataclass(frozen=True)
+class ArchitectureSpec:
+    """A model factory in the architectures registry.
+
+    ``factory(num_classes=, in_chans=, input_size=, mean=, std=, **kwargs) -> nn.Module``.
+    """
+
+    name: str
+    factory: Callable[..., nn.Module]
+    description: str = ""
+    input_size: str = "any"
+    params: str = ""
+    extra: dict = field(default_factory=dict)
+
+
+TIMM_PREFIX = "timm/"
+
+
+def build_model(
+    arch: str,
+    *,
+    num_classes: int,
+    in_chans: int,
+    input_size: Sequence[int],
+    mean: Sequence[float],
+    std: Sequence[float],
+    **kwargs: object,
+) -> nn.Module:
+    """Build ``arch`` from the registry, or any timm model named ``timm/<name>``.
+
+    Raises:
+        NotFoundError: unknown name, with close matches from both registries.
+    """
+    from ..plugins import registry
+
+    reg = registry("architectures")
+    if arch in reg:
+        spec = reg.get(arch)
+        return spec.factory(num_classes=num_classes, in_chans=in_chans, input_size=tuple(input_size),
+                            mean=tuple(mean), std=tuple(std), **kwargs)
+    import timm
+
+    name = arch[len(TIMM_PREFIX):] if arch.startswith(TIMM_PREFIX) else None
+    if name and timm.is_model(name):
+        try:
+            net = timm.create_model(name, pretrained=False, num_classes=num_classes,
+                                    in_chans=in_chans, **kwargs)
+        except TypeError as exc:
+            raise UsageError(f"timm model {name!r} rejected the settings: {exc}") from None
+        return Normalized(net, mean, std)
+    hint = did_you_mean(arch, reg.list())
+    if not hint and timm.list_models(f"*{arch}*"):
+        hint = f" (timm has it: use 'timm/{timm.list_models(f'*{arch}*')[0]}')"
+    raise NotFoundError(f"unknown architecture {arch!r}{hint}; see `robustzoo list architectures` "
+                        f"or use any timm model as 'timm/<name>'")
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -1,0 +1,225 @@
+"""The Objective protocol, and the two objectives the core ships: ``erm`` and ``at``.
+
+An objective turns a batch ``(x, y, index)`` into the loss the trainer minimises for the
+classifier θ. It may also own:
+
+* extra trainable modules (:meth:`Objective.extra_modules`), each given its own optimiser
+  with the classifier's settings and schedule (``self.optimizers[name]``), updated in
+  :meth:`Objective.after_step`, e.g. Calibrated AT's mask network g_φ;
+* per-example state tensors (:meth:`Objective.state_tensors`) indexed by the dataset index,
+  e.g. Customized AT's ε table.
+
+Both are saved with the run (``aux.safetensors``), restored by ``--resume`` and published.
+Objectives never call pluggy: batch-level behaviour lives here, outside the plugin layer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .attacks import ce_loss, cw_loss, pgd
+from .errors import UsageError, did_you_mean
+
+
+@dataclass(frozen=True)
+class ObjectiveContext:
+    """Facts an objective needs about the run.
+
+    Attributes:
+        eps: L-inf training budget on the [0,1] scale.
+        alpha: PGD step size on the same scale.
+        steps: PGD steps of the training attack.
+        num_classes: number of labels.
+        input_shape: (C, H, W) of one image.
+        num_train: training-set size (length of per-example state tables).
+        epochs: total epochs of the run.
+        device: where tensors live.
+        dataset: dataset name.
+        seed: run seed.
+    """
+
+    eps: float
+    alpha: float
+    steps: int
+    num_classes: int
+    input_shape: tuple[int, int, int]
+    num_train: int
+    epochs: int
+    device: torch.device = torch.device("cpu")
+    dataset: str = ""
+    seed: int = 0
+
+
+@dataclass
+class StepResult:
+    """What :meth:`Objective.loss` returns.
+
+    Attributes:
+        loss: scalar to minimise for θ.
+        logits: logits whose argmax counts as training accuracy (usually adversarial).
+        y: labels matching ``logits`` (when the objective drops or reorders examples).
+        metrics: extra scalars (tensors are fine; the trainer averages them per epoch).
+        cache: anything :meth:`Objective.after_step` wants to reuse (e.g. δ).
+    """
+
+    loss: torch.Tensor
+    logits: torch.Tensor | None = None
+    y: torch.Tensor | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    cache: dict[str, Any] = field(default_factory=dict)
+
+
+class Objective:
+    """Base class of training objectives.
+
+    Subclasses set ``name``, ``defaults`` (every setting with its default; values from
+    ``--set`` are coerced to the default's type) and ``choices`` (allowed values of string
+    settings), and implement :meth:`loss`.
+    """
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    paper: ClassVar[str] = ""
+    defaults: ClassVar[dict[str, Any]] = {}
+    choices: ClassVar[dict[str, tuple[Any, ...]]] = {}
+    help: ClassVar[dict[str, str]] = {}
+
+    def __init__(self, settings: dict[str, Any], ctx: ObjectiveContext):
+        self.settings = dict(settings)
+        self.ctx = ctx
+        self.optimizers: dict[str, torch.optim.Optimizer] = {}
+        self.epoch = 0
+
+    # -- settings -------------------------------------------------------------------------
+    @classmethod
+    def resolve_settings(cls, overrides: dict[str, Any]) -> dict[str, Any]:
+        """Defaults updated with ``overrides`` (strings coerced), validated against ``choices``."""
+        out = dict(cls.defaults)
+        for key, value in overrides.items():
+            if key not in cls.defaults:
+                raise UsageError(
+                    f"objective {cls.name!r} has no setting {key!r}{did_you_mean(key, cls.defaults)}; "
+                    f"its settings: {', '.join(sorted(cls.defaults)) or 'none'}")
+            out[key] = coerce(value, cls.defaults[key], key)
+        for key, allowed in cls.choices.items():
+            if out.get(key) not in allowed:
+                raise UsageError(f"{cls.name}: {key}={out.get(key)!r} is not one of "
+                                 f"{', '.join(map(str, allowed))}")
+        return out
+
+    # -- hooks the trainer calls ------------------------------------------------------------
+    def extra_modules(self) -> dict[str, nn.Module]:
+        """Trainable modules besides the classifier (each gets its own optimiser)."""
+        return {}
+
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        """Per-example or other state to save, resume and publish."""
+        return {}
+
+    def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Restore what :meth:`state_tensors` returned."""
+        mine = self.state_tensors()
+        for k, v in tensors.items():
+            if k in mine:
+                mine[k].copy_(v.to(mine[k].device, mine[k].dtype))
+
+    def on_epoch_start(self, epoch: int) -> None:
+        """Called before each epoch (0-based), e.g. for per-epoch schedules."""
+        self.epoch = epoch
+
+    def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor) -> StepResult:
+        """The θ-loss of one batch; the model is in train mode."""
+        raise NotImplementedError
+
+    def after_step(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor,
+                   result: StepResult) -> dict[str, Any]:
+        """Called after the classifier's optimiser step (e.g. to update g_φ). Returns metrics."""
+        return {}
+
+    def sync_state(self) -> None:
+        """Make per-example state identical across distributed ranks (default: nothing)."""
+
+
+def coerce(value: Any, default: Any, key: str) -> Any:
+    """Convert a ``--set`` string to the type of ``default`` (bool, int, float, str, list)."""
+    if not isinstance(value, str) or isinstance(default, str) or default is None:
+        if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+            return float(value)
+        return value
+    try:
+        if isinstance(default, bool):
+            low = value.lower()
+            if low in ("1", "true", "yes", "on"):
+                return True
+            if low in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(value)
+        if isinstance(default, int):
+            return int(value)
+        if isinstance(default, float):
+            return parse_number(value)
+        if isinstance(default, (list, tuple)):
+            return [parse_number(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise UsageError(f"{key}={value!r} is not a valid {type(default).__name__}") from None
+    return value
+
+
+def parse_number(text: str) -> float:
+    """Parse '0.03', '8/255' or '2e-3' into a float."""
+    text = text.strip()
+    if "/" in text:
+        num, den = text.split("/", 1)
+        return float(num) / float(den)
+    return float(text)
+
+
+def train_attack_loss(name: str, kappa: float) -> Any:
+    """The per-example loss behind a training attack name ('pgd'/'fgsm': CE, 'cw': CW margin)."""
+    return cw_loss(kappa) if name == "cw" else ce_loss
+
+
+class ERM(Objective):
+    """Plain empirical risk minimisation: mean CE on clean images (the non-robust baseline)."""
+
+    name = "erm"
+    description = "plain training on clean images (non-robust baseline)"
+
+    def loss(self, model, x, y, index):
+        logits = model(x)
+        return StepResult(loss=F.cross_entropy(logits, y), logits=logits)
+
+
+class MadryAT(Objective):
+    """Madry et al. PGD adversarial training: mean CE on x' = PGD(x, y).
+
+    Cost per image with PGD-K: K × 2F for the attack (input gradients only) + F + 2F for the
+    training forward and backward = 23F at K = 10.
+    """
+
+    name = "at"
+    description = "standard PGD adversarial training (Madry et al. 2018; Rice et al. settings)"
+    paper = "Madry et al., Towards Deep Learning Models Resistant to Adversarial Attacks, ICLR 2018"
+    defaults = {"attack": "pgd", "rand_init": "uniform", "attack_bn": "train", "kappa": 50.0}
+    choices = {"attack": ("pgd", "fgsm", "cw"), "rand_init": ("uniform", "normal", "none"),
+               "attack_bn": ("train", "eval")}
+    help = {"attack": "inner maximisation: pgd (CE), fgsm (one step of ε), cw (CW margin)",
+            "rand_init": "PGD start: uniform U(-ε,ε), normal x+0.001·N, none",
+            "attack_bn": "BatchNorm mode while attacking",
+            "kappa": "CW margin κ (attack=cw)"}
+
+    def loss(self, model, x, y, index):
+        s, c = self.settings, self.ctx
+        if s["attack"] == "fgsm":
+            x_adv = pgd(model, x, y, eps=c.eps, alpha=c.eps, steps=1, rand_init="none",
+                        bn_mode=s["attack_bn"])
+        else:
+            x_adv = pgd(model, x, y, eps=c.eps, alpha=c.alpha, steps=c.steps, rand_init=s["rand_init"],
+                        loss=train_attack_loss(s["attack"], s["kappa"]), bn_mode=s["attack_bn"])
+        logits = model(x_adv)
+        return StepResult(loss=F.cross_entropy(logits, y), logits=logits)

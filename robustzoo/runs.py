@@ -1,0 +1,184 @@
+"""Run directories: atomic writes, safetensors checkpoints, strict loading.
+
+Layout::
+
+    RUN_DIR/
+      config.json          timm-compatible (architecture, num_classes, pretrained_cfg,
+                           model_args) plus a ``robustzoo`` block with every setting
+      model.safetensors    best checkpoint by validation clean + PGD accuracy
+      last.safetensors     checkpoint of the last finished epoch
+      aux.safetensors      the objective's extra modules and per-example state (if any)
+      metrics.jsonl        one JSON object per epoch
+      eval.json            evaluation results
+      state/resume.pt      optimiser states etc. for --resume (local only, tensors only)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from .errors import NotFoundError, RunError
+
+FORMAT_VERSION = "1"
+MODEL_FILE = "model.safetensors"
+LAST_FILE = "last.safetensors"
+AUX_FILE = "aux.safetensors"
+CONFIG_FILE = "config.json"
+EVAL_FILE = "eval.json"
+METRICS_FILE = "metrics.jsonl"
+RESUME_FILE = "state/resume.pt"
+
+
+@contextmanager
+def atomic_path(path: str | Path):
+    """Yield a temporary path beside ``path``; rename it over ``path`` only on success."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_text(path: str | Path, text: str) -> None:
+    """Atomically write a text file."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def write_json(path: str | Path, data: Any) -> None:
+    """Atomically write pretty JSON."""
+    write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+def append_jsonl(path: str | Path, row: dict[str, Any]) -> None:
+    """Rewrite a JSON-lines file with one more row (atomic: never a half line on disk)."""
+    path = Path(path)
+    old = path.read_text(encoding="utf-8") if path.exists() else ""
+    write_text(path, old + json.dumps(row) + "\n")
+
+
+def save_weights(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, Any]) -> None:
+    """Save tensors as safetensors with ``robustzoo.*`` string metadata, atomically."""
+    from safetensors.torch import save_file
+
+    meta = {f"robustzoo.{k}": v if isinstance(v, str) else json.dumps(v) for k, v in metadata.items()}
+    meta["format"] = "pt"
+    clean = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    with atomic_path(path) as tmp:
+        save_file(clean, str(tmp), metadata=meta)
+
+
+def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Read a safetensors file; a corrupt or truncated file is a :class:`RunError`."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise NotFoundError(f"{path} does not exist")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as exc:  # noqa: BLE001 - safetensors raises several types for bad files
+        raise RunError(f"{path} is not a readable safetensors file ({type(exc).__name__}: "
+                       f"{str(exc).splitlines()[0][:120]}); re-download it or retrain the run") from None
+    return tensors, meta
+
+
+def load_state_strict(module: nn.Module, tensors: dict[str, torch.Tensor], source: str) -> None:
+    """Load ``tensors`` into ``module``: same keys, shapes and dtypes, or a one-line RunError."""
+    expected = module.state_dict()
+    missing = [k for k in expected if k not in tensors]
+    extra = [k for k in tensors if k not in expected]
+    if missing or extra:
+        what = f"missing {missing[0]!r}" if missing else f"unexpected {extra[0]!r}"
+        raise RunError(f"{source} does not match the architecture: {what} "
+                       f"({len(missing)} missing, {len(extra)} unexpected keys)")
+    for k, ref in expected.items():
+        t = tensors[k]
+        if t.shape != ref.shape:
+            raise RunError(f"{source} does not match the architecture: {k} has shape "
+                           f"{tuple(t.shape)}, expected {tuple(ref.shape)}")
+        if t.dtype != ref.dtype:
+            raise RunError(f"{source}: {k} has dtype {t.dtype}, expected {ref.dtype}")
+    module.load_state_dict(tensors, strict=True)
+
+
+def read_config(run_dir: str | Path) -> dict[str, Any]:
+    """Read and check a run's config.json."""
+    run_dir = Path(run_dir)
+    cfg_path = run_dir / CONFIG_FILE
+    if not run_dir.is_dir():
+        raise NotFoundError(f"{run_dir} is not a directory; pass a run directory written by "
+                            f"`robustzoo train`, a zoo alias or hf-hub:org/name")
+    if not cfg_path.is_file():
+        raise NotFoundError(f"{run_dir} is not a robustzoo run (no {CONFIG_FILE}); "
+                            f"create one with `robustzoo train --out {run_dir}`")
+    try:
+        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise RunError(f"{cfg_path} is not valid JSON ({exc.msg if hasattr(exc, 'msg') else exc})") from None
+    if not isinstance(cfg, dict) or "architecture" not in cfg or "robustzoo" not in cfg:
+        raise RunError(f"{cfg_path} lacks 'architecture' or the 'robustzoo' block; it was not "
+                       f"written by robustzoo")
+    return cfg
+
+
+def model_config(arch: str, num_classes: int, shape: tuple[int, int, int], mean, std,
+                 robustzoo: dict[str, Any]) -> dict[str, Any]:
+    """The timm-compatible config.json of a run."""
+    c, h, w = shape
+    return {
+        "architecture": arch,
+        "num_classes": num_classes,
+        "num_features": None,
+        "model_args": {"in_chans": c, "input_size": [h, w], "mean": list(mean), "std": list(std)},
+        "pretrained_cfg": {
+            "input_size": [c, h, w], "mean": list(mean), "std": list(std),
+            "num_classes": num_classes, "interpolation": "bilinear", "crop_pct": 1.0,
+            "notes": "inputs in [0,1]; the model normalises internally (mean/std above are "
+                     "applied by its first layer, so pass un-normalised images)",
+        },
+        "robustzoo": robustzoo,
+    }
+
+
+def build_from_config(cfg: dict[str, Any]) -> nn.Module:
+    """Build the (untrained) model a config.json describes."""
+    from .models import build_model
+
+    margs = cfg.get("model_args", {})
+    return build_model(cfg["architecture"], num_classes=int(cfg["num_classes"]),
+                       in_chans=int(margs.get("in_chans", 3)), input_size=margs.get("input_size", [32, 32]),
+                       mean=margs.get("mean", [0.0]), std=margs.get("std", [1.0]))
+
+
+def load_run(run_dir: str | Path, checkpoint: str = MODEL_FILE, device: str | torch.device = "cpu"):
+    """Load a run's model (eval mode) and config.
+
+    Returns:
+        (model, config dict).
+    """
+    run_dir = Path(run_dir)
+    cfg = read_config(run_dir)
+    weights = run_dir / checkpoint
+    if not weights.is_file():
+        raise NotFoundError(f"{run_dir} has no {checkpoint} (did training finish an epoch? "
+                            f"continue it with `robustzoo train --resume {run_dir}`)")
+    model = build_from_config(cfg)
+    tensors, _ = read_weights(weights)
+    load_state_strict(model, tensors, str(weights))
+    return model.to(device).eval(), cfg

@@ -1,0 +1,462 @@
+"""The training loop. Reads top to bottom: resolve settings, load data, build model and
+objective, then per epoch: train, validate, checkpoint (atomically), log a JSON line.
+
+``--resume`` restarts from the last finished epoch; each epoch re-seeds its random streams
+from (seed, epoch), so an interrupted and resumed run ends with the same weights as an
+uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from . import runs
+from .attacks import pgd
+from .config import TrainConfig, apply_sets, check_threat_model
+from .data import DatasetSpec, Splits, load_splits
+from .errors import NotFoundError, RunError, UsageError
+from .evaluate import evaluate_model
+from .models import build_model
+from .objectives import Objective, ObjectiveContext
+from .plugins import registry
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' picks CUDA when present, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise UsageError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda was asked for but no CUDA GPU is available; use --device cpu")
+    return dev
+
+
+def build_config(objective: str | None = None, recipe: str | None = None,
+                 sets: dict[str, Any] | None = None, **options: Any) -> TrainConfig:
+    """Combine a recipe, explicit options and ``--set`` pairs into a TrainConfig.
+
+    ``options`` are TrainConfig fields (None values are ignored); ``sets`` may also name
+    objective settings.
+    """
+    cfg = TrainConfig()
+    pairs: dict[str, Any] = {}
+    if recipe:
+        rec = registry("recipes").get(recipe)
+        cfg.objective = rec.objective
+        cfg.recipe = recipe
+        pairs.update(rec.settings)
+    if objective:
+        if recipe and objective != cfg.objective:
+            raise UsageError(f"recipe {recipe!r} trains {cfg.objective!r}, not {objective!r}; "
+                             f"drop --objective or the recipe")
+        cfg.objective = objective
+    obj_cls = registry("objectives").get(cfg.objective)
+    pairs.update({k: v for k, v in options.items() if v is not None})
+    pairs.update(sets or {})
+    apply_sets(cfg, pairs, obj_cls.defaults)
+    return cfg
+
+
+@dataclass
+class Resolved:
+    """A config with every default filled in, plus what it refers to."""
+
+    config: TrainConfig
+    spec: DatasetSpec
+    objective_cls: type[Objective]
+    settings: dict[str, Any]
+
+
+def resolve(cfg: TrainConfig) -> Resolved:
+    """Fill dataset defaults and validate everything before anything touches the disk."""
+    spec = registry("datasets").get(cfg.dataset)
+    obj_cls = registry("objectives").get(cfg.objective)
+    settings = obj_cls.resolve_settings(cfg.objective_args)
+    c = TrainConfig(**cfg.to_dict())
+    c.arch = c.arch or spec.default_arch
+    c.eps = spec.eps if c.eps is None else float(c.eps)
+    c.alpha = spec.alpha if c.alpha is None else float(c.alpha)
+    c.steps = spec.steps if c.steps is None else int(c.steps)
+    c.epochs = spec.epochs if c.epochs is None else int(c.epochs)
+    c.batch_size = spec.batch_size if c.batch_size is None else int(c.batch_size)
+    c.optimizer = c.optimizer or spec.optimizer
+    c.lr = (spec.lr if c.optimizer == spec.optimizer else (1e-3 if c.optimizer == "adam" else 0.1)) \
+        if c.lr is None else float(c.lr)
+    if c.weight_decay is None:
+        c.weight_decay = 0.0 if c.optimizer == "adam" else 5e-4
+    c.augment = c.augment or spec.augment
+    c.objective_args = settings
+    check_threat_model(c.eps, c.alpha, c.steps)
+    if c.epochs < 1 or c.batch_size < 1 or c.lr <= 0:
+        raise UsageError("epochs, batch size and learning rate must be positive")
+    if c.optimizer not in ("sgd", "adam"):
+        raise UsageError(f"unknown optimizer {c.optimizer!r}; use sgd or adam")
+    if c.schedule not in ("piecewise", "cosine", "constant"):
+        raise UsageError(f"unknown schedule {c.schedule!r}; use piecewise, cosine or constant")
+    if c.augment not in ("none", "crop_flip"):
+        raise UsageError(f"unknown augment {c.augment!r}; use none or crop_flip")
+    reg = registry("attacks")
+    for a in c.eval_attacks:
+        reg.get(a)
+    return Resolved(c, spec, obj_cls, settings)
+
+
+def lr_factor(cfg: TrainConfig, epoch: int, frac: float) -> float:
+    """Multiplier of the base lr at 0-based ``epoch`` plus ``frac`` of it.
+
+    Piecewise milestones below 1 are fractions of the run (0.5 = half way); others are
+    1-based epoch numbers from which the decay applies (TRADES' 'x0.1 at epoch 75').
+    """
+    t = epoch + frac
+    if cfg.warmup_epochs and t < cfg.warmup_epochs:
+        return t / cfg.warmup_epochs
+    if cfg.schedule == "constant":
+        return 1.0
+    if cfg.schedule == "cosine":
+        return 0.5 * (1 + math.cos(math.pi * t / cfg.epochs))
+    n = 0
+    for m in cfg.milestones:
+        if (m < 1 and epoch >= m * cfg.epochs) or (m >= 1 and epoch + 1 >= m):
+            n += 1
+    return cfg.gamma ** n
+
+
+def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """SGD (momentum, weight decay, nesterov) or Adam with the config's settings."""
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                           nesterov=cfg.nesterov and cfg.momentum > 0)
+
+
+def versions() -> dict[str, str]:
+    """Package versions recorded with every run."""
+    import timm
+
+    from . import __version__
+
+    return {"robustzoo": __version__, "torch": torch.__version__, "timm": timm.__version__,
+            "python": platform.python_version()}
+
+
+def validate(model: nn.Module, data, cfg: TrainConfig, batch_size: int = 500) -> tuple[float, float]:
+    """Clean and PGD accuracy on the validation split (eval mode; training ε, uniform start)."""
+    model.eval()
+    clean = robust = 0
+    gen_state = torch.get_rng_state()
+    torch.manual_seed(cfg.seed + 7919)  # fixed attack noise: comparable across epochs
+    for x, y, _ in data.batches(batch_size):
+        with torch.no_grad():
+            clean += int((model(x).argmax(1) == y).sum())
+        x_adv = pgd(model, x, y, eps=cfg.eps, alpha=cfg.alpha if cfg.steps else cfg.eps / 4,
+                    steps=cfg.val_steps, rand_init="uniform")
+        with torch.no_grad():
+            robust += int((model(x_adv).argmax(1) == y).sum())
+    torch.set_rng_state(gen_state)
+    n = max(len(data), 1)
+    return clean / n, robust / n
+
+
+class Trainer:
+    """Trains one run into ``out_dir``.
+
+    Args:
+        config: a TrainConfig (defaults are filled by :func:`resolve`).
+        out_dir: the run directory (created once data and model are ready).
+        resume: continue the run in ``out_dir`` from its last finished epoch.
+        show_progress: rich progress bar on stderr.
+    """
+
+    def __init__(self, config: TrainConfig, out_dir: str | Path, *, resume: bool = False,
+                 show_progress: bool = True):
+        self.out = Path(out_dir)
+        self.resume = resume
+        self.show_progress = show_progress
+        r = resolve(config)
+        self.cfg, self.spec, self.settings = r.config, r.spec, r.settings
+        self.device = resolve_device(self.cfg.device)
+        torch.manual_seed(self.cfg.seed)
+        self.splits: Splits = load_splits(self.spec, data_dir=self.cfg.data_dir, subset=self.cfg.subset,
+                                          val_size=self.cfg.val_size, seed=self.cfg.seed)
+        self.train_data = self.splits.train.to(self.device)
+        self.val_data = self.splits.val.to(self.device)
+        c, h, w = self.spec.shape
+        self.model = build_model(self.cfg.arch, num_classes=self.spec.num_classes, in_chans=c,
+                                 input_size=(h, w), mean=self.spec.mean, std=self.spec.std).to(self.device)
+        ctx = ObjectiveContext(eps=self.cfg.eps, alpha=self.cfg.alpha, steps=self.cfg.steps,
+                               num_classes=self.spec.num_classes, input_shape=self.spec.shape,
+                               num_train=len(self.train_data), epochs=self.cfg.epochs, device=self.device,
+                               dataset=self.spec.name, seed=self.cfg.seed)
+        self.objective: Objective = r.objective_cls(self.settings, ctx)
+        self.extra = {k: m.to(self.device) for k, m in self.objective.extra_modules().items()}
+        self.optimizer = make_optimizer(self.model.parameters(), self.cfg)
+        self.objective.optimizers = {k: make_optimizer(m.parameters(), self.cfg) for k, m in self.extra.items()}
+        self.start_epoch = 0
+        self.best_score = -1.0
+        self.best_epoch = -1
+
+    # -- run directory --------------------------------------------------------------------
+    def robustzoo_block(self) -> dict[str, Any]:
+        return {
+            "format": runs.FORMAT_VERSION,
+            "dataset": self.spec.name,
+            "objective": self.cfg.objective,
+            "objective_settings": self.settings,
+            "threat_model": {"norm": "linf", "eps": self.cfg.eps},
+            "config": self.cfg.to_dict(),
+            "num_train": len(self.train_data),
+            "extra_modules": sorted(self.extra),
+            "state_tensors": sorted(self.objective.state_tensors()),
+            "versions": versions(),
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+
+    def _prepare_dir(self) -> None:
+        cfg_path = self.out / runs.CONFIG_FILE
+        if self.resume:
+            state = self.out / runs.RESUME_FILE
+            if not state.is_file():
+                raise NotFoundError(f"{self.out} has no resumable state ({runs.RESUME_FILE}); "
+                                    f"start a new run with `robustzoo train --out DIR`")
+            blob = torch.load(state, map_location=self.device, weights_only=True)
+            self.model.load_state_dict(blob["model"])
+            self.optimizer.load_state_dict(blob["optimizer"])
+            for k, m in self.extra.items():
+                m.load_state_dict(blob["extra"][k])
+                self.objective.optimizers[k].load_state_dict(blob["extra_optim"][k])
+            self.objective.load_state_tensors(blob["state"])
+            self.start_epoch = int(blob["epoch"])
+            self.best_score = float(blob["best_score"])
+            self.best_epoch = int(blob["best_epoch"])
+            return
+        if cfg_path.exists():
+            raise UsageError(f"{self.out} already holds a run; continue it with "
+                             f"`robustzoo train --resume {self.out}` or choose another --out")
+        c, h, w = self.spec.shape
+        runs.write_json(cfg_path, runs.model_config(self.cfg.arch, self.spec.num_classes, (c, h, w),
+                                                    self.spec.mean, self.spec.std, self.robustzoo_block()))
+
+    def _weights_metadata(self, epoch: int) -> dict[str, Any]:
+        return {"format": runs.FORMAT_VERSION, "architecture": self.cfg.arch, "epoch": epoch,
+                "dataset": self.spec.name, "objective": self.cfg.objective,
+                "eps": self.cfg.eps, "num_classes": self.spec.num_classes}
+
+    def aux_tensors(self) -> dict[str, torch.Tensor]:
+        """Extra modules ('module.<name>.<param>') and state ('state.<key>') for aux.safetensors."""
+        out = {f"module.{k}.{p}": t for k, m in self.extra.items() for p, t in m.state_dict().items()}
+        out.update({f"state.{k}": t for k, t in self.objective.state_tensors().items()})
+        return out
+
+    def _save_epoch(self, epoch: int, is_best: bool) -> None:
+        meta = self._weights_metadata(epoch + 1)
+        runs.save_weights(self.out / runs.LAST_FILE, self.model.state_dict(), meta)
+        if is_best:
+            runs.save_weights(self.out / runs.MODEL_FILE, self.model.state_dict(), meta)
+            aux = self.aux_tensors()
+            if aux:
+                runs.save_weights(self.out / runs.AUX_FILE, aux, meta)
+        blob = {
+            "epoch": epoch + 1, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "extra": {k: m.state_dict() for k, m in self.extra.items()},
+            "extra_optim": {k: o.state_dict() for k, o in self.objective.optimizers.items()},
+            "state": self.objective.state_tensors(), "best_score": self.best_score,
+            "best_epoch": self.best_epoch,
+        }
+        with runs.atomic_path(self.out / runs.RESUME_FILE) as tmp:
+            torch.save(blob, tmp)
+
+    # -- the loop ---------------------------------------------------------------------------
+    def _set_lr(self, epoch: int, frac: float) -> float:
+        lr = self.cfg.lr * lr_factor(self.cfg, epoch, frac)
+        for opt in [self.optimizer, *self.objective.optimizers.values()]:
+            for group in opt.param_groups:
+                group["lr"] = lr
+        return lr
+
+    def train_epoch(self, epoch: int, progress: Any = None) -> dict[str, float]:
+        """One pass over the training set; returns averaged metrics."""
+        cfg = self.cfg
+        torch.manual_seed(cfg.seed * 100003 + epoch)  # attack noise: reproducible per epoch
+        gen = torch.Generator().manual_seed(cfg.seed * 100003 + epoch)
+        self.objective.on_epoch_start(epoch)
+        self.model.train()
+        for m in self.extra.values():
+            m.train()
+        n_batches = math.ceil(len(self.train_data) / cfg.batch_size)
+        task = progress.add_task(f"epoch {epoch + 1}/{cfg.epochs}", total=n_batches, loss=0.0, acc=0.0) \
+            if progress is not None else None
+        loss_sum = torch.zeros((), device=self.device)
+        correct = torch.zeros((), device=self.device)
+        seen = 0
+        extra_sums: dict[str, float] = {}
+        for i, (x, y, idx) in enumerate(self.train_data.batches(cfg.batch_size, shuffle=True, generator=gen,
+                                                                  augment=cfg.augment)):
+            self._set_lr(epoch, i / n_batches)
+            res = self.objective.loss(self.model, x, y, idx)
+            self.optimizer.zero_grad(set_to_none=True)
+            res.loss.backward()
+            self.optimizer.step()
+            metrics = dict(res.metrics)
+            metrics.update(self.objective.after_step(self.model, x, y, idx, res))
+            bs = len(y)
+            loss_sum += res.loss.detach() * bs
+            if res.logits is not None:
+                yy = res.y if res.y is not None else y
+                correct += (res.logits.detach().argmax(1) == yy).sum()
+            seen += bs
+            for k, v in metrics.items():
+                extra_sums[k] = extra_sums.get(k, 0.0) + float(v) * bs
+            if task is not None and (i % 10 == 0 or i == n_batches - 1):
+                progress.update(task, completed=i + 1, loss=float(loss_sum) / seen, acc=float(correct) / seen)
+        if task is not None:
+            progress.remove_task(task)
+        self.objective.sync_state()
+        out = {"train_loss": float(loss_sum) / max(seen, 1), "train_acc": float(correct) / max(seen, 1)}
+        out.update({k: v / max(seen, 1) for k, v in extra_sums.items()})
+        return out
+
+    def fit(self, until_epoch: int | None = None) -> dict[str, Any] | None:
+        """Train to the end (or to ``until_epoch``), then evaluate the best checkpoint.
+
+        Returns:
+            The eval.json dictionary, or None when stopped early by ``until_epoch``.
+        """
+        self._prepare_dir()
+        cfg = self.cfg
+        stop = cfg.epochs if until_epoch is None else min(until_epoch, cfg.epochs)
+        progress = _train_progress() if self.show_progress else None
+        if progress is not None:
+            progress.start()
+        try:
+            for epoch in range(self.start_epoch, stop):
+                t0 = time.perf_counter()
+                row: dict[str, Any] = {"epoch": epoch + 1, "lr": self.cfg.lr * lr_factor(cfg, epoch, 0.0)}
+                row.update(self.train_epoch(epoch, progress))
+                last = epoch + 1 == cfg.epochs
+                if (epoch + 1) % cfg.val_every == 0 or last:
+                    vc, vr = validate(self.model, self.val_data, cfg)
+                    row.update(val_clean=vc, val_pgd=vr)
+                    score = vc + vr
+                    is_best = score > self.best_score
+                    if is_best:
+                        self.best_score, self.best_epoch = score, epoch + 1
+                else:
+                    is_best = self.best_epoch < 0
+                row["best"] = is_best
+                row["seconds"] = round(time.perf_counter() - t0, 3)
+                self._save_epoch(epoch, is_best)
+                runs.append_jsonl(self.out / runs.METRICS_FILE, row)
+                if self.show_progress:
+                    _epoch_line(row)
+        finally:
+            if progress is not None:
+                progress.stop()
+        if stop < cfg.epochs:
+            return None
+        return self.final_eval()
+
+    def final_eval(self) -> dict[str, Any]:
+        """Evaluate model.safetensors (best on validation) on the test set; write eval.json."""
+        model, _ = runs.load_run(self.out, device=self.device)
+        test = self.splits.test
+        report = evaluate_model(model, test, list(self.cfg.eval_attacks), eps=self.cfg.eps,
+                                alpha=self.spec.eval_alpha, num_classes=self.spec.num_classes,
+                                n=self.cfg.eval_n, seed=self.cfg.seed, device=self.device,
+                                show_progress=self.show_progress)
+        report["checkpoint"] = runs.MODEL_FILE
+        report["best_epoch"] = self.best_epoch
+        report["dataset"] = self.spec.name
+        report["split"] = "test"
+        runs.write_json(self.out / runs.EVAL_FILE, report)
+        return report
+
+
+def _train_progress():
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("loss {task.fields[loss]:.3f} acc {task.fields[acc]:.3f}"),
+                    TimeRemainingColumn(), console=Console(file=sys.stderr), transient=True,
+                    disable=not sys.stderr.isatty())
+
+
+def _epoch_line(row: dict[str, Any]) -> None:
+    parts = [f"epoch {row['epoch']}", f"loss {row['train_loss']:.3f}", f"train acc {row['train_acc']:.3f}"]
+    if "val_clean" in row:
+        parts += [f"val clean {row['val_clean']:.3f}", f"val pgd {row['val_pgd']:.3f}"]
+    parts.append(f"{row['seconds']:.1f}s" + (" *best*" if row.get("best") else ""))
+    sys.stderr.write("  ".join(parts) + "\n")
+
+
+def default_out_dir(cfg: TrainConfig) -> Path:
+    """runs/<objective>-<dataset>-<UTC time>: a new directory per run."""
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    base = Path("runs") / f"{cfg.recipe or cfg.objective}-{cfg.dataset}-{stamp}"
+    out, i = base, 1
+    while out.exists():
+        out = Path(f"{base}-{i}")
+        i += 1
+    return out
+
+
+def train(objective: str | None = None, *, dataset: str | None = None, out: str | Path | None = None,
+          recipe: str | None = None, resume: str | Path | None = None, show_progress: bool = False,
+          **settings: Any) -> tuple[Path, dict[str, Any]]:
+    """Python API: train a run and return (run_dir, eval report).
+
+    Example::
+
+        run_dir, report = robustzoo.train("at", dataset="digits", epochs=5, out="runs/demo")
+    """
+    if resume is not None:
+        run_dir = Path(resume)
+        cfg = config_from_run(run_dir)
+        trainer = Trainer(cfg, run_dir, resume=True, show_progress=show_progress)
+    else:
+        fields = set(TrainConfig.__dataclass_fields__)
+        options = {k: v for k, v in settings.items() if k in fields}
+        sets = {k: v for k, v in settings.items() if k not in fields}
+        cfg = build_config(objective, recipe, sets, dataset=dataset, **options)
+        run_dir = Path(out) if out else default_out_dir(cfg)
+        trainer = Trainer(cfg, run_dir, show_progress=show_progress)
+    report = trainer.fit()
+    return run_dir, report  # type: ignore[return-value]
+
+
+def config_from_run(run_dir: str | Path) -> TrainConfig:
+    """The TrainConfig recorded in a run's config.json."""
+    cfg = runs.read_config(run_dir)
+    try:
+        return TrainConfig.from_dict(cfg["robustzoo"]["config"])
+    except (KeyError, TypeError) as exc:
+        raise RunError(f"{run_dir}/config.json has no robustzoo.config block ({exc})") from None
+
+
+def json_dumps(obj: Any) -> str:
+    """JSON with tensors turned into lists."""
+    return json.dumps(obj, default=lambda o: o.tolist() if isinstance(o, torch.Tensor) else str(o))
+
+
+__all__ = ["Trainer", "train", "build_config", "resolve", "lr_factor", "F"]
