@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import sys
-import warnings
 from dataclasses import dataclass, field
 from importlib import metadata
 from types import ModuleType
@@ -26,10 +25,6 @@ from .registry import Registry
 GROUP = "robustzoo"
 BUILTIN_MODULES = ("robustzoo.builtins",)
 KINDS = ("datasets", "architectures", "attacks", "objectives", "recipes", "zoo")
-
-
-class PluginWarning(UserWarning):
-    """A plugin could not be loaded."""
 
 
 @dataclass
@@ -76,12 +71,12 @@ def get_plugin_manager() -> pluggy.PluginManager:
         except Exception as exc:  # noqa: BLE001 - any import failure must not kill the CLI
             if strict:
                 raise
-            warnings.warn(
-                f"robustzoo plugin {ep.name!r} failed to load and was skipped: "
-                f"{type(exc).__name__}: {exc} (ROBUSTZOO_STRICT_PLUGINS=1 shows the traceback)",
-                PluginWarning,
-                stacklevel=2,
-            )
+            # One line on stderr (not warnings.warn: its once-per-location filter would
+            # hide the message when the manager is rebuilt in the same process).
+            sys.stderr.write(
+                f"warning: robustzoo plugin {ep.name!r} failed to load and was skipped: "
+                f"{type(exc).__name__}: {exc} (ROBUSTZOO_STRICT_PLUGINS=1 re-raises; "
+                f"ROBUSTZOO_DISABLE_PLUGINS={ep.name} silences)\n")
             continue
         pm.register(plugin, name=ep.name)
         dist = ep.dist

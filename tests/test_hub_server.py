@@ -280,11 +280,11 @@ def test_pinned_download_needs_no_server(tmp_path: Path) -> None:
     )
     assert again == first
     assert Path(again).read_bytes() == (folder / "model.safetensors").read_bytes()
-    # A branch falls back to the cached ref when the server cannot be reached.
-    assert (
-        _download(server, "org/offline", "config.json", "main", cache)
-        == (folder / "config.json").read_bytes()
-    )
+    if not huggingface_hub.__version__.startswith("0."):
+        # A branch falls back to the cached ref when the server cannot be reached (0.x
+        # clients get there too, but only after ~20 s of retries with backoff).
+        cached = _download(server, "org/offline", "config.json", "main", cache)
+        assert cached == (folder / "config.json").read_bytes()
     assert len(server.requests) == seen
     # Nobody listens any more. (An uncached download would now fail only after the client's
     # own retries with backoff, ~20 s, so check the port directly.)

@@ -15,8 +15,10 @@ from rich.table import Table
 
 from ..errors import UsageError
 
-stdout = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False)
+# Piped output (scripts, CI logs) gets a wide table instead of rich's 80-column default.
+_WIDTH = None if sys.stdout.isatty() else 160
+stdout = Console(highlight=False, width=_WIDTH)
+err = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 160)
 
 CONTEXT = dict(help_option_names=["-h", "--help"], max_content_width=100)
 

@@ -19,7 +19,9 @@ Example:
 Clients must pass ``endpoint=hub.endpoint`` on every call (``huggingface_hub`` reads
 ``HF_ENDPOINT`` once, at import) and disable Xet uploads (``HF_HUB_DISABLE_XET=1`` or
 ``huggingface_hub.constants.HF_HUB_DISABLE_XET = True``), which only the real Hub accepts.
-Any token is accepted.
+Also set ``HF_HUB_DISABLE_TELEMETRY`` (or the constant): otherwise huggingface_hub 2.x fetches
+an "agent harness" registry from ``constants.ENDPOINT`` (the real Hub) whatever ``endpoint=``
+says. Any token is accepted.
 
 Storage under ``root``: ``blobs/<sha256>`` holds file contents (content-addressed, shared by
 all repos), ``repos/<org>/<name>.json`` holds each repo's commits and refs, and
@@ -259,10 +261,6 @@ class _Store:
         tmp = path.with_name(f".{name}.{threading.get_ident()}.tmp")
         tmp.write_text(json.dumps(repo, indent=1, sort_keys=True), encoding="utf-8")
         os.replace(tmp, path)  # atomic, so a reader never sees half a file
-
-    def exists(self, repo_id: str) -> bool:
-        with self._lock:
-            return repo_id in self._repos
 
     def get(self, repo_id: str) -> dict[str, Any]:
         with self._lock:

@@ -1,0 +1,76 @@
+"""robustzoo plugin: Calibrated Adversarial Training (Huang et al., ACML 2021).
+
+Registers the ``calibrated`` objective, the paper's recipes (``cat-cw-wrn34``,
+``cat-cent-prn18``, ``cat-cw-cnn-mnist``, ...) and the ``robustzoo viz masks`` command.
+The losses are pure functions of logits, exported for tests and reuse.
+"""
+
+from __future__ import annotations
+
+from robustzoo import hookimpl
+from robustzoo.recipes import Recipe
+
+from .losses import batchmean_kl, calibrated_classifier_loss, calibrated_mask_loss
+from .masknet import CifarMaskNet, MnistMaskNet, build_mask_net
+from .objective import CalibratedAT
+
+__all__ = ["CalibratedAT", "calibrated_classifier_loss", "calibrated_mask_loss", "batchmean_kl",
+           "build_mask_net", "CifarMaskNet", "MnistMaskNet", "RECIPES"]
+
+_CIFAR = dict(dataset="cifar10", epochs=140, batch_size=128, optimizer="sgd", lr=0.1, momentum=0.9,
+              weight_decay=5e-4, milestones="100,120", eps=8 / 255, alpha=2 / 255, steps=10,
+              beta=5.0, beta1=0.05, kappa=50.0)
+_MNIST = dict(dataset="mnist", arch="cnn_mnist", epochs=40, batch_size=128, optimizer="adam", lr=1e-3,
+              weight_decay=0.0, milestones="30", steps=20, eps=0.3, alpha=0.3 / 20, beta=1.0,
+              beta1=0.3, kappa=150.0)
+_FMNIST = dict(_MNIST, dataset="fashion-mnist", eps=0.1, alpha=0.1 / 20)
+
+
+def _recipes() -> list[Recipe]:
+    out = []
+    for attack in ("cw", "cent"):
+        tag = "CATcw" if attack == "cw" else "CATcent"
+        out.append(Recipe(
+            f"cat-{attack}-wrn34", "calibrated", dict(_CIFAR, arch="wrn34_10", attack=attack),
+            source=f"Calibrated AT paper, Table 3 ({tag}, WRN-34-10, β=5, β1=0.05, PGD-10)",
+            description=f"Calibrated AT ({tag}), WRN-34-10, CIFAR-10"))
+        out.append(Recipe(
+            f"cat-{attack}-prn18", "calibrated", dict(_CIFAR, arch="preact_resnet18", attack=attack),
+            source=f"Calibrated AT paper, Table 2 ({tag}, PreAct ResNet-18, β=5, β1=0.05, PGD-10)",
+            description=f"Calibrated AT ({tag}), PreAct ResNet-18, CIFAR-10"))
+        out.append(Recipe(
+            f"cat-{attack}-cnn-mnist", "calibrated", dict(_MNIST, attack=attack),
+            source=f"Calibrated AT paper, Table 1 ({tag}(0.3): Adam 1e-3, 40 epochs, PGD-20, β=1, β1=0.3, κ=150)",
+            description=f"Calibrated AT ({tag}), cnn_mnist, MNIST ε=0.3"))
+        out.append(Recipe(
+            f"cat-{attack}-cnn-fmnist", "calibrated", dict(_FMNIST, attack=attack),
+            source=f"cat-{attack}-cnn-mnist with Fashion-MNIST's ε=0.1 and α=ε/20 (not in the paper)",
+            description=f"Calibrated AT ({tag}), cnn_mnist, Fashion-MNIST ε=0.1"))
+    out.append(Recipe(
+        "cat-cw-prn18-cifar100", "calibrated",
+        dict(_CIFAR, dataset="cifar100", arch="preact_resnet18", attack="cw", epochs=120,
+             milestones="100,110"),
+        source="Calibrated AT paper, CIFAR-100 PRN-18 CATcw β1=0.05 (120 epochs, ×0.1 at 100 and 110)",
+        description="Calibrated AT (CATcw), PreAct ResNet-18, CIFAR-100"))
+    return out
+
+
+RECIPES = _recipes()
+
+
+@hookimpl
+def register_objectives(register):
+    register(CalibratedAT)
+
+
+@hookimpl
+def register_recipes(register):
+    for recipe in RECIPES:
+        register(recipe)
+
+
+@hookimpl
+def register_commands(cli):
+    from .viz import add_commands
+
+    add_commands(cli)

@@ -1,0 +1,169 @@
+"""The ``calibrated`` objective: Calibrated Adversarial Training (Huang et al., ACML 2021).
+
+Per batch (Algorithm 1 of the paper, alternating updates):
+
+1. δ = PGD(x, y) on CE ('cent', CATcent) or the CW∞ margin ('cw', CATcw), BatchNorm in train
+   mode, uniform random start;
+2. M = g_φ(x + δ) (or g_φ([x, δ])), x_cal = clip(x + M ⊙ δ, 0, 1);
+3. θ-step (:meth:`CalibratedAT.loss`, minimised by the trainer) on
+   :func:`calibrated_classifier_loss` with M detached, so the θ-step never moves φ;
+4. φ-step (:meth:`CalibratedAT.after_step`) with the UPDATED θ on
+   :func:`calibrated_mask_loss`; gradients go to φ only and the classifier's parameters and
+   BatchNorm buffers are left exactly as they were.
+
+Cost per image at PGD-K (F = one classifier forward, backward ≈ 2F): attack K·2F, θ-step
+2 forwards + 2 backwards (6F), φ-step one no-grad forward of x' plus a forward and an
+input-only backward of x_cal (≈ 3F); plus one forward and one backward of g_φ. The measured
+figures are in docs/methods/calibrated.md.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from robustzoo.attacks import pgd
+from robustzoo.errors import RunError
+from robustzoo.objectives import Objective, StepResult, train_attack_loss
+
+from .losses import calibrated_classifier_loss, calibrated_mask_loss
+from .masknet import build_mask_net, mask_net_input
+
+PAPER = ("Huang, Menkovski, Pei, Pechenizkiy, Calibrated Adversarial Training, ACML 2021 "
+         "(PMLR 157; arXiv 2110.00623)")
+
+
+class CalibratedAT(Objective):
+    """Calibrated Adversarial Training: a mask network g_φ scales the PGD perturbation per pixel."""
+
+    name = "calibrated"
+    description = "Calibrated AT: train on x + g_φ(x+δ)⊙δ, a soft-masked PGD example (Huang et al. 2021)"
+    paper = PAPER
+    defaults = {
+        "attack": "cent",
+        "beta": 5.0,
+        "beta1": 0.05,
+        "kappa": 50.0,
+        "mask_input": "sum",
+        "kl_direction": "code",
+        "mask": True,
+        "weighted_ce": True,
+        "rand_init": "uniform",
+        "attack_bn": "train",
+        "mask_arch": "auto",
+    }
+    choices = {
+        "attack": ("cent", "cw"),
+        "mask_input": ("sum", "concat"),
+        "kl_direction": ("code", "paper"),
+        "rand_init": ("uniform", "normal", "none"),
+        "attack_bn": ("train", "eval"),
+        "mask_arch": ("auto", "mnist", "cifar"),
+        "mask": (True, False),
+        "weighted_ce": (True, False),
+    }
+    help = {
+        "attack": "training attack: cent (PGD on CE, CATcent) or cw (PGD on the CW margin, CATcw)",
+        "beta": "weight of KL(p(x)‖p(x_cal)) in the classifier loss (paper: 5 CIFAR, 1 MNIST)",
+        "beta1": "weight of CE(f(x_cal), y) in the mask loss (paper: 0.05 CIFAR, 0.3 MNIST)",
+        "kappa": "CW margin κ of the cw training attack (paper: 50 CIFAR, 150 MNIST)",
+        "mask_input": "g_φ input: sum = x+δ (authors' code) or concat = [x, δ] (paper's g_φ(X, δ))",
+        "kl_direction": "code = KL(p(x)‖p(x_cal)) (authors' code) or paper = KL(p(x_cal)‖p(x)) (eq. 13)",
+        "mask": "false: no mask network, x_cal = x' (ablation)",
+        "weighted_ce": "false: plain CE on clean images instead of CE·(1 − p_y) (ablation)",
+        "rand_init": "PGD start: uniform U(-ε,ε), normal x+0.001·N, none",
+        "attack_bn": "BatchNorm mode while attacking (paper: train)",
+        "mask_arch": "g_φ: auto (1 channel → mnist, else cifar), mnist (3 convs) or cifar (ResNet-18 trunk)",
+    }
+
+    def __init__(self, settings: dict[str, Any], ctx):
+        super().__init__(settings, ctx)
+        self.mask_net: nn.Module | None = None
+        if self.settings["mask"]:
+            self.mask_net = build_mask_net(self.settings["mask_arch"], ctx.input_shape,
+                                           self.settings["mask_input"]).to(ctx.device)
+
+    def extra_modules(self) -> dict[str, nn.Module]:
+        return {} if self.mask_net is None else {"mask_net": self.mask_net}
+
+    # -- pieces, also used by `robustzoo viz masks` ---------------------------------------
+    def attack(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, bn_mode: str | None = None
+               ) -> torch.Tensor:
+        """x' = PGD(x, y) with the training attack (CE or CW margin); returns detached x'."""
+        s, c = self.settings, self.ctx
+        return pgd(model, x, y, eps=c.eps, alpha=c.alpha, steps=c.steps, rand_init=s["rand_init"],
+                   loss=train_attack_loss(s["attack"], s["kappa"]),
+                   bn_mode=s["attack_bn"] if bn_mode is None else bn_mode)
+
+    def mask(self, x: torch.Tensor, x_adv: torch.Tensor) -> torch.Tensor:
+        """M = g_φ(x + δ) (or g_φ([x, δ])) with δ = x' − x; values in (0, 1), shape of x."""
+        if self.mask_net is None:
+            return torch.ones_like(x)
+        return self.mask_net(mask_net_input(x, x_adv - x, self.settings["mask_input"]))
+
+    @staticmethod
+    def calibrate(x: torch.Tensor, x_adv: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+        """x_cal = clip(x + M ⊙ δ, 0, 1): inside the ε-ball because 0 < M < 1 and |δ| ≤ ε."""
+        return (x + m * (x_adv - x)).clamp(0.0, 1.0)
+
+    # -- the two steps -------------------------------------------------------------------------
+    def loss(self, model, x, y, index):
+        s = self.settings
+        x_adv = self.attack(model, x, y)
+        cache: dict[str, Any] = {"x_adv": x_adv}
+        metrics: dict[str, Any] = {}
+        if self.mask_net is None:
+            x_cal = x_adv  # ablation: no calibration
+        else:
+            # M keeps its graph to φ for the φ-step (saves a second g_φ forward); θ sees it
+            # detached, so the trainer's backward of this loss never reaches φ.
+            m = self.mask(x, x_adv)
+            cache["mask"] = m
+            x_cal = self.calibrate(x, x_adv, m.detach())
+            metrics["mask_mean"] = m.detach().mean()
+        logits_nat = model(x)
+        logits_cal = model(x_cal)
+        loss = calibrated_classifier_loss(logits_nat, logits_cal, y, s["beta"],
+                                          weighted_ce=s["weighted_ce"], kl_direction=s["kl_direction"])
+        return StepResult(loss=loss, logits=logits_cal, metrics=metrics, cache=cache)
+
+    def after_step(self, model, x, y, index, result):
+        """φ-step with the updated θ: minimise L_g over φ only.
+
+        p(x') is recomputed with the updated θ (no gradient) so that both sides of
+        KL(p(x')‖p(x_cal)) come from the same classifier, as in the authors' code where the
+        generator step follows the classifier step. The classifier runs in its current
+        (train) mode, so BatchNorm normalises with batch statistics as in the θ-step; its
+        running statistics are restored afterwards, so the φ-step leaves θ and its buffers
+        untouched.
+        """
+        if self.mask_net is None:
+            return {}
+        opt = self.optimizers.get("mask_net")
+        if opt is None:
+            raise RunError("calibrated: the mask network has no optimiser; the trainer gives one to "
+                           "every module of extra_modules() as objective.optimizers['mask_net']")
+        x_adv = result.cache["x_adv"]
+        m = result.cache.get("mask")
+        if m is None or not m.requires_grad:
+            m = self.mask(x, x_adv)
+        buffers = {k: b.clone() for k, b in model.named_buffers()}
+        try:
+            with torch.no_grad():
+                logits_adv = model(x_adv)
+            logits_cal = model(self.calibrate(x, x_adv, m))
+            loss = calibrated_mask_loss(logits_adv, logits_cal, y, self.settings["beta1"])
+            params = [p for p in self.mask_net.parameters() if p.requires_grad]
+            # Gradients w.r.t. φ only: the classifier's .grad fields are not touched.
+            grads = torch.autograd.grad(loss, params)
+        finally:
+            with torch.no_grad():
+                for k, b in model.named_buffers():
+                    b.copy_(buffers[k])
+        opt.zero_grad(set_to_none=True)
+        for p, g in zip(params, grads):
+            p.grad = g
+        opt.step()
+        return {"mask_loss": loss.detach()}

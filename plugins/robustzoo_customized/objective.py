@@ -1,0 +1,130 @@
+"""The ``customized`` objective: Customized Adversarial Training (Cheng et al. 2020).
+
+Every training example i owns a budget ε_i (``state_tensors()['eps']``, indexed by the
+dataset index, starting at 0) and a soft label ỹ_i = (1 − cε_i)·onehot(y_i) + cε_i·u_i,
+u_i ~ Dirichlet(β_D·1). Per batch:
+
+1. ε_i ← ε_i + η; draw ỹ with this ε_i; δ = 0 (no random start); K steps of
+   δ ← clip_{ε_i}(δ + α·sign ∇_δ ℓ(f(x+δ), ỹ)), BatchNorm in eval mode;
+2. if the attack succeeded (argmax f(x+δ) ≠ y): ε_i ← ε_i − η ('keep') or ε_i ← 0
+   ('reset'); then ε_i ← min(ε_i, ε_max);
+3. re-draw ỹ with the new ε_i and return ℓ(f(x+δ), ỹ) for the θ-step.
+
+The forward f(x+δ) of step 3 (train mode) also decides "attack succeeded", so the method
+costs what Madry AT costs: K·2F for the attack plus 3F for the θ-step (23F at K = 10).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from robustzoo.attacks import pgd
+from robustzoo.objectives import Objective, StepResult
+
+from .losses import customized_loss, customized_loss_per_example, soft_labels
+
+PAPER = ("Cheng, Lei, Chen, Dhillon, Hsieh, CAT: Customized Adversarial Training for Improved "
+         "Robustness, arXiv 2002.06789 (2020)")
+
+
+class CustomizedAT(Objective):
+    """Customized AT: per-example budgets ε_i that grow while the model resists, and soft labels."""
+
+    name = "customized"
+    description = "Customized AT: per-example ε_i and Dirichlet-smoothed labels (Cheng et al. 2020)"
+    paper = PAPER
+    defaults = {
+        "loss": "ce",
+        "eta": 0.005,
+        "eps_max": 0.0,
+        "c": 10.0,
+        "dirichlet": 1.0,
+        "kappa": 10.0,
+        "update": "keep",
+        "attack_bn": "eval",
+    }
+    choices = {"loss": ("ce", "mix"), "update": ("keep", "reset"), "attack_bn": ("train", "eval")}
+    help = {
+        "loss": "ce = soft-label CE (CAT-CE); mix = soft CE + logit margin (CAT-MIX)",
+        "eta": "budget increment η per visit, on the [0,1] scale (paper: 0.005)",
+        "eps_max": "cap of ε_i on the [0,1] scale; 0 = the run's ε (paper: 8/255)",
+        "c": "label smoothing per unit of ε: weight c·ε_i on the Dirichlet noise (paper: 10)",
+        "dirichlet": "Dirichlet concentration β_D of the label noise (paper: 1)",
+        "kappa": "floor −κ of the mix loss's logit margin (paper: 10)",
+        "update": "when the attack succeeds: keep = ε_i −= η (arXiv v1, default), reset = ε_i = 0 (later version)",
+        "attack_bn": "BatchNorm mode while attacking (paper code: eval)",
+    }
+
+    def __init__(self, settings: dict[str, Any], ctx):
+        super().__init__(settings, ctx)
+        if self.settings["eta"] < 0 or self.settings["c"] < 0 or self.settings["eps_max"] < 0:
+            from robustzoo.errors import UsageError
+
+            raise UsageError("customized: eta, c and eps_max must be >= 0")
+        self.eps_table = torch.zeros(ctx.num_train, dtype=torch.float32, device=ctx.device)
+        # For sync_state(): the table at the start of the epoch and the rows this rank touched.
+        self._epoch_start: torch.Tensor | None = None
+        self._touched = torch.zeros(ctx.num_train, dtype=torch.bool, device=ctx.device)
+
+    @property
+    def eps_max(self) -> float:
+        """ε_max on the [0,1] scale: the setting, or the run's ε when it is 0."""
+        return float(self.settings["eps_max"]) or float(self.ctx.eps)
+
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        return {"eps": self.eps_table}
+
+    def on_epoch_start(self, epoch: int) -> None:
+        super().on_epoch_start(epoch)
+        self._epoch_start = self.eps_table.clone()
+        self._touched.zero_()
+
+    def loss(self, model, x, y, index):
+        s, ctx = self.settings, self.ctx
+        idx = index.to(self.eps_table.device)
+        eta = float(s["eta"])
+        eps_i = self.eps_table[idx] + eta  # step 1: grow the budget of every example in the batch
+        soft = soft_labels(y, eps_i, s["c"], ctx.num_classes, s["dirichlet"])
+
+        def attack_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+            return customized_loss_per_example(logits, y, targets, s["loss"], s["kappa"])
+
+        x_adv = pgd(model, x, soft, eps=eps_i.to(x.device), alpha=ctx.alpha, steps=ctx.steps,
+                    rand_init="none", loss=attack_loss, bn_mode=s["attack_bn"])
+        logits = model(x_adv)
+        fooled = (logits.detach().argmax(1) != y).to(eps_i.device)
+        if s["update"] == "keep":
+            eps_i = torch.where(fooled, eps_i - eta, eps_i)
+        else:
+            eps_i = torch.where(fooled, torch.zeros_like(eps_i), eps_i)
+        eps_i = eps_i.clamp(min=0.0, max=self.eps_max)
+        self.eps_table[idx] = eps_i
+        self._touched[idx] = True
+        soft = soft_labels(y, eps_i, s["c"], ctx.num_classes, s["dirichlet"])  # step 3: re-draw ỹ
+        loss = customized_loss(logits, y, soft, s["loss"], s["kappa"])
+        return StepResult(loss=loss, logits=logits,
+                          metrics={"eps_mean": eps_i.mean(), "attack_success": fooled.float().mean()})
+
+    def sync_state(self) -> None:
+        """All-reduce the ε rows each rank changed this epoch (no-op without torch.distributed).
+
+        Each rank trains on a disjoint shard, so it changes only its own rows. The change of
+        every row (relative to the table at the start of the epoch) and a touched-mask are
+        summed over ranks; a row touched by several ranks gets the mean of their changes.
+        """
+        import torch.distributed as dist
+
+        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+            return
+        start = self._epoch_start if self._epoch_start is not None else torch.zeros_like(self.eps_table)
+        touched = self._touched.to(self.eps_table.dtype)
+        delta = (self.eps_table - start) * touched
+        packed = torch.stack([delta, touched])
+        dist.all_reduce(packed, op=dist.ReduceOp.SUM)
+        delta_sum, count = packed[0], packed[1]
+        with torch.no_grad():
+            self.eps_table.copy_(torch.where(count > 0, start + delta_sum / count.clamp_min(1.0), start))
+        self._epoch_start = self.eps_table.clone()
+        self._touched.zero_()

@@ -1,0 +1,45 @@
+"""robustzoo plugin: MART (Wang et al., ICLR 2020).
+
+Registers the ``mart`` objective and its recipes through the ``robustzoo`` entry point
+``mart = "robustzoo_mart"``. The pure loss :func:`mart_loss` is importable on its own.
+Documentation: docs/methods/mart.md.
+"""
+
+from __future__ import annotations
+
+from robustzoo import hookimpl
+from robustzoo.recipes import Recipe
+
+from .losses import boosted_ce, mart_loss, weighted_kl
+from .objective import MART
+
+__all__ = ["MART", "mart_loss", "boosted_ce", "weighted_kl"]
+
+_CODE = "github.com/YisenWang/MART"
+
+
+@hookimpl
+def register_objectives(register):
+    register(MART)
+
+
+@hookimpl
+def register_recipes(register):
+    # Both scripts decay the lr x0.1 from epoch 75, x0.01 from 90, x0.001 from 100 (1-based);
+    # PGD-10, α=0.007, ε=0.031, start x+0.001·N, attack in eval mode.
+    common = dict(dataset="cifar10", batch_size=128, optimizer="sgd", momentum=0.9,
+                  milestones="75,90,100", eps=0.031, alpha=0.007, steps=10, rand_init="normal",
+                  attack_bn="eval")
+    register(Recipe(
+        "mart-wrn34", "mart",
+        dict(common, arch="wrn34_10", epochs=90, lr=0.1, weight_decay=7e-4, lam=6.0),
+        source=f"{_CODE} train_wideresnet.py: WRN-34-10, λ (beta)=6, SGD lr 0.1 m 0.9 wd 7e-4, "
+               "90 epochs, lr x0.1 from epoch 75 and x0.01 from 90",
+        description="MART λ=6, WRN-34-10, CIFAR-10 (rank it by AutoAttack, not PGD)"))
+    register(Recipe(
+        "mart-prn18", "mart",
+        dict(common, arch="preact_resnet18", epochs=120, lr=0.01, weight_decay=3.5e-3, lam=5.0),
+        source=f"{_CODE} train_resnet.py: λ (beta)=5, SGD lr 0.01 m 0.9 wd 3.5e-3, 120 epochs, lr "
+               "x0.1/x0.01/x0.001 from epochs 75/90/100; the script trains a standard ResNet-18, "
+               "this recipe the zoo's PreAct ResNet-18",
+        description="MART λ=5, PreAct ResNet-18, CIFAR-10 (rank it by AutoAttack, not PGD)"))

@@ -1,0 +1,150 @@
+from __future__ import annotations
+
+import gzip
+import pickle
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from robustzoo.data import TensorData, load_splits
+from robustzoo.data.core import crop_flip
+from robustzoo.data.sources import FMNIST_SYSTEM_DIR, read_idx
+from robustzoo.errors import NotFoundError, RunError
+from robustzoo.plugins import registry
+
+
+def spec(name):
+    return registry("datasets").get(name)
+
+
+def test_digits_split_is_deterministic_and_disjoint():
+    a = load_splits(spec("digits"), seed=0)
+    b = load_splits(spec("digits"), seed=0)
+    assert len(a.train) + len(a.val) == 1797 - 360 and len(a.test) == 360
+    assert torch.equal(a.train.x, b.train.x) and torch.equal(a.test.y, b.test.y)
+    assert a.train.x.dtype == torch.uint8 and a.train.x.shape[1:] == (1, 8, 8)
+    # train + validation are exactly the dataset's training images: validation never
+    # comes from the test set
+    x_tr, _, _, _ = spec("digits").load(None, False)
+    rows = lambda t: sorted(bytes(r.numpy()) for r in t)  # noqa: E731
+    assert rows(torch.cat([a.train.x, a.val.x])) == rows(x_tr)
+    assert len(a.val) == 150
+
+
+def test_batches_yield_x_y_index_in_unit_range():
+    s = load_splits(spec("digits"), subset=200)
+    seen = []
+    for x, y, idx in s.train.batches(64, shuffle=True, generator=torch.Generator().manual_seed(0)):
+        assert x.dtype == torch.float32 and float(x.min()) >= 0 and float(x.max()) <= 1
+        assert torch.equal(s.train.y[idx], y)
+        seen.append(idx)
+    assert sorted(torch.cat(seen).tolist()) == list(range(len(s.train)))
+
+
+def test_subset_and_val_size():
+    s = load_splits(spec("digits"), subset=300, val_size=30)
+    assert len(s.train) == 270 and len(s.val) == 30 and len(s.test) == 300
+
+
+def test_shard_gives_disjoint_equal_slices():
+    d = TensorData(torch.zeros(10, 1, 2, 2, dtype=torch.uint8), torch.arange(10))
+    a = torch.cat([i for _, _, i in d.batches(3, shard=(0, 2))])
+    b = torch.cat([i for _, _, i in d.batches(3, shard=(1, 2))])
+    assert len(a) == len(b) == 5 and not set(a.tolist()) & set(b.tolist())
+
+
+def test_crop_flip_keeps_shape_and_range():
+    x = torch.rand(5, 3, 32, 32)
+    y = crop_flip(x, torch.Generator().manual_seed(0))
+    assert y.shape == x.shape and float(y.min()) >= 0 and float(y.max()) <= 1
+    assert not torch.equal(x, y)
+
+
+@pytest.mark.skipif(not FMNIST_SYSTEM_DIR.is_dir(), reason="apt-get install dataset-fashion-mnist")
+def test_fashion_mnist_from_debian_package():
+    s = load_splits(spec("fashion-mnist"), subset=500)
+    assert s.train.x.shape[1:] == (1, 28, 28) and len(s.test) == 500
+    assert set(s.train.y.unique().tolist()) <= set(range(10))
+
+
+def write_idx(path: Path, arr: np.ndarray, gz: bool = True) -> None:
+    header = bytes([0, 0, 8, arr.ndim]) + struct.pack(">" + "I" * arr.ndim, *arr.shape)
+    data = header + arr.astype(np.uint8).tobytes()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if gz:
+        with gzip.open(path.with_name(path.name + ".gz"), "wb") as f:
+            f.write(data)
+    else:
+        path.write_bytes(data)
+
+
+def make_mnist(root: Path, n_train=30, n_test=12, gz=False) -> None:
+    rng = np.random.RandomState(0)
+    raw = root / "MNIST" / "raw"
+    write_idx(raw / "train-images-idx3-ubyte", rng.randint(0, 256, (n_train, 28, 28)), gz)
+    write_idx(raw / "train-labels-idx1-ubyte", rng.randint(0, 10, (n_train,)), gz)
+    write_idx(raw / "t10k-images-idx3-ubyte", rng.randint(0, 256, (n_test, 28, 28)), gz)
+    write_idx(raw / "t10k-labels-idx1-ubyte", rng.randint(0, 10, (n_test,)), gz)
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_mnist_in_torchvision_layout(tmp_path, gz):
+    make_mnist(tmp_path, gz=gz)
+    s = load_splits(spec("mnist"), data_dir=tmp_path, download=False, val_size=5)
+    assert len(s.train) == 25 and len(s.test) == 12 and s.test.x.shape[1:] == (1, 28, 28)
+
+
+def test_truncated_idx_is_a_one_line_error(tmp_path):
+    p = tmp_path / "x-idx3-ubyte"
+    write_idx(p, np.zeros((4, 28, 28)), gz=False)
+    p.write_bytes(p.read_bytes()[:-10])
+    with pytest.raises(RunError, match="truncated"):
+        read_idx(p)
+
+
+def make_cifar(root: Path, name: str, n=20) -> None:
+    rng = np.random.RandomState(0)
+    if name == "cifar10":
+        folder = root / "cifar-10-batches-py"
+        files, key = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"], "labels"
+    else:
+        folder = root / "cifar-100-python"
+        files, key = ["train", "test"], "fine_labels"
+    folder.mkdir(parents=True)
+    for f in files:
+        d = {"data": rng.randint(0, 256, (n, 3072)).astype(np.uint8),
+             key: rng.randint(0, 10 if name == "cifar10" else 100, n).tolist(),
+             "batch_label": f"{f}"}
+        with open(folder / f, "wb") as fh:
+            pickle.dump(d, fh, protocol=2)
+
+
+@pytest.mark.parametrize("name,n_train", [("cifar10", 100), ("cifar100", 20)])
+def test_cifar_in_torchvision_layout(tmp_path, name, n_train):
+    make_cifar(tmp_path, name)
+    s = load_splits(spec(name), data_dir=tmp_path, download=False, val_size=5)
+    assert len(s.train) + len(s.val) == n_train and s.train.x.shape[1:] == (3, 32, 32)
+
+
+def test_cifar_reader_refuses_code_in_pickles(tmp_path):
+    folder = tmp_path / "cifar-100-python"
+    folder.mkdir()
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    for f in ("train", "test"):
+        (folder / f).write_bytes(pickle.dumps({"data": Evil()}))
+    with pytest.raises(RunError, match="refusing"):
+        load_splits(spec("cifar100"), data_dir=tmp_path, download=False)
+
+
+@pytest.mark.parametrize("name", ["mnist", "cifar10"])
+def test_missing_dataset_says_where_it_looked(tmp_path, name):
+    with pytest.raises(NotFoundError) as e:
+        load_splits(spec(name), data_dir=tmp_path, download=False)
+    assert str(tmp_path) in str(e.value) and "--data-dir" in str(e.value)

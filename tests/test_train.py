@@ -1,0 +1,75 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from robustzoo import runs
+from robustzoo.config import TrainConfig
+from robustzoo.testing import check_objective, train_tiny
+from robustzoo.train import build_config, lr_factor
+
+
+def test_at_objective_contract_resume_is_exact(tmp_path):
+    report = check_objective("at", tmp_path)
+    assert report["n"] == 64
+
+
+def test_run_directory_layout(at_run):
+    names = {p.name for p in at_run.iterdir()}
+    assert {"config.json", "model.safetensors", "last.safetensors", "metrics.jsonl", "eval.json", "state"} <= names
+    cfg = json.loads((at_run / "config.json").read_text())
+    assert cfg["architecture"] == "cnn_mnist" and cfg["num_classes"] == 10
+    assert cfg["pretrained_cfg"]["input_size"] == [1, 8, 8]
+    rz = cfg["robustzoo"]
+    assert rz["objective"] == "at" and rz["dataset"] == "digits"
+    assert rz["config"]["seed"] == 0 and rz["config"]["steps"] == 3
+    assert rz["objective_settings"]["attack_bn"] == "train"
+    lines = (at_run / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(ln)["epoch"] for ln in lines] == [1, 2]
+    _, meta = runs.read_weights(at_run / "model.safetensors")
+    assert meta["robustzoo.architecture"] == "cnn_mnist" and meta["robustzoo.objective"] == "at"
+    ev = json.loads((at_run / "eval.json").read_text())
+    assert [r["attack"] for r in ev["results"]] == ["clean", "pgd20"]
+    assert not list(at_run.glob("**/*.tmp"))
+
+
+def test_default_at_learns_robustness_above_chance(tmp_path):
+    # A short version of `robustzoo train` (which runs 15 epochs on all digits).
+    _, report = train_tiny(tmp_path / "r", "at", subset=None, epochs=4, steps=5, eval_n=200)
+    acc = {r["attack"]: r["accuracy"] for r in report["results"]}
+    assert acc["clean"] > 0.6 and acc["pgd20"] > 0.3  # chance is 0.1
+
+
+def test_erm_is_not_robust(tmp_path):
+    _, report = train_tiny(tmp_path / "r", "erm", subset=None, epochs=4, eval_n=200, eps=0.2)
+    acc = {r["attack"]: r["accuracy"] for r in report["results"]}
+    assert acc["clean"] > 0.6 and acc["pgd20"] < acc["clean"] - 0.3
+
+
+def test_schedules():
+    c = TrainConfig(epochs=10, milestones=[0.5, 0.75])
+    assert [lr_factor(c, e, 0) for e in (0, 4, 5, 7, 8)] == pytest.approx([1, 1, 0.1, 0.1, 0.01])
+    c = TrainConfig(epochs=76, milestones=[75])  # TRADES: x0.1 from epoch 75 (1-based)
+    assert lr_factor(c, 73, 0) == 1 and lr_factor(c, 74, 0) == pytest.approx(0.1)
+    c = TrainConfig(epochs=10, schedule="cosine")
+    assert lr_factor(c, 0, 0) == 1 and lr_factor(c, 5, 0) == pytest.approx(0.5)
+    c = TrainConfig(epochs=10, schedule="constant", warmup_epochs=2)
+    assert lr_factor(c, 1, 0) == pytest.approx(0.5) and lr_factor(c, 3, 0) == 1
+
+
+def test_set_values_are_typed_and_fractions_parse():
+    cfg = build_config("at", None, {"eps": "8/255", "rand_init": "none", "nesterov": "true",
+                                    "milestones": "30,40", "kappa": "10"})
+    assert cfg.eps == pytest.approx(8 / 255) and cfg.nesterov is True and cfg.milestones == [30, 40]
+    assert cfg.objective_args == {"rand_init": "none", "kappa": "10"}
+
+
+def test_adam_and_sgd_optimisers(tmp_path):
+    from robustzoo.train import make_optimizer
+
+    p = [torch.nn.Parameter(torch.zeros(2))]
+    assert isinstance(make_optimizer(p, TrainConfig(optimizer="adam", lr=1e-3, weight_decay=0)), torch.optim.Adam)
+    sgd = make_optimizer(p, TrainConfig(optimizer="sgd", lr=0.1, weight_decay=5e-4, nesterov=True))
+    assert sgd.defaults["nesterov"] and sgd.defaults["momentum"] == 0.9
