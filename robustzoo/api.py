@@ -49,25 +49,44 @@ def load(name: str | Path, *, device: str | torch.device = "cpu", revision: str 
     return (model, cfg) if with_config else model
 
 
-def evaluate(name: str | Path, attacks: list[str] | str = ("clean", "pgd20"), *, n: int | None = None,
+def evaluate(name: str | Path, attacks: list[str] | str | None = None, *, n: int | None = None,
              eps: float | None = None, seed: int = 0, batch_size: int = 256, device: str = "auto",
              data_dir: str | None = None, show_progress: bool = False, write: bool = True,
-             revision: str | None = None, endpoint: str | None = None, cache_dir: str | None = None
-             ) -> dict[str, Any]:
-    """Evaluate a model on its dataset's test set under ``attacks``.
+             revision: str | None = None, endpoint: str | None = None, cache_dir: str | None = None,
+             suite: str | None = None, cascade: bool = False, options: dict[str, Any] | None = None,
+             eps_sweep: list[float] | str | None = None, sweep_attack: str | None = None,
+             plot: str | Path | None = None, health: bool = True, resume: bool = True,
+             precision: str = "auto") -> dict[str, Any]:
+    """Evaluate a model on its dataset's test set under ``attacks`` (or a named ``suite``).
 
     Returns the eval.json dictionary; with ``write`` and a local run directory it is also
-    merged into RUN_DIR/eval.json (results of the same attack, ε, n and seed are replaced).
+    merged into RUN_DIR/eval.json (results of the same attack, ε, n and seed are replaced)
+    and the per-example outcomes go to RUN_DIR/eval_flags.safetensors, from which a later
+    call with ``resume`` reuses every attack already done on the same examples. See
+    :func:`robustzoo.evaluate.evaluate_model` for ``cascade``, ``options``, ``health`` and
+    ``eps_sweep``; ``plot`` writes the accuracy-vs-ε PNG there. ``precision``: 'auto' (bf16
+    autocast on CUDA, fp32 elsewhere), 'bf16', or 'fp32' (exact: TF32 off on CUDA); see
+    :mod:`robustzoo.fast`.
     """
     from .data import load_splits
-    from .evaluate import evaluate_model
+    from .evaluate import evaluate_model, parse_attack_options
+    from .flagstore import FLAGS_FILE
     from .plugins import registry
+    from .suites import parse_eps_list
+    from .suites import resolve as resolve_suite
     from .train import resolve_device
 
-    if isinstance(attacks, str):
-        attacks = [a.strip() for a in attacks.split(",") if a.strip()]
+    if sweep_attack is None and eps_sweep is not None:
+        # The sweep uses the first non-clean attack the caller named, else PGD-20.
+        named = [a.strip() for a in attacks.split(",")] if isinstance(attacks, str) else list(attacks or [])
+        sweep_attack = next((a for a in named if a and a != "clean"), "pgd20")
+    attacks, n = resolve_suite(suite, attacks, n)
+    options = parse_attack_options(options or {})
     if not attacks:
         raise UsageError("no attacks given; e.g. --attacks clean,pgd20")
+    sweep = parse_eps_list(eps_sweep) if eps_sweep is not None else None
+    if plot is not None and not sweep:
+        raise UsageError("--plot draws the ε sweep; add --eps-sweep 0,2/255,4/255,8/255")
     reg = registry("attacks")
     for a in attacks:
         reg.get(a)
@@ -81,11 +100,29 @@ def evaluate(name: str | Path, attacks: list[str] | str = ("clean", "pgd20"), *,
         raise UsageError(f"epsilon {eps} is outside [0, 1]; it is on the [0,1] pixel scale")
     seed_split = int(rz.get("config", {}).get("seed", 0))
     splits = load_splits(spec, data_dir=data_dir or rz.get("config", {}).get("data_dir"), seed=seed_split)
-    report = evaluate_model(model, splits.test, list(attacks), eps=eps, alpha=spec.eval_alpha,
-                            num_classes=spec.num_classes, n=n, seed=seed, batch_size=batch_size,
-                            device=dev, show_progress=show_progress)
-    report.update(dataset=spec.name, split="test", checkpoint=runs.MODEL_FILE)
-    if write and Path(name).is_dir():
+    local = write and Path(name).is_dir()
+    if local and not resume:
+        (run_dir / FLAGS_FILE).unlink(missing_ok=True)  # start afresh; the new outcomes are saved
+    from .fast import eval_model, precision_scope, resolve_precision
+
+    prec = resolve_precision(precision, dev)
+    with precision_scope(dev, prec):
+        report = evaluate_model(eval_model(model, dev, prec), splits.test, list(attacks), eps=eps,
+                                alpha=spec.eval_alpha, num_classes=spec.num_classes, n=n, seed=seed,
+                                batch_size=batch_size, device=dev, show_progress=show_progress,
+                                cascade=cascade, flags_path=run_dir / FLAGS_FILE if local else None,
+                                options=options, health=health, eps_sweep=sweep,
+                                sweep_attack=sweep_attack)
+    report.update(dataset=spec.name, split="test", checkpoint=runs.MODEL_FILE, precision=prec)
+    if suite:
+        report["suite"] = suite
+    if plot is not None:
+        from .sweep import plot_sweep
+
+        plot_sweep(report, plot, title=f"{Path(str(name)).name}: accuracy vs ε ({report['eps_sweep_attack']}, "
+                                       f"n={report['n']})")
+        report["plot"] = str(plot)
+    if local:
         merge_eval(run_dir / runs.EVAL_FILE, report)
     return report
 
@@ -108,6 +145,12 @@ def merge_eval(path: Path, report: dict[str, Any]) -> dict[str, Any]:
             if "worst_case" in old and "worst_case" in report:
                 merged["worst_case"] = report["worst_case"] if len(report["worst_case"]["attacks"]) >= len(
                     old["worst_case"]["attacks"]) else old["worst_case"]
+            if kept and "health" in report:
+                from .health import apply as apply_health
+
+                # The kept rows come from an earlier call: re-check all rows together
+                # (accuracies only: per-example flags of both calls are not at hand here).
+                apply_health(merged, probes=report["health"].get("probes"))
             report = merged
     runs.write_json(path, report)
     return report

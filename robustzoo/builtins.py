@@ -8,6 +8,7 @@ import json
 from importlib import resources
 
 from .attacks import AttackSpec, ce_loss, cw_loss, pgd
+from .attacks.autoattack import register_autoattack
 from .attacks.core import fgsm
 from .data import DatasetSpec
 from .data import sources as src
@@ -37,7 +38,7 @@ def register_datasets(register):
         source="sklearn.datasets.load_digits", **dict(MNIST_LIKE, val_size=150)))
     register(DatasetSpec(
         name="fashion-mnist", num_classes=10, shape=(1, 28, 28), load=src.load_fashion_mnist,
-        eps=0.1, alpha=0.01, steps=20, epochs=20, batch_size=128, classes=FMNIST_CLASSES,
+        eps=0.1, alpha=0.025, steps=10, epochs=20, batch_size=128, classes=FMNIST_CLASSES,
         description="Fashion-MNIST 28x28 (60k/10k); Debian package dataset-fashion-mnist",
         source="Xiao et al. 2017", **MNIST_LIKE))
     register(DatasetSpec(
@@ -101,6 +102,7 @@ def register_attacks(register):
     register(AttackSpec("cw", _cw_eval, "PGD on the CW margin (CW∞), 30 steps, κ=50, random start",
                         settings=lambda c: {"eps": c.eps, "alpha": c.alpha, "steps": 30,
                                             "kappa": c.options.get("kappa", 50.0)}))
+    register_autoattack(register)  # apgd-ce, apgd-dlr, apgd-t, fab-t, square, autoattack
 
 
 @hookimpl

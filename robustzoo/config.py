@@ -46,6 +46,9 @@ class TrainConfig:
     augment: str | None = None  # none | crop_flip
     data_dir: str | None = None
     device: str = "auto"
+    precision: str = "auto"  # auto (bf16 on CUDA, fp32 elsewhere) | bf16 | fp32 (exact: TF32 off)
+    compile: str = "off"  # off | default | reduce-overhead (CUDA graphs) | max-autotune
+    compile_backend: str = "inductor"  # torch.compile backend ('aot_eager'/'eager' to debug)
     eval_attacks: list[str] = field(default_factory=lambda: ["clean", "pgd20"])
     eval_n: int | None = None
     recipe: str | None = None

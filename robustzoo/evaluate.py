@@ -1,15 +1,30 @@
 """Evaluation: accuracy under each attack, with the number of examples and a Wilson interval.
 
 Every attack runs on the model in eval mode on [0,1] inputs. Per-example correctness is kept
-for each attack so the worst case over attacks is exact (an example counts as robust only if
-every attack failed on it).
+for each attack, so the worst case over attacks is exact (an example counts as robust only if
+every attack failed on it), and it is saved (:mod:`robustzoo.flagstore`) so an interrupted
+evaluation resumes where it stopped.
+
+Which examples an attack runs on:
+
+* an example the model already gets wrong is not attacked (it is not robust by definition);
+* **standalone** (default): every attack runs on all correctly classified examples, so each
+  row is that attack's own number, comparable with papers, and the health checks can compare
+  attacks;
+* **cascade** (``cascade=True``): an attack runs only on the examples every earlier attack
+  failed on; its row is then the running worst case up to it (marked ``"cascaded": true``).
+  Faster; the last row equals the worst case;
+* a composite attack (AutoAttack) always cascades its components internally, as its authors
+  define it; each component's running accuracy is listed under ``components``.
 """
 
 from __future__ import annotations
 
 import math
+import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -18,6 +33,7 @@ import torch.nn as nn
 from .attacks import AttackContext
 from .data import TensorData
 from .errors import UsageError
+from .flagstore import FlagStore, model_fingerprint
 
 
 def wilson_interval(correct: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -33,7 +49,7 @@ def wilson_interval(correct: int, n: int, z: float = 1.96) -> tuple[float, float
 
 @dataclass
 class AttackResult:
-    """Accuracy of one attack."""
+    """Accuracy of one attack, with its per-example outcomes."""
 
     attack: str
     correct: int
@@ -41,6 +57,13 @@ class AttackResult:
     settings: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
     flags: torch.Tensor | None = None  # per-example: still correct after this attack
+    attacked: torch.Tensor | None = None  # per-example: the attack ran on it
+    kind: str = "white-box"
+    cascaded: bool = False
+    after: list[str] = field(default_factory=list)
+    components: list[AttackResult] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    resumed: bool = False
 
     @property
     def accuracy(self) -> float:
@@ -48,9 +71,20 @@ class AttackResult:
 
     def to_dict(self) -> dict[str, Any]:
         lo, hi = wilson_interval(self.correct, self.n)
-        return {"attack": self.attack, "accuracy": round(self.accuracy, 6), "correct": self.correct,
-                "n": self.n, "ci95": [round(lo, 6), round(hi, 6)], "settings": self.settings,
-                "seconds": round(self.seconds, 3)}
+        out = {"attack": self.attack, "accuracy": round(self.accuracy, 6), "correct": self.correct,
+               "n": self.n, "ci95": [round(lo, 6), round(hi, 6)], "settings": self.settings,
+               "seconds": round(self.seconds, 3), "kind": self.kind}
+        if self.cascaded:
+            out["cascaded"] = True
+            out["after"] = [a for a in self.after if a != "clean"]
+        if self.components:
+            out["components"] = [{k: v for k, v in c.to_dict().items() if k not in ("settings", "kind")}
+                                 for c in self.components]
+        if self.notes:
+            out["notes"] = list(self.notes)
+        if self.resumed:
+            out["resumed"] = True
+        return out
 
 
 def select_examples(data: TensorData, n: int | None, seed: int = 0) -> TensorData:
@@ -64,114 +98,342 @@ def select_examples(data: TensorData, n: int | None, seed: int = 0) -> TensorDat
     return data.take(rows.to(data.x.device))
 
 
+def _batch_seed(seed: int, start: int) -> int:
+    """A seed per batch (by its first example), so a resumed attack redraws the same noise."""
+    return (int(seed) * 1_000_003 + int(start)) % (2**63 - 1)
+
+
 def run_attack(model: nn.Module, data: TensorData, spec: Any, ctx: AttackContext,
-               batch_size: int = 256, progress: Any = None, only: torch.Tensor | None = None) -> AttackResult:
+               batch_size: int = 256, progress: Any = None, only: torch.Tensor | None = None, *,
+               resume: tuple[torch.Tensor, torch.Tensor] | None = None, checkpoint: Any = None,
+               label: str | None = None) -> AttackResult:
     """Run one registered attack over ``data``; returns per-example correctness.
 
     Args:
         only: optional bool mask; examples outside it are not attacked and count as wrong
             (used to attack only what is still robust).
+        resume: ``(flags, done)`` from an interrupted run: batches whose examples are all
+            ``done`` are skipped and keep their flags.
+        checkpoint: ``checkpoint(flags, attacked, done)`` called after every batch.
+        label: progress-bar text (default: the attack's name).
     """
+    from .attacks.autoattack import capture_notes
+
     model.eval()
-    flags = torch.zeros(len(data), dtype=torch.bool)
-    torch.manual_seed(ctx.seed)
+    n = len(data)
+    attacked = torch.ones(n, dtype=torch.bool) if only is None else only.detach().cpu().bool().clone()
+    flags = torch.zeros(n, dtype=torch.bool)
+    done = torch.zeros(n, dtype=torch.bool)
+    if resume is not None:
+        flags, done = resume[0].clone().bool(), resume[1].clone().bool()
     t0 = time.perf_counter()
     bs = spec.batch_size or batch_size
-    task = progress.add_task(spec.name, total=len(data)) if progress is not None else None
+    task = (progress.add_task(label or spec.name, total=n, completed=int(done.sum()))
+            if progress is not None else None)
     start = 0
-    for x, y, _ in data.batches(bs):
-        sl = slice(start, start + len(y))
-        start += len(y)
-        todo = torch.ones(len(y), dtype=torch.bool) if only is None else only[sl].clone()
-        if todo.any():
-            dev_todo = todo.to(x.device)
-            xs, ys = x[dev_todo], y[dev_todo]
-            x_adv = xs if spec.name == "clean" else spec.run(model, xs, ys, ctx)
-            with torch.no_grad():
-                ok = (model(x_adv).argmax(1) == ys).cpu()
-            part = torch.zeros(len(y), dtype=torch.bool)
-            part[todo] = ok
-            flags[sl] = part
-        if task is not None:
-            progress.advance(task, len(y))
-    return AttackResult(attack=spec.name, correct=int(flags.sum()), n=len(data),
-                        settings=spec.settings(ctx), seconds=time.perf_counter() - t0, flags=flags)
+    with capture_notes() as notes:
+        for x, y, _ in data.batches(bs):
+            sl = slice(start, start + len(y))
+            start += len(y)
+            if done[sl].all():
+                continue
+            todo = attacked[sl] & ~done[sl]
+            if todo.any():
+                torch.manual_seed(_batch_seed(ctx.seed, sl.start))
+                dev_todo = todo.to(x.device)
+                xs, ys = x[dev_todo], y[dev_todo]
+                x_adv = xs if spec.name == "clean" else spec.run(model, xs, ys, ctx)
+                with torch.no_grad():
+                    ok = (model(x_adv).argmax(1) == ys).cpu()
+                part = flags[sl].clone()
+                part[todo] = ok
+                flags[sl] = part
+            done[sl] = True
+            if task is not None:
+                progress.advance(task, len(y))
+            if checkpoint is not None:
+                checkpoint(flags, attacked, done)
+    return AttackResult(attack=spec.name, correct=int(flags.sum()), n=n, settings=spec.settings(ctx),
+                        seconds=time.perf_counter() - t0, flags=flags, attacked=attacked,
+                        kind=getattr(spec, "kind", "white-box"), notes=list(notes))
+
+
+def run_keyed(model: nn.Module, data: TensorData, spec: Any, ctx: AttackContext, store: FlagStore,
+              key: str, only: torch.Tensor | None, after: list[str], batch_size: int = 256,
+              progress: Any = None, label: str | None = None) -> AttackResult:
+    """:func:`run_attack` with its outcome saved under ``key`` and reused when it matches."""
+    settings = spec.settings(ctx)
+    saved = store.get(key, settings, after)
+    prev_seconds = 0.0
+    resume = None
+    if saved is not None:
+        flags, attacked, done, entry = saved
+        prev_seconds = float(entry.get("seconds", 0.0))
+        if entry.get("complete"):
+            return AttackResult(attack=spec.name, correct=int(flags.sum()), n=len(data), settings=settings,
+                                seconds=prev_seconds, flags=flags, attacked=attacked,
+                                kind=getattr(spec, "kind", "white-box"), notes=entry.get("notes", []),
+                                resumed=True)
+        resume = (flags, done)
+    t0 = time.perf_counter()
+
+    def checkpoint(flags: torch.Tensor, attacked: torch.Tensor, done: torch.Tensor) -> None:
+        store.put(key, settings, after, flags, attacked, done, complete=False, force=False,
+                  seconds=prev_seconds + time.perf_counter() - t0)
+
+    res = run_attack(model, data, spec, ctx, batch_size, progress, only=only, resume=resume,
+                     checkpoint=checkpoint, label=label)
+    res.seconds += prev_seconds
+    res.resumed = resume is not None
+    store.put(key, settings, after, res.flags, res.attacked, torch.ones(len(data), dtype=torch.bool),
+              complete=True, seconds=res.seconds, notes=res.notes)
+    return res
 
 
 def evaluate_model(model: nn.Module, data: TensorData, attacks: list[str], *, eps: float, alpha: float,
                    num_classes: int, n: int | None = None, seed: int = 0, batch_size: int = 256,
-                   device: str | torch.device = "cpu", show_progress: bool = True) -> dict[str, Any]:
-    """Evaluate ``model`` under each named attack; returns the eval.json dictionary."""
+                   device: str | torch.device = "cpu", show_progress: bool = True, cascade: bool = False,
+                   flags_path: str | Path | None = None, options: dict[str, Any] | None = None,
+                   health: bool = True, eps_sweep: list[float] | None = None,
+                   sweep_attack: str | None = None, checkpoint_interval: float = 10.0) -> dict[str, Any]:
+    """Evaluate ``model`` under each named attack; returns the eval.json dictionary.
+
+    Args:
+        attacks: registered attack names, in order ('clean' adds the clean row).
+        n, seed: evaluate the first ``n`` of a seeded permutation of ``data`` (None: all).
+        cascade: attack only what every earlier attack failed on (see the module docstring).
+        flags_path: where per-example outcomes are saved and resumed from (None: not saved).
+        options: attack options put in ``AttackContext.options`` (kappa, square_queries, ...).
+        health: run the gradient-masking checks (:mod:`robustzoo.health`) and mark suspect rows.
+        eps_sweep: also measure accuracy at each of these ε (:mod:`robustzoo.sweep`) with
+            ``sweep_attack`` (default: the first non-clean attack, else pgd20).
+        checkpoint_interval: seconds between mid-attack saves of ``flags_path``.
+    """
+    from . import health as health_mod
     from .plugins import registry
 
     reg = registry("attacks")
-    specs = [reg.get(a) for a in attacks]  # fail fast on a misspelled name
+    names = list(dict.fromkeys(attacks))
+    specs = [reg.get(a) for a in names]  # fail fast on a misspelled name
+    for s in specs:
+        for c in getattr(s.run, "components", ()) or ():
+            reg.get(c)
+    if eps_sweep:
+        sweep_name = sweep_attack or next((a for a in names if a != "clean"), "pgd20")
+        sweep_spec = reg.get(sweep_name)
     data = select_examples(data, n, seed).to(device)
-    ctx = AttackContext(eps=eps, alpha=alpha, num_classes=num_classes, seed=seed, device=str(device))
+    ctx = AttackContext(eps=eps, alpha=alpha, num_classes=num_classes, seed=seed, device=str(device),
+                        options=dict(options or {}))
     model = model.to(device).eval()
+    header = {"model": model_fingerprint(model) if flags_path is not None else None, "eps": eps,
+              "alpha": alpha, "seed": seed, "n": len(data), "norm": ctx.norm, "num_classes": num_classes}
+    # Attack options (kappa, square_queries, ...) are not in the header: each attack's settings,
+    # which name the options it uses, are compared entry by entry instead.
+    store = FlagStore(flags_path, header, data.index, min_interval=checkpoint_interval)
+    if store.discarded and show_progress:
+        sys.stderr.write(f"{flags_path}: not reused ({store.discarded}); evaluating afresh\n")
+    clean_spec = reg.get("clean")
     results: list[AttackResult] = []
     progress = _progress() if show_progress else None
     if progress is not None:
         progress.start()
     try:
+        clean = run_keyed(model, data, clean_spec, ctx, store, "clean", None, [], batch_size, progress)
+        running = clean.flags.clone()
+        chain = ["clean"]
         for spec in specs:
-            results.append(run_attack(model, data, spec, ctx, batch_size, progress))
+            if spec.name == "clean":
+                results.append(clean)
+                continue
+            only = running if cascade else clean.flags
+            after = list(chain) if cascade else ["clean"]
+            key = spec.name if not cascade or len(after) == 1 else f"{spec.name}<{'+'.join(after[1:])}"
+            comps = getattr(spec.run, "components", None)
+            if comps:
+                sub_only, sub_after, parts = only, list(after), []
+                for c in comps:
+                    ckey = f"{key}/{c}"
+                    r = run_keyed(model, data, reg.get(c), ctx, store, ckey, sub_only, sub_after,
+                                  batch_size, progress, label=f"{spec.name}: {c}")
+                    r.flags = r.flags & sub_only
+                    r.correct = int(r.flags.sum())
+                    parts.append(r)
+                    sub_only, sub_after = r.flags, sub_after + [ckey]
+                res = AttackResult(attack=spec.name, correct=int(sub_only.sum()), n=len(data),
+                                   settings=spec.settings(ctx), seconds=sum(p.seconds for p in parts),
+                                   flags=sub_only.clone(), attacked=only.clone(), kind=spec.kind,
+                                   components=parts, notes=[m for p in parts for m in p.notes],
+                                   resumed=all(p.resumed for p in parts))
+            else:
+                res = run_keyed(model, data, spec, ctx, store, key, only, after, batch_size, progress)
+            res.cascaded = cascade and len(after) > 1
+            res.after = after
+            results.append(res)
+            if cascade:
+                running = running & res.flags
+                chain.append(key)
+        sweep_rows = None
+        if eps_sweep:
+            from .sweep import run_sweep
+
+            sweep_rows = run_sweep(model, data, sweep_spec, ctx, list(eps_sweep), clean.flags, store,
+                                   batch_size, progress)
+        probes = None
+        if health:
+            # ε = 0 probe: the cheapest white-box attack of the list (PGD family first).
+            white = [s for s in specs if s.kind == "white-box" and not getattr(s.run, "components", None)]
+            probe_spec = next((s for s in white if s.name in ("fgsm", "pgd", "pgd20", "cw", "pgd100")),
+                              white[0] if white else None)
+            probes = _probes(model, data, ctx, probe_spec, seed, batch_size)
     finally:
         if progress is not None:
             progress.stop()
     robust = [r for r in results if r.attack != "clean"]
     out: dict[str, Any] = {"eps": eps, "alpha": alpha, "n": len(data), "seed": seed,
+                           "num_classes": num_classes, "mode": "cascade" if cascade else "standalone",
                            "results": [r.to_dict() for r in results]}
+    if ctx.options:
+        out["options"] = dict(ctx.options)
     if robust:
         worst = torch.stack([r.flags for r in robust]).all(0)
         lo, hi = wilson_interval(int(worst.sum()), len(data))
         out["worst_case"] = {"accuracy": round(float(worst.float().mean()), 6), "correct": int(worst.sum()),
                              "n": len(data), "ci95": [round(lo, 6), round(hi, 6)],
                              "attacks": [r.attack for r in robust]}
+    if sweep_rows is not None:
+        out["eps_sweep_attack"] = sweep_spec.name
+        out["eps_sweep"] = sweep_rows
+    if flags_path is not None:
+        out["flags_file"] = Path(flags_path).name
+        reused = [r.attack for r in results if r.resumed]
+        if reused:
+            out["resumed"] = reused
+    if health:
+        health_mod.apply(out, {r.attack: r.flags for r in results}, probes)
+    return out
+
+
+def _probes(model: nn.Module, data: TensorData, ctx: AttackContext, spec: Any, seed: int,
+            batch_size: int) -> dict[str, Any]:
+    """The health probes on a seeded sample of the evaluated examples."""
+    from . import health as health_mod
+    from .attacks.autoattack import capture_notes
+
+    sample = select_examples(data, int(health_mod.THRESHOLDS["probe_n"]), seed + 1)
+    x, y, _ = next(iter(sample.batches(len(sample))))
+    with capture_notes() as notes:  # the ε = 0 probe may be an AutoAttack component
+        out = health_mod.run_probes(model, x, y, ctx, spec, batch_size=batch_size)
+    if notes:
+        out["notes"] = notes
     return out
 
 
 def _progress():
-    import sys
-
     from rich.console import Console
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
         Progress,
         TextColumn,
+        TimeElapsedColumn,
         TimeRemainingColumn,
     )
 
     return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeRemainingColumn(), console=Console(file=sys.stderr), transient=True,
-                    disable=not sys.stderr.isatty())
+                    TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+                    console=Console(file=sys.stderr), transient=True, disable=not sys.stderr.isatty())
+
+
+def _ci(r: dict[str, Any]) -> str:
+    lo, hi = r["ci95"]
+    return f"{100 * lo:.1f}–{100 * hi:.1f}"
 
 
 def results_table(report: dict[str, Any], title: str = "Evaluation"):
-    """A rich Table of an eval.json dictionary."""
+    """A rich Table of an eval.json dictionary (health summary in the caption)."""
     from rich.table import Table
 
     t = Table(title=title)
     for col in ("attack", "accuracy", "95% CI", "n", "settings"):
         t.add_column(col, justify="right" if col in ("accuracy", "n") else "left")
     for r in report["results"]:
-        lo, hi = r["ci95"]
-        sett = ", ".join(f"{k}={_fmt(v)}" for k, v in r.get("settings", {}).items())
-        label = r["attack"] + (" [red](suspect)[/red]" if r.get("suspect") else "")
-        t.add_row(label, f"{100 * r['accuracy']:.2f}%", f"{100 * lo:.1f}–{100 * hi:.1f}", str(r["n"]), sett)
+        sett = ", ".join(f"{k}={_fmt(v, k in PIXEL_KEYS)}" for k, v in r.get("settings", {}).items())
+        label = r["attack"] + (" [dim](cascaded)[/dim]" if r.get("cascaded") else "")
+        label += " [red](suspect)[/red]" if r.get("suspect") else ""
+        t.add_row(label, f"{100 * r['accuracy']:.2f}%", _ci(r), str(r["n"]), sett)
+        for c in r.get("components", []):
+            t.add_row(f"  [dim]after {c['attack']}[/dim]", f"[dim]{100 * c['accuracy']:.2f}%[/dim]",
+                      f"[dim]{_ci(c)}[/dim]", f"[dim]{c['n']}[/dim]", "[dim]running worst case[/dim]")
     if "worst_case" in report:
         w = report["worst_case"]
-        lo, hi = w["ci95"]
-        t.add_row("[bold]worst case[/bold]", f"{100 * w['accuracy']:.2f}%", f"{100 * lo:.1f}–{100 * hi:.1f}",
-                  str(w["n"]), "per example, over " + ",".join(w["attacks"]))
+        label = "[bold]worst case[/bold]" + (" [red](suspect)[/red]" if w.get("suspect") else "")
+        t.add_row(label, f"{100 * w['accuracy']:.2f}%", _ci(w), str(w["n"]),
+                  "per example, over " + ",".join(w["attacks"]))
+    h = report.get("health")
+    if h:
+        if h.get("flagged"):
+            t.caption = (f"[red]health: suspect[/red] — {', '.join(h['flagged'])} flagged (possible "
+                         "gradient masking); see the health table / eval.json")
+        else:
+            skipped = sum(c["status"] == "skipped" for c in h.get("checks", []))
+            t.caption = "health: no sign of gradient masking" + (f" ({skipped} checks skipped)" if skipped else "")
     return t
 
 
-def _fmt(v: Any) -> str:
+def sweep_table(report: dict[str, Any]):
+    """A rich Table of ``report['eps_sweep']``."""
+    from rich.table import Table
+
+    t = Table(title=f"accuracy vs ε ({report.get('eps_sweep_attack', '')}, cascaded over ε)")
+    for col in ("ε", "accuracy", "95% CI", "n"):
+        t.add_column(col, justify="right")
+    for r in report.get("eps_sweep", []):
+        t.add_row(_fmt(float(r["eps"]), True) if r["eps"] else "0", f"{100 * r['accuracy']:.2f}%", _ci(r), str(r["n"]))
+    return t
+
+
+#: Settings on the [0,1] pixel scale, shown as k/255 when they are whole multiples of 1/255.
+PIXEL_KEYS = ("eps", "alpha")
+
+
+def _fmt(v: Any, pixels: bool = False) -> str:
     if isinstance(v, float):
-        for den in (255,):
-            if abs(v * den - round(v * den)) < 1e-6 and v != 0 and v < 1:
-                return f"{round(v * den)}/{den}"
+        # 8/255 reads better than 0.0314, but 0.2 better than 51/255: fractions only when
+        # the decimal is not short.
+        if pixels and 0 < v < 1 and abs(v * 255 - round(v * 255)) < 1e-5 and abs(v - round(v, 3)) > 1e-9:
+            return f"{round(v * 255)}/255"
         return f"{v:g}"
     return str(v)
+
+
+#: Options an evaluation passes to the attacks (``--set KEY=VALUE`` on ``robustzoo eval``).
+ATTACK_OPTIONS: dict[str, tuple[type, str]] = {
+    "kappa": (float, "CW∞ margin κ of the 'cw' attack (default 50)"),
+    "square_queries": (int, "Square Attack query budget, also inside autoattack (default 5000)"),
+    "apgd_restarts": (int, "restarts of apgd-ce / apgd-dlr (default 1, AutoAttack standard)"),
+}
+
+
+def parse_attack_options(pairs: dict[str, str] | list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """Typed attack options from ``KEY=VALUE`` strings (or a dict); unknown keys are errors."""
+    from .errors import did_you_mean
+
+    if not isinstance(pairs, dict):
+        items = {}
+        for p in pairs:
+            if "=" not in p:
+                raise UsageError(f"--set {p!r} is not KEY=VALUE (e.g. --set square_queries=1000)")
+            k, v = p.split("=", 1)
+            items[k.strip().replace("-", "_")] = v.strip()
+        pairs = items
+    out: dict[str, Any] = {}
+    for k, v in pairs.items():
+        if k not in ATTACK_OPTIONS:
+            raise UsageError(f"unknown attack option {k!r}{did_you_mean(k, ATTACK_OPTIONS)}; "
+                             f"known: {', '.join(ATTACK_OPTIONS)}")
+        typ = ATTACK_OPTIONS[k][0]
+        try:
+            out[k] = typ(v)
+        except ValueError:
+            raise UsageError(f"--set {k}={v!r} is not a valid {typ.__name__}") from None
+    return out

@@ -22,12 +22,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import runs
+from . import distributed, runs
 from .attacks import pgd
 from .config import TrainConfig, apply_sets, check_threat_model
 from .data import DatasetSpec, Splits, load_splits
 from .errors import NotFoundError, RunError, UsageError
 from .evaluate import evaluate_model
+from .fast import FastPath, check_compile_mode, eval_model, resolve_precision
 from .models import build_model
 from .objectives import Objective, ObjectiveContext
 from .plugins import registry
@@ -110,6 +111,8 @@ def resolve(cfg: TrainConfig) -> Resolved:
         raise UsageError(f"unknown schedule {c.schedule!r}; use piecewise, cosine or constant")
     if c.augment not in ("none", "crop_flip"):
         raise UsageError(f"unknown augment {c.augment!r}; use none or crop_flip")
+    resolve_precision(c.precision, "cpu")  # validates the name; 'auto' is resolved per device
+    c.compile = check_compile_mode(c.compile)
     reg = registry("attacks")
     for a in c.eval_attacks:
         reg.get(a)
@@ -136,12 +139,16 @@ def lr_factor(cfg: TrainConfig, epoch: int, frac: float) -> float:
     return cfg.gamma ** n
 
 
-def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """SGD (momentum, weight decay, nesterov) or Adam with the config's settings."""
+def make_optimizer(params, cfg: TrainConfig, fused: bool = False) -> torch.optim.Optimizer:
+    """SGD (momentum, weight decay, nesterov) or Adam with the config's settings.
+
+    ``fused`` (CUDA): one kernel updates every parameter instead of a loop of small ones.
+    """
+    extra = {"fused": True} if fused else {}
     if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **extra)
     return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
-                           nesterov=cfg.nesterov and cfg.momentum > 0)
+                           nesterov=cfg.nesterov and cfg.momentum > 0, **extra)
 
 
 def versions() -> dict[str, str]:
@@ -175,6 +182,12 @@ def validate(model: nn.Module, data, cfg: TrainConfig, batch_size: int = 500) ->
 class Trainer:
     """Trains one run into ``out_dir``.
 
+    Under ``torchrun`` (WORLD_SIZE > 1) the model is wrapped in DDP, each process trains on
+    its shard with ``batch_size / world`` examples per step, and only rank 0 writes, prints
+    and evaluates (:mod:`robustzoo.distributed`). On CUDA the fast path of
+    :mod:`robustzoo.fast` is on (bf16 autocast, channels_last, fused optimiser, optional
+    torch.compile); on the CPU the loop is the plain fp32 one.
+
     Args:
         config: a TrainConfig (defaults are filled by :func:`resolve`).
         out_dir: the run directory (created once data and model are ready).
@@ -184,12 +197,16 @@ class Trainer:
 
     def __init__(self, config: TrainConfig, out_dir: str | Path, *, resume: bool = False,
                  show_progress: bool = True):
-        self.out = Path(out_dir)
         self.resume = resume
-        self.show_progress = show_progress
         r = resolve(config)
         self.cfg, self.spec, self.settings = r.config, r.spec, r.settings
-        self.device = resolve_device(self.cfg.device)
+        self.dist, self.device = distributed.setup(resolve_device(self.cfg.device))
+        self.out = Path(distributed.broadcast_object(str(out_dir), self.dist))  # rank 0's choice
+        self.show_progress = show_progress and self.dist.is_main
+        self.local_batch_size = distributed.per_process_batch_size(self.cfg.batch_size, self.dist.world_size)
+        self.cfg.precision = resolve_precision(self.cfg.precision, self.device)
+        self.fast = FastPath.create(self.device, self.cfg.precision, self.cfg.compile, self.cfg.compile_backend)
+        self.fast.setup_backends()
         torch.manual_seed(self.cfg.seed)
         self.splits: Splits = load_splits(self.spec, data_dir=self.cfg.data_dir, subset=self.cfg.subset,
                                           val_size=self.cfg.val_size, seed=self.cfg.seed)
@@ -203,9 +220,19 @@ class Trainer:
                                num_train=len(self.train_data), epochs=self.cfg.epochs, device=self.device,
                                dataset=self.spec.name, seed=self.cfg.seed)
         self.objective: Objective = r.objective_cls(self.settings, ctx)
-        self.extra = {k: m.to(self.device) for k, m in self.objective.extra_modules().items()}
-        self.optimizer = make_optimizer(self.model.parameters(), self.cfg)
-        self.objective.optimizers = {k: make_optimizer(m.parameters(), self.cfg) for k, m in self.extra.items()}
+        self.extra = {k: self.fast.prepare_model(m.to(self.device))
+                      for k, m in self.objective.extra_modules().items()}
+        self.fast.prepare_model(self.model)
+        fused = self.fast.fused_optimizer
+        self.optimizer = make_optimizer(self.model.parameters(), self.cfg, fused=fused)
+        self.objective.optimizers = {k: make_optimizer(m.parameters(), self.cfg, fused=fused)
+                                     for k, m in self.extra.items()}
+        for opt in self.objective.optimizers.values():  # extra modules: average grads over ranks
+            distributed.average_grads_on_step(opt, self.dist)
+        # What objectives call while training (DDP and/or compiled), and for validation (the
+        # plain model: rank 0 validates alone, so no DDP there).
+        self.net = self.fast.wrap(distributed.wrap_model(self.model, self.dist, self.device), self.model)
+        self.eval_net = self.fast.wrap(self.model) if self.dist.enabled else self.net
         self.start_epoch = 0
         self.best_score = -1.0
         self.best_epoch = -1
@@ -247,6 +274,9 @@ class Trainer:
         if cfg_path.exists():
             raise UsageError(f"{self.out} already holds a run; continue it with "
                              f"`robustzoo train --resume {self.out}` or choose another --out")
+        distributed.barrier(self.dist)  # every rank has checked before rank 0 writes
+        if not self.dist.is_main:
+            return
         c, h, w = self.spec.shape
         runs.write_json(cfg_path, runs.model_config(self.cfg.arch, self.spec.num_classes, (c, h, w),
                                                     self.spec.mean, self.spec.std, self.robustzoo_block()))
@@ -290,29 +320,37 @@ class Trainer:
 
     def train_epoch(self, epoch: int, progress: Any = None) -> dict[str, float]:
         """One pass over the training set; returns averaged metrics."""
-        cfg = self.cfg
-        torch.manual_seed(cfg.seed * 100003 + epoch)  # attack noise: reproducible per epoch
-        gen = torch.Generator().manual_seed(cfg.seed * 100003 + epoch)
+        cfg, rank, world = self.cfg, self.dist.rank, self.dist.world_size
+        # Attack noise: reproducible per epoch, and different on each rank (rank 0 = 1 process).
+        torch.manual_seed(cfg.seed * 100003 + epoch + 1000003 * rank)
+        gen = torch.Generator().manual_seed(cfg.seed * 100003 + epoch)  # same order on every rank
         self.objective.on_epoch_start(epoch)
-        self.model.train()
+        self.net.train()
         for m in self.extra.values():
             m.train()
-        n_batches = math.ceil(len(self.train_data) / cfg.batch_size)
+        bs_local, fp = self.local_batch_size, self.fast
+        n_local = len(self.train_data) // world if world > 1 else len(self.train_data)
+        n_batches = n_local // bs_local if fp.drop_last else math.ceil(n_local / bs_local)
         task = progress.add_task(f"epoch {epoch + 1}/{cfg.epochs}", total=n_batches, loss=0.0, acc=0.0) \
             if progress is not None else None
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device)
         seen = 0
-        extra_sums: dict[str, float] = {}
-        for i, (x, y, idx) in enumerate(self.train_data.batches(cfg.batch_size, shuffle=True, generator=gen,
-                                                                  augment=cfg.augment)):
+        extra_sums: dict[str, Any] = {}  # float64 sums on the device: no host sync per step
+        batches = self.train_data.batches(bs_local, shuffle=True, generator=gen, augment=cfg.augment,
+                                          drop_last=fp.drop_last, shard=(rank, world))
+        for i, (x, y, idx) in enumerate(batches):
             self._set_lr(epoch, i / n_batches)
-            res = self.objective.loss(self.model, x, y, idx)
+            x = fp.prepare_input(x)
+            fp.step_begin()
+            with fp.autocast():
+                res = self.objective.loss(self.net, x, y, idx)
             self.optimizer.zero_grad(set_to_none=True)
             res.loss.backward()
             self.optimizer.step()
             metrics = dict(res.metrics)
-            metrics.update(self.objective.after_step(self.model, x, y, idx, res))
+            with fp.autocast():
+                metrics.update(self.objective.after_step(self.net, x, y, idx, res))
             bs = len(y)
             loss_sum += res.loss.detach() * bs
             if res.logits is not None:
@@ -320,14 +358,22 @@ class Trainer:
                 correct += (res.logits.detach().argmax(1) == yy).sum()
             seen += bs
             for k, v in metrics.items():
-                extra_sums[k] = extra_sums.get(k, 0.0) + float(v) * bs
+                term = v.detach().double() * bs if isinstance(v, torch.Tensor) else float(v) * bs
+                extra_sums[k] = extra_sums[k] + term if k in extra_sums else term
             if task is not None and (i % 10 == 0 or i == n_batches - 1):
                 progress.update(task, completed=i + 1, loss=float(loss_sum) / seen, acc=float(correct) / seen)
         if task is not None:
             progress.remove_task(task)
         self.objective.sync_state()
+        if self.dist.enabled:  # sums over every rank's shard
+            keys = sorted(extra_sums)
+            packed = torch.tensor([float(loss_sum), float(correct), float(seen)]
+                                  + [float(extra_sums[k]) for k in keys], dtype=torch.float64, device=self.device)
+            distributed.all_reduce_sum(packed, self.dist)
+            loss_sum, correct, seen = packed[0], packed[1], int(packed[2])
+            extra_sums = {k: packed[3 + j] for j, k in enumerate(keys)}
         out = {"train_loss": float(loss_sum) / max(seen, 1), "train_acc": float(correct) / max(seen, 1)}
-        out.update({k: v / max(seen, 1) for k, v in extra_sums.items()})
+        out.update({k: float(v) / max(seen, 1) for k, v in extra_sums.items()})
         return out
 
     def fit(self, until_epoch: int | None = None) -> dict[str, Any] | None:
@@ -347,9 +393,13 @@ class Trainer:
                 t0 = time.perf_counter()
                 row: dict[str, Any] = {"epoch": epoch + 1, "lr": self.cfg.lr * lr_factor(cfg, epoch, 0.0)}
                 row.update(self.train_epoch(epoch, progress))
+                distributed.sync_buffers([self.model, *self.extra.values()], self.dist)
+                if not self.dist.is_main:
+                    continue  # rank 0 validates, checkpoints and logs
                 last = epoch + 1 == cfg.epochs
                 if (epoch + 1) % cfg.val_every == 0 or last:
-                    vc, vr = validate(self.model, self.val_data, cfg)
+                    with self.fast.autocast():
+                        vc, vr = validate(self.eval_net, self.val_data, cfg)
                     row.update(val_clean=vc, val_pgd=vr)
                     score = vc + vr
                     is_best = score > self.best_score
@@ -366,7 +416,9 @@ class Trainer:
         finally:
             if progress is not None:
                 progress.stop()
-        if stop < cfg.epochs:
+        distributed.barrier(self.dist)  # rank 0 has written the last checkpoint
+        distributed.teardown(self.dist)
+        if stop < cfg.epochs or not self.dist.is_main:
             return None
         return self.final_eval()
 
@@ -374,10 +426,13 @@ class Trainer:
         """Evaluate model.safetensors (best on validation) on the test set; write eval.json."""
         model, _ = runs.load_run(self.out, device=self.device)
         test = self.splits.test
-        report = evaluate_model(model, test, list(self.cfg.eval_attacks), eps=self.cfg.eps,
-                                alpha=self.spec.eval_alpha, num_classes=self.spec.num_classes,
-                                n=self.cfg.eval_n, seed=self.cfg.seed, device=self.device,
-                                show_progress=self.show_progress)
+        with self.fast.scope():  # the run's precision (bf16 on CUDA by default), no compile
+            report = evaluate_model(eval_model(model, self.device, self.fast.precision), test,
+                                    list(self.cfg.eval_attacks), eps=self.cfg.eps,
+                                    alpha=self.spec.eval_alpha, num_classes=self.spec.num_classes,
+                                    n=self.cfg.eval_n, seed=self.cfg.seed, device=self.device,
+                                    show_progress=self.show_progress)
+        report["precision"] = self.fast.precision
         report["checkpoint"] = runs.MODEL_FILE
         report["best_epoch"] = self.best_epoch
         report["dataset"] = self.spec.name

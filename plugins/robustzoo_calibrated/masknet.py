@@ -60,7 +60,7 @@ class CifarMaskNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.layers(self.stem(x))
         h = F.interpolate(h, size=self.size, mode="nearest")
-        return torch.sigmoid(self.head(h))
+        return torch.sigmoid(self.head(h).float())  # fp32 under autocast: M stays strictly in (0, 1)
 
 
 class MnistMaskNet(nn.Module):
@@ -83,7 +83,7 @@ class MnistMaskNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = F.interpolate(self.features(x), size=self.size, mode="nearest")
-        return torch.sigmoid(self.head(h))
+        return torch.sigmoid(self.head(h).float())  # fp32 under autocast: M stays strictly in (0, 1)
 
 
 def resolve_mask_arch(arch: str, channels: int) -> str:

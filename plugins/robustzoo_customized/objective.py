@@ -85,27 +85,28 @@ class CustomizedAT(Objective):
         s, ctx = self.settings, self.ctx
         idx = index.to(self.eps_table.device)
         eta = float(s["eta"])
-        eps_i = self.eps_table[idx] + eta  # step 1: grow the budget of every example in the batch
-        soft = soft_labels(y, eps_i, s["c"], ctx.num_classes, s["dirichlet"])
+        eps_attack = self.eps_table[idx] + eta  # step 1: grow the budget of every example in the batch
+        soft = soft_labels(y, eps_attack, s["c"], ctx.num_classes, s["dirichlet"])
 
         def attack_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
             return customized_loss_per_example(logits, y, targets, s["loss"], s["kappa"])
 
-        x_adv = pgd(model, x, soft, eps=eps_i.to(x.device), alpha=ctx.alpha, steps=ctx.steps,
+        x_adv = pgd(model, x, soft, eps=eps_attack.to(x.device), alpha=ctx.alpha, steps=ctx.steps,
                     rand_init="none", loss=attack_loss, bn_mode=s["attack_bn"])
         logits = model(x_adv)
-        fooled = (logits.detach().argmax(1) != y).to(eps_i.device)
+        fooled = (logits.detach().argmax(1) != y).to(eps_attack.device)
         if s["update"] == "keep":
-            eps_i = torch.where(fooled, eps_i - eta, eps_i)
+            eps_i = torch.where(fooled, eps_attack - eta, eps_attack)
         else:
-            eps_i = torch.where(fooled, torch.zeros_like(eps_i), eps_i)
+            eps_i = torch.where(fooled, torch.zeros_like(eps_attack), eps_attack)
         eps_i = eps_i.clamp(min=0.0, max=self.eps_max)
         self.eps_table[idx] = eps_i
         self._touched[idx] = True
         soft = soft_labels(y, eps_i, s["c"], ctx.num_classes, s["dirichlet"])  # step 3: re-draw ỹ
         loss = customized_loss(logits, y, soft, s["loss"], s["kappa"])
         return StepResult(loss=loss, logits=logits,
-                          metrics={"eps_mean": eps_i.mean(), "attack_success": fooled.float().mean()})
+                          metrics={"eps_mean": eps_i.mean(), "attack_success": fooled.float().mean()},
+                          cache={"x_adv": x_adv, "eps_attack": eps_attack, "soft_labels": soft})
 
     def sync_state(self) -> None:
         """All-reduce the ε rows each rank changed this epoch (no-op without torch.distributed).

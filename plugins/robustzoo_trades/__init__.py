@@ -41,8 +41,8 @@ def register_recipes(register):
     register(Recipe(
         "trades-smallcnn-mnist", "trades", dict(mnist, dataset="mnist", eps=0.3, alpha=0.01),
         source=f"{_CODE} train_trades_mnist.py (SmallCNN, lr 0.01, 100 epochs, x0.1 from epoch 55, "
-               "PGD-40 α=0.01 ε=0.3); β=6 as in the paper's MNIST comparison (the script defaults "
-               "to β=1: pass --set beta=1 to match it)",
+               "PGD-40 α=0.01 ε=0.3); β=6 as on CIFAR-10 (the script defaults to β=1: pass "
+               "--set beta=1 to match it)",
         description="TRADES β=6, SmallCNN, MNIST ε=0.3 (released checkpoint: 99.48 clean, 96.07 PGD-40)"))
     register(Recipe(
         "trades-smallcnn-fmnist", "trades",

@@ -92,9 +92,16 @@ def _emit_json(data: Any, target: str | None) -> None:
 @click.option("--device", default=None, help="auto (CUDA when present), cpu, cuda, cuda:N")
 @click.option("--seed", type=int)
 @click.option("--json", "as_json", is_flag=True, help="print the final evaluation as JSON on stdout")
+@click.option("--precision", type=click.Choice(["auto", "bf16", "fp32"]),
+              help="auto = bf16 autocast on CUDA, fp32 on CPU; fp32 = exact (TF32 off)")
+@click.option("--compile", "compile_mode", is_flag=False, flag_value="reduce-overhead", metavar="[MODE]",
+              help="torch.compile the model: --compile = reduce-overhead (CUDA graphs); or default, "
+                   "max-autotune, off")
+@click.option("--nproc", type=int, help="train with N processes (DDP, one GPU each) via torchrun")
 @click.pass_context
 def train(ctx: click.Context, recipe, objective, dataset, arch, attack, eps, alpha, steps, epochs,
-          batch_size, lr, subset, data_dir, sets, out, resume, device, seed, as_json) -> None:
+          batch_size, lr, subset, data_dir, sets, out, resume, device, seed, as_json, precision,
+          compile_mode, nproc) -> None:
     """Train a model; ends with a table of clean and robust test accuracy.
 
     Objective settings can be given as --set key=value or directly as --key value.
@@ -106,11 +113,35 @@ def train(ctx: click.Context, recipe, objective, dataset, arch, attack, eps, alp
       robustzoo train --objective calibrated --attack cw --dataset fashion-mnist --subset 5000 --epochs 2
       robustzoo train --recipe cat-cw-wrn34 --data-dir data --set epochs=1
       robustzoo train --resume runs/at-digits-20260101-120000
+      robustzoo train --recipe at-prn18 --data-dir data --compile --nproc 2   # docs/performance.md
     """
+    from .. import distributed
     from ..config import parse_set_options
     from ..evaluate import results_table
-    from ..train import Trainer, build_config, config_from_run, default_out_dir
+    from ..train import Trainer, build_config, config_from_run, default_out_dir, resolve
 
+    world = distributed.env_info().world_size
+    if nproc is not None and world > 1 and nproc != world:
+        raise UsageError(f"--nproc {nproc} disagrees with WORLD_SIZE={world} set by torchrun; drop --nproc")
+    if nproc is not None and nproc > 1 and world == 1:
+        args = _relaunch_args(ctx)
+        if not resume:  # check settings here (one-line errors) and fix the run directory
+            pairs = parse_set_options(sets)
+            pairs.update(parse_extra_options(ctx.args))
+            if attack:
+                pairs["attack"] = attack
+            cfg = resolve(build_config(objective, recipe, pairs, dataset=dataset, arch=arch, eps=eps, alpha=alpha,
+                                       steps=steps, epochs=epochs, batch_size=batch_size, lr=lr, subset=subset,
+                                       data_dir=data_dir, device=device, seed=seed, precision=precision,
+                                       compile=compile_mode)).config
+            distributed.per_process_batch_size(cfg.batch_size, nproc)
+            if not out:
+                args = ["train", f"--out={default_out_dir(cfg)}", *args[1:]]
+        err.print(f"launching {nproc} processes: {' '.join(distributed.launch_command(nproc, args)[2:])}")
+        code = distributed.launch(nproc, args)
+        if code:
+            raise click.exceptions.Exit(code)
+        return
     if resume:
         given = [n for n, v in dict(recipe=recipe, objective=objective, dataset=dataset, arch=arch, out=out).items() if v]
         if given or sets or ctx.args:
@@ -118,6 +149,10 @@ def train(ctx: click.Context, recipe, objective, dataset, arch, attack, eps, alp
         cfg = config_from_run(resume)
         if device:
             cfg.device = device
+        if compile_mode:
+            cfg.compile = compile_mode
+        if precision:
+            cfg.precision = precision
         trainer = Trainer(cfg, resume, resume=True)
         run_dir = Path(resume)
     else:
@@ -127,13 +162,20 @@ def train(ctx: click.Context, recipe, objective, dataset, arch, attack, eps, alp
             pairs["attack"] = attack
         cfg = build_config(objective, recipe, pairs, dataset=dataset, arch=arch, eps=eps, alpha=alpha,
                            steps=steps, epochs=epochs, batch_size=batch_size, lr=lr, subset=subset,
-                           data_dir=data_dir, device=device, seed=seed)
+                           data_dir=data_dir, device=device, seed=seed, precision=precision,
+                           compile=compile_mode)
         run_dir = Path(out) if out else default_out_dir(cfg)
         trainer = Trainer(cfg, run_dir)
+        run_dir = trainer.out  # under torchrun: rank 0's choice
     c = trainer.cfg
-    err.print(f"training [bold]{c.objective}[/bold] on {c.dataset} ({len(trainer.train_data)} images) with "
-              f"{c.arch}, ε={c.eps:.4g}, {c.epochs} epochs, on {trainer.device} → {run_dir}")
+    if trainer.dist.is_main:
+        procs = f" × {trainer.dist.world_size} processes" if trainer.dist.enabled else ""
+        err.print(f"training [bold]{c.objective}[/bold] on {c.dataset} ({len(trainer.train_data)} images) with "
+                  f"{c.arch}, ε={c.eps:.4g}, {c.epochs} epochs, on {trainer.device}{procs} ({c.precision}"
+                  f"{', compiled' if c.compile != 'off' else ''}) → {run_dir}")
     report = trainer.fit()
+    if report is None:  # a rank other than 0: rank 0 reports
+        return
     if as_json:
         click.echo(json.dumps({"run_dir": str(run_dir), **report}, indent=2))
     else:
@@ -142,12 +184,42 @@ def train(ctx: click.Context, recipe, objective, dataset, arch, attack, eps, alp
         stdout.print(f"run directory: {run_dir}   next: robustzoo eval {run_dir} --attacks clean,fgsm,pgd20,pgd100,cw")
 
 
+def _relaunch_args(ctx: click.Context) -> list[str]:
+    """``train`` plus the options given on this command line (except --nproc), for torchrun."""
+    from click.core import ParameterSource
+
+    args = [ctx.command.name or "train"]
+    for p in ctx.command.params:
+        if not isinstance(p, click.Option) or p.name == "nproc":
+            continue
+        if ctx.get_parameter_source(p.name) not in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT):
+            continue
+        opt = max(p.opts, key=len)
+        value = ctx.params[p.name]
+        if p.is_flag and not isinstance(p.flag_value, str):
+            if value:
+                args.append(opt)
+        else:
+            args += [f"{opt}={v}" for v in (value if p.multiple else [value])]
+    return args + list(ctx.args)
+
+
 @cli.command("eval")
 @click.argument("model")
-@click.option("--attacks", default="clean,pgd20", show_default=True, help="comma-separated attack names")
-@click.option("--n", type=int, help="evaluate on N test images (seeded choice)")
+@click.option("--suite", help="named attack set: quick (clean,pgd20,apgd-dlr on 1,000), paper, autoattack")
+@click.option("--attacks", help="comma-separated attack names (default clean,pgd20; see `robustzoo list attacks`)")
+@click.option("--n", type=int, help="evaluate on N test images (seeded choice; default: the suite's, else all)")
 @click.option("--eps", help="override the run's ε (on the [0,1] scale, e.g. 8/255)")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="chooses the N images and seeds the attacks")
+@click.option("--cascade/--full", default=False, show_default=True,
+              help="--cascade attacks only what earlier attacks missed (rows become running worst cases); "
+                   "--full gives each attack's standalone number")
+@click.option("--eps-sweep", metavar="LIST", help="also measure accuracy at each ε, e.g. 0,2/255,4/255,8/255")
+@click.option("--plot", type=click.Path(), help="write the accuracy-vs-ε plot of --eps-sweep to this PNG")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="attack option: kappa, square_queries, apgd_restarts")
+@click.option("--no-health", is_flag=True, help="skip the gradient-masking checks")
+@click.option("--no-resume", is_flag=True, help="ignore RUN_DIR/eval_flags.safetensors and start afresh")
 @click.option("--batch-size", type=int, default=256, show_default=True)
 @click.option("--device", default="auto", show_default=True)
 @click.option("--data-dir", type=click.Path())
@@ -155,34 +227,124 @@ def train(ctx: click.Context, recipe, objective, dataset, arch, attack, eps, alp
 @click.option("--endpoint", help="Hub endpoint URL")
 @click.option("--cache-dir", type=click.Path(), help="Hugging Face cache directory")
 @click.option("--json", "json_out", metavar="FILE", help="also write the results as JSON ('-' for stdout)")
-def eval_cmd(model, attacks, n, eps, seed, batch_size, device, data_dir, revision, endpoint, cache_dir,
-             json_out) -> None:
+@click.option("--precision", type=click.Choice(["auto", "bf16", "fp32"]), default="auto", show_default=True,
+              help="auto = bf16 autocast on CUDA, fp32 on CPU; fp32 = exact (TF32 off)")
+def eval_cmd(model, suite, attacks, n, eps, seed, cascade, eps_sweep, plot, sets, no_health, no_resume,
+             batch_size, device, data_dir, revision, endpoint, cache_dir, json_out, precision) -> None:
     """Evaluate MODEL (run directory, zoo alias or hf-hub:org/name) on its test set.
+
+    Prints accuracy with 95% intervals per attack, the worst case per example, and a
+    gradient-masking health report; suspect numbers are marked. For a run directory the
+    per-example outcomes are saved, so an interrupted evaluation resumes (docs/evaluation.md).
 
     \b
     Examples:
-      robustzoo eval runs/at-digits-... --attacks clean,fgsm,pgd20,pgd100,cw
-      robustzoo eval runs/at-digits-... --n 200 --json results.json
+      robustzoo eval runs/at-digits-... --suite quick
+      robustzoo eval runs/at-digits-... --suite paper --json results.json
+      robustzoo eval runs/at-digits-... --suite autoattack --n 1000
+      robustzoo eval runs/at-digits-... --attacks clean,pgd20,square --set square_queries=1000
+      robustzoo eval runs/at-digits-... --eps-sweep 0,0.05,0.1,0.2 --plot curve.png
     """
     from ..api import evaluate
-    from ..evaluate import results_table
+    from ..evaluate import parse_attack_options, results_table, sweep_table
+    from ..health import health_table
     from ..objectives import parse_number
 
     eps_v = None
     if eps is not None:
         try:
             eps_v = parse_number(eps)
-        except ValueError:
+        except (ValueError, ZeroDivisionError):
             raise UsageError(f"--eps {eps!r} is not a number (e.g. 0.1 or 8/255)") from None
     report = evaluate(model, attacks, n=n, eps=eps_v, seed=seed, batch_size=batch_size, device=device,
                       data_dir=data_dir, show_progress=True, revision=revision, endpoint=endpoint,
-                      cache_dir=cache_dir)
+                      cache_dir=cache_dir, suite=suite, cascade=cascade, options=parse_attack_options(sets),
+                      eps_sweep=eps_sweep, plot=plot, health=not no_health, resume=not no_resume,
+                      precision=precision)
+    if plot:
+        err.print(f"wrote {plot}")
     if json_out == "-":
         _emit_json(report, "-")
         return
     stdout.print(results_table(report, title=f"{model} ({report['dataset']} test, ε={report['eps']:.4g})"))
+    if report.get("health"):
+        stdout.print(health_table(report))
+    if report.get("eps_sweep"):
+        stdout.print(sweep_table(report))
     if json_out:
         _emit_json(report, json_out)
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path())
+@click.option("--repo-id", required=True, metavar="ORG/NAME", help="Hub repo to publish to (created if missing)")
+@click.option("--endpoint", help="Hub endpoint URL (default HF_ENDPOINT or huggingface.co)")
+@click.option("--token", help="write token (default: the one stored by `hf auth login`, for huggingface.co only)")
+@click.option("--private", is_flag=True, help="create the repo private")
+@click.option("--alias", help="zoo alias to record in the card and the suggested zoo entry")
+@click.option("--license", "license_", default="apache-2.0", show_default=True, help="licence of the weights")
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output (includes a zoo entry)")
+def push(run_dir, repo_id, endpoint, token, private, alias, license_, as_json) -> None:
+    """Publish an evaluated RUN_DIR to the Hub in one commit.
+
+    Uploads model.safetensors, aux.safetensors (if any), config.json and a model card rendered
+    from config.json and eval.json; prints the commit sha and the sha256 of every file (pin
+    them in the zoo index).
+
+    \b
+    Examples:
+      robustzoo eval runs/cat-cw-wrn34 --suite paper
+      robustzoo push runs/cat-cw-wrn34 --repo-id my-org/cat-cw-wrn34 --alias cat-cw-wrn34
+    """
+    from ..hub import push as push_run
+
+    res = push_run(run_dir, repo_id, endpoint=endpoint, token=token, private=private, alias=alias,
+                   license=license_)
+    if as_json:
+        click.echo(json.dumps(res.to_dict(), indent=2))
+        return
+    t = Table(title=f"{res.repo_id} @ {res.revision}")
+    for col in ("file", "bytes", "sha256"):
+        t.add_column(col, justify="right" if col == "bytes" else "left", no_wrap=col == "sha256")
+    for name, info in res.files.items():
+        t.add_row(name, str(info["size"]), info["sha256"])
+    stdout.print(t)
+    stdout.print(f"commit: {res.revision}\nurl: {res.commit_url}\n"
+                 f"next: robustzoo pull hf-hub:{res.repo_id}@{res.revision}   (to add it to the zoo, "
+                 f"copy the zoo_entry that --json prints into the index: docs/zoo.md)")
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--revision", help="branch, tag or commit sha (zoo aliases are pinned already)")
+@click.option("--endpoint", help="Hub endpoint URL (default HF_ENDPOINT or huggingface.co)")
+@click.option("--cache-dir", type=click.Path(), help="Hugging Face cache directory (default HF_HUB_CACHE)")
+@click.option("--token", help="access token for private repos")
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+def pull(name, revision, endpoint, cache_dir, token, as_json) -> None:
+    """Download NAME into the Hugging Face cache, check it, print the local folder.
+
+    NAME is a zoo alias (cat-cw-wrn34), hf-hub:org/name[@revision] or org/name. Zoo aliases
+    are checked against the sha256 pinned in the zoo index; the weights are loaded once
+    (safetensors only, strictly into the named architecture). Pinned revisions work offline
+    from the cache.
+
+    \b
+    Examples:
+      robustzoo pull cat-cw-wrn34
+      robustzoo pull hf-hub:my-org/cat-cw-wrn34@0123456789abcdef0123456789abcdef01234567
+    """
+    from ..hub import pull_model
+
+    res = pull_model(name, revision=revision, endpoint=endpoint, cache_dir=cache_dir, token=token, verify=True)
+    if as_json:
+        click.echo(json.dumps(res.to_dict(), indent=2))
+        return
+    if res.offline:
+        err.print(f"offline: using the cached commit {res.revision[:12]} of {res.repo_id}")
+    for fname, digest in res.files.items():
+        err.print(f"{fname}  sha256 {digest}  ({res.checked[fname]})")
+    click.echo(str(res.path))
 
 
 KINDS = ("datasets", "architectures", "attacks", "objectives", "recipes", "zoo")
@@ -202,9 +364,13 @@ def _describe(kind: str, name: str, entry: Any) -> dict[str, Any]:
     if kind == "recipes":
         return {"name": name, "objective": entry.objective, "dataset": entry.settings.get("dataset", ""),
                 "arch": entry.settings.get("arch", ""), "source": entry.source}
-    return {"name": name, "repo": entry.repo_id or "(not published)", "arch": entry.architecture,
-            "dataset": entry.dataset, "method": entry.method,
-            "results": ", ".join(f"{k} {100 * v:.1f}" for k, v in entry.results.items()),
+    eps = entry.threat_model.get("eps")
+    return {"name": name, "status": "published" if entry.published else "not published",
+            "repo": f"{entry.repo_id}@{entry.revision[:7]}" if entry.published else "",
+            "arch": entry.architecture, "dataset": entry.dataset,
+            "eps": f"{round(eps * 255)}/255" if eps and abs(eps * 255 - round(eps * 255)) < 1e-6 else eps,
+            "method": entry.method,
+            "results": ", ".join(f"{k} {100 * v:.1f}" for k, v in entry.results.items()) or "—",
             "recipe": entry.recipe}
 
 

@@ -107,14 +107,17 @@ class TensorData:
                 order does not depend on the device).
             augment: 'crop_flip' applies a random 4-pixel-padded crop and flip per image.
             drop_last: skip the last incomplete batch (fixed shapes for compiled models).
-            shard: (rank, world_size): every rank sees a disjoint, equal-sized slice.
+            shard: (rank, world_size): every rank sees a disjoint, equal-sized slice: every
+                world_size-th example of the shared order, so with ``batch_size`` = global
+                batch / world_size the ranks' k-th batches together form the k-th batch of
+                a one-process run.
         """
         n = len(self)
         order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
         rank, world = shard
         if world > 1:
             per = n // world
-            order = order[rank * per:(rank + 1) * per]
+            order = order[rank::world][:per]
             n = per
         order = order.to(self.x.device)
         stop = n - n % batch_size if drop_last else n

@@ -2,7 +2,9 @@
 
 * :func:`train_tiny` trains a run on a few hundred digits in seconds;
 * :func:`check_objective` runs the objective contract (train, save, resume, load, eval);
-* :class:`robustzoo.testing.hub_server.HubServer` is a Hub-protocol server on 127.0.0.1.
+* :class:`robustzoo.testing.hub_server.HubServer` is a Hub-protocol server on 127.0.0.1;
+* :mod:`robustzoo.testing.fixtures` holds pytest fixtures around it (``hub_server``,
+  ``hf_cache``, ``hub_offline``, ``zoo_plugin``): ``pytest_plugins = ["robustzoo.testing.fixtures"]``.
 """
 
 from __future__ import annotations

@@ -1,0 +1,597 @@
+"""Model cards: rendered from a run's config.json and eval.json, or from a zoo entry.
+
+A card is the template ``model_cards/template.md`` (shipped as package data
+``robustzoo/zoo/card_template.md``) with ``${placeholders}`` filled by
+:class:`string.Template`: plain substitution, nothing in a template or a run is executed.
+The YAML front matter is built with ``huggingface_hub.ModelCardData`` and
+``EvalResult`` so the Hub (and ``huggingface_hub.ModelCard``) read the results back as a
+``model-index``. Every number on a card is copied from eval.json (accuracies shown in percent,
+rounded to 2 decimals); a zoo entry with no published weights gets a card with no numbers.
+
+Regenerate the cards of unpublished zoo entries with ``python -m robustzoo.cards model_cards``.
+"""
+
+from __future__ import annotations
+
+import shlex
+import string
+from collections.abc import Iterable, Mapping
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from .zoo import ZooEntry
+
+LIBRARY = "robustzoo"
+DEFAULT_LICENSE = "apache-2.0"
+TEMPLATE_RESOURCE = "zoo/card_template.md"
+
+# robustzoo dataset name -> (Hub dataset id or None, human name). Only real Hub ids go into the
+# `datasets:` metadata; the embedded digits data has none.
+DATASETS: dict[str, tuple[str | None, str]] = {
+    "cifar10": ("uoft-cs/cifar10", "CIFAR-10"),
+    "cifar100": ("uoft-cs/cifar100", "CIFAR-100"),
+    "fashion-mnist": ("zalando-datasets/fashion_mnist", "Fashion-MNIST"),
+    "mnist": ("ylecun/mnist", "MNIST"),
+    "digits": (None, "scikit-learn digits (8x8)"),
+}
+
+ATTACK_LABELS = {
+    "clean": "Clean", "fgsm": "FGSM", "pgd": "PGD-10", "pgd20": "PGD-20", "pgd100": "PGD-100",
+    "cw": "CW∞", "square": "Square", "autoattack": "AutoAttack", "apgd-ce": "APGD-CE",
+    "apgd-dlr": "APGD-DLR", "apgd-t": "APGD-T", "fab-t": "FAB-T",
+}
+NORM_LABELS = {"linf": "ℓ∞", "l2": "ℓ2"}
+
+ARCH_LABELS = {"wrn34_10": "WideResNet-34-10", "wrn28_10": "WideResNet-28-10",
+               "preact_resnet18": "PreAct ResNet-18", "cnn_mnist": "4-conv/2-FC CNN",
+               "smallcnn": "TRADES' small CNN"}
+
+# Config keys that describe the machine, not the recipe: left out of the retrain command.
+_MACHINE_KEYS = ("device", "data_dir")
+
+
+# -- small formatting helpers -------------------------------------------------------------
+
+def eps_text(eps: float) -> str:
+    """'8/255' for multiples of 1/255, else the shortest decimal ('0.1')."""
+    k = eps * 255
+    if eps > 0 and abs(k - round(k)) < 1e-6:
+        return f"{round(k)}/255"
+    return f"{eps:g}"
+
+
+def _eps_both(eps: float) -> str:
+    """'8/255 (0.0313725)', or just '0.1' when the fraction adds nothing."""
+    text = eps_text(eps)
+    return f"{text} ({eps:.6g})" if "/" in text else text
+
+
+def attack_label(attack: str) -> str:
+    """Human-readable attack name ('pgd20' -> 'PGD-20'); unknown names pass through."""
+    return ATTACK_LABELS.get(attack, attack)
+
+
+def metric_slug(attack: str, norm: str, eps: float, version: str | None = None) -> str:
+    """Stable ``metric_config`` of one result: ``pgd20/linf/8-255``, ``clean``."""
+    if attack == "clean":
+        return "clean"
+    name = f"{attack}-{version}" if version else attack
+    return f"{name}/{norm}/{eps_text(eps).replace('/', '-')}"
+
+
+def _pct(fraction: float) -> float:
+    return round(100.0 * float(fraction), 2)
+
+
+def _fmt_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, float):
+        return eps_text(v) if 0 < v < 1 and eps_text(v).endswith("/255") else f"{v:g}"
+    if isinstance(v, (list, tuple)):
+        return ", ".join(_fmt_value(x) for x in v) or "—"
+    if v is None:
+        return "—"
+    return str(v)
+
+
+def _set_value(v: Any) -> str:
+    """A value as ``--set key=VALUE`` parses it back exactly (floats in full precision)."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (list, tuple)):
+        return ",".join(_set_value(x) for x in v)
+    if isinstance(v, float):
+        return repr(v)
+    return str(v)
+
+
+def _table(header: Iterable[str], rows: Iterable[Iterable[Any]]) -> str:
+    header = list(header)
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    for row in rows:
+        cells = [str(c).replace("|", "\\|").replace("\n", " ") for c in row]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _code(lang: str, text: str) -> str:
+    return f"```{lang}\n{text.rstrip()}\n```"
+
+
+def load_template() -> str:
+    """The card template (``model_cards/template.md``, shipped as package data)."""
+    return resources.files("robustzoo").joinpath(TEMPLATE_RESOURCE).read_text(encoding="utf-8")
+
+
+def _render(sections: Mapping[str, str]) -> str:
+    # substitute() (not safe_substitute) so that a renamed placeholder fails loudly.
+    return string.Template(load_template()).substitute(sections)
+
+
+def _paper(method: str) -> str:
+    from .plugins import registry
+
+    reg = registry("objectives")
+    return str(getattr(reg.get(method), "paper", "") or "") if method in reg else ""
+
+
+def _dataset_meta(dataset: str) -> tuple[str | None, str]:
+    return DATASETS.get(dataset, (None, dataset))
+
+
+def _tags(method: str, norm: str, dataset: str) -> list[str]:
+    return [LIBRARY, "adversarial-robustness", "adversarial-training", method, norm, dataset,
+            "image-classification"]
+
+
+# -- the retraining command --------------------------------------------------------------
+
+def retrain_command(config: Mapping[str, Any]) -> str:
+    """The ``robustzoo train`` command line that reproduces a run's TrainConfig.
+
+    Every setting is spelled out as ``--set key=value`` (full float precision), so the command
+    does not depend on defaults that may change; machine settings (device, data dir) are left
+    to the user.
+
+    Args:
+        config: the ``robustzoo.config`` block of a run's config.json.
+    """
+    parts = ["robustzoo", "train"]
+    if config.get("recipe"):
+        parts += ["--recipe", str(config["recipe"])]
+    else:
+        parts += ["--objective", str(config["objective"])]
+    for key, value in config.items():
+        if key in ("objective", "recipe", "objective_args", *_MACHINE_KEYS) or value is None:
+            continue
+        parts += ["--set", f"{key}={_set_value(value)}"]
+    for key, value in (config.get("objective_args") or {}).items():
+        if value is not None:
+            parts += ["--set", f"{key}={_set_value(value)}"]
+    return " ".join(shlex.quote(p) for p in parts)
+
+
+# -- cards of runs ------------------------------------------------------------------------
+
+def _results(report: Mapping[str, Any]) -> list[dict[str, Any]]:
+    return [r for r in report.get("results", []) if isinstance(r, Mapping)]
+
+
+def _attack_version(result: Mapping[str, Any], code_version: str) -> str:
+    settings = result.get("settings") or {}
+    return str(settings.get("version") or f"robustzoo-{code_version}")
+
+
+def eval_results(config: Mapping[str, Any], report: Mapping[str, Any]) -> list[Any]:
+    """One ``EvalResult`` (metric ``accuracy``, percent) per attack in eval.json, plus the
+    per-example worst case over the attacks when eval.json has it."""
+    from huggingface_hub import EvalResult
+
+    rz = config["robustzoo"]
+    dataset = report.get("dataset", rz["dataset"])
+    ds_id, ds_name = _dataset_meta(dataset)
+    norm = rz.get("threat_model", {}).get("norm", "linf")
+    eps = float(report["eps"])
+    code_version = rz.get("versions", {}).get("robustzoo", "?")
+    common = dict(task_type="image-classification", task_name="Image Classification",
+                  dataset_type=ds_id or dataset, dataset_name=ds_name,
+                  dataset_split=report.get("split", "test"), metric_type="accuracy")
+    out = []
+    for r in _results(report):
+        attack = r["attack"]
+        version = _attack_version(r, code_version)
+        args: dict[str, Any] = {"attack": attack, "n": int(r["n"]), "seed": int(report.get("seed", 0)),
+                                "correct": int(r["correct"]),
+                                "ci95": [_pct(x) for x in r.get("ci95", [])]}
+        if attack != "clean":
+            args.update(norm=norm, eps=eps, eps_text=eps_text(eps), version=version,
+                        settings=dict(r.get("settings") or {}))
+        if r.get("suspect"):
+            args["suspect"] = True
+            args["suspect_because"] = list(r.get("suspect_because") or [])
+        name = "Clean accuracy" if attack == "clean" else f"Robust accuracy ({attack_label(attack)})"
+        out.append(EvalResult(metric_value=_pct(r["accuracy"]), metric_name=name,
+                              metric_config=metric_slug(attack, norm, eps,
+                                                        (r.get("settings") or {}).get("version")),
+                              metric_args=args, **common))
+    wc = report.get("worst_case")
+    if isinstance(wc, Mapping) and wc.get("attacks"):
+        labels = ", ".join(attack_label(a) for a in wc["attacks"])
+        out.append(EvalResult(
+            metric_value=_pct(wc["accuracy"]), metric_name=f"Robust accuracy (worst case over {labels})",
+            metric_config=metric_slug("worst-case", norm, eps),
+            metric_args={"attack": "worst-case", "attacks": list(wc["attacks"]), "norm": norm, "eps": eps,
+                         "eps_text": eps_text(eps), "n": int(wc["n"]), "seed": int(report.get("seed", 0)),
+                         "correct": int(wc["correct"]), "ci95": [_pct(x) for x in wc.get("ci95", [])],
+                         "version": f"robustzoo-{code_version}"},
+            **common))
+    return out
+
+
+def _robustzoo_block(config: Mapping[str, Any], report: Mapping[str, Any], *, alias: str | None,
+                     files: Mapping[str, str], repo_id: str) -> dict[str, Any]:
+    rz = config["robustzoo"]
+    cfg = rz.get("config", {})
+    margs = config.get("model_args", {})
+    tm = rz.get("threat_model", {})
+    results = {}
+    for r in _results(report):
+        item = {"accuracy": _pct(r["accuracy"]), "correct": int(r["correct"]), "n": int(r["n"]),
+                "ci95": [_pct(x) for x in r.get("ci95", [])]}
+        if r.get("suspect"):
+            item["suspect"] = True
+        results[r["attack"]] = item
+    block: dict[str, Any] = {
+        "alias": alias or "",
+        "status": "published",
+        "repo_id": repo_id,
+        "architecture": config["architecture"],
+        "dataset": rz["dataset"],
+        "method": rz["objective"],
+        "method_settings": dict(rz.get("objective_settings", {})),
+        "recipe": cfg.get("recipe") or "",
+        "threat_model": {"norm": tm.get("norm", "linf"), "eps": float(tm.get("eps", report["eps"])),
+                         "eps_text": eps_text(float(tm.get("eps", report["eps"])))},
+        "training": {k: v for k, v in cfg.items() if k not in _MACHINE_KEYS},
+        "evaluation": {"eps": float(report["eps"]), "n": int(report.get("n", 0)),
+                       "seed": int(report.get("seed", 0)), "split": report.get("split", "test"),
+                       "checkpoint": report.get("checkpoint", "model.safetensors")},
+        "clean_accuracy": results.get("clean", {}).get("accuracy"),
+        "results": results,
+        "extra_data": False,
+        "input_range": [0, 1],
+        "normalization": {"inside_model": True, "mean": list(margs.get("mean", [])),
+                          "std": list(margs.get("std", []))},
+        "paper": _paper(rz["objective"]),
+        "code_version": rz.get("versions", {}).get("robustzoo", ""),
+        "versions": dict(rz.get("versions", {})),
+        "sha256": dict(files),
+    }
+    if report.get("suite"):
+        block["evaluation"]["suite"] = report["suite"]
+    wc = report.get("worst_case")
+    if isinstance(wc, Mapping) and wc.get("attacks"):
+        block["robust_accuracy"] = _pct(wc["accuracy"])
+        block["worst_case"] = {"accuracy": _pct(wc["accuracy"]), "attacks": list(wc["attacks"]),
+                               "n": int(wc["n"]), "ci95": [_pct(x) for x in wc.get("ci95", [])]}
+    suspects = [r["attack"] for r in _results(report) if r.get("suspect")]
+    if suspects:
+        block["suspect_attacks"] = suspects
+    health = report.get("health")
+    if isinstance(health, Mapping) and health.get("status"):
+        block["health"] = {"status": health["status"], "flagged": list(health.get("flagged") or [])}
+    return block
+
+
+def run_card_data(config: Mapping[str, Any], report: Mapping[str, Any], *, repo_id: str,
+                  files: Mapping[str, str], alias: str | None = None, license: str = DEFAULT_LICENSE):
+    """The ``ModelCardData`` (front matter) of a run's card."""
+    from huggingface_hub import ModelCardData
+
+    rz = config["robustzoo"]
+    ds_id, _ = _dataset_meta(rz["dataset"])
+    norm = rz.get("threat_model", {}).get("norm", "linf")
+    return ModelCardData(
+        library_name=LIBRARY, license=license, pipeline_tag="image-classification",
+        tags=_tags(rz["objective"], norm, rz["dataset"]), datasets=[ds_id] if ds_id else None,
+        metrics=["accuracy"], model_name=alias or repo_id, eval_results=eval_results(config, report),
+        robustzoo=_robustzoo_block(config, report, alias=alias, files=files, repo_id=repo_id))
+
+
+def _evidence(value: Any) -> str:
+    if isinstance(value, Mapping):
+        return "; ".join(f"{k} {_evidence(v)}" for k, v in value.items())
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return _fmt_value(value)
+
+
+def _health_section(report: Mapping[str, Any]) -> str:
+    """The health report of eval.json (robustzoo.health: status, flagged, checks) as text."""
+    lines: list[str] = []
+    for r in _results(report):
+        if r.get("suspect"):
+            because = ", ".join(r.get("suspect_because") or []) or "a flagged check"
+            lines.append(f"- **{attack_label(r['attack'])} is suspect** ({because}): its accuracy may be "
+                         f"inflated by gradient masking; do not rank the model by it.")
+    health = report.get("health")
+    checks = []
+    if isinstance(health, Mapping):
+        checks = health.get("checks") or []
+    elif isinstance(health, list):
+        checks = health
+    rows = []
+    for c in checks:
+        if not isinstance(c, Mapping):
+            continue
+        name = c.get("name") or c.get("check") or "?"
+        status = c.get("status")
+        if status is None and isinstance(c.get("passed"), bool):
+            status = "passed" if c["passed"] else "flagged"
+        text = c.get("explanation") or c.get("message") or ""
+        rows.append((name, status or "?", text, _evidence(c.get("evidence") or {}) or "—"))
+    if not lines and not rows:
+        return ("eval.json carries no gradient-masking health report for this model. Run "
+                "`robustzoo eval MODEL --suite paper` (or `--suite autoattack`) to produce one.")
+    parts = []
+    if isinstance(health, Mapping) and health.get("status"):
+        flagged = ", ".join(health.get("flagged") or [])
+        parts.append(f"Overall: **{health['status']}**" + (f" (flagged: {flagged})." if flagged else "."))
+    parts.append("Automatic checks for signs of gradient masking, from eval.json (robustzoo.health):")
+    if lines:
+        parts.append("\n".join(lines))
+    if rows:
+        parts.append(_table(["check", "status", "explanation", "evidence"], rows))
+    return "\n\n".join(parts)
+
+
+def render_run_card(config: Mapping[str, Any], report: Mapping[str, Any], *, repo_id: str,
+                    files: Mapping[str, str], alias: str | None = None,
+                    license: str = DEFAULT_LICENSE) -> str:
+    """The README.md model card of a run about to be published.
+
+    Args:
+        config: the run's config.json.
+        report: the run's eval.json.
+        repo_id: Hub repo ``org/name`` it is published to.
+        files: filename -> sha256 of the files published with it (weights, config, aux).
+        alias: zoo alias, when the run is published as a zoo entry.
+        license: licence of the weights.
+    """
+    rz = config["robustzoo"]
+    cfg = rz.get("config", {})
+    data = run_card_data(config, report, repo_id=repo_id, files=files, alias=alias, license=license)
+    method, dataset, arch = rz["objective"], rz["dataset"], config["architecture"]
+    tm = rz.get("threat_model", {})
+    norm = tm.get("norm", "linf")
+    train_eps = float(tm.get("eps", report["eps"]))
+    eval_eps = float(report["eps"])
+    _, ds_name = _dataset_meta(dataset)
+    margs = config.get("model_args", {})
+    by_attack = {r["attack"]: r for r in _results(report)}
+    clean = by_attack.get("clean")
+    robust = [r for r in _results(report) if r["attack"] != "clean"]
+    name = alias or repo_id
+
+    headline = []
+    if clean:
+        headline.append(f"{_pct(clean['accuracy']):.2f}% clean accuracy")
+    wc = report.get("worst_case")
+    if isinstance(wc, Mapping) and wc.get("attacks"):
+        headline.append(f"{_pct(wc['accuracy']):.2f}% robust accuracy (worst case over "
+                        f"{', '.join(attack_label(a) for a in wc['attacks'])})")
+    summary = (f"A {ARCH_LABELS.get(arch, arch)} (`{arch}`) image classifier for {ds_name}, trained with "
+               f"robustzoo's `{method}` objective against {NORM_LABELS.get(norm, norm)} perturbations of "
+               f"size ε = {eps_text(train_eps)}" + (f"; {' and '.join(headline)} on {report.get('n')} "
+                                                     f"{report.get('split', 'test')} images." if headline else "."))
+    if alias:
+        summary += f" Zoo alias: `{alias}`."
+
+    pull_name = alias or f"hf-hub:{repo_id}"
+    usage = "\n\n".join([
+        "Command line (downloads into the Hugging Face cache, checks the files, prints the folder):",
+        _code("bash", f"robustzoo pull {pull_name}\nrobustzoo eval {pull_name} --suite paper"),
+        "Python:",
+        _code("python", f'import robustzoo\n\nmodel = robustzoo.load("{pull_name}")  '
+                        f"# eval mode, takes images in [0, 1]"),
+        "Plain timm (importing robustzoo registers its architectures with timm; no code is "
+        "downloaded from the repo):",
+        _code("python", f'import robustzoo  # noqa: F401\nimport timm\n\n'
+                        f'model = timm.create_model("hf-hub:{repo_id}", pretrained=True).eval()'),
+        f"Inputs are float tensors of shape (N, {margs.get('in_chans', '?')}, "
+        f"{', '.join(map(str, margs.get('input_size', [])))}) with values in [0, 1]. Do not normalise "
+        f"them: the model's first layer subtracts mean {_fmt_value(margs.get('mean'))} and divides by "
+        f"std {_fmt_value(margs.get('std'))}. Pin a version with `hf-hub:{repo_id}@<commit sha>`.",
+    ])
+
+    threat = "\n".join([
+        f"- Norm: {NORM_LABELS.get(norm, norm)} (`{norm}`)",
+        f"- ε at training: {_eps_both(train_eps)} on the [0, 1] pixel scale",
+        f"- ε at evaluation: {_eps_both(eval_eps)}",
+        "- Input range: [0, 1]; normalisation is inside the model",
+        "- Extra training data: none",
+    ])
+
+    settings_rows = [(k, _fmt_value(v)) for k, v in cfg.items()
+                     if k not in ("objective_args", *_MACHINE_KEYS)]
+    obj_rows = [(k, _fmt_value(v)) for k, v in rz.get("objective_settings", {}).items()]
+    training = "\n\n".join(x for x in [
+        f"Objective `{method}`" + (f" ({_paper(method)})" if _paper(method) else "") +
+        (f", recipe `{cfg['recipe']}`" if cfg.get("recipe") else "") +
+        f"; {rz.get('num_train', '?')} training images, seed {cfg.get('seed', '?')}.",
+        "Every setting of the run:",
+        _table(["setting", "value"], settings_rows),
+        ("Objective settings:\n\n" + _table(["setting", "value"], obj_rows)) if obj_rows else "",
+        ("Extra trained modules (published in aux.safetensors): "
+         + ", ".join(f"`{m}`" for m in rz["extra_modules"])) if rz.get("extra_modules") else "",
+        ("Per-example state (published in aux.safetensors): "
+         + ", ".join(f"`{s}`" for s in rz["state_tensors"])) if rz.get("state_tensors") else "",
+        "Retrain it (add `--data-dir DIR` where the dataset lives):",
+        _code("bash", retrain_command(cfg)),
+        "Package versions: " + ", ".join(f"{k} {v}" for k, v in rz.get("versions", {}).items()) + ".",
+    ] if x)
+
+    rows = []
+    for r in _results(report):
+        lo, hi = (r.get("ci95") or [None, None])[:2]
+        ci = f"{_pct(lo):.2f}–{_pct(hi):.2f}" if lo is not None else "—"
+        label = attack_label(r["attack"]) + (" ⚠ suspect" if r.get("suspect") else "")
+        sett = ", ".join(f"{k}={_fmt_value(v)}" for k, v in (r.get("settings") or {}).items()) or "—"
+        rows.append((label, f"{_pct(r['accuracy']):.2f}", ci, f"{r['correct']}/{r['n']}", sett))
+    if isinstance(wc, Mapping) and wc.get("attacks"):
+        lo, hi = wc.get("ci95", [0, 0])
+        rows.append(("**worst case**", f"**{_pct(wc['accuracy']):.2f}**", f"{_pct(lo):.2f}–{_pct(hi):.2f}",
+                     f"{wc['correct']}/{wc['n']}", "per example, over " + ", ".join(wc["attacks"])))
+    suite = f" (suite `{report['suite']}`)" if report.get("suite") else ""
+    evaluation = "\n\n".join([
+        f"{report.get('n')} {ds_name} {report.get('split', 'test')} images (seeded choice, seed "
+        f"{report.get('seed', 0)}), checkpoint `{report.get('checkpoint', 'model.safetensors')}`, ε = "
+        f"{eps_text(eval_eps)}{suite}. Accuracy in percent with a 95% Wilson interval; the worst case counts "
+        f"an image as robust only if every attack failed on it.",
+        _table(["attack", "accuracy (%)", "95% CI (%)", "correct", "settings"], rows),
+        f"Reproduce: `robustzoo eval {pull_name} --attacks {','.join(by_attack)} --n {report.get('n')} "
+        f"--seed {report.get('seed', 0)}`.",
+    ])
+
+    limitations = "\n\n" + "\n".join(x for x in [
+        f"Robust accuracy was measured on {report.get('n')} images; the 95% intervals above show how "
+        f"much it can move with the sample." if robust else
+        "No attack was run on this model: it has no measured robustness.",
+        "An attack flagged as suspect above should not be used to rank this model." if any(
+            r.get("suspect") for r in robust) else "",
+    ] if x)
+
+    paper = _paper(method)
+    citation = "\n\n".join(x for x in [
+        f"Training method: {paper}." if paper else f"Training method: robustzoo objective `{method}`.",
+        "Cite the method's paper when you use this model; the evaluation attacks are those of the "
+        "table above.",
+    ] if x)
+
+    file_rows = [(f"`{f}`", f"`{h}`") for f, h in files.items()]
+    files_section = "sha256 of the published files (`robustzoo pull` checks them against the zoo " \
+                    "index):\n\n" + _table(["file", "sha256"], file_rows)
+
+    front = data.to_yaml().strip()
+    return _render({
+        "front_matter": front, "title": f"{name}", "summary": summary, "usage": usage,
+        "threat_model": threat, "training": training, "evaluation": evaluation,
+        "health": _health_section(report), "limitations": limitations, "citation": citation,
+        "files": files_section, "source": "config.json + eval.json",
+    })
+
+
+# -- cards of zoo entries -----------------------------------------------------------------
+
+def entry_card_data(entry: ZooEntry):
+    """Front matter of an unpublished zoo entry's card (no results: nothing is measured yet)."""
+    from huggingface_hub import ModelCardData
+
+    ds_id, _ = _dataset_meta(entry.dataset)
+    norm = entry.threat_model.get("norm", "linf")
+    eps = float(entry.threat_model.get("eps", 0.0))
+    return ModelCardData(
+        library_name=LIBRARY, license=entry.license or DEFAULT_LICENSE, pipeline_tag="image-classification",
+        tags=_tags(entry.method, norm, entry.dataset), datasets=[ds_id] if ds_id else None,
+        robustzoo={
+            "alias": entry.name, "status": entry.status, "architecture": entry.architecture,
+            "dataset": entry.dataset, "method": entry.method, "method_settings": dict(entry.settings),
+            "recipe": entry.recipe, "threat_model": {"norm": norm, "eps": eps, "eps_text": eps_text(eps)},
+            "extra_data": False, "input_range": [0, 1], "paper": entry.paper,
+        })
+
+
+def render_entry_card(entry: ZooEntry) -> str:
+    """The card of a zoo entry with no published weights: what it will be and how to make it.
+
+    Published entries keep the card that ``robustzoo push`` rendered from their run.
+    """
+    if entry.published:
+        raise ValueError(f"{entry.name} is published: its card is the README.md that `robustzoo push` "
+                         f"uploaded (copy it to {entry.card})")
+    norm = entry.threat_model.get("norm", "linf")
+    eps = float(entry.threat_model.get("eps", 0.0))
+    _, ds_name = _dataset_meta(entry.dataset)
+    settings = ", ".join(f"{k}={_fmt_value(v)}" for k, v in entry.settings.items())
+    summary = "\n\n".join(x for x in [
+        f"**Not yet trained or published.** This zoo entry names a model robustzoo can train — a "
+        f"{ARCH_LABELS.get(entry.architecture, entry.architecture)} (`{entry.architecture}`) on {ds_name}, "
+        f"trained with the `{entry.method}` objective" + (f" ({settings})" if settings else "") +
+        f" against {NORM_LABELS.get(norm, norm)} perturbations of size ε = {eps_text(eps)} — but no "
+        f"weights have been published for it yet, so this card reports no results.",
+        entry.description,
+    ] if x)
+    usage = "\n\n".join([
+        f"`robustzoo pull {entry.name}` and `robustzoo.load(\"{entry.name}\")` refuse this entry until it "
+        f"is published. Train it yourself instead:",
+        _code("bash", f"robustzoo train --recipe {entry.recipe} --data-dir DATA --out runs/{entry.name}\n"
+                      f"robustzoo eval runs/{entry.name} --suite paper"),
+        "and load the run directory:",
+        _code("python", f'import robustzoo\n\nmodel = robustzoo.load("runs/{entry.name}")'),
+    ])
+    threat = "\n".join([
+        f"- Norm: {NORM_LABELS.get(norm, norm)} (`{norm}`)",
+        f"- ε: {_eps_both(eps)} on the [0, 1] pixel scale",
+        "- Input range: [0, 1]; normalisation is inside the model",
+        "- Extra training data: none",
+    ])
+    training = "\n\n".join([
+        f"Recipe `{entry.recipe}` holds every training setting (`robustzoo train --recipe {entry.recipe}` "
+        f"uses them; it is provided by the plugin of the `{entry.method}` objective, and "
+        f"`robustzoo list recipes {entry.recipe}` names its source).",
+        "To publish it as this zoo entry, see docs/zoo.md: push the evaluated run with",
+        _code("bash", f"robustzoo push runs/{entry.name} --repo-id ORG/{entry.name} --alias {entry.name}"),
+        "then pin the printed commit sha and sha256s in robustzoo/zoo/index.json.",
+    ])
+    return _render({
+        "front_matter": entry_card_data(entry).to_yaml().strip(),
+        "title": f"{entry.name} (not yet published)", "summary": summary, "usage": usage,
+        "threat_model": threat, "training": training,
+        "evaluation": "No results: this model has not been trained and evaluated yet. Every number on a "
+                      "published card comes from the eval.json of the published run.",
+        "health": "None yet (they are part of the evaluation).", "limitations": "",
+        "citation": (f"Training method: {entry.paper}." if entry.paper else
+                     f"Training method: robustzoo objective `{entry.method}`."),
+        "files": "None published yet.", "source": f"zoo entry {entry.name}",
+    })
+
+
+def front_matter(text: str) -> dict[str, Any]:
+    """The parsed YAML front matter of a card (via ``huggingface_hub.ModelCard``)."""
+    from huggingface_hub import ModelCard
+
+    return ModelCard(text, ignore_metadata_errors=False).data.to_dict()
+
+
+def write_zoo_cards(directory: str | Path, entries: Iterable[ZooEntry] | None = None) -> list[Path]:
+    """(Re)write the cards of unpublished zoo entries into ``directory``; returns their paths."""
+    from .plugins import registry
+    from .runs import write_text
+
+    directory = Path(directory)
+    if entries is None:
+        entries = [e for _, e in registry("zoo").items()]
+    written = []
+    for entry in entries:
+        if entry.published:
+            continue
+        path = directory / Path(entry.card).name
+        write_text(path, render_entry_card(entry))
+        written.append(path)
+    return written
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m robustzoo.cards DIR``: rewrite the cards of unpublished zoo entries in DIR."""
+    import sys
+
+    args = sys.argv[1:] if argv is None else argv
+    directory = args[0] if args else "model_cards"
+    for path in write_zoo_cards(directory):
+        print(path)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,299 @@
+"""The fast path: what the trainer and the evaluator switch on for CUDA devices.
+
+On a CUDA device, by default (every objective gets it without knowing):
+
+* bf16 autocast for every forward pass, training and attacks alike. BatchNorm parameters
+  and running statistics stay fp32 (autocast never casts module state; cuDNN's BatchNorm
+  takes bf16 activations with fp32 weights and accumulates its statistics in fp32). Attack
+  losses are summed per example (:func:`robustzoo.attacks.pgd`), and bf16 has fp32's
+  exponent range, so input gradients do not underflow the way fp16 ones do;
+* ``channels_last`` for the model, the inputs and therefore δ (``rand_like``/``clone`` keep
+  the layout), so no step pays a layout copy;
+* fused SGD/Adam and ``cudnn.benchmark = True`` (the shapes are fixed);
+* the dataset stays on the GPU as uint8 (:class:`robustzoo.data.TensorData`), crops and flips
+  run there.
+
+``precision='fp32'`` is the exact mode: no autocast and no TF32 (cuDNN enables TF32 for
+convolutions by default). On the CPU everything above is off and the code path is the plain
+one; ``precision='bf16'`` there means CPU autocast (used to test this path without a GPU).
+
+``compile`` (off by default) wraps the model in :class:`FastModel`: one compiled callable per
+BatchNorm mode (train/eval), so toggling modes never recompiles, training batches keep a
+fixed shape (``drop_last``), and ``mode='reduce-overhead'`` records CUDA graphs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from .errors import UsageError
+
+PRECISIONS = ("auto", "bf16", "fp32")
+COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+# Modes whose graphs are replayed as CUDA graphs (they need a step marker per iteration).
+CUDAGRAPH_MODES = ("reduce-overhead", "max-autotune")
+
+
+def resolve_precision(precision: str | None, device: torch.device | str) -> str:
+    """'auto' → 'bf16' on CUDA, 'fp32' elsewhere; 'bf16' and 'fp32' pass through.
+
+    Raises:
+        UsageError: an unknown name.
+    """
+    p = (precision or "auto").lower()
+    if p not in PRECISIONS:
+        raise UsageError(f"unknown precision {precision!r}; use {', '.join(PRECISIONS)}")
+    if p == "auto":
+        return "bf16" if torch.device(device).type == "cuda" else "fp32"
+    return p
+
+
+def check_compile_mode(mode: str | None) -> str:
+    """Validate a compile mode ('off' when None or empty)."""
+    m = (mode or "off").lower()
+    if m in ("none", "false", "0", "no"):
+        m = "off"
+    if m not in COMPILE_MODES:
+        raise UsageError(f"unknown compile mode {mode!r}; use {', '.join(COMPILE_MODES)}")
+    return m
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """bf16 autocast on ``device`` for precision 'bf16'; a no-op context for 'fp32'."""
+    if precision == "bf16":
+        return torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def tf32_disabled(enabled: bool = True) -> Iterator[None]:
+    """Turn TF32 off for cuBLAS and cuDNN (exact fp32) inside the block, then restore."""
+    if not enabled:
+        yield
+        return
+    old = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
+
+
+@contextlib.contextmanager
+def precision_scope(device: torch.device, precision: str) -> Iterator[None]:
+    """Autocast for 'bf16'; TF32 off on CUDA for 'fp32'. Use around evaluation."""
+    exact = precision == "fp32" and torch.device(device).type == "cuda"
+    with tf32_disabled(exact), autocast(device, precision):
+        yield
+
+
+def channels_last(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in channels_last layout when it is a 4-D batch (a no-op if it already is)."""
+    if x.dim() == 4:
+        return x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
+# Two separate functions on purpose: torch.compile caches graphs per code object, so the
+# training-mode and eval-mode graphs live in separate caches and each stays within the
+# recompile limit (train: attack + θ-forward; eval: no-grad + attack, per batch shape).
+def _forward_train_mode(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return module(x)
+
+
+def _forward_eval_mode(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return module(x)
+
+
+class FastModel(nn.Module):
+    """What objectives and attacks call during fast training or evaluation.
+
+    Converts inputs to channels_last (when asked) and routes each forward to the compiled
+    callable of the current BatchNorm mode. ``train()``/``eval()`` reach the wrapped module;
+    attributes the wrapper lacks (e.g. ``num_classes``) are read from the underlying model.
+
+    Args:
+        inner: what runs the forward: the model, or the DDP wrapper around it.
+        model: the plain model (whose ``training`` flag picks the mode); default ``inner``.
+        channels_last: convert 4-D inputs to channels_last.
+        compile_mode: one of :data:`COMPILE_MODES`.
+        backend: torch.compile backend ('inductor'; 'aot_eager' or 'eager' for tests).
+    """
+
+    def __init__(self, inner: nn.Module, model: nn.Module | None = None, *, channels_last: bool = False,
+                 compile_mode: str = "off", backend: str = "inductor"):
+        super().__init__()
+        self.inner = inner
+        self.__dict__["model"] = model if model is not None else inner  # not a second child
+        self.channels_last = channels_last
+        self.compile_mode = check_compile_mode(compile_mode)
+        self._fns: dict[bool, Any] = {}
+        if self.compile_mode != "off":
+            kwargs: dict[str, Any] = {"backend": backend, "dynamic": False}
+            if backend == "inductor" and self.compile_mode != "default":
+                kwargs["mode"] = self.compile_mode
+            self._fns = {True: torch.compile(_forward_train_mode, **kwargs),
+                         False: torch.compile(_forward_eval_mode, **kwargs)}
+
+    @property
+    def compiled(self) -> bool:
+        return bool(self._fns)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.channels_last:
+            x = channels_last(x)
+        if not self._fns:
+            return self.inner(x)
+        return self._fns[self.model.training](self.inner, x)
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            model = self.__dict__.get("model")
+            if model is None or name.startswith("_"):
+                raise
+            return getattr(model, name)
+
+
+@dataclass
+class FastPath:
+    """The switches of one run, resolved for its device.
+
+    Attributes:
+        device: the run's device.
+        precision: 'bf16' or 'fp32' (resolved, never 'auto').
+        compile: a compile mode ('off' by default).
+        backend: torch.compile backend.
+    """
+
+    device: torch.device
+    precision: str = "fp32"
+    compile: str = "off"
+    backend: str = "inductor"
+
+    @classmethod
+    def create(cls, device: torch.device, precision: str | None = "auto", compile: str | None = "off",
+               backend: str | None = "inductor") -> FastPath:
+        """Resolve 'auto' precision and validate the compile mode for ``device``."""
+        return cls(torch.device(device), resolve_precision(precision, device), check_compile_mode(compile),
+                   backend or "inductor")
+
+    @property
+    def cuda(self) -> bool:
+        return self.device.type == "cuda"
+
+    @property
+    def channels_last(self) -> bool:
+        """channels_last only pays on CUDA (cuDNN NHWC kernels); CPU keeps NCHW."""
+        return self.cuda
+
+    @property
+    def fused_optimizer(self) -> bool:
+        """Fused SGD/Adam: one kernel for the whole update, CUDA only."""
+        return self.cuda
+
+    @property
+    def drop_last(self) -> bool:
+        """Fixed batch shapes when compiling (a smaller last batch would be another graph)."""
+        return self.compile != "off"
+
+    @property
+    def uses_cudagraphs(self) -> bool:
+        return self.cuda and self.backend == "inductor" and self.compile in CUDAGRAPH_MODES
+
+    def setup_backends(self) -> None:
+        """cuDNN autotuning for fixed shapes, and TF32 off in exact fp32 mode (CUDA only).
+
+        These are process-wide switches: a process trains one run.
+        """
+        if not self.cuda:
+            return
+        torch.backends.cudnn.benchmark = True
+        if self.precision == "fp32":
+            torch.backends.cuda.matmul.allow_tf32 = False
+            torch.backends.cudnn.allow_tf32 = False
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """The autocast context of forward passes (training, attacks, validation)."""
+        return autocast(self.device, self.precision)
+
+    def scope(self) -> contextlib.AbstractContextManager:
+        """Autocast plus (on CUDA, fp32) TF32 off, restored on exit: for evaluation."""
+        return precision_scope(self.device, self.precision)
+
+    def prepare_model(self, model: nn.Module) -> nn.Module:
+        """Convert ``model`` in place to channels_last on CUDA (weights keep their values)."""
+        if self.channels_last:
+            model.to(memory_format=torch.channels_last)
+        return model
+
+    def prepare_input(self, x: torch.Tensor) -> torch.Tensor:
+        """A batch in the layout the model wants (δ then inherits it)."""
+        return channels_last(x) if self.channels_last else x
+
+    def wrap(self, inner: nn.Module, model: nn.Module | None = None) -> nn.Module:
+        """The callable objectives see: ``inner`` itself when nothing is on, else a FastModel."""
+        if not self.channels_last and self.compile == "off":
+            return inner
+        return FastModel(inner, model, channels_last=self.channels_last, compile_mode=self.compile,
+                         backend=self.backend)
+
+    def step_begin(self) -> None:
+        """Mark a new training iteration for CUDA-graph trees (outputs of the last may be reused)."""
+        if self.uses_cudagraphs:
+            torch.compiler.cudagraph_mark_step_begin()
+
+    def describe(self) -> dict[str, Any]:
+        """What is on, for run configs and benchmark reports."""
+        return {"device": str(self.device), "precision": self.precision, "compile": self.compile,
+                "compile_backend": self.backend, "channels_last": self.channels_last,
+                "fused_optimizer": self.fused_optimizer,
+                "cudnn_benchmark": self.cuda, "tf32_off": self.cuda and self.precision == "fp32"}
+
+
+def eval_model(model: nn.Module, device: torch.device, precision: str) -> nn.Module:
+    """``model`` prepared for fast evaluation on ``device`` (channels_last on CUDA)."""
+    fp = FastPath(torch.device(device), precision)
+    return fp.wrap(fp.prepare_model(model))
+
+
+def compare_precisions(name: str, attacks: list[str] | str = ("clean", "pgd20"), *, n: int | None = 1000,
+                       device: str = "auto", tolerance: float = 0.1, seed: int = 0,
+                       batch_size: int = 256, data_dir: str | None = None,
+                       low: str = "bf16") -> dict[str, Any]:
+    """Evaluate one model in exact fp32 and in ``low`` precision; report the drift.
+
+    Both runs use the same examples, seed and attacks. The drift of each attack is in
+    percentage points; ``ok`` is true when every drift is at most ``tolerance`` points.
+
+    Args:
+        name: run directory, zoo alias or hf-hub id.
+        attacks: attack names (a list or 'a,b').
+        n: number of test examples (None = all).
+        device: 'auto', 'cuda', 'cpu', ...
+        tolerance: allowed drift in percentage points (0.1 by the performance targets).
+        low: the precision compared with fp32 ('bf16').
+    """
+    from .api import evaluate
+
+    common = dict(n=n, seed=seed, batch_size=batch_size, device=device, data_dir=data_dir,
+                  write=False)
+    ref = evaluate(name, attacks, precision="fp32", **common)
+    test = evaluate(name, attacks, precision=low, **common)
+    rows = []
+    for a, b in zip(ref["results"], test["results"]):
+        drift = round(100 * (b["accuracy"] - a["accuracy"]), 4)
+        rows.append({"attack": a["attack"], "fp32": a["accuracy"], low: b["accuracy"],
+                     "drift_points": drift, "n": a["n"]})
+    worst = max((abs(r["drift_points"]) for r in rows), default=0.0)
+    return {"model": str(name), "device": test.get("device", device), "n": ref["n"],
+            "precisions": ["fp32", low], "tolerance_points": tolerance, "max_abs_drift_points": worst,
+            "ok": worst <= tolerance, "results": rows}

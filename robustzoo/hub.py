@@ -1,0 +1,636 @@
+"""Publish runs to, and pull models from, the Hugging Face Hub (or any Hub-protocol server).
+
+Push uploads ``config.json``, ``model.safetensors``, ``aux.safetensors`` (when the run has
+one) and a rendered model card in one commit. Pull resolves the revision to a commit sha,
+downloads fixed filenames by that sha into the Hugging Face cache and checks every file:
+
+* zoo aliases are pinned (repo, 40-hex commit, sha256 per file); a file whose sha256 differs
+  is removed from the cache and refused with :class:`~robustzoo.errors.IntegrityError`;
+* other Hub models are checked against the hash the server announced (the ETag: sha256 of
+  LFS files, git blob sha1 of small files), which catches corruption but not a malicious server;
+* only ``config.json`` (parsed as JSON) and safetensors files are ever read; the architecture
+  named in config.json must be a registered robustzoo architecture; nothing from a repo is
+  executed, and no path a server sends is joined into a local path.
+
+``huggingface_hub`` reads ``HF_ENDPOINT`` once, at import, so every call here passes
+``endpoint=`` and ``cache_dir=`` explicitly. For endpoints other than huggingface.co, Xet
+transfers (only the real Hub speaks them) and telemetry (which would fetch an agent registry
+from huggingface.co) are switched off for the duration of the call, and no stored token is
+sent unless one is passed explicitly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import runs
+from .errors import HubError, IntegrityError, NotFoundError, RunError, UsageError, did_you_mean
+from .zoo import COMMIT_RE, PUBLISHABLE_FILES, REPO_ID_RE, SHA256_RE, ZooEntry, validate_entry
+
+HUB_PREFIX = "hf-hub:"
+OFFICIAL_ENDPOINT = "https://huggingface.co"
+CARD_FILE = "README.md"
+REQUIRED = (runs.CONFIG_FILE, runs.MODEL_FILE)
+OPTIONAL = (runs.AUX_FILE, CARD_FILE)
+# config.json is a few kB; anything far larger is not ours and is not parsed.
+MAX_CONFIG_BYTES = 1_000_000
+MAX_CLASSES = 100_000
+_REVISION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,199}$")
+_SHA1_RE = re.compile(r"^[0-9a-f]{40}$")
+
+
+# -- settings ------------------------------------------------------------------------------
+
+def default_endpoint() -> str:
+    """``HF_ENDPOINT`` as huggingface_hub read it at import (huggingface.co by default)."""
+    from huggingface_hub import constants
+
+    return constants.ENDPOINT.rstrip("/")
+
+
+def default_cache_dir() -> str:
+    """The Hugging Face cache (``HF_HUB_CACHE``)."""
+    from huggingface_hub import constants
+
+    return str(constants.HF_HUB_CACHE)
+
+
+def is_official(endpoint: str) -> bool:
+    """True for huggingface.co itself."""
+    return endpoint.rstrip("/") == OFFICIAL_ENDPOINT
+
+
+def offline_mode() -> bool:
+    """True when ``HF_HUB_OFFLINE`` is set (read by huggingface_hub at import)."""
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE)
+
+
+@contextmanager
+def client_settings(endpoint: str) -> Iterator[None]:
+    """Switch off Xet and telemetry in huggingface_hub while talking to a non-Hub endpoint.
+
+    Both are read from ``huggingface_hub.constants`` at call time; Xet uploads answer 404
+    anywhere but huggingface.co, and telemetry fetches an agent registry from huggingface.co
+    whatever ``endpoint=`` says. The previous values are restored afterwards.
+    """
+    from huggingface_hub import constants
+
+    if is_official(endpoint):
+        yield
+        return
+    saved = constants.HF_HUB_DISABLE_XET, constants.HF_HUB_DISABLE_TELEMETRY
+    constants.HF_HUB_DISABLE_XET = True
+    constants.HF_HUB_DISABLE_TELEMETRY = True
+    try:
+        yield
+    finally:
+        constants.HF_HUB_DISABLE_XET, constants.HF_HUB_DISABLE_TELEMETRY = saved
+
+
+def _token_for(endpoint: str, token: str | None) -> str | bool | None:
+    # A stored huggingface.co token must not leak to another server: send one only if given.
+    if token:
+        return token
+    return None if is_official(endpoint) else False
+
+
+# -- hashing and small checks --------------------------------------------------------------
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _git_blob_sha1(path: Path) -> str:
+    h = hashlib.sha1(usedforsecurity=False)  # git's object id, an integrity check only
+    h.update(b"blob %d\0" % path.stat().st_size)
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _short(sha: str) -> str:
+    return sha[:12]
+
+
+def check_architecture(cfg: Mapping[str, Any], source: str) -> None:
+    """Refuse a config.json whose architecture or sizes robustzoo would not build itself."""
+    from .plugins import registry
+
+    arch = cfg.get("architecture")
+    reg = registry("architectures")
+    if not isinstance(arch, str) or arch not in reg:
+        raise RunError(f"{source} names architecture {arch!r}, which is not a registered robustzoo "
+                       f"architecture{did_you_mean(str(arch), reg.list())}; robustzoo only loads nets it "
+                       f"knows (see `robustzoo list architectures`)")
+    n = cfg.get("num_classes")
+    margs = cfg.get("model_args", {})
+    ok = (isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= MAX_CLASSES
+          and isinstance(margs, dict)
+          and isinstance(margs.get("in_chans", 3), int) and 1 <= margs.get("in_chans", 3) <= 16
+          and all(isinstance(v, (int, float)) for k in ("mean", "std", "input_size")
+                  for v in margs.get(k, [0]))
+          and len(margs.get("input_size", [32, 32])) == 2
+          and all(0 < int(s) <= 4096 for s in margs.get("input_size", [32, 32])))
+    if not ok:
+        raise RunError(f"{source} has an implausible num_classes or model_args; it was not written by "
+                       f"robustzoo")
+
+
+def _read_config_file(path: Path, source: str) -> dict[str, Any]:
+    if path.stat().st_size > MAX_CONFIG_BYTES:
+        raise RunError(f"{source} is larger than {MAX_CONFIG_BYTES} bytes; it was not written by robustzoo")
+    cfg = runs.read_config(path.parent)
+    check_architecture(cfg, source)
+    return cfg
+
+
+# -- names ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Target:
+    """What a NAME refers to on the Hub."""
+
+    name: str
+    repo_id: str
+    revision: str
+    entry: ZooEntry | None = None
+
+
+def _check_revision(rev: str) -> str:
+    if not _REVISION_RE.match(rev) or ".." in rev.split("/"):
+        raise UsageError(f"revision {rev!r} is not a branch, tag or commit sha")
+    return rev
+
+
+def parse_name(name: str, revision: str | None = None) -> Target:
+    """Resolve NAME (zoo alias, ``hf-hub:org/name[@rev]`` or ``org/name[@rev]``) to a Target.
+
+    Raises:
+        NotFoundError: unknown alias, or an alias with no published weights yet.
+        UsageError: malformed id, or two different revisions.
+    """
+    from .plugins import registry
+
+    text = str(name).strip()
+    if not text.startswith(HUB_PREFIX) and "/" not in text:
+        reg = registry("zoo")
+        if text not in reg:
+            raise NotFoundError(f"unknown zoo alias {text!r}{did_you_mean(text, reg.list())}; see "
+                                f"`robustzoo list zoo`, or name a Hub model as hf-hub:org/name")
+        entry: ZooEntry = reg.get(text)
+        if not entry.published:
+            raise NotFoundError(f"zoo entry {text!r} has no published weights yet; train it with "
+                                f"`robustzoo train --recipe {entry.recipe or text}`")
+        problems = validate_entry(entry)
+        if problems:
+            raise RunError(f"{problems[0]}; fix the entry in its plugin's zoo index "
+                           f"(registered by {reg.owner(text)!r})")
+        if revision and revision != entry.revision:
+            raise UsageError(f"zoo alias {text!r} is pinned to commit {_short(entry.revision)}; to pull "
+                             f"another revision name the repo: hf-hub:{entry.repo_id}@{revision}")
+        return Target(text, entry.repo_id, entry.revision, entry)
+    body = text[len(HUB_PREFIX):] if text.startswith(HUB_PREFIX) else text
+    repo_id, _, rev = body.partition("@")
+    if rev and revision and rev != revision:
+        raise UsageError(f"{text!r} names revision {rev!r} but --revision says {revision!r}; give one")
+    if not REPO_ID_RE.match(repo_id):
+        raise NotFoundError(f"{text!r} is not a run directory, a zoo alias or a Hub model id "
+                            f"(hf-hub:org/name[@revision]); see `robustzoo list zoo`")
+    return Target(text, repo_id, _check_revision(rev or revision or "main"))
+
+
+# -- error translation ---------------------------------------------------------------------
+
+def _is_connection_error(exc: BaseException) -> bool:
+    if isinstance(exc, (ConnectionError, TimeoutError)):
+        return True
+    # Transport errors of whichever HTTP stack huggingface_hub uses (httpx2, httpx, requests).
+    from huggingface_hub.errors import HfHubHTTPError
+
+    if isinstance(exc, HfHubHTTPError):
+        return False
+    mod = type(exc).__module__.split(".")[0]
+    return mod in ("httpx2", "httpx", "httpcore", "requests", "urllib3")
+
+
+@contextmanager
+def _translate(target: str, endpoint: str, cache_dir: str | None, what: str) -> Iterator[None]:
+    """Turn huggingface_hub errors into one-line robustzoo errors."""
+    from huggingface_hub.errors import (
+        BadRequestError,
+        EntryNotFoundError,
+        GatedRepoError,
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        OfflineModeIsEnabled,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    try:
+        yield
+    except (OfflineModeIsEnabled, LocalEntryNotFoundError):
+        why = "offline mode is on (HF_HUB_OFFLINE)" if offline_mode() else f"{endpoint} cannot be reached"
+        raise HubError(f"{what} is not in the cache ({cache_dir}) and {why}; connect and run "
+                       f"`robustzoo pull {target}` once, then it works offline") from None
+    except GatedRepoError:
+        raise HubError(f"{target} is gated at {endpoint}: accept its terms on the Hub and pass --token") from None
+    except RevisionNotFoundError:
+        raise NotFoundError(f"{what}: no such revision at {endpoint}; check the branch, tag or commit sha "
+                            f"(`robustzoo pull {target.split('@')[0]}` takes the latest)") from None
+    except RepositoryNotFoundError:
+        raise NotFoundError(f"no Hub repo {target} at {endpoint} (or it is private: pass --token); check "
+                            f"the name, or publish a run with `robustzoo push RUN_DIR --repo-id ORG/NAME`"
+                            ) from None
+    except EntryNotFoundError:
+        raise NotFoundError(f"{what} does not exist at {endpoint}; the repo was not published by "
+                            f"`robustzoo push`") from None
+    except (BadRequestError, HfHubHTTPError) as exc:
+        status = getattr(getattr(exc, "response", None), "status_code", "?")
+        hint = " (pass a valid --token, or log in with `hf auth login`)" if status in (401, 403) else ""
+        msg = (getattr(exc, "server_message", None) or str(exc)).strip().splitlines()
+        raise HubError(f"{endpoint} answered HTTP {status} to {what}{hint}: "
+                       f"{msg[0][:200] if msg else type(exc).__name__}") from None
+    except Exception as exc:
+        if not _is_connection_error(exc):
+            raise
+        first = (str(exc).splitlines() or [type(exc).__name__])[0][:160]
+        raise HubError(f"cannot reach {endpoint} for {what} ({type(exc).__name__}: {first}); check the "
+                       f"network or --endpoint") from None
+
+
+# -- pull ----------------------------------------------------------------------------------
+
+@dataclass
+class PullResult:
+    """What ``robustzoo pull`` did.
+
+    Attributes:
+        path: local folder (cache snapshot) with config.json and model.safetensors.
+        files: filename -> sha256 of every file pulled.
+        checked: filename -> how it was checked ('pinned sha256' or 'server hash').
+        offline: True when the revision came from the cache because the Hub was unreachable.
+    """
+
+    name: str
+    repo_id: str
+    revision: str
+    path: Path
+    endpoint: str
+    files: dict[str, str] = field(default_factory=dict)
+    checked: dict[str, str] = field(default_factory=dict)
+    offline: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["path"] = str(self.path)
+        return d
+
+
+def _storage_folder(cache_dir: str, repo_id: str) -> Path:
+    from huggingface_hub.file_download import repo_folder_name
+
+    return Path(cache_dir) / repo_folder_name(repo_id=repo_id, repo_type="model")
+
+
+def _cached_commit(cache_dir: str, repo_id: str, revision: str) -> str | None:
+    ref = _storage_folder(cache_dir, repo_id) / "refs" / revision
+    try:
+        sha = ref.read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return sha if COMMIT_RE.match(sha) else None
+
+
+def _evict(pointer: Path, cache_dir: str, repo_id: str) -> None:
+    """Remove a bad download (snapshot link and its blob) so that it is never used again."""
+    blobs = (_storage_folder(cache_dir, repo_id) / "blobs").resolve()
+    target = pointer.resolve()
+    pointer.unlink(missing_ok=True)
+    if target.parent == blobs:
+        target.unlink(missing_ok=True)
+
+
+def _verify(path: Path, filename: str, target: Target, sha: str, cache_dir: str) -> tuple[str, str]:
+    """sha256 of a download, checked against the pin (zoo) or the server's hash; evicts on mismatch."""
+    digest = sha256_file(path)
+    where = f"{target.repo_id}@{_short(sha)}"
+    if target.entry is not None:
+        want = target.entry.files[filename]
+        if digest != want:
+            _evict(path, cache_dir, target.repo_id)
+            raise IntegrityError(f"{filename} of {where} has sha256 {digest}, but the zoo index pins {want}"
+                                 f" for {target.name!r}; refused and removed from the cache (the repo or "
+                                 f"the download was altered: do not use it, report it)")
+        return digest, "pinned sha256"
+    blob = path.resolve().name
+    if SHA256_RE.match(blob):
+        ok, kind = digest == blob, "sha256"
+    elif _SHA1_RE.match(blob):
+        ok, kind = _git_blob_sha1(path) == blob, "git blob sha1"
+    else:  # no symlinks (a copy), or a server that sends other ETags: nothing to compare
+        return digest, "unchecked"
+    if not ok:
+        _evict(path, cache_dir, target.repo_id)
+        raise IntegrityError(f"{filename} of {where} does not match the {kind} {blob} the server "
+                             f"announced; refused and removed from the cache (pull again)")
+    return digest, "server hash"
+
+
+def pull_model(name: str, *, revision: str | None = None, endpoint: str | None = None,
+               cache_dir: str | Path | None = None, token: str | None = None,
+               verify: bool = False) -> PullResult:
+    """Download a zoo alias or Hub model into the Hugging Face cache and check it.
+
+    Args:
+        name: zoo alias (``cat-cw-wrn34``), ``hf-hub:org/name[@rev]`` or ``org/name[@rev]``.
+        revision: branch, tag or commit sha (zoo aliases are pinned already).
+        endpoint: Hub URL (default ``HF_ENDPOINT`` / huggingface.co).
+        cache_dir: Hugging Face cache (default ``HF_HUB_CACHE``).
+        token: access token (private repos); only sent to other endpoints when given.
+        verify: also load the weights strictly into the architecture.
+
+    Raises:
+        NotFoundError, UsageError, HubError, IntegrityError, RunError: one-line errors.
+    """
+    try:
+        return _pull(name, revision=revision, endpoint=endpoint, cache_dir=cache_dir, token=token,
+                     verify=verify)
+    except (NotFoundError, HubError) as exc:
+        text = str(name)
+        if text.startswith(HUB_PREFIX) or "/" not in text or text.startswith(("/", ".", "~")):
+            raise
+        # 'org/name' may as well be a mistyped run directory: say both.
+        raise type(exc)(f"{text} is not a run directory, and as a Hub model: {exc}") from None
+
+
+def _pull(name: str, *, revision: str | None, endpoint: str | None, cache_dir: str | Path | None,
+          token: str | None, verify: bool) -> PullResult:
+    from huggingface_hub import HfApi, hf_hub_download, try_to_load_from_cache
+
+    from . import __version__
+
+    target = parse_name(name, revision)
+    endpoint = (endpoint or default_endpoint()).rstrip("/")
+    cache = str(Path(cache_dir or default_cache_dir()).expanduser().resolve())
+    tok = _token_for(endpoint, token)
+    offline = offline_mode()
+    from_cache = False
+    siblings: set[str] | None = None
+    where = f"{target.repo_id}@{target.revision}"
+
+    with client_settings(endpoint):
+        sha = target.revision
+        if not COMMIT_RE.match(sha):
+            # A branch or tag moves: resolve it to a commit first and download by that commit.
+            cached = _cached_commit(cache, target.repo_id, sha)
+            if offline:
+                if cached is None:
+                    raise HubError(f"{where} is not in the cache ({cache}) and offline mode is on "
+                                   f"(HF_HUB_OFFLINE); connect and run `robustzoo pull {name}` once")
+                sha, from_cache = cached, True
+            else:
+                api = HfApi(endpoint=endpoint, token=tok, library_name="robustzoo",
+                            library_version=__version__)
+                try:
+                    with _translate(target.name, endpoint, cache, where):
+                        info = api.model_info(target.repo_id, revision=sha)
+                except HubError:
+                    if cached is None:
+                        raise
+                    sha, from_cache = cached, True  # unreachable: fall back to the cached commit
+                else:
+                    if not isinstance(info.sha, str) or not COMMIT_RE.match(info.sha):
+                        raise HubError(f"{endpoint} resolved {where} to {info.sha!r}, not a commit sha")
+                    sha = info.sha
+                    siblings = {s.rfilename for s in (info.siblings or [])}
+                    _remember_ref(cache, target.repo_id, target.revision, sha)
+        if target.entry is not None:
+            wanted = [(f, True) for f in target.entry.files]
+        else:
+            wanted = [(f, True) for f in REQUIRED] + [(f, False) for f in OPTIONAL]
+        if siblings is not None:
+            missing = [f for f, required in wanted if required and f not in siblings]
+            if missing:
+                raise NotFoundError(f"{target.repo_id}@{_short(sha)} has no {missing[0]}; it is not a "
+                                    f"robustzoo model (publish one with `robustzoo push`)")
+            for f, _ in wanted:
+                if f not in siblings:
+                    _mark_absent(cache, target.repo_id, sha, f)
+            wanted = [(f, r) for f, r in wanted if r or f in siblings]
+
+        result = PullResult(name=target.name, repo_id=target.repo_id, revision=sha, path=Path(),
+                            endpoint=endpoint, offline=from_cache)
+        local_only = offline or from_cache
+        for filename, required in wanted:
+            # Only fixed names from PUBLISHABLE_FILES are requested (validate_entry checks a zoo
+            # entry's names); nothing a server lists is turned into a request or a local path.
+            cached_path = try_to_load_from_cache(target.repo_id, filename, cache_dir=cache, revision=sha)
+            if not required and not isinstance(cached_path, str) and (local_only or cached_path is not None):
+                continue  # known to be absent, or cannot be checked offline: optional anyway
+            what = f"{filename} of {target.repo_id}@{_short(sha)}"
+            try:
+                with _translate(target.name, endpoint, cache, what):
+                    local = hf_hub_download(target.repo_id, filename, revision=sha, endpoint=endpoint,
+                                            cache_dir=cache, token=tok, local_files_only=local_only,
+                                            library_name="robustzoo", library_version=__version__)
+            except (NotFoundError, HubError):
+                if required:
+                    raise
+                continue  # an optional file that is absent or unreachable
+            local = Path(local)
+            expected = _storage_folder(cache, target.repo_id) / "snapshots" / sha / filename
+            if local != expected:
+                raise HubError(f"huggingface_hub returned {local} for {what}, outside {expected.parent}")
+            digest, how = _verify(local, filename, target, sha, cache)
+            result.files[filename] = digest
+            result.checked[filename] = how
+        snapshot = _storage_folder(cache, target.repo_id) / "snapshots" / sha
+        result.path = snapshot
+    _read_config_file(snapshot / runs.CONFIG_FILE, f"config.json of {target.repo_id}@{_short(sha)}")
+    if verify:
+        runs.load_run(snapshot)
+    return result
+
+
+def _mark_absent(cache: str, repo_id: str, sha: str, filename: str) -> None:
+    """Record in the cache that ``filename`` does not exist at commit ``sha``.
+
+    hf_hub_download does the same after a 404 (``.no_exist/<sha>/<file>``); doing it when the
+    file list already says so spares a later offline pull a request (and its retries).
+    """
+    marker = _storage_folder(cache, repo_id) / ".no_exist" / sha / filename
+    try:
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.touch(exist_ok=True)
+    except OSError:
+        pass  # best effort, like hf_hub_download
+
+
+def _remember_ref(cache: str, repo_id: str, revision: str, sha: str) -> None:
+    """Record branch -> commit in the cache (as hf_hub_download does) for offline pulls."""
+    if revision == sha:
+        return
+    ref = _storage_folder(cache, repo_id) / "refs" / revision
+    try:
+        ref.parent.mkdir(parents=True, exist_ok=True)
+        if not ref.is_file() or ref.read_text(encoding="ascii").strip() != sha:
+            runs.write_text(ref, sha)
+    except OSError:
+        pass  # best effort: a read-only cache still serves pinned pulls
+
+
+def pull(name: str, *, revision: str | None = None, endpoint: str | None = None,
+         cache_dir: str | Path | None = None, token: str | None = None, verify: bool = False) -> Path:
+    """Pull ``name`` and return the local folder with config.json and model.safetensors.
+
+    See :func:`pull_model` for the arguments and checks.
+    """
+    return pull_model(name, revision=revision, endpoint=endpoint, cache_dir=cache_dir, token=token,
+                      verify=verify).path
+
+
+# -- push ----------------------------------------------------------------------------------
+
+@dataclass
+class PushResult:
+    """What ``robustzoo push`` published.
+
+    Attributes:
+        revision: the commit sha (pin it in the zoo index).
+        files: filename -> {"sha256", "size"} of every file in the commit.
+        zoo_entry: a ready-to-edit zoo index entry for this commit.
+    """
+
+    repo_id: str
+    revision: str
+    commit_url: str
+    endpoint: str
+    files: dict[str, dict[str, Any]]
+    zoo_entry: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def read_eval(run_dir: Path) -> dict[str, Any]:
+    """A run's eval.json, refused unless it has clean and robust accuracy."""
+    path = run_dir / runs.EVAL_FILE
+    hint = f"`robustzoo eval {run_dir} --suite paper`"
+    if not path.is_file():
+        raise RunError(f"{run_dir} has no {runs.EVAL_FILE}; evaluate it before publishing: {hint}")
+    try:
+        report = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise RunError(f"{path} is not valid JSON; re-run {hint}") from None
+    results = report.get("results") if isinstance(report, dict) else None
+    attacks = {r.get("attack") for r in results or [] if isinstance(r, dict)}
+    if "clean" not in attacks or not attacks - {"clean"} or "eps" not in report:
+        raise RunError(f"{path} lacks clean and robust accuracy; run {hint}")
+    return report
+
+
+def zoo_entry_for(cfg: Mapping[str, Any], report: Mapping[str, Any], *, repo_id: str, revision: str,
+                  files: Mapping[str, str], alias: str | None, license: str) -> dict[str, Any]:
+    """The zoo index entry of a published run (numbers copied from eval.json)."""
+    from .cards import _paper
+
+    rz = cfg["robustzoo"]
+    name = alias or repo_id.split("/")[-1].lower()
+    return ZooEntry(
+        name=name, status="published", repo_id=repo_id, revision=revision, files=dict(files),
+        architecture=cfg["architecture"], dataset=rz["dataset"],
+        threat_model={"norm": rz.get("threat_model", {}).get("norm", "linf"), "eps": float(report["eps"])},
+        method=rz["objective"], settings=dict(rz.get("objective_settings", {})),
+        results={r["attack"]: float(r["accuracy"]) for r in report["results"]},
+        recipe=rz.get("config", {}).get("recipe") or "", card=f"model_cards/{name}.md",
+        paper=_paper(rz["objective"]), license=license,
+    ).to_dict()
+
+
+def push(run_dir: str | Path, repo_id: str, *, endpoint: str | None = None, token: str | None = None,
+         private: bool = False, alias: str | None = None, license: str = "apache-2.0",
+         commit_message: str | None = None) -> PushResult:
+    """Publish a run: weights, aux state, config.json and a rendered model card, in one commit.
+
+    Args:
+        run_dir: a trained and evaluated run directory.
+        repo_id: ``org/name`` (created if missing).
+        endpoint: Hub URL (default ``HF_ENDPOINT`` / huggingface.co).
+        token: write token (default: huggingface_hub's stored token, sent to huggingface.co only).
+        private: create the repo private.
+        alias: zoo alias recorded in the card and the suggested zoo entry.
+        license: licence of the weights (card metadata).
+
+    Raises:
+        RunError: no eval.json, or weights that do not load into the architecture.
+        UsageError, HubError: bad repo id, upload failures.
+    """
+    from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
+
+    from . import __version__
+    from .cards import render_run_card
+    from .zoo import ALIAS_RE
+
+    run_dir = Path(run_dir)
+    if not REPO_ID_RE.match(repo_id or ""):
+        raise UsageError(f"--repo-id {repo_id!r} is not org/name")
+    if alias is not None and not ALIAS_RE.match(alias):
+        raise UsageError(f"--alias {alias!r} must be lower-case words joined by '-', e.g. cat-cw-wrn34")
+    cfg = runs.read_config(run_dir)
+    check_architecture(cfg, str(run_dir / runs.CONFIG_FILE))
+    report = read_eval(run_dir)
+    if report.get("dataset", cfg["robustzoo"]["dataset"]) != cfg["robustzoo"]["dataset"]:
+        raise RunError(f"{run_dir}/eval.json is for dataset {report.get('dataset')!r}, not the run's "
+                       f"{cfg['robustzoo']['dataset']!r}; re-run `robustzoo eval {run_dir} --suite paper`")
+    runs.load_run(run_dir)  # publish only weights that load strictly into the architecture
+    paths = {f: run_dir / f for f in (runs.CONFIG_FILE, runs.MODEL_FILE, runs.AUX_FILE)
+             if (run_dir / f).is_file()}
+    hashes = {f: sha256_file(p) for f, p in paths.items()}
+    card = render_run_card(cfg, report, repo_id=repo_id, files=hashes, alias=alias, license=license)
+    card_bytes = card.encode("utf-8")
+    files = {f: {"sha256": hashes[f], "size": p.stat().st_size} for f, p in paths.items()}
+    files[CARD_FILE] = {"sha256": hashlib.sha256(card_bytes).hexdigest(), "size": len(card_bytes)}
+
+    endpoint = (endpoint or default_endpoint()).rstrip("/")
+    rz = cfg["robustzoo"]
+    title = commit_message or f"robustzoo push: {rz['objective']} {cfg['architecture']} on {rz['dataset']}"
+    with client_settings(endpoint):
+        api = HfApi(endpoint=endpoint, token=_token_for(endpoint, token), library_name="robustzoo",
+                    library_version=__version__)
+        with _translate(repo_id, endpoint, None, f"pushing to {repo_id}"):
+            api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+            info = api.model_info(repo_id)
+            present = {s.rfilename for s in (info.siblings or [])}
+            ops: list[Any] = [CommitOperationAdd(path_in_repo=f, path_or_fileobj=str(p)) for f, p in paths.items()]
+            ops.append(CommitOperationAdd(path_in_repo=CARD_FILE, path_or_fileobj=card_bytes))
+            # A file of an earlier push that this run lacks (e.g. aux.safetensors) would be stale.
+            ops += [CommitOperationDelete(path_in_repo=f) for f in PUBLISHABLE_FILES
+                    if f in present and f not in files]
+            commit = api.create_commit(
+                repo_id, ops, commit_message=title,
+                commit_description=f"Published with robustzoo {__version__} from {run_dir.name}.",
+                parent_commit=info.sha if isinstance(info.sha, str) and COMMIT_RE.match(info.sha) else None)
+    sha = commit.oid
+    if not isinstance(sha, str) or not COMMIT_RE.match(sha):
+        raise HubError(f"{endpoint} answered the commit with {sha!r}, not a commit sha")
+    entry = zoo_entry_for(cfg, report, repo_id=repo_id, revision=sha,
+                          files={f: v["sha256"] for f, v in files.items()}, alias=alias, license=license)
+    return PushResult(repo_id=repo_id, revision=sha, commit_url=str(commit.commit_url), endpoint=endpoint,
+                      files=files, zoo_entry=entry)
+

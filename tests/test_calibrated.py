@@ -1,0 +1,423 @@
+"""Calibrated AT (plugin robustzoo_calibrated): losses, mask network, the alternating steps,
+the run contract, the CLI and ``robustzoo viz masks``."""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn as nn
+from helpers import assert_one_line_error, run_cli
+from robustzoo_calibrated import (
+    CalibratedAT,
+    CifarMaskNet,
+    MnistMaskNet,
+    build_mask_net,
+    calibrated_classifier_loss,
+    calibrated_mask_loss,
+)
+
+from robustzoo.models import build_model
+from robustzoo.objectives import ObjectiveContext
+
+LN = math.log
+
+# Tiny logits with closed-form softmax: rows of 0 / ln2 / ln3 entries.
+Z_NAT = [[0.0, LN(2), 0.0], [0.0, 0.0, 0.0]]  # p = [1/4, 1/2, 1/4], [1/3, 1/3, 1/3]
+P_NAT = [[0.25, 0.5, 0.25], [1 / 3, 1 / 3, 1 / 3]]
+Z_CAL = [[0.0, 0.0, 0.0], [LN(9), 0.0, 0.0]]  # p = [1/3, 1/3, 1/3], [9/11, 1/11, 1/11]
+P_CAL = [[1 / 3, 1 / 3, 1 / 3], [9 / 11, 1 / 11, 1 / 11]]
+Z_ADV = [[LN(2), 0.0, 0.0], [0.0, 0.0, LN(2)]]  # p = [1/2, 1/4, 1/4], [1/4, 1/4, 1/2]
+P_ADV = [[0.5, 0.25, 0.25], [0.25, 0.25, 0.5]]
+Y = [1, 0]
+
+
+def _kl(p: list[float], q: list[float]) -> float:
+    return sum(a * LN(a / b) for a, b in zip(p, q))
+
+
+def _t(rows) -> torch.Tensor:
+    return torch.tensor(rows, dtype=torch.float64)
+
+
+# -- pure losses ---------------------------------------------------------------------------------
+def test_classifier_loss_hand_values_code_direction():
+    y = torch.tensor(Y)
+    # CE·(1 − p_y): example 1: −ln(1/2)·(1 − 1/2); example 2: −ln(1/3)·(1 − 1/3)
+    weighted = (LN(2) * 0.5 + LN(3) * (2 / 3)) / 2
+    kl_code = (_kl(P_NAT[0], P_CAL[0]) + _kl(P_NAT[1], P_CAL[1])) / 2  # batchmean: / B, not / (B·C)
+    got = calibrated_classifier_loss(_t(Z_NAT), _t(Z_CAL), y, beta=5.0)
+    assert float(got) == pytest.approx(weighted + 5.0 * kl_code, rel=1e-10)
+
+
+def test_classifier_loss_paper_direction_and_plain_ce():
+    y = torch.tensor(Y)
+    kl_code = (_kl(P_NAT[0], P_CAL[0]) + _kl(P_NAT[1], P_CAL[1])) / 2
+    kl_paper = (_kl(P_CAL[0], P_NAT[0]) + _kl(P_CAL[1], P_NAT[1])) / 2
+    assert abs(kl_code - kl_paper) > 0.02  # the two directions really differ on these logits
+    plain = (LN(2) + LN(3)) / 2
+    got = calibrated_classifier_loss(_t(Z_NAT), _t(Z_CAL), y, beta=2.0, weighted_ce=False,
+                                     kl_direction="paper")
+    assert float(got) == pytest.approx(plain + 2.0 * kl_paper, rel=1e-10)
+    got_code = calibrated_classifier_loss(_t(Z_NAT), _t(Z_CAL), y, beta=2.0, weighted_ce=False)
+    assert float(got_code) == pytest.approx(plain + 2.0 * kl_code, rel=1e-10)
+    with pytest.raises(ValueError):
+        calibrated_classifier_loss(_t(Z_NAT), _t(Z_CAL), y, beta=1.0, kl_direction="sideways")
+
+
+def test_mask_loss_hand_values():
+    y = torch.tensor(Y)
+    kl = (_kl(P_ADV[0], P_CAL[0]) + _kl(P_ADV[1], P_CAL[1])) / 2
+    ce_cal = (-LN(P_CAL[0][1]) - LN(P_CAL[1][0])) / 2
+    got = calibrated_mask_loss(_t(Z_ADV), _t(Z_CAL), y, beta1=0.3)
+    assert float(got) == pytest.approx(kl + 0.3 * ce_cal, rel=1e-10)
+    # batchmean: the value does not change when the batch is duplicated
+    got2 = calibrated_mask_loss(_t(Z_ADV + Z_ADV), _t(Z_CAL + Z_CAL), torch.tensor(Y + Y), beta1=0.3)
+    assert float(got2) == pytest.approx(float(got), rel=1e-12)
+
+
+def test_classifier_loss_differentiates_the_weight_and_both_kl_sides():
+    y = torch.tensor(Y)
+    z_nat = _t(Z_NAT).requires_grad_(True)
+    z_cal = _t(Z_CAL).requires_grad_(True)
+    calibrated_classifier_loss(z_nat, z_cal, y, beta=0.0).backward()
+    # d/dz of CE·(1 − p_y) with the weight differentiated, for example 2 (p = 1/3 each, y = 0):
+    # CE = −log p_y; dCE/dz_k = p_k − [k=y]; d(1−p_y)/dz_k = −p_y([k=y] − p_k)
+    p, py, ce = [1 / 3] * 3, 1 / 3, LN(3)
+    expect = [((p[k] - (k == 0)) * (1 - py) + ce * (-py * ((k == 0) - p[k]))) / 2 for k in range(3)]
+    assert z_nat.grad[1].tolist() == pytest.approx(expect, rel=1e-9)
+    z_nat.grad = None
+    calibrated_classifier_loss(z_nat, z_cal, y, beta=1.0, weighted_ce=False).backward()
+    assert z_nat.grad.abs().sum() > 0 and z_cal.grad.abs().sum() > 0  # p(x) is not detached
+
+
+# -- mask networks -----------------------------------------------------------------------------------
+@pytest.mark.parametrize("shape,arch,cls", [((1, 8, 8), "auto", MnistMaskNet), ((1, 28, 28), "auto", MnistMaskNet),
+                                            ((3, 32, 32), "auto", CifarMaskNet), ((1, 8, 8), "cifar", CifarMaskNet),
+                                            ((3, 32, 32), "mnist", MnistMaskNet)])
+@torch.no_grad()
+def test_mask_net_shapes_and_range(shape, arch, cls):
+    torch.manual_seed(0)
+    net = build_mask_net(arch, shape).eval()
+    assert isinstance(net, cls)
+    m = net(torch.rand(2, *shape))
+    assert m.shape == (2, *shape)
+    assert float(m.min()) > 0 and float(m.max()) < 1
+    cat = build_mask_net(arch, shape, mask_input="concat").eval()
+    assert cat(torch.rand(1, 2 * shape[0], *shape[1:])).shape == (1, *shape)
+
+
+# -- the objective on a tiny model -----------------------------------------------------------------------
+class TinyBNNet(nn.Module):
+    """Conv-BN-ReLU-FC on 1×8×8: a classifier with BatchNorm buffers."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(1, 8, 3, 1, 1), nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten(),
+                                  nn.Linear(8 * 64, 10))
+
+    def forward(self, x):
+        return self.body(x)
+
+
+@pytest.fixture
+def digits_batch():
+    from robustzoo.data import sources
+
+    x, y, _, _ = sources.load_digits(None, False)
+    return x[:32].float() / 255.0, y[:32].long()
+
+
+def make_objective(settings=None, eps=0.1, steps=3) -> CalibratedAT:
+    torch.manual_seed(0)
+    ctx = ObjectiveContext(eps=eps, alpha=eps / 4, steps=steps, num_classes=10, input_shape=(1, 8, 8),
+                           num_train=32, epochs=1)
+    obj = CalibratedAT(CalibratedAT.resolve_settings(settings or {}), ctx)
+    obj.optimizers = {k: torch.optim.SGD(m.parameters(), lr=0.1) for k, m in obj.extra_modules().items()}
+    return obj
+
+
+def _snapshot(module: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def _same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_mask_and_calibrated_example_stay_in_the_ball(digits_batch):
+    x, y = digits_batch
+    obj = make_objective({"attack": "cw"})
+    model = TinyBNNet().train()
+    res = obj.loss(model, x, y, torch.arange(len(y)))
+    x_adv, m = res.cache["x_adv"], res.cache["mask"].detach()
+    assert float(m.min()) > 0 and float(m.max()) < 1
+    x_cal = obj.calibrate(x, x_adv, m)
+    assert float((x_cal - x).abs().max()) <= 0.1 + 1e-6
+    assert float(x_cal.min()) >= 0 and float(x_cal.max()) <= 1
+    assert float((x_adv - x).abs().max()) > 0.05  # the attack moved the images
+    # |x_cal − x| = M·|δ| ≤ |δ| pixel by pixel
+    assert bool(((x_cal - x).abs() <= (x_adv - x).abs() + 1e-7).all())
+    assert 0 < float(res.metrics["mask_mean"]) < 1
+
+
+def test_classifier_step_leaves_mask_net_unchanged(digits_batch):
+    x, y = digits_batch
+    obj = make_objective()
+    model = TinyBNNet().train()
+    before = _snapshot(obj.mask_net)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    clf_before = _snapshot(model)
+    res = obj.loss(model, x, y, torch.arange(len(y)))
+    opt.zero_grad()
+    res.loss.backward()
+    opt.step()
+    assert all(p.grad is None for p in obj.mask_net.parameters())
+    assert _same(before, _snapshot(obj.mask_net))
+    assert not _same(clf_before, _snapshot(model))  # θ did move
+
+
+def test_mask_step_leaves_classifier_unchanged_and_moves_mask_net(digits_batch):
+    x, y = digits_batch
+    obj = make_objective()
+    model = TinyBNNet().train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    res = obj.loss(model, x, y, torch.arange(len(y)))
+    opt.zero_grad()
+    res.loss.backward()
+    opt.step()
+    grads = {k: p.grad.clone() for k, p in model.named_parameters()}
+    clf = _snapshot(model)  # parameters and BatchNorm buffers
+    mask_before = _snapshot(obj.mask_net)
+    out = obj.after_step(model, x, y, torch.arange(len(y)), res)
+    assert _same(clf, _snapshot(model))
+    assert all(torch.equal(grads[k], p.grad) for k, p in model.named_parameters())
+    assert not _same(mask_before, _snapshot(obj.mask_net))
+    assert float(out["mask_loss"]) > 0
+
+
+def test_mask_step_uses_beta1_and_the_updated_classifier(digits_batch):
+    """The φ-step gradient follows L_g = KL(p(x')‖p(x_cal)) + β1·CE(f(x_cal), y) with the current θ."""
+    from robustzoo_calibrated.masknet import mask_net_input
+
+    x, y = digits_batch
+    for beta1 in (0.05, 2.0):
+        obj = make_objective({"beta1": beta1})
+        model = TinyBNNet().train()
+        res = obj.loss(model, x, y, torch.arange(len(y)))
+        net = obj.mask_net
+        expect_net = build_mask_net("auto", (1, 8, 8))
+        expect_net.load_state_dict(net.state_dict())
+        with torch.no_grad():  # "update" θ between the steps: the φ-step must see this change
+            model.body[4].weight.mul_(1.5)
+        x_adv = res.cache["x_adv"]
+        m = expect_net(mask_net_input(x, x_adv - x, "sum"))
+        buffers = {k: b.clone() for k, b in model.named_buffers()}
+        with torch.no_grad():
+            logits_adv = model(x_adv)
+        loss = calibrated_mask_loss(logits_adv, model(obj.calibrate(x, x_adv, m)), y, beta1)
+        expect = torch.autograd.grad(loss, list(expect_net.parameters()))
+        with torch.no_grad():
+            for k, b in model.named_buffers():
+                b.copy_(buffers[k])
+        obj.optimizers["mask_net"] = torch.optim.SGD(net.parameters(), lr=1.0)
+        before = [p.detach().clone() for p in net.parameters()]
+        obj.after_step(model, x, y, torch.arange(len(y)), res)
+        for b, p, g in zip(before, net.parameters(), expect):
+            torch.testing.assert_close(b - p.detach(), g, rtol=1e-4, atol=1e-6)
+
+
+def test_ablations_change_behaviour(digits_batch):
+    x, y = digits_batch
+    model = TinyBNNet().eval()  # eval: forwards are deterministic functions of the input
+    idx = torch.arange(len(y))
+    nomask = make_objective({"mask": "false"})
+    assert nomask.extra_modules() == {} and nomask.mask_net is None
+    res = nomask.loss(model, x, y, idx)
+    with torch.no_grad():
+        assert torch.equal(res.logits, model(res.cache["x_adv"]))  # x_cal == x'
+    assert nomask.after_step(model, x, y, idx, res) == {}
+    # weighted CE, KL direction and mask input each change the loss of the same batch
+    losses = {}
+    for name, settings in {"default": {}, "plain_ce": {"weighted_ce": False},
+                           "paper_kl": {"kl_direction": "paper"}, "concat": {"mask_input": "concat"}}.items():
+        obj = make_objective(settings)
+        torch.manual_seed(3)
+        losses[name] = float(obj.loss(model, x, y, idx).loss.detach())
+    assert len({round(v, 6) for v in losses.values()}) == 4, losses
+    assert make_objective({"mask_input": "concat"}).mask_net.features[0].in_channels == 2
+
+
+def test_settings_are_validated():
+    from robustzoo.errors import UsageError
+
+    with pytest.raises(UsageError, match="attack"):
+        CalibratedAT.resolve_settings({"attack": "pgd"})
+    with pytest.raises(UsageError, match="kl_direction"):
+        CalibratedAT.resolve_settings({"kl_direction": "both"})
+    s = CalibratedAT.resolve_settings({"mask": "off", "beta": "1", "attack": "cw"})
+    assert s["mask"] is False and s["beta"] == 1.0 and s["attack"] == "cw"
+
+
+def test_recipes_carry_the_paper_settings():
+    from robustzoo.plugins import registry
+
+    reg = registry("recipes")
+    names = set(reg.list("cat-*"))
+    assert {"cat-cw-wrn34", "cat-cent-wrn34", "cat-cw-prn18", "cat-cent-prn18", "cat-cw-prn18-cifar100",
+            "cat-cw-cnn-mnist", "cat-cent-cnn-mnist", "cat-cw-cnn-fmnist", "cat-cent-cnn-fmnist"} <= names
+    wrn = reg.get("cat-cw-wrn34")
+    assert wrn.objective == "calibrated" and wrn.source
+    assert wrn.settings["attack"] == "cw" and wrn.settings["beta"] == 5.0 and wrn.settings["beta1"] == 0.05
+    assert wrn.settings["epochs"] == 140 and wrn.settings["milestones"] == "100,120"
+    mn = reg.get("cat-cent-cnn-mnist").settings
+    assert (mn["eps"], mn["alpha"], mn["beta"], mn["beta1"], mn["kappa"]) == (0.3, 0.015, 1.0, 0.3, 150.0)
+    fm = reg.get("cat-cw-cnn-fmnist").settings
+    assert fm["dataset"] == "fashion-mnist" and fm["eps"] == 0.1 and fm["alpha"] == pytest.approx(0.005)
+    c100 = reg.get("cat-cw-prn18-cifar100").settings
+    assert c100["dataset"] == "cifar100" and c100["epochs"] == 120 and c100["milestones"] == "100,110"
+    from robustzoo.train import build_config, resolve
+
+    for name in names:  # every recipe resolves to a valid configuration
+        r = resolve(build_config(recipe=name))
+        assert r.settings["attack"] in ("cw", "cent")
+
+
+# -- end to end ---------------------------------------------------------------------------------------------
+def test_objective_contract_resume_is_exact(tmp_path):
+    from robustzoo.runs import AUX_FILE, read_weights
+    from robustzoo.testing import check_objective
+
+    check_objective("calibrated", tmp_path, subset=120, steps=1, val_steps=1, eval_n=32, attack="cw")
+    tensors, _ = read_weights(tmp_path / "full" / AUX_FILE)
+    assert tensors and all(k.startswith("module.mask_net.") for k in tensors)
+
+
+def _png_size(path: Path) -> tuple[int, int]:
+    head = path.read_bytes()[:24]
+    assert head[:8] == b"\x89PNG\r\n\x1a\n"
+    return struct.unpack(">II", head[16:24])
+
+
+@pytest.fixture(scope="module")
+def cat_run(tmp_path_factory):
+    """A calibrated run trained through the CLI (CATcw, 300 digits, 1 epoch, PGD-2)."""
+    out = tmp_path_factory.mktemp("cat") / "run"
+    from robustzoo.cli import main
+
+    try:
+        main(["train", "--objective", "calibrated", "--attack", "cw", "--subset", "300", "--epochs", "1",
+              "--steps", "2", "--out", str(out), "--set", "eval_n=50", "--json"])
+    except SystemExit as exc:  # main() exits only on an error
+        raise AssertionError(f"robustzoo train failed with exit code {exc.code}") from None
+    return out
+
+
+def test_cli_train_eval_and_mask_figure(cat_run, tmp_path, capsys):
+    cfg = json.loads((cat_run / "config.json").read_text())
+    assert cfg["robustzoo"]["objective"] == "calibrated"
+    assert cfg["robustzoo"]["objective_settings"]["attack"] == "cw"
+    assert cfg["robustzoo"]["extra_modules"] == ["mask_net"]
+    code, out, err = run_cli(["eval", cat_run, "--attacks", "clean,pgd20", "--n", "50"], capsys)
+    assert code == 0 and "pgd20" in out, err
+    png = tmp_path / "masks.png"
+    code, out, err = run_cli(["viz", "masks", cat_run, "--out", png, "--n", "5"], capsys)
+    assert code == 0, err
+    assert png.is_file() and _png_size(png) == (600, 480)
+    assert "wrote" in out
+    code, out, err = run_cli(["viz", "masks", cat_run, "--out", tmp_path / "m8.png"], capsys)
+    assert code == 0 and _png_size(tmp_path / "m8.png") == (960, 480)
+
+
+def test_viz_masks_summary_matches_the_run(cat_run, tmp_path):
+    from robustzoo_calibrated.viz import load_calibrated_run, mask_figure
+
+    info = mask_figure(cat_run, tmp_path / "m.png", n=3)
+    assert info["size_px"] == [360, 480] and len(info["labels"]) == 3
+    assert 0 < info["mask_mean"] < 1
+    _, obj, _ = load_calibrated_run(cat_run)
+    assert obj.settings["attack"] == "cw" and not obj.mask_net.training
+
+
+def test_viz_masks_errors_are_one_line(at_run, cat_run, tmp_path, capsys):
+    code, _, err = run_cli(["viz", "masks", at_run, "--out", tmp_path / "x.png"], capsys)
+    assert_one_line_error(code, err, "'at'", "calibrated")
+    assert not (tmp_path / "x.png").exists()
+    broken = tmp_path / "broken"
+    import shutil
+
+    shutil.copytree(cat_run, broken)
+    (broken / "aux.safetensors").unlink()
+    code, _, err = run_cli(["viz", "masks", broken, "--out", tmp_path / "y.png"], capsys)
+    assert_one_line_error(code, err, "aux.safetensors")
+    cfg_path = broken / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["robustzoo"]["objective_settings"]["mask"] = False
+    cfg_path.write_text(json.dumps(cfg))
+    code, _, err = run_cli(["viz", "masks", broken, "--out", tmp_path / "y.png"], capsys)
+    assert_one_line_error(code, err, "mask=false")
+    code, _, err = run_cli(["viz", "masks", tmp_path / "nowhere", "--out", tmp_path / "z.png"], capsys)
+    assert_one_line_error(code, err, "nowhere")
+
+
+# -- cost ----------------------------------------------------------------------------------------------------
+def calibrated_cost(arch: str, shape: tuple[int, int, int], steps: int = 10, batch: int = 4,
+                    device: str = "cpu") -> dict[str, float]:
+    """FLOPs of one calibrated training step per image, split into classifier and g_φ.
+
+    Units: F = one classifier forward on one image; G = one g_φ forward on one image. The
+    step runs g_φ forward once and backward once, so its share is measured on its own.
+    """
+    from test_flops import flop_counter
+
+    dev = torch.device(device)
+    torch.manual_seed(0)
+    c = shape[0]
+    model = build_model(arch, num_classes=10, in_chans=c, input_size=shape[1:], mean=(0.5,) * c,
+                        std=(0.25,) * c).to(dev)
+    ctx = ObjectiveContext(eps=8 / 255, alpha=2 / 255, steps=steps, num_classes=10, input_shape=shape,
+                           num_train=batch, epochs=1, device=dev)
+    obj = CalibratedAT(CalibratedAT.resolve_settings({}), ctx)
+    obj.optimizers = {"mask_net": torch.optim.SGD(obj.mask_net.parameters(), lr=0.01)}
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    x = torch.rand(batch, *shape, device=dev)
+    y = torch.arange(batch, device=dev) % 10
+    with flop_counter() as fc, torch.no_grad():
+        model.eval()(x[:1])
+    f_one = fc.get_total_flops()
+    with flop_counter() as fc, torch.no_grad():
+        obj.mask_net.eval()(x[:1])
+    g_one = fc.get_total_flops()
+    model.train()
+    obj.mask_net.train()
+    with flop_counter() as fc:
+        obj.mask_net(x).sum().backward()
+    g_step = fc.get_total_flops() / batch
+    obj.mask_net.zero_grad(set_to_none=True)
+    with flop_counter() as fc:
+        res = obj.loss(model, x, y, torch.arange(batch))
+        opt.zero_grad(set_to_none=True)
+        res.loss.backward()
+        opt.step()
+        obj.after_step(model, x, y, torch.arange(batch), res)
+    total = fc.get_total_flops() / batch
+    return {"F": f_one, "G": g_one, "total_F": total / f_one, "mask_F": g_step / f_one,
+            "mask_G": g_step / g_one, "classifier_F": (total - g_step) / f_one}
+
+
+def test_cost_split_classifier_29F_plus_three_mask_passes():
+    cost = calibrated_cost("cnn_mnist", (1, 28, 28))
+    assert cost["classifier_F"] == pytest.approx(29.0, abs=0.3)
+    assert cost["mask_G"] == pytest.approx(3.0, abs=0.05)
+
+
+@pytest.mark.slow
+def test_cost_split_prn18_cifar():
+    """The CIFAR figure of docs/methods/calibrated.md (PreAct ResNet-18, ResNet-18 g_φ), on 'meta'."""
+    cost = calibrated_cost("preact_resnet18", (3, 32, 32), batch=2, device="meta")
+    assert cost["classifier_F"] == pytest.approx(29.0, abs=0.3)
+    assert cost["mask_G"] == pytest.approx(3.0, abs=0.05)

@@ -1,0 +1,130 @@
+"""Forward-equivalents per image of one training step, counted with torch's FLOP counter.
+
+F = FLOPs of one forward of the model on one image. One step of an objective at PGD-10
+(``loss`` + ``backward`` + optimiser step + ``after_step``, as the trainer runs it) is
+divided by B·F. The targets (docs/performance.md): Madry AT 23F, TRADES 27F, within 1%.
+
+To add a method, add a row to ``CASES``: id -> (objective, settings, expected F per image).
+Run: ``python -m pytest tests/test_flops.py -q``.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from robustzoo.models import build_model
+from robustzoo.objectives import ObjectiveContext
+from robustzoo.plugins import registry
+
+STEPS = 10
+BATCH = 8
+
+# id -> (objective, settings, forward-equivalents per image at PGD-10)
+CASES: dict[str, tuple[str, dict, float]] = {
+    # 10 attack steps × 2F + training forward F + its backward 2F
+    "at": ("at", {}, 23.0),
+    # clean target 1F + 10 × 2F + training forwards on x and x' 2F + backward 4F
+    "trades": ("trades", {}, 27.0),
+    # 10 × 2F (CE attack, no clean target) + 2F + 4F
+    "mart": ("mart", {}, 26.0),
+    # τ = K: the same work as TRADES; the early-stop bookkeeping costs no FLOPs
+    "fat-trades": ("fat", {"variant": "trades", "tau": STEPS}, 27.0),
+    # finished examples stay in the batch, so any τ costs the same as τ = K
+    "fat-trades-tau0": ("fat", {"variant": "trades", "tau": 0}, 27.0),
+    "fat-at": ("fat", {"variant": "at", "tau": STEPS}, 23.0),
+    "fat-mart": ("fat", {"variant": "mart", "tau": STEPS}, 26.0),
+    # classifier: 10 × 2F + θ-step on x and x_cal 6F + φ-step (no-grad f(x') 1F, f(x_cal)
+    # forward + input-only backward 2F) = 29F; plus one forward and one backward of g_φ,
+    # 3G with G = 5.705F for the mnist mask net on 8×8 digits (17.1F) — 46.04F in all
+    "calibrated": ("calibrated", {}, 46.04),
+    "calibrated-cw": ("calibrated", {"attack": "cw"}, 46.04),
+    # ablation without g_φ (x_cal = x', no φ-step): 10 × 2F + 6F (25.94F measured)
+    "calibrated-nomask": ("calibrated", {"mask": False}, 25.94),
+    # Customized AT: 10 × 2F + one train-mode forward (also decides success) + backward
+    "customized": ("customized", {}, 23.0),
+    "customized-mix": ("customized", {"loss": "mix"}, 23.0),
+}
+
+
+class _NoModuleTracking:
+    """Stands in for FlopCounterMode's module tracker, whose backward hooks make
+    ``torch.autograd.grad`` w.r.t. a leaf input (every attack here) raise; we only need the
+    global count."""
+
+    parents = {"Global"}
+
+    def __enter__(self) -> _NoModuleTracking:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def flop_counter() -> FlopCounterMode:
+    counter = FlopCounterMode(display=False)
+    counter.mod_tracker = _NoModuleTracking()
+    return counter
+
+
+@functools.lru_cache(maxsize=1)
+def _batch() -> tuple[torch.Tensor, torch.Tensor]:
+    from robustzoo.data import sources
+
+    x, y, _, _ = sources.load_digits(None, False)
+    return x[:BATCH].float() / 255.0, y[:BATCH].long()
+
+
+def _model() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return build_model("cnn_mnist", num_classes=10, in_chans=1, input_size=(8, 8), mean=(0.0,), std=(1.0,))
+
+
+def forward_equivalents(objective: str, settings: dict) -> float:
+    """FLOPs of one training step per image, in units of one single-image forward."""
+    x, y = _batch()
+    model = _model()
+    with flop_counter() as fc, torch.no_grad():
+        model.eval()(x[:1])
+    one_forward = fc.get_total_flops()
+    cls = registry("objectives").get(objective)
+    ctx = ObjectiveContext(eps=0.1, alpha=0.02, steps=STEPS, num_classes=10, input_shape=(1, 8, 8),
+                           num_train=BATCH, epochs=1)
+    obj = cls(cls.resolve_settings(settings), ctx)
+    extra = obj.extra_modules()
+    obj.optimizers = {k: torch.optim.SGD(m.parameters(), lr=0.01) for k, m in extra.items()}
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    obj.on_epoch_start(0)
+    model.train()
+    torch.manual_seed(1)
+    with flop_counter() as fc:  # one trainer step, as in Trainer.train_epoch
+        res = obj.loss(model, x, y, torch.arange(BATCH))
+        opt.zero_grad(set_to_none=True)
+        res.loss.backward()
+        opt.step()
+        obj.after_step(model, x, y, torch.arange(BATCH), res)
+    return fc.get_total_flops() / BATCH / one_forward
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_forward_equivalents_per_image(case):
+    objective, settings, expected = CASES[case]
+    measured = forward_equivalents(objective, settings)
+    assert measured == pytest.approx(expected, rel=0.01), f"{case}: {measured:.3f}F, expected {expected}F"
+
+
+def test_counter_sees_the_attack():
+    """Guard against a counter that misses autograd.grad: fewer attack steps must cost less."""
+    from robustzoo.attacks import pgd
+
+    x, y = _batch()
+    model = _model().eval()
+    costs = []
+    for steps in (1, 3):
+        with flop_counter() as fc:
+            pgd(model, x, y, eps=0.1, alpha=0.02, steps=steps)
+        costs.append(fc.get_total_flops())
+    assert costs[1] == pytest.approx(3 * costs[0], rel=1e-6)

@@ -1,0 +1,473 @@
+"""Push, pull, verify and evaluate through the real huggingface_hub client and a local Hub server."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import huggingface_hub
+import pytest
+import torch
+from huggingface_hub import HfApi, ModelCard
+
+from robustzoo import api, cards, hub, runs
+from robustzoo.errors import HubError, IntegrityError, NotFoundError, RunError, UsageError
+from robustzoo.testing import fixtures
+from robustzoo.testing.fixtures import TEST_TOKEN
+
+# The fixture kit plugin authors use (robustzoo.testing.fixtures), bound here for pytest.
+hub_client_settings = fixtures.hub_client_settings
+hub_server = fixtures.hub_server
+hf_cache = fixtures.hf_cache
+hub_offline = fixtures.hub_offline
+zoo_plugin = fixtures.zoo_plugin
+
+REPO = "robustzoo-test/tiny-at"
+
+
+def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
+    """Run the robustzoo CLI in-process; returns (exit code, stdout, stderr)."""
+    from robustzoo.cli import main
+
+    capsys.readouterr()
+    try:
+        main(args)
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_line_error(code: int, err: str, *needles: str) -> str:
+    """A non-zero exit with exactly one 'error:' line (no traceback) containing ``needles``."""
+    assert code != 0
+    assert "Traceback" not in err
+    lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1, err
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    return lines[0]
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+@pytest.fixture
+def run_dir(at_run, tmp_path) -> Path:
+    """A private copy of the shared tiny AT run (with its eval.json)."""
+    dst = tmp_path / "run"
+    shutil.copytree(at_run, dst)
+    return dst
+
+
+@pytest.fixture
+def aux_run(run_dir) -> Path:
+    """The run with an aux.safetensors, as Calibrated AT (mask net) or Customized AT (ε table) write."""
+    runs.save_weights(run_dir / runs.AUX_FILE, {"state.eps": torch.linspace(0, 0.1, 7)}, {"format": "1"})
+    return run_dir
+
+
+@pytest.fixture
+def pushed(aux_run, hub_server):
+    """The aux run published to the test server: (run_dir, PushResult)."""
+    return aux_run, hub.push(aux_run, REPO, endpoint=hub_server.endpoint, token=TEST_TOKEN)
+
+
+def pinned_entry(res, name: str = "tiny-at-digits", files: dict[str, str] | None = None) -> dict:
+    entry = dict(res.zoo_entry)
+    entry.update(name=name, card=f"model_cards/{name}.md", recipe="at-cnn-fmnist")
+    if files is not None:
+        entry["files"] = files
+    return entry
+
+
+# -- push ----------------------------------------------------------------------------------
+
+def test_push_uploads_everything_in_one_commit(pushed, hub_server):
+    run_dir, res = pushed
+    commits = hub_server.commits(REPO)
+    assert commits[0] == res.revision and len(commits) == 2  # the repo's initial commit + ours
+    assert len(res.revision) == 40
+    assert [m for m, p in hub_server.requests if p.endswith("/commit/main")] == ["POST"]
+    assert set(res.files) == {"config.json", "model.safetensors", "aux.safetensors", "README.md"}
+    for name in ("config.json", "model.safetensors", "aux.safetensors"):
+        assert res.files[name]["sha256"] == sha256(run_dir / name)
+        assert res.files[name]["size"] == (run_dir / name).stat().st_size
+    listed = HfApi(endpoint=hub_server.endpoint).list_repo_files(REPO, revision=res.revision)
+    assert set(listed) >= set(res.files)
+    # The suggested zoo entry pins exactly this commit and these bytes.
+    assert res.zoo_entry["revision"] == res.revision
+    assert res.zoo_entry["files"] == {k: v["sha256"] for k, v in res.files.items()}
+
+
+def test_card_parses_back_with_modelcard(pushed, hub_server, hf_cache):
+    run_dir, res = pushed
+    path = hub.pull(f"hf-hub:{REPO}@{res.revision}", endpoint=hub_server.endpoint, cache_dir=hf_cache)
+    text = (path / "README.md").read_text(encoding="utf-8")
+    assert sha256(path / "README.md") == res.files["README.md"]["sha256"]
+    card = ModelCard(text)
+    report = json.loads((run_dir / "eval.json").read_text())
+    results = card.data.eval_results
+    attacks = [r["attack"] for r in report["results"]]
+    assert len(results) == len(attacks) + 1  # one per attack, plus the worst case
+    for er, r in zip(results, report["results"]):
+        assert er.metric_type == "accuracy"
+        assert er.metric_value == round(100 * r["accuracy"], 2)
+        assert er.metric_args["n"] == r["n"] and er.metric_args["seed"] == report["seed"]
+        assert er.dataset_split == "test" and er.task_type == "image-classification"
+        if r["attack"] == "clean":
+            assert er.metric_name == "Clean accuracy" and er.metric_config == "clean"
+        else:
+            assert er.metric_name == f"Robust accuracy ({cards.attack_label(r['attack'])})"
+            assert er.metric_config == f"{r['attack']}/linf/{cards.eps_text(report['eps']).replace('/', '-')}"
+            assert er.metric_args["eps"] == report["eps"] and er.metric_args["norm"] == "linf"
+            assert er.metric_args["version"]
+    assert results[-1].metric_value == round(100 * report["worst_case"]["accuracy"], 2)
+    data = card.data.to_dict()
+    assert data["library_name"] == "robustzoo" and data["pipeline_tag"] == "image-classification"
+    assert {"robustzoo", "adversarial-robustness", "adversarial-training", "at", "linf"} <= set(data["tags"])
+    rz = data["robustzoo"]
+    assert rz["architecture"] == "cnn_mnist" and rz["method"] == "at" and rz["dataset"] == "digits"
+    assert rz["extra_data"] is False and rz["input_range"] == [0, 1]
+    assert rz["sha256"]["model.safetensors"] == sha256(run_dir / "model.safetensors")
+    assert sha256(run_dir / "model.safetensors") in card.text
+    assert "empirical robustness under the listed attacks only" in card.text.lower()
+    # Every setting needed to retrain is on the card.
+    assert cards.retrain_command(json.loads((run_dir / "config.json").read_text())["robustzoo"]["config"]) \
+        in card.text
+
+
+def test_card_shows_health_and_suspect_results(run_dir):
+    from robustzoo import health
+
+    cfg = json.loads((run_dir / "config.json").read_text())
+    report = health.apply(json.loads((run_dir / "eval.json").read_text()))  # the real health report
+    report["results"][-1].update(suspect=True, suspect_because=["pgd_vs_apgd"])
+    text = cards.render_run_card(cfg, report, repo_id=REPO, files={"model.safetensors": "0" * 64})
+    assert report["health"]["checks"]
+    for check in report["health"]["checks"]:
+        assert f"| {check['name']} | {check['status']} |" in text
+    attack = report["results"][-1]["attack"]
+    assert f"**{cards.attack_label(attack)} is suspect** (pgd_vs_apgd)" in text
+    card = ModelCard(text)
+    args = card.data.eval_results[len(report["results"]) - 1].metric_args
+    assert args["suspect"] is True and args["suspect_because"] == ["pgd_vs_apgd"]
+    rz = card.data.to_dict()["robustzoo"]
+    assert rz["suspect_attacks"] == [attack] and rz["health"]["status"] == report["health"]["status"]
+
+
+def test_retrain_command_reproduces_the_config(run_dir):
+    import shlex
+
+    from robustzoo.config import parse_set_options
+    from robustzoo.train import build_config, resolve
+
+    config = json.loads((run_dir / "config.json").read_text())["robustzoo"]["config"]
+    argv = shlex.split(cards.retrain_command(config))
+    assert argv[:2] == ["robustzoo", "train"]
+    objective = argv[argv.index("--objective") + 1]
+    sets = parse_set_options([argv[i + 1] for i, a in enumerate(argv) if a == "--set"])
+    again = resolve(build_config(objective, None, sets)).config.to_dict()
+    for key in ("device", "data_dir"):
+        again.pop(key), config.pop(key)
+    assert again == config
+
+
+def test_push_cli_prints_commit_and_hashes(run_dir, hub_server, capsys):
+    code, out, err = run_cli(["push", str(run_dir), "--repo-id", REPO, "--endpoint", hub_server.endpoint,
+                              "--token", TEST_TOKEN, "--json"], capsys)
+    assert code == 0, err
+    data = json.loads(out)
+    assert data["revision"] == hub_server.commits(REPO)[0]
+    assert data["files"]["model.safetensors"]["sha256"] == sha256(run_dir / "model.safetensors")
+    assert "aux.safetensors" not in data["files"]
+    code, out, err = run_cli(["push", str(run_dir), "--repo-id", REPO, "--endpoint", hub_server.endpoint,
+                              "--token", TEST_TOKEN], capsys)
+    assert code == 0, err
+    assert hub_server.commits(REPO)[0] in out and sha256(run_dir / "model.safetensors") in out
+
+
+def test_push_refuses_a_run_without_eval_json(run_dir, hub_server, capsys):
+    (run_dir / "eval.json").unlink()
+    code, _, err = run_cli(["push", str(run_dir), "--repo-id", REPO, "--endpoint", hub_server.endpoint,
+                            "--token", TEST_TOKEN], capsys)
+    assert_one_line_error(code, err, "eval.json", f"robustzoo eval {run_dir} --suite paper")
+    assert hub_server.requests == []  # refused before any upload
+
+
+def test_second_push_removes_files_the_run_no_longer_has(pushed, hub_server):
+    run_dir, first = pushed
+    (run_dir / runs.AUX_FILE).unlink()
+    second = hub.push(run_dir, REPO, endpoint=hub_server.endpoint, token=TEST_TOKEN)
+    api_ = HfApi(endpoint=hub_server.endpoint)
+    assert "aux.safetensors" not in api_.list_repo_files(REPO, revision=second.revision)
+    assert "aux.safetensors" in api_.list_repo_files(REPO, revision=first.revision)
+    assert len(hub_server.commits(REPO)) == 3
+
+
+def test_push_rejects_bad_repo_id_and_foreign_architecture(run_dir, hub_server):
+    with pytest.raises(UsageError, match="org/name"):
+        hub.push(run_dir, "no-slash", endpoint=hub_server.endpoint, token=TEST_TOKEN)
+    cfg = json.loads((run_dir / "config.json").read_text())
+    cfg["architecture"] = "timm/resnet18"
+    runs.write_json(run_dir / "config.json", cfg)
+    with pytest.raises(RunError, match="not a registered robustzoo architecture"):
+        hub.push(run_dir, REPO, endpoint=hub_server.endpoint, token=TEST_TOKEN)
+
+
+# -- pull ----------------------------------------------------------------------------------
+
+def test_push_pull_eval_round_trip(pushed, hub_server, hf_cache):
+    run_dir, res = pushed
+    out = hub.pull_model(f"hf-hub:{REPO}", endpoint=hub_server.endpoint, cache_dir=hf_cache, verify=True)
+    assert out.revision == res.revision  # 'main' was resolved to the commit sha first
+    assert out.path == hf_cache / f"models--{REPO.replace('/', '--')}" / "snapshots" / res.revision
+    for name in ("config.json", "model.safetensors", "aux.safetensors", "README.md"):
+        assert out.files[name] == res.files[name]["sha256"] == sha256(out.path / name)
+        assert out.checked[name] == "server hash"
+    # Downloads asked for fixed names, by commit sha.
+    gets = [p for m, p in hub_server.requests if m == "GET" and "/resolve/" in p]
+    assert gets and all(f"/resolve/{res.revision}/" in p for p in gets)
+    here = api.evaluate(run_dir, ["clean"], write=False, health=False)
+    there = api.evaluate(f"hf-hub:{REPO}", ["clean"], endpoint=hub_server.endpoint, cache_dir=str(hf_cache),
+                         health=False)
+    assert there["results"][0]["accuracy"] == here["results"][0]["accuracy"]
+    assert there["n"] == here["n"]
+    assert not (out.path / "eval.json").exists()  # evaluating a pulled model never writes into the cache
+
+
+def test_pull_is_served_from_the_cache_when_the_server_is_gone(pushed, hub_server, hf_cache, zoo_plugin):
+    _, res = pushed
+    zoo_plugin(pinned_entry(res))
+    first = hub.pull(f"hf-hub:{REPO}", endpoint=hub_server.endpoint, cache_dir=hf_cache)
+    assert hub.pull("tiny-at-digits", endpoint=hub_server.endpoint, cache_dir=hf_cache) == first
+    n = len(hub_server.requests)
+    # A pinned commit that is cached makes no request at all.
+    assert hub.pull(f"{REPO}@{res.revision}", endpoint=hub_server.endpoint, cache_dir=hf_cache) == first
+    assert len(hub_server.requests) == n
+    hub_server.stop()
+    again = hub.pull_model(f"hf-hub:{REPO}", endpoint=hub_server.endpoint, cache_dir=hf_cache)
+    assert again.path == first and again.offline and again.revision == res.revision
+    pinned = hub.pull_model("tiny-at-digits", endpoint=hub_server.endpoint, cache_dir=hf_cache)
+    assert pinned.path == first and set(pinned.checked.values()) == {"pinned sha256"}
+    model = api.load("tiny-at-digits", endpoint=hub_server.endpoint, cache_dir=str(hf_cache))
+    assert not model.training
+
+
+def test_pinned_alias_checks_every_sha256(pushed, hub_server, hf_cache, zoo_plugin, capsys):
+    _, res = pushed
+    zoo_plugin(pinned_entry(res))
+    code, out, err = run_cli(["pull", "tiny-at-digits", "--endpoint", hub_server.endpoint,
+                              "--cache-dir", str(hf_cache), "--json"], capsys)
+    assert code == 0, err
+    data = json.loads(out)
+    assert data["revision"] == res.revision and data["files"] == res.zoo_entry["files"]
+    assert set(data["checked"].values()) == {"pinned sha256"}
+    code, out, err = run_cli(["pull", "tiny-at-digits", "--endpoint", hub_server.endpoint,
+                              "--cache-dir", str(hf_cache)], capsys)
+    assert code == 0 and out.strip() == data["path"]
+
+
+def test_tampered_file_is_refused(pushed, hub_server, hf_cache, zoo_plugin, capsys):
+    run_dir, res = pushed
+    zoo_plugin(pinned_entry(res))
+    good = (run_dir / "model.safetensors").read_bytes()
+    bad = bytearray(good)
+    bad[-1] ^= 0xFF  # same length: the client's size check cannot notice
+    hub_server.tamper(REPO, "model.safetensors", bytes(bad))
+    code, _, err = run_cli(["pull", "tiny-at-digits", "--endpoint", hub_server.endpoint,
+                            "--cache-dir", str(hf_cache)], capsys)
+    line = assert_one_line_error(code, err, "model.safetensors", hashlib.sha256(bad).hexdigest(),
+                                 res.files["model.safetensors"]["sha256"])
+    assert "pins" in line
+    snapshot = hf_cache / f"models--{REPO.replace('/', '--')}" / "snapshots" / res.revision
+    assert not (snapshot / "model.safetensors").exists()  # evicted: never served from the cache later
+    with pytest.raises(IntegrityError):
+        api.load("tiny-at-digits", endpoint=hub_server.endpoint, cache_dir=str(hf_cache))
+    # Without a pin, the hash the server announced (the LFS sha256) still catches it.
+    with pytest.raises(IntegrityError, match="does not match the sha256"):
+        hub.pull(f"hf-hub:{REPO}", endpoint=hub_server.endpoint, cache_dir=hf_cache)
+
+
+def test_branch_moves_but_a_pin_does_not(pushed, hub_server, hf_cache):
+    run_dir, first = pushed
+    tensors, meta = runs.read_weights(run_dir / "model.safetensors")
+    runs.save_weights(run_dir / "model.safetensors", {k: v + 1 if v.is_floating_point() else v
+                                                      for k, v in tensors.items()}, {"epoch": 99})
+    second = hub.push(run_dir, REPO, endpoint=hub_server.endpoint, token=TEST_TOKEN)
+    assert second.revision != first.revision
+    old = hub.pull_model(f"hf-hub:{REPO}", revision=first.revision, endpoint=hub_server.endpoint,
+                         cache_dir=hf_cache)
+    new = hub.pull_model(f"hf-hub:{REPO}", endpoint=hub_server.endpoint, cache_dir=hf_cache)
+    assert old.files["model.safetensors"] == first.files["model.safetensors"]["sha256"]
+    assert new.files["model.safetensors"] == second.files["model.safetensors"]["sha256"]
+
+
+@pytest.mark.parametrize("case", ["repo", "revision", "file", "unpublished", "unknown-alias", "offline"])
+def test_pull_errors_are_one_line(case, run_dir, hub_server, hf_cache, zoo_plugin, monkeypatch, capsys):
+    ep = ["--endpoint", hub_server.endpoint, "--cache-dir", str(hf_cache)]
+    if case == "repo":
+        args, needles = ["pull", "hf-hub:nobody/nothing", *ep], ["nobody/nothing", "no Hub repo"]
+    elif case == "revision":
+        hub.push(run_dir, REPO, endpoint=hub_server.endpoint, token=TEST_TOKEN)
+        args, needles = ["pull", f"hf-hub:{REPO}@no-such-branch", *ep], ["no-such-branch", "no such revision"]
+    elif case == "file":
+        # A repo that is not a robustzoo model: no model.safetensors.
+        HfApi(endpoint=hub_server.endpoint, token=TEST_TOKEN).create_repo("other/model")
+        HfApi(endpoint=hub_server.endpoint, token=TEST_TOKEN).upload_file(
+            path_or_fileobj=(run_dir / "config.json").read_bytes(), path_in_repo="config.json",
+            repo_id="other/model")
+        args, needles = ["pull", "hf-hub:other/model", *ep], ["model.safetensors", "robustzoo push"]
+    elif case == "unpublished":
+        args, needles = ["pull", "cat-cw-wrn34", *ep], [
+            "no published weights yet", "robustzoo train --recipe cat-cw-wrn34"]
+    elif case == "unknown-alias":
+        args, needles = ["pull", "cat-cw-wrn43", *ep], ["unknown zoo alias", "cat-cw-wrn34"]
+    else:
+        res = hub.push(run_dir, REPO, endpoint=hub_server.endpoint, token=TEST_TOKEN)
+        monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+        args, needles = ["pull", f"hf-hub:{REPO}@{res.revision}", *ep], ["not in the cache", "offline"]
+    code, _, err = run_cli(args, capsys)
+    assert_one_line_error(code, err, *needles)
+
+
+def test_offline_branch_without_cache_and_with_cache(pushed, hub_server, hf_cache, hub_offline):
+    _, res = pushed
+    with pytest.raises(HubError, match="offline mode is on"):
+        hub.pull(f"hf-hub:{REPO}", endpoint=hub_server.endpoint, cache_dir=hf_cache)
+    # Also offline: a cache filled while online serves both the branch and the pinned commit.
+    huggingface_hub.constants.HF_HUB_OFFLINE = False
+    path = hub.pull(f"hf-hub:{REPO}", endpoint=hub_server.endpoint, cache_dir=hf_cache)
+    huggingface_hub.constants.HF_HUB_OFFLINE = True
+    n = len(hub_server.requests)
+    assert hub.pull(f"hf-hub:{REPO}", endpoint=hub_server.endpoint, cache_dir=hf_cache) == path
+    assert hub.pull(f"hf-hub:{REPO}@{res.revision}", endpoint=hub_server.endpoint, cache_dir=hf_cache) == path
+    assert len(hub_server.requests) == n
+
+
+def test_pull_refuses_foreign_architectures_without_executing_anything(run_dir, hub_server, hf_cache):
+    cfg = json.loads((run_dir / "config.json").read_text())
+    cfg["architecture"] = "resnet50"  # a timm model: robustzoo only builds its registered nets
+    api_ = HfApi(endpoint=hub_server.endpoint, token=TEST_TOKEN)
+    api_.create_repo("evil/model")
+    from huggingface_hub import CommitOperationAdd
+
+    api_.create_commit("evil/model", [
+        CommitOperationAdd("config.json", json.dumps(cfg).encode()),
+        CommitOperationAdd("model.safetensors", str(run_dir / "model.safetensors")),
+        CommitOperationAdd("modeling.py", b"raise SystemExit('executed!')\n"),
+        CommitOperationAdd("pytorch_model.bin", b"not a pickle we would ever read"),
+    ], commit_message="x")
+    with pytest.raises(RunError, match="'resnet50', which is not a registered robustzoo architecture"):
+        hub.pull("hf-hub:evil/model", endpoint=hub_server.endpoint, cache_dir=hf_cache)
+    asked = {p.rsplit("/", 1)[-1] for m, p in hub_server.requests if "/resolve/" in p}
+    assert asked <= {"config.json", "model.safetensors", "aux.safetensors", "README.md"}
+
+
+def test_parse_name_rejects_bad_names():
+    with pytest.raises(UsageError, match="revision"):
+        hub.parse_name("hf-hub:org/name@../../etc")
+    with pytest.raises(UsageError, match="give one"):
+        hub.parse_name("hf-hub:org/name@a", revision="b")
+    with pytest.raises(NotFoundError, match="not a run directory"):
+        hub.parse_name("hf-hub:a/b/c")
+    t = hub.parse_name("org/name@v1.0")
+    assert (t.repo_id, t.revision, t.entry) == ("org/name", "v1.0", None)
+    assert hub.parse_name("hf-hub:org/name").revision == "main"
+
+
+def test_alias_pins_refuse_another_revision(pushed, zoo_plugin):
+    _, res = pushed
+    zoo_plugin(pinned_entry(res))
+    with pytest.raises(UsageError, match="pinned to commit"):
+        hub.parse_name("tiny-at-digits", revision="main")
+    broken = pinned_entry(res, name="tiny-broken")
+    broken["revision"] = "main"
+    zoo_plugin(broken)
+    with pytest.raises(RunError, match="40-hex"):
+        hub.parse_name("tiny-broken")
+
+
+def test_eval_cli_accepts_alias_and_hub_id(pushed, hub_server, hf_cache, zoo_plugin, capsys):
+    run_dir, res = pushed
+    zoo_plugin(pinned_entry(res))
+    ep = ["--endpoint", hub_server.endpoint, "--cache-dir", str(hf_cache)]
+    quick = ["--attacks", "clean", "--no-health", "--json", "-", *ep]
+    code, out, err = run_cli(["eval", "tiny-at-digits", *quick], capsys)
+    assert code == 0, err
+    local = api.evaluate(run_dir, ["clean"], write=False, health=False)
+    assert json.loads(out)["results"][0]["accuracy"] == local["results"][0]["accuracy"]
+    code, out, err = run_cli(["eval", f"hf-hub:{REPO}@{res.revision}", *quick], capsys)
+    assert code == 0, err
+    assert json.loads(out)["results"][0]["accuracy"] == local["results"][0]["accuracy"]
+    code, _, err = run_cli(["eval", "cat-cw-wrn34", *quick], capsys)
+    assert_one_line_error(code, err, "no published weights yet")
+
+
+# -- timm interop --------------------------------------------------------------------------
+
+def test_timm_create_model_loads_a_published_model(pushed, hub_server, hf_cache, monkeypatch):
+    """timm has no endpoint argument: it uses huggingface_hub's import-time ENDPOINT, so point
+    that (and the URL template derived from it) at the test server."""
+    import timm
+
+    run_dir, res = pushed
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", hub_server.endpoint)
+    monkeypatch.setattr(huggingface_hub.constants, "HUGGINGFACE_CO_URL_TEMPLATE",
+                        hub_server.endpoint + "/{repo_id}/resolve/{revision}/{filename}")
+    ref, _ = runs.load_run(run_dir)
+    x = torch.rand(5, 1, 8, 8)
+    model = timm.create_model(f"hf-hub:{REPO}", pretrained=True, cache_dir=str(hf_cache)).eval()
+    torch.testing.assert_close(model(x), ref(x))
+
+
+def test_timm_loads_a_pulled_model_offline(pushed, hub_server, hf_cache, monkeypatch):
+    """The other route: `robustzoo pull` fills the cache; timm then reads the pinned commit
+    from it with HF_HUB_OFFLINE semantics and makes no request."""
+    import timm
+
+    run_dir, res = pushed
+    hub.pull(f"hf-hub:{REPO}@{res.revision}", endpoint=hub_server.endpoint, cache_dir=hf_cache)
+    hub_server.stop()
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    ref, _ = runs.load_run(run_dir)
+    x = torch.rand(5, 1, 8, 8)
+    model = timm.create_model(f"hf-hub:{REPO}@{res.revision}", pretrained=True, cache_dir=str(hf_cache)).eval()
+    torch.testing.assert_close(model(x), ref(x))
+
+
+def test_metric_slugs_and_labels_are_stable():
+    assert cards.eps_text(8 / 255) == "8/255" and cards.eps_text(0.1) == "0.1"
+    assert cards.metric_slug("pgd20", "linf", 8 / 255) == "pgd20/linf/8-255"
+    assert cards.metric_slug("autoattack", "linf", 8 / 255, "standard") == "autoattack-standard/linf/8-255"
+    assert cards.metric_slug("clean", "linf", 0.3) == "clean"
+    assert cards.attack_label("cw") == "CW∞" and cards.attack_label("my-attack") == "my-attack"
+
+
+def test_pushed_entry_and_card_pass_the_zoo_checks(run_dir, hub_server, hf_cache):
+    """The maintainer flow of docs/zoo.md: push --alias, paste zoo_entry, keep the README card."""
+    from robustzoo.zoo import ZooEntry, validate_entry
+
+    res = hub.push(run_dir, REPO, endpoint=hub_server.endpoint, token=TEST_TOKEN, alias="at-cnn-digits")
+    entry = dict(res.zoo_entry, recipe="at-cnn-fmnist")  # the tiny run has no recipe: the maintainer names it
+    assert validate_entry(entry) == []
+    assert entry["status"] == "published" and entry["card"] == "model_cards/at-cnn-digits.md"
+    report = json.loads((run_dir / "eval.json").read_text())
+    assert entry["results"] == {r["attack"]: r["accuracy"] for r in report["results"]}
+    path = hub.pull(f"hf-hub:{REPO}@{res.revision}", endpoint=hub_server.endpoint, cache_dir=hf_cache)
+    meta = cards.front_matter((path / "README.md").read_text(encoding="utf-8"))
+    rz = meta["robustzoo"]
+    e = ZooEntry.from_dict(entry)
+    assert (rz["alias"], rz["architecture"], rz["dataset"], rz["method"]) == (
+        e.name, e.architecture, e.dataset, e.method)
+    assert rz["sha256"]["model.safetensors"] == e.files["model.safetensors"]
+
+
+def test_stored_tokens_only_go_to_huggingface_co():
+    assert hub._token_for("http://127.0.0.1:8080", None) is False
+    assert hub._token_for("http://127.0.0.1:8080", "explicit") == "explicit"
+    assert hub._token_for("https://huggingface.co", None) is None
