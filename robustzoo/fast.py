@@ -285,7 +285,7 @@ def compare_precisions(name: str, attacks: list[str] | str = ("clean", "pgd20"),
     from .api import evaluate
 
     common = dict(n=n, seed=seed, batch_size=batch_size, device=device, data_dir=data_dir,
-                  write=False)
+                  write=False, health=False)
     ref = evaluate(name, attacks, precision="fp32", **common)
     test = evaluate(name, attacks, precision=low, **common)
     rows = []

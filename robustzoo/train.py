@@ -229,10 +229,12 @@ class Trainer:
                                      for k, m in self.extra.items()}
         for opt in self.objective.optimizers.values():  # extra modules: average grads over ranks
             distributed.average_grads_on_step(opt, self.dist)
-        # What objectives call while training (DDP and/or compiled), and for validation (the
-        # plain model: rank 0 validates alone, so no DDP there).
-        self.net = self.fast.wrap(distributed.wrap_model(self.model, self.dist, self.device), self.model)
-        self.eval_net = self.fast.wrap(self.model) if self.dist.enabled else self.net
+        # eval_net: the model with the fast path (channels_last, one compiled callable per BN
+        # mode) or the model itself on the CPU; rank 0 validates with it alone. net: what
+        # objectives call while training, eval_net inside DDP for several processes (DDP's
+        # forward stays eager; its gradient hooks sit on the parameters).
+        self.eval_net = self.fast.wrap(self.model)
+        self.net = distributed.wrap_model(self.eval_net, self.dist, self.device)
         self.start_epoch = 0
         self.best_score = -1.0
         self.best_epoch = -1

@@ -27,7 +27,7 @@ def test_run_directory_layout(at_run):
     assert rz["config"]["seed"] == 0 and rz["config"]["steps"] == 3
     assert rz["objective_settings"]["attack_bn"] == "train"
     lines = (at_run / "metrics.jsonl").read_text().splitlines()
-    assert [json.loads(ln)["epoch"] for ln in lines] == [1, 2]
+    assert [json.loads(ln)["epoch"] for ln in lines] == [1, 2, 3]
     _, meta = runs.read_weights(at_run / "model.safetensors")
     assert meta["robustzoo.architecture"] == "cnn_mnist" and meta["robustzoo.objective"] == "at"
     ev = json.loads((at_run / "eval.json").read_text())

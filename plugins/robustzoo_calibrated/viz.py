@@ -166,7 +166,7 @@ def add_commands(cli: Any) -> None:
     @click.option("--n", "n", default=8, show_default=True, type=int, help="number of test images")
     @click.option("--seed", default=0, show_default=True, type=int, help="image choice and attack start")
     @click.option("--data-dir", type=click.Path(), help="where the dataset files live")
-    @click.option("--device", default="cpu", show_default=True)
+    @click.option("--device", default="auto", show_default=True, help="auto (CUDA when present), cpu, cuda")
     def masks(run_dir, out, n, seed, data_dir, device) -> None:
         """Save natural / adversarial / mask / calibrated images of a Calibrated AT run.
 

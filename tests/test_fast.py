@@ -1,0 +1,282 @@
+"""The fast path (robustzoo.fast): CUDA switches by construction, CPU bf16, compile, benchmark."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from robustzoo import fast
+from robustzoo.errors import UsageError
+from robustzoo.testing import TINY
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@contextlib.contextmanager
+def one_thread():
+    """Tiny CPU workloads run faster (and steadier on a shared machine) on one thread."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
+
+
+def _bn_net() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10))
+
+
+def test_precision_and_compile_names():
+    assert fast.resolve_precision("auto", "cpu") == "fp32"
+    assert fast.resolve_precision("auto", torch.device("cuda")) == "bf16"
+    assert fast.resolve_precision(None, "cuda:1") == "bf16"
+    assert fast.resolve_precision("FP32", "cuda") == "fp32"
+    with pytest.raises(UsageError, match="precision"):
+        fast.resolve_precision("fp16", "cpu")
+    assert fast.check_compile_mode(None) == "off" and fast.check_compile_mode("none") == "off"
+    assert fast.check_compile_mode("reduce-overhead") == "reduce-overhead"
+    with pytest.raises(UsageError, match="compile mode"):
+        fast.check_compile_mode("fastest")
+
+
+def test_cpu_path_is_the_plain_path():
+    fp = fast.FastPath.create(torch.device("cpu"))
+    model = _bn_net()
+    x = torch.rand(2, 3, 4, 4)
+    assert fp.precision == "fp32" and not fp.channels_last and not fp.fused_optimizer and not fp.drop_last
+    assert fp.wrap(model) is model and fp.prepare_model(model) is model and fp.prepare_input(x) is x
+    assert isinstance(fp.autocast(), contextlib.nullcontext)
+    assert next(model.parameters()).is_contiguous()
+
+
+def test_cuda_switches_by_construction():
+    """What a CUDA run turns on, checked without a GPU (FastPath only inspects the device)."""
+    fp = fast.FastPath.create(torch.device("cuda"), "auto", "reduce-overhead")
+    assert (fp.precision, fp.channels_last, fp.fused_optimizer, fp.drop_last, fp.uses_cudagraphs) == (
+        "bf16", True, True, True, True)
+    d = fp.describe()
+    assert d["cudnn_benchmark"] and not d["tf32_off"] and d["compile"] == "reduce-overhead"
+    exact = fast.FastPath.create(torch.device("cuda"), "fp32")
+    assert exact.describe()["tf32_off"] and not exact.drop_last and not exact.uses_cudagraphs
+    # channels_last conversion of model, input and therefore δ (rand_like keeps the layout)
+    model = fp.prepare_model(_bn_net())
+    assert model[0].weight.is_contiguous(memory_format=torch.channels_last)
+    x = fp.prepare_input(torch.rand(2, 3, 4, 4))
+    assert x.is_contiguous(memory_format=torch.channels_last)
+    assert torch.rand_like(x).is_contiguous(memory_format=torch.channels_last)
+    assert x.clone().is_contiguous(memory_format=torch.channels_last)
+
+
+def test_fused_optimizer_flag():
+    from robustzoo.config import TrainConfig
+    from robustzoo.train import make_optimizer
+
+    params = list(_bn_net().parameters())
+    for opt_name in ("sgd", "adam"):
+        cfg = TrainConfig(optimizer=opt_name, lr=0.1, weight_decay=5e-4)
+        assert make_optimizer(params, cfg, fused=True).defaults["fused"] is True
+        assert not make_optimizer(params, cfg).defaults.get("fused")
+
+
+def test_fast_model_converts_layout_and_routes_modes():
+    seen = []
+
+    class Probe(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(12, 3)
+            self.num_classes = 3
+
+        def forward(self, x):
+            seen.append((self.training, x.is_contiguous(memory_format=torch.channels_last)))
+            return self.lin(x.flatten(1))
+
+    probe = Probe()
+    fm = fast.FastModel(probe, channels_last=True)
+    x = torch.rand(2, 3, 2, 2)
+    assert torch.equal(fm(x), probe.lin(x.flatten(1)))
+    fm.eval()
+    fm(x)
+    assert seen == [(True, True), (False, True)] and not probe.training
+    assert fm.num_classes == 3  # attributes of the wrapped model are visible
+
+
+def test_bf16_autocast_keeps_batchnorm_state_fp32_and_gradients_alive():
+    """Under bf16 autocast BN parameters/statistics stay fp32 and summed-loss input gradients
+    do not underflow (fp16 with a mean loss zeroes many of them)."""
+    model = _bn_net()
+    ref = _bn_net()
+    x = torch.rand(16, 3, 8, 8)
+    y = torch.randint(0, 10, (16,))
+    with fast.autocast(torch.device("cpu"), "bf16"):
+        out = model[0](x)
+        assert out.dtype == torch.bfloat16
+        model(x)
+    ref(x)
+    bn, bn_ref = model[1], ref[1]
+    for t in (bn.weight, bn.bias, bn.running_mean, bn.running_var):
+        assert t.dtype == torch.float32
+    assert torch.allclose(bn.running_mean, bn_ref.running_mean, rtol=0.05, atol=2e-3)
+    assert torch.allclose(bn.running_var, bn_ref.running_var, rtol=0.05, atol=2e-3)
+
+    def input_grad(precision: str) -> torch.Tensor:
+        xa = x.clone().requires_grad_(True)
+        with fast.autocast(torch.device("cpu"), precision):
+            loss = F.cross_entropy(model(xa), y, reduction="none").sum()
+        return torch.autograd.grad(loss, [xa])[0]
+
+    g32, g16 = input_grad("fp32"), input_grad("bf16")
+    assert g16.dtype == torch.float32
+    zero32, zero16 = float((g32 == 0).float().mean()), float((g16 == 0).float().mean())
+    assert zero16 <= zero32 + 0.01
+    agree = float((g16.sign() == g32.sign()).float().mean())
+    assert agree > 0.9  # PGD steps on sign(∇): bf16 moves nearly every pixel the same way
+
+
+def test_trainer_on_cpu_records_precision_and_stays_plain(tmp_path):
+    from robustzoo.train import Trainer, build_config
+
+    fields = {k: v for k, v in TINY.items()}
+    cfg = build_config("at", None, {}, **fields)
+    tr = Trainer(cfg, tmp_path / "r", show_progress=False)
+    assert tr.net is tr.model and tr.eval_net is tr.model
+    assert not tr.optimizer.defaults.get("fused")
+    assert tr.cfg.precision == "fp32" and tr.cfg.compile == "off"
+    assert tr.robustzoo_block()["config"]["precision"] == "fp32"
+
+
+def test_trainer_bf16_autocast_on_cpu(tmp_path):
+    """precision=bf16 on the CPU runs the autocast path end to end and records it."""
+    from robustzoo.testing import train_tiny
+
+    with one_thread():
+        run_dir, report = train_tiny(tmp_path / "bf16", "at", precision="bf16", subset=200,
+                                     eval_attacks=["clean"], eval_n=32)
+    cfg = json.loads((run_dir / "config.json").read_text())
+    assert cfg["robustzoo"]["config"]["precision"] == "bf16"
+    assert report["precision"] == "bf16"
+    assert 0.0 <= report["results"][0]["accuracy"] <= 1.0
+
+
+def test_bad_precision_is_a_one_line_error(capsys):
+    from helpers import assert_one_line_error, run_cli
+
+    code, _, err = run_cli(["train", "--set", "precision=half", "--device", "cpu"], capsys)
+    assert_one_line_error(code, err, "precision")
+    code, _, err = run_cli(["train", "--compile", "turbo", "--device", "cpu"], capsys)
+    assert_one_line_error(code, err, "compile mode")
+
+
+def test_compile_keeps_a_bounded_number_of_graphs(tmp_path):
+    """One compiled callable per BN mode: graphs are made in the first epoch only, their
+    number is bounded, and (eager backend) the weights equal the uncompiled run's."""
+    import torch._dynamo
+    from torch._dynamo.utils import counters
+
+    from robustzoo.train import Trainer, build_config
+
+    # 360 training images in 6 full batches of 60: drop_last changes nothing, so the compiled
+    # and the plain run take the same steps.
+    opts = dict(TINY, subset=400, batch_size=60, steps=2, val_steps=1, epochs=2,
+                eval_attacks=["clean"])
+    torch._dynamo.reset()
+    counters.clear()
+    with one_thread():
+        compiled = Trainer(build_config("at", None, {}, **opts, compile="default", compile_backend="eager"),
+                           tmp_path / "c", show_progress=False)
+        assert isinstance(compiled.net, fast.FastModel) and compiled.net.compiled
+        graphs = []
+        for epoch in range(2):
+            compiled.train_epoch(epoch)
+            with compiled.fast.autocast():
+                from robustzoo.train import validate
+
+                validate(compiled.eval_net, compiled.val_data, compiled.cfg)
+            graphs.append(counters["stats"]["unique_graphs"])
+        plain = Trainer(build_config("at", None, {}, **opts), tmp_path / "p", show_progress=False)
+        for epoch in range(2):
+            plain.train_epoch(epoch)
+    # train mode: the attack's forward (input requires grad) and the θ-forward; eval mode:
+    # no-grad clean, the attack, and no-grad on x_adv (whose size-1 channel dimension has
+    # another stride on 1-channel digits). Nothing new after the first epoch.
+    assert graphs[0] == graphs[1], f"recompiled after the first epoch: {graphs}"
+    assert 4 <= graphs[0] <= 6, graphs
+    for (k, a), b in zip(compiled.model.state_dict().items(), plain.model.state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-6), k
+    torch._dynamo.reset()
+
+
+def test_compare_precisions_on_cpu(at_run):
+    same = fast.compare_precisions(at_run, ["clean", "pgd20"], n=32, device="cpu", low="fp32")
+    assert same["ok"] and same["max_abs_drift_points"] == 0.0
+    assert [r["attack"] for r in same["results"]] == ["clean", "pgd20"]
+    with one_thread():
+        rep = fast.compare_precisions(at_run, "clean,pgd20", n=32, device="cpu")
+    assert rep["precisions"] == ["fp32", "bf16"] and rep["n"] == 32
+    for r in rep["results"]:
+        assert abs(r["drift_points"] - 100 * (r["bf16"] - r["fp32"])) < 1e-6
+        assert abs(r["drift_points"]) <= 25  # 32 examples on a tiny CPU model: a sanity bound
+    assert rep["ok"] == (rep["max_abs_drift_points"] <= 0.1)
+
+
+def test_eval_cli_precision_option(at_run, capsys):
+    from helpers import run_cli
+
+    code, out, err = run_cli(["eval", str(at_run), "--attacks", "clean", "--n", "16", "--device", "cpu",
+                              "--precision", "fp32", "--no-health", "--json", "-"], capsys)
+    assert code == 0, err
+    assert json.loads(out)["precision"] == "fp32"
+
+
+def _load_benchmark():
+    spec = importlib.util.spec_from_file_location("throughput", ROOT / "benchmarks" / "throughput.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_throughput_benchmark_quick_on_cpu(tmp_path):
+    bench = _load_benchmark()
+    out = tmp_path / "bench.json"
+    with one_thread():
+        bench.main(["--device", "cpu", "--quick", "--arch", "smallcnn", "--batch-size", "4", "--iters", "1",
+                    "--warmup", "1", "--steps", "2", "--eval-n", "4", "--eval-batch", "4", "--aa-n", "2",
+                    "--aa-attack", "square", "--square-queries", "5", "--peak-tflops", "1", "--out", str(out)])
+    rep = json.loads(out.read_text())
+    r = rep["archs"]["smallcnn"]
+    assert rep["device_type"] == "cpu" and r["forward_equivalents_per_image"] == 7  # PGD-2: 2·2F + 3F
+    assert r["forward_gflops"] > 0
+    for key in ("fast", "reference"):
+        t = r["train"][key]
+        assert t["images_per_s"] > 0 and t["images"] == 4
+        assert 0 < t["fraction_of_limit"] < 1
+    assert r["train"]["fast"]["fast_path"]["precision"] == "fp32"
+    assert r["train"]["speedup_vs_reference"] == pytest.approx(
+        r["train"]["fast"]["images_per_s"] / r["train"]["reference"]["images_per_s"])
+    assert r["pgd20_eval"]["fast"]["images"] == 4 and r["pgd20_eval"]["reference"]["images_per_s"] > 0
+    assert r["autoattack"]["attack"] == "square" and r["autoattack"]["seconds"] > 0
+
+
+def test_benchmark_forward_flops_match_the_notes():
+    """FLOP counter vs docs/performance.md: PRN-18 1.11 GFLOP per 32x32 image."""
+    bench = _load_benchmark()
+    assert bench.forward_flops("preact_resnet18", torch.device("cpu")) / 1e9 == pytest.approx(1.11, rel=0.02)
+
+
+def test_benchmark_check_precision(at_run, tmp_path, capsys):
+    bench = _load_benchmark()
+    out = tmp_path / "p.json"
+    rep = bench.main(["--check-precision", str(at_run), "--n", "16", "--attacks", "clean",
+                      "--device", "cpu", "--out", str(out)])
+    assert rep["precisions"] == ["fp32", "bf16"] and rep["tolerance_points"] == 0.1
+    assert json.loads(out.read_text())["results"][0]["attack"] == "clean"
