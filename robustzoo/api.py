@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +28,9 @@ def resolve_model_dir(name: str | Path, *, revision: str | None = None, endpoint
         from . import hub
     except ImportError:  # pragma: no cover - hub is part of the package
         hub = None
-    if hub is not None and (text.startswith("hf-hub:") or "/" in text.strip("/") and not p.exists()
-                            or _is_zoo_alias(text)):
+    # Only 'org/name' (one slash, no leading '/' or '.') can be a Hub id; other paths are paths.
+    hub_like = re.fullmatch(r"[\w-][\w.-]*/[\w.-]+", text) is not None and not p.exists()
+    if hub is not None and (text.startswith("hf-hub:") or hub_like or _is_zoo_alias(text)):
         return hub.pull(text, revision=revision, endpoint=endpoint, cache_dir=cache_dir)
     raise NotFoundError(f"{name} is neither a run directory nor a zoo alias; see `robustzoo list zoo`, "
                         f"or train one with `robustzoo train --out {name}`")

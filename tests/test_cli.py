@@ -78,6 +78,7 @@ BAD = [
     (["train", "--dataset", "mnist", "--data-dir", "{tmp}/nothing"], ["mnist not found", "--data-dir"]),
     (["eval", "{tmp}", "--attacks", "clean"], ["not a robustzoo run"]),
     (["eval", "{tmp}/missing-dir"], ["neither a run directory"]),
+    (["eval", "org/name", "--endpoint", "http://127.0.0.1:9"], ["org/name"]),
     (["list", "objectives", "--json", "--bogus"], []),
 ]
 

@@ -17,8 +17,18 @@ _MNIST = dict(input_size=(1, 28, 28), mean=(0.0,), std=(1.0,), num_classes=10, c
               first_conv="features.0", interpolation="bilinear")
 
 
+# timm reads the default config of each entrypoint from this module-level dict at
+# registration (no pretrained weights: the configs only describe inputs and layer names).
+default_cfgs = {
+    "preact_resnet18": dict(_CIFAR),
+    "wrn34_10": dict(_CIFAR),
+    "wrn28_10": dict(_CIFAR),
+    "cnn_mnist": dict(_MNIST, classifier="fc"),
+    "smallcnn": dict(_MNIST, classifier="classifier.5"),
+}
+
+
 def _build(cls, variant: str, pretrained: bool, default_cfg: dict, **kwargs):
-    kwargs.setdefault("pretrained_cfg", dict(default_cfg))
     return build_model_with_cfg(cls, variant, pretrained, **kwargs)
 
 
