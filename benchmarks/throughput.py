@@ -328,7 +328,7 @@ def bench_arch(name: str, args: argparse.Namespace, device: torch.device, peak: 
         return ips * per_image / (peak * 1e12) if peak else None
 
     variants = ["off"] + ([args.compile] if args.compile != "off" else [])
-    trainer = None
+    trainer, best = None, 0.0  # evaluation below uses the faster training variant's model
     for mode in variants:
         key = "fast" if mode == "off" else f"fast_compile_{mode}"
         try:
@@ -338,7 +338,8 @@ def bench_arch(name: str, args: argparse.Namespace, device: torch.device, peak: 
             continue
         res["fraction_of_limit"] = limit_fraction(res["images_per_s"])
         out["train"][key] = res
-        trainer = tr if trainer is None or mode != "off" else trainer
+        if res["images_per_s"] > best:
+            trainer, best = tr, res["images_per_s"]
         _log(f"{name}: {key}: {res['images_per_s']:.1f} img/s (warm-up {res['warmup_s']:.1f} s)")
     ref = bench_reference(arch, args, device)
     ref["train"]["fraction_of_limit"] = limit_fraction(ref["train"]["images_per_s"])
@@ -352,7 +353,7 @@ def bench_arch(name: str, args: argparse.Namespace, device: torch.device, peak: 
     if trainer is None:
         return out
     pgd20 = bench_fast_pgd20(trainer, args, device)
-    out["pgd20_eval"] = {"fast": pgd20, "reference": ref["pgd20"],
+    out["pgd20_eval"] = {"fast": pgd20, "reference": ref["pgd20"], "compile": trainer.fast.compile,
                          "speedup_vs_reference": pgd20["images_per_s"] / ref["pgd20"]["images_per_s"],
                          "seconds_per_10k": {"fast": 10000 / pgd20["images_per_s"],
                                              "reference": 10000 / ref["pgd20"]["images_per_s"]}}

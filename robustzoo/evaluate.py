@@ -210,6 +210,7 @@ def evaluate_model(model: nn.Module, data: TensorData, attacks: list[str], *, ep
         checkpoint_interval: seconds between mid-attack saves of ``flags_path``.
     """
     from . import health as health_mod
+    from .fast import autocast_dtype
     from .plugins import registry
 
     reg = registry("attacks")
@@ -226,7 +227,8 @@ def evaluate_model(model: nn.Module, data: TensorData, attacks: list[str], *, ep
                         options=dict(options or {}))
     model = model.to(device).eval()
     header = {"model": model_fingerprint(model) if flags_path is not None else None, "eps": eps,
-              "alpha": alpha, "seed": seed, "n": len(data), "norm": ctx.norm, "num_classes": num_classes}
+              "alpha": alpha, "seed": seed, "n": len(data), "norm": ctx.norm, "num_classes": num_classes,
+              "autocast": autocast_dtype(device)}  # bf16 outcomes are never resumed as fp32 ones
     # Attack options (kappa, square_queries, ...) are not in the header: each attack's settings,
     # which name the options it uses, are compared entry by entry instead.
     store = FlagStore(flags_path, header, data.index, min_interval=checkpoint_interval)

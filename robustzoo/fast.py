@@ -71,6 +71,22 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
     return contextlib.nullcontext()
 
 
+def autocast_dtype(device: torch.device | str) -> str | None:
+    """The dtype autocast runs ``device``'s forwards in right now ('bfloat16'), or None if off.
+
+    Evaluation records it with saved per-example outcomes, so a bf16 evaluation is never
+    resumed as an fp32 one.
+    """
+    kind = torch.device(device).type
+    try:
+        if not torch.is_autocast_enabled(kind):
+            return None
+        return str(torch.get_autocast_dtype(kind)).replace("torch.", "")
+    except (TypeError, AttributeError):  # PyTorch < 2.4: no per-device queries
+        on = torch.is_autocast_cpu_enabled() if kind == "cpu" else torch.is_autocast_enabled()
+        return "autocast" if on else None
+
+
 @contextlib.contextmanager
 def tf32_disabled(enabled: bool = True) -> Iterator[None]:
     """Turn TF32 off for cuBLAS and cuDNN (exact fp32) inside the block, then restore."""
@@ -294,6 +310,8 @@ def compare_precisions(name: str, attacks: list[str] | str = ("clean", "pgd20"),
         rows.append({"attack": a["attack"], "fp32": a["accuracy"], low: b["accuracy"],
                      "drift_points": drift, "n": a["n"]})
     worst = max((abs(r["drift_points"]) for r in rows), default=0.0)
-    return {"model": str(name), "device": test.get("device", device), "n": ref["n"],
+    from .train import resolve_device
+
+    return {"model": str(name), "device": str(resolve_device(device)), "n": ref["n"],
             "precisions": ["fp32", low], "tolerance_points": tolerance, "max_abs_drift_points": worst,
             "ok": worst <= tolerance, "results": rows}

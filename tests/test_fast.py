@@ -280,3 +280,18 @@ def test_benchmark_check_precision(at_run, tmp_path, capsys):
                       "--device", "cpu", "--out", str(out)])
     assert rep["precisions"] == ["fp32", "bf16"] and rep["tolerance_points"] == 0.1
     assert json.loads(out.read_text())["results"][0]["attack"] == "clean"
+
+
+def test_bf16_outcomes_are_not_resumed_as_fp32(at_run, tmp_path, capsys):
+    import shutil
+
+    from robustzoo.api import evaluate
+
+    run = tmp_path / "run"
+    shutil.copytree(at_run, run)
+    evaluate(run, ["clean"], n=16, device="cpu", precision="fp32", health=False)
+    capsys.readouterr()
+    with one_thread():
+        rep = evaluate(run, ["clean"], n=16, device="cpu", precision="bf16", health=False, show_progress=True)
+    assert "different autocast" in capsys.readouterr().err
+    assert rep["precision"] == "bf16"
