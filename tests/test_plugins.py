@@ -12,8 +12,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from helpers import run_cli
+
 from robustzoo import hookspecs, plugins
 
 ROOT = Path(__file__).resolve().parents[1]
