@@ -45,8 +45,8 @@ METHODS: dict[str, tuple[str, dict[str, str]]] = {
 }
 
 REDUCED = dict(subset="8000", epochs="5", milestones="4", steps="10", alpha="0.02")
-# Square (alone and inside AutoAttack) with 1,000 instead of 5,000 queries on CPU.
-REDUCED_EVAL = dict(n=200, square_queries=1000)
+# Square (alone and inside AutoAttack) with 500 instead of 5,000 queries on CPU.
+REDUCED_EVAL = dict(n=100, square_queries=500)
 
 
 def _run(cmd: list[str], log: Path, threads: int) -> int:
@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--reduced", action="store_true", help="CPU protocol (see REDUCED, REDUCED_EVAL)")
     ap.add_argument("--n", type=int, help="test images per evaluation (default: all; --reduced: 500)")
-    ap.add_argument("--sweep", default="0,0.025,0.05,0.1,0.15,0.2,0.3")
+    ap.add_argument("--sweep", default="0,0.05,0.1,0.15,0.2,0.3")
     ap.add_argument("--jobs", type=int, default=1, help="runs in parallel (each gets cores/jobs threads)")
     ap.add_argument("--device", default="auto")
     args = ap.parse_args(argv)

@@ -15,15 +15,6 @@ from robustzoo.evaluate import evaluate_model, select_examples
 from robustzoo.flagstore import FLAGS_FILE
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run 10-50x faster on one thread when the 2 CPU cores are shared."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 @pytest.fixture(scope="module")
 def test_set():
     return digits().test

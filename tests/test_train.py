@@ -73,3 +73,20 @@ def test_adam_and_sgd_optimisers(tmp_path):
     assert isinstance(make_optimizer(p, TrainConfig(optimizer="adam", lr=1e-3, weight_decay=0)), torch.optim.Adam)
     sgd = make_optimizer(p, TrainConfig(optimizer="sgd", lr=0.1, weight_decay=5e-4, nesterov=True))
     assert sgd.defaults["nesterov"] and sgd.defaults["momentum"] == 0.9
+
+
+@pytest.mark.slow
+def test_default_train_command_under_a_minute(tmp_path):
+    """`robustzoo train` with no options: at on digits, < 60 s on 2 CPU cores, robust above chance."""
+    import subprocess
+    import sys
+    import time
+
+    t0 = time.perf_counter()
+    res = subprocess.run([sys.executable, "-m", "robustzoo", "train", "--out", str(tmp_path / "r"), "--json"],
+                         capture_output=True, text=True, timeout=300,
+                         env={**__import__("os").environ, "OMP_NUM_THREADS": "2"})
+    seconds = time.perf_counter() - t0
+    assert res.returncode == 0, res.stderr
+    acc = {r["attack"]: r["accuracy"] for r in json.loads(res.stdout)["results"]}
+    assert acc["pgd20"] > 0.5 and seconds < 60, (acc, seconds)
