@@ -92,7 +92,12 @@ def eval_commands(out: Path, n: int | None, sweep: str, device: str,
             base += ["--set", f"square_queries={square_queries}"]
         for suite in ("paper", "autoattack"):
             target = run / f"eval-{suite}.json"
-            if not target.is_file():
+            if target.is_file():
+                continue
+            if suite == "paper" and square_queries:
+                # Reduced (CPU) protocol: Square runs once, inside AutoAttack, not twice.
+                cmds.append(base + ["--attacks", "clean,fgsm,pgd20,pgd100,cw", "--json", str(target)])
+            else:
                 cmds.append(base + ["--suite", suite, "--json", str(target)])
         if not (run / "eval-sweep.json").is_file():
             cmds.append(base + ["--attacks", "pgd20", "--eps-sweep", sweep, "--json", str(run / "eval-sweep.json")])
