@@ -82,7 +82,7 @@ def train_commands(out: Path, seeds: list[int], methods: list[str], reduced: boo
 
 
 def eval_commands(out: Path, n: int | None, sweep: str, device: str,
-                  square_queries: int | None = None) -> list[list[str]]:
+                  square_queries: int | None = None, with_aa: bool = True) -> list[list[str]]:
     cmds = []
     for run in sorted(p for p in out.iterdir() if (p / "eval.json").is_file()):
         base = [sys.executable, "-m", "robustzoo", "eval", str(run), "--device", device]
@@ -95,8 +95,12 @@ def eval_commands(out: Path, n: int | None, sweep: str, device: str,
             if target.is_file():
                 continue
             if suite == "paper" and square_queries:
-                # Reduced (CPU) protocol: Square runs once, inside AutoAttack, not twice.
-                cmds.append(base + ["--attacks", "clean,fgsm,pgd20,pgd100,cw", "--json", str(target)])
+                # Reduced (CPU) protocol: the paper's gradient attacks plus APGD-CE/APGD-DLR
+                # (AutoAttack's two cheapest parts); no standalone Square.
+                cmds.append(base + ["--attacks", "clean,fgsm,pgd20,pgd100,cw,apgd-ce,apgd-dlr",
+                                    "--json", str(target)])
+            elif suite == "autoattack" and square_queries and not with_aa:
+                continue
             else:
                 cmds.append(base + ["--suite", suite, "--json", str(target)])
         if not (run / "eval-sweep.json").is_file():
@@ -113,6 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reduced", action="store_true", help="CPU protocol (see REDUCED, REDUCED_EVAL)")
     ap.add_argument("--n", type=int, help="test images per evaluation (default: all; --reduced: 500)")
     ap.add_argument("--sweep", default="0,0.05,0.1,0.15,0.2,0.3")
+    ap.add_argument("--autoattack", action="store_true",
+                    help="with --reduced: also run standard AutoAttack (minutes per model on a CPU)")
     ap.add_argument("--jobs", type=int, default=1, help="runs in parallel (each gets cores/jobs threads)")
     ap.add_argument("--device", default="auto")
     args = ap.parse_args(argv)
@@ -126,7 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         n = args.n or (REDUCED_EVAL["n"] if args.reduced else None)
         cmds = eval_commands(args.out, n, args.sweep, args.device,
-                             REDUCED_EVAL["square_queries"] if args.reduced else None)
+                             REDUCED_EVAL["square_queries"] if args.reduced else None,
+                             with_aa=not args.reduced or args.autoattack)
     threads = max(1, (os.cpu_count() or 1) // args.jobs)
     logs = args.out / "logs"
     with ThreadPoolExecutor(args.jobs) as pool:

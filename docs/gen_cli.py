@@ -31,7 +31,9 @@ def render() -> str:
     add_plugin_commands()
     parts = [HEADER]
     for path, cmd in _walk(cli, ["robustzoo"]):
-        ctx = click.Context(cmd, info_name=" ".join(path), terminal_width=100)
+        # The help option names the CLI really uses (click caches the first ones it sees).
+        ctx = click.Context(cmd, info_name=" ".join(path), terminal_width=100, max_content_width=100,
+                            help_option_names=["-h", "--help"])
         parts.append(f"## `{' '.join(path)}`\n\n```text\n{cmd.get_help(ctx).rstrip()}\n```\n")
     return "\n".join(parts)
 
