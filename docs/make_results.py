@@ -37,7 +37,8 @@ def _load(path: Path) -> dict[str, Any] | None:
 def collect(root: Path) -> dict[str, list[dict[str, Any]]]:
     """method -> list of runs (one per seed) with their accuracies and health."""
     runs: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for run in sorted(p for p in root.iterdir() if (p / "config.json").is_file()):
+    # A run whose training has not finished (no eval.json) is listed as unfinished, not scored.
+    for run in sorted(p for p in root.iterdir() if (p / "eval.json").is_file()):
         method = run.name.rsplit("-s", 1)[0]
         evals = {k: _load(run / f"eval-{k}.json") for k in ("paper", "autoattack", "sweep")}
         acc: dict[str, float] = {}
@@ -145,7 +146,8 @@ def cards(runs: dict[str, list[dict[str, Any]]]) -> list[str]:
                  for f in ("model.safetensors", "aux.safetensors", "config.json") if (r["dir"] / f).is_file()}
         alias = f"{m}-cnn-fmnist"
         text = render_run_card(r["config"], report, repo_id=f"robustzoo/{alias}", files=files, alias=alias)
-        out = ROOT / "model_cards" / f"{alias}-run.md"
+        out = ROOT / "model_cards" / "runs" / f"{alias}-run.md"  # not zoo entries: kept apart
+        out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(text)
         written.append(out.name)
     return written
@@ -169,17 +171,26 @@ def main(argv: list[str]) -> int:
     parts += [tables(runs), ""]
     if curve(runs, IMG / "fmnist-eps-curve.png"):
         parts += ["![accuracy vs ε](img/fmnist-eps-curve.png)", ""]
+    unfinished = sorted(p for p in root.iterdir() if (p / "config.json").is_file() and not (p / "eval.json").is_file())
+    if unfinished:
+        done = {p.name: len((p / "metrics.jsonl").read_text().splitlines()) if (p / "metrics.jsonl").is_file() else 0
+                for p in unfinished}
+        total = {p.name: json.loads((p / "config.json").read_text())["robustzoo"]["config"]["epochs"] for p in unfinished}
+        parts += ["Not finished in this session (resume with `robustzoo train --resume RUN_DIR`): " + ", ".join(
+            f"`{n}` ({done[n]}/{total[n]} epochs)" for n in done), ""]
     cat = runs.get("cat-cw") or runs.get("cat-cent")
-    if cat:
-        best = best_run(cat)
-        code = subprocess.call([sys.executable, "-m", "robustzoo", "viz", "masks", str(best["dir"]),
+    cat_dir = best_run(cat)["dir"] if cat else next(
+        (p for p in unfinished if p.name.startswith("cat-") and (p / "aux.safetensors").is_file()), None)
+    if cat_dir is not None:
+        code = subprocess.call([sys.executable, "-m", "robustzoo", "viz", "masks", str(cat_dir),
                                 "--out", str(IMG / "fmnist-masks.png")])
         if code == 0:
+            epochs = len((cat_dir / "metrics.jsonl").read_text().splitlines())
             parts += ["Calibrated AT masks (rows: natural, adversarial, mask M, calibrated x_cal) of "
-                      f"`{best['dir'].name}`:", "", "![masks](img/fmnist-masks.png)", ""]
+                      f"`{cat_dir.name}` after {epochs} epoch(s):", "", "![masks](img/fmnist-masks.png)", ""]
     written = cards(runs)
     parts += ["Model cards of the best run of each method: " + ", ".join(
-        f"[{w}](../model_cards/{w})" for w in written), ""]
+        f"[{w}](../model_cards/runs/{w})" for w in written), ""]
     parts += [f"Regenerate: `python benchmarks/fmnist_zoo.py train --out {root} ...`, "
               f"`python benchmarks/fmnist_zoo.py eval --out {root} ...`, `python docs/make_results.py {root}`.",
               "", END]
