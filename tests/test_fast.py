@@ -229,10 +229,14 @@ def test_compare_precisions_on_cpu(at_run):
     assert rep["ok"] == (rep["max_abs_drift_points"] <= 0.1)
 
 
-def test_eval_cli_precision_option(at_run, capsys):
+def test_eval_cli_precision_option(at_run, tmp_path, capsys):
+    import shutil
+
     from helpers import run_cli
 
-    code, out, err = run_cli(["eval", str(at_run), "--attacks", "clean", "--n", "16", "--device", "cpu",
+    run = tmp_path / "run"  # eval writes eval.json: never into the shared fixture
+    shutil.copytree(at_run, run)
+    code, out, err = run_cli(["eval", str(run), "--attacks", "clean", "--n", "16", "--device", "cpu",
                               "--precision", "fp32", "--no-health", "--json", "-"], capsys)
     assert code == 0, err
     assert json.loads(out)["precision"] == "fp32"
