@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import struct
+import warnings
 from pathlib import Path
 
 import pytest
@@ -252,6 +253,49 @@ def test_ablations_change_behaviour(digits_batch):
     assert make_objective({"mask_input": "concat"}).mask_net.features[0].in_channels == 2
 
 
+def test_mask_warmup_skips_the_mask_step_until_its_epoch(digits_batch):
+    """mask_warmup=E: no φ-step in epochs 0..E-1 (g_φ keeps its initial weights), then as usual."""
+    x, y = digits_batch
+    idx = torch.arange(len(y))
+    obj = make_objective({"mask_warmup": "2"})
+    model = TinyBNNet().train()
+    start = _snapshot(obj.mask_net)
+    for epoch in (0, 1):
+        obj.on_epoch_start(epoch)
+        assert obj.after_step(model, x, y, idx, obj.loss(model, x, y, idx)) == {}
+        assert _same(start, _snapshot(obj.mask_net))
+    obj.on_epoch_start(2)
+    out = obj.after_step(model, x, y, idx, obj.loss(model, x, y, idx))
+    assert "mask_loss" in out and not _same(start, _snapshot(obj.mask_net))
+
+
+def test_mask_collapses_early_without_warmup_and_not_with_it(digits_batch):
+    """The behaviour behind mask_warmup: against a near-random classifier KL(p(x')‖p(x_cal)) ≈ 0,
+    so the CE term of L_g alone pushes M towards 0 (x_cal → x) in a few Adam steps."""
+    x, y = digits_batch
+    idx = torch.arange(len(y))
+    means = {}
+    for warmup in (0, 1):
+        obj = make_objective({"attack": "cw", "mask_warmup": str(warmup)})
+        obj.optimizers = {"mask_net": torch.optim.Adam(obj.mask_net.parameters(), lr=1e-3)}
+        torch.manual_seed(1)
+        model = build_model("cnn_mnist", num_classes=10, in_chans=1, input_size=(8, 8), mean=(0.5,),
+                            std=(0.5,)).train()  # the classifier the MNIST recipes train, at init
+        obj.on_epoch_start(0)
+        for _ in range(15):
+            res = obj.loss(model, x, y, idx)  # θ is never stepped: it stays near-random
+            obj.after_step(model, x, y, idx, res)
+        means[warmup] = float(res.metrics["mask_mean"])
+        if warmup == 0:  # the trainer's next epoch tells the user, once
+            with pytest.warns(UserWarning, match="collapsed.*mask_warmup=1"):
+                obj.on_epoch_start(1)
+        else:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")
+                obj.on_epoch_start(1)
+    assert means[0] < 0.01 and 0.45 < means[1] < 0.55, means
+
+
 def test_settings_are_validated():
     from robustzoo.errors import UsageError
 
@@ -259,6 +303,8 @@ def test_settings_are_validated():
         CalibratedAT.resolve_settings({"attack": "pgd"})
     with pytest.raises(UsageError, match="kl_direction"):
         CalibratedAT.resolve_settings({"kl_direction": "both"})
+    with pytest.raises(UsageError, match="mask_warmup"):
+        make_objective({"mask_warmup": "-1"})
     s = CalibratedAT.resolve_settings({"mask": "off", "beta": "1", "attack": "cw"})
     assert s["mask"] is False and s["beta"] == 1.0 and s["attack"] == "cw"
 

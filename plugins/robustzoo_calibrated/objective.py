@@ -19,13 +19,14 @@ figures are in docs/methods/calibrated.md.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import torch
 import torch.nn as nn
 
 from robustzoo.attacks import pgd
-from robustzoo.errors import RunError
+from robustzoo.errors import RunError, UsageError
 from robustzoo.objectives import Objective, StepResult, train_attack_loss
 
 from .losses import calibrated_classifier_loss, calibrated_mask_loss
@@ -53,6 +54,7 @@ class CalibratedAT(Objective):
         "rand_init": "uniform",
         "attack_bn": "train",
         "mask_arch": "auto",
+        "mask_warmup": 0,
     }
     choices = {
         "attack": ("cent", "cw"),
@@ -76,14 +78,32 @@ class CalibratedAT(Objective):
         "rand_init": "PGD start: uniform U(-ε,ε), normal x+0.001·N, none",
         "attack_bn": "BatchNorm mode while attacking (paper: train)",
         "mask_arch": "g_φ: auto (1 channel → mnist, else cifar), mnist (3 convs) or cifar (ResNet-18 trunk)",
+        "mask_warmup": "epochs before the first φ-step (g_φ stays at its initial M ≈ 0.5); 0 = the paper",
     }
 
     def __init__(self, settings: dict[str, Any], ctx):
         super().__init__(settings, ctx)
+        if self.settings["mask_warmup"] < 0:
+            raise UsageError(f"calibrated: mask_warmup={self.settings['mask_warmup']} must be 0 or more "
+                             f"epochs (e.g. --set mask_warmup=1)")
         self.mask_net: nn.Module | None = None
         if self.settings["mask"]:
             self.mask_net = build_mask_net(self.settings["mask_arch"], ctx.input_shape,
                                            self.settings["mask_input"]).to(ctx.device)
+
+    #: Below this mean of M the calibration has collapsed: x_cal ≈ x, θ trains on clean images.
+    COLLAPSED_MASK_MEAN = 0.01
+
+    def on_epoch_start(self, epoch: int) -> None:
+        """Warn once when the last epoch ended with a collapsed mask (one host sync per epoch)."""
+        super().on_epoch_start(epoch)
+        last = getattr(self, "_last_mask_mean", None)
+        if last is not None and not getattr(self, "_warned_collapse", False) \
+                and float(last) < self.COLLAPSED_MASK_MEAN:
+            self._warned_collapse = True
+            warnings.warn(f"calibrated: the mask network has collapsed (mean M = {float(last):.4f} on the last "
+                          f"batch of epoch {epoch}), so x_cal ≈ x and the classifier trains on clean images; "
+                          f"retrain with --set mask_warmup=1", stacklevel=2)
 
     def extra_modules(self) -> dict[str, nn.Module]:
         return {} if self.mask_net is None else {"mask_net": self.mask_net}
@@ -123,6 +143,7 @@ class CalibratedAT(Objective):
             cache["mask"] = m
             x_cal = self.calibrate(x, x_adv, m.detach())
             metrics["mask_mean"] = m.detach().mean()
+            self._last_mask_mean = metrics["mask_mean"]  # read once per epoch, not per step
         logits_nat = model(x)
         logits_cal = model(x_cal)
         loss = calibrated_classifier_loss(logits_nat, logits_cal, y, s["beta"],
@@ -130,7 +151,7 @@ class CalibratedAT(Objective):
         return StepResult(loss=loss, logits=logits_cal, metrics=metrics, cache=cache)
 
     def after_step(self, model, x, y, index, result):
-        """φ-step with the updated θ: minimise L_g over φ only.
+        """φ-step with the updated θ: minimise L_g over φ only (none before epoch ``mask_warmup``).
 
         p(x') is recomputed with the updated θ (no gradient) so that both sides of
         KL(p(x')‖p(x_cal)) come from the same classifier, as in the authors' code where the
@@ -139,7 +160,10 @@ class CalibratedAT(Objective):
         running statistics are restored afterwards, so the φ-step leaves θ and its buffers
         untouched.
         """
-        if self.mask_net is None:
+        if self.mask_net is None or self.epoch < self.settings["mask_warmup"]:
+            # Warm-up: φ is not trained yet. Against a near-random classifier KL(p(x')‖p(x_cal))
+            # is ≈ 0 and the CE term alone drives the sigmoid to M ≈ 0 within a few steps,
+            # where its gradient vanishes (docs/methods/calibrated.md, "Mask collapse").
             return {}
         opt = self.optimizers.get("mask_net")
         if opt is None:
