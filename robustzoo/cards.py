@@ -375,17 +375,24 @@ def render_run_card(config: Mapping[str, Any], report: Mapping[str, Any], *, rep
     robust = [r for r in _results(report) if r["attack"] != "clean"]
     name = alias or repo_id
 
+    # A merged report (e.g. gradient attacks on 1,000 images, AutoAttack on the first 200 of
+    # the same seeded choice) names each attack's own sample size instead of one n.
+    sizes = sorted({int(r["n"]) for r in _results(report)}) or [int(report.get("n") or 0)]
+    mixed = len(sizes) > 1
+    split = report.get("split", "test")
     headline = []
-    if clean:
-        headline.append(f"{_pct(clean['accuracy']):.2f}% clean accuracy")
     wc = report.get("worst_case")
+    if clean:
+        headline.append(f"{_pct(clean['accuracy']):.2f}% clean accuracy"
+                        + (f" on {clean['n']} images" if mixed else ""))
     if isinstance(wc, Mapping) and wc.get("attacks"):
         headline.append(f"{_pct(wc['accuracy']):.2f}% robust accuracy (worst case over "
-                        f"{', '.join(attack_label(a) for a in wc['attacks'])})")
+                        f"{', '.join(attack_label(a) for a in wc['attacks'])})"
+                        + (f" on {wc['n']} images" if mixed else ""))
+    tail = (f" ({split} set)." if mixed else f" on {report.get('n')} {split} images.")
     summary = (f"A {ARCH_LABELS.get(arch, arch)} (`{arch}`) image classifier for {ds_name}, trained with "
                f"robustzoo's `{method}` objective against {NORM_LABELS.get(norm, norm)} perturbations of "
-               f"size ε = {eps_text(train_eps)}" + (f"; {' and '.join(headline)} on {report.get('n')} "
-                                                     f"{report.get('split', 'test')} images." if headline else "."))
+               f"size ε = {eps_text(train_eps)}" + (f"; {' and '.join(headline)}{tail}" if headline else "."))
     if alias:
         summary += f" Zoo alias: `{alias}`."
 
@@ -445,18 +452,25 @@ def render_run_card(config: Mapping[str, Any], report: Mapping[str, Any], *, rep
         rows.append(("**worst case**", f"**{_pct(wc['accuracy']):.2f}**", f"{_pct(lo):.2f}–{_pct(hi):.2f}",
                      f"{wc['correct']}/{wc['n']}", "per example, over " + ", ".join(wc["attacks"])))
     suite = f" (suite `{report['suite']}`)" if report.get("suite") else ""
+    sample = (f"{' or '.join(map(str, sizes))} {ds_name} {split} images per attack (the `correct` column; a "
+              f"smaller sample is the first images of the same seeded choice, seed {report.get('seed', 0)})"
+              if mixed else f"{report.get('n')} {ds_name} {split} images (seeded choice, seed "
+              f"{report.get('seed', 0)})")
+    by_n: dict[int, list[str]] = {}
+    for r in _results(report):
+        by_n.setdefault(int(r["n"]), []).append(r["attack"])
+    reproduce = [f"`robustzoo eval {pull_name} --attacks {','.join(a)} --n {n} --seed {report.get('seed', 0)}`"
+                 for n, a in (by_n.items() if mixed else [(report.get("n"), list(by_attack))])]
     evaluation = "\n\n".join([
-        f"{report.get('n')} {ds_name} {report.get('split', 'test')} images (seeded choice, seed "
-        f"{report.get('seed', 0)}), checkpoint `{report.get('checkpoint', 'model.safetensors')}`, ε = "
+        f"{sample}, checkpoint `{report.get('checkpoint', 'model.safetensors')}`, ε = "
         f"{eps_text(eval_eps)}{suite}. Accuracy in percent with a 95% Wilson interval; the worst case counts "
         f"an image as robust only if every attack failed on it.",
         _table(["attack", "accuracy (%)", "95% CI (%)", "correct", "settings"], rows),
-        f"Reproduce: `robustzoo eval {pull_name} --attacks {','.join(by_attack)} --n {report.get('n')} "
-        f"--seed {report.get('seed', 0)}`.",
+        f"Reproduce: {' and '.join(reproduce)}.",
     ])
 
     limitations = "\n\n" + "\n".join(x for x in [
-        f"Robust accuracy was measured on {report.get('n')} images; the 95% intervals above show how "
+        f"Robust accuracy was measured on {' or '.join(map(str, sizes))} images; the 95% intervals above show how "
         f"much it can move with the sample." if robust else
         "No attack was run on this model: it has no measured robustness.",
         "An attack flagged as suspect above should not be used to rank this model." if any(

@@ -160,6 +160,26 @@ def test_card_shows_health_and_suspect_results(run_dir):
     assert rz["suspect_attacks"] == [attack] and rz["health"]["status"] == report["health"]["status"]
 
 
+def test_card_of_a_merged_report_names_each_sample_size(run_dir):
+    """Gradient attacks on n images and AutoAttack on fewer: each row keeps its own n, and the
+    card gives one reproduce command per sample size instead of claiming one n for all."""
+    cfg = json.loads((run_dir / "config.json").read_text())
+    report = json.loads((run_dir / "eval.json").read_text())
+    big = report["n"]
+    small = {"attack": "autoattack", "accuracy": 0.5, "correct": 5, "n": 10, "ci95": [0.2, 0.8],
+             "settings": {"eps": report["eps"]}}
+    report["results"].append(small)
+    report["worst_case"] = {"accuracy": 0.5, "correct": 5, "n": 10, "ci95": [0.2, 0.8],
+                            "attacks": ["autoattack"]}
+    text = cards.render_run_card(cfg, report, repo_id=REPO, files={"model.safetensors": "0" * 64})
+    first = [r["attack"] for r in report["results"][:-1]]
+    assert f"--attacks {','.join(first)} --n {big} --seed" in text
+    assert "--attacks autoattack --n 10 --seed" in text
+    assert f"clean accuracy on {big} images" in text and "on 10 images" in text
+    assert f"{big} or 10" in text or f"10 or {big}" in text
+    assert "| 5/10 |" in text
+
+
 def test_retrain_command_reproduces_the_config(run_dir):
     import shlex
 
