@@ -2,20 +2,25 @@
 
     python docs/make_results.py runs/fmnist
 
-Reads each run's config.json, eval.json, eval-paper.json, eval-autoattack.json and
-eval-sweep.json (written by ``benchmarks/fmnist_zoo.py eval``), and regenerates the part of
-docs/results.md between the ``generated`` markers (the hand-written reading outside them is
-kept), docs/img/fmnist-eps-curve.png, docs/img/fmnist-masks.png (Calibrated AT's masks) and
-model_cards/<method>-cnn-fmnist-run.md for the best run of each method (rendered by the same
-code as ``robustzoo push``).
+Reads each run's config.json, metrics.jsonl, eval-final.json (the end-of-training eval.json),
+eval-paper.json, eval-autoattack.json and eval-sweep.json (written by
+``benchmarks/fmnist_zoo.py eval``) and the directory's protocol.json, and regenerates:
+
+* the part of docs/results.md between the ``generated`` markers (the hand-written reading
+  outside them is kept);
+* docs/img/fmnist-eps-curve.png (PGD-20 accuracy against ε, one line per method);
+* docs/img/fmnist-masks-<method>.png (natural / adversarial / mask / calibrated grid) for the
+  best run of each Calibrated AT variant;
+* model_cards/runs/<method>-cnn-fmnist-run.md for the best run of each method, rendered by
+  the same code as ``robustzoo push`` (cards of methods no longer present are removed).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import statistics
-import subprocess
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -24,43 +29,63 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 PAGE = ROOT / "docs" / "results.md"
 IMG = ROOT / "docs" / "img"
+CARDS = ROOT / "model_cards" / "runs"  # run cards, kept apart from the zoo entries' cards
 START, END = "<!-- generated:start -->", "<!-- generated:end -->"
-COLUMNS = [("clean", "paper"), ("fgsm", "paper"), ("pgd20", "paper"), ("pgd100", "paper"), ("cw", "paper"),
-           ("square", "paper"), ("apgd-ce", "paper"), ("apgd-dlr", "paper"), ("autoattack", "autoattack")]
-ORDER = ["at", "trades", "mart", "fat-trades", "cat-cent", "cat-cw", "customized-ce", "customized-mix"]
+ORDER = ["at", "trades", "mart", "fat-trades", "cat-cent", "cat-cw", "cat-cw-warmup", "customized-ce",
+         "customized-mix"]
+# Columns of the main table: (attack, which report it comes from, header).
+COLUMNS = [("clean", "paper", "clean"), ("fgsm", "paper", "FGSM"), ("pgd20", "paper", "PGD-20"),
+           ("pgd100", "paper", "PGD-100"), ("cw", "paper", "CW∞"), ("square", "paper", "Square"),
+           ("apgd-ce", "paper", "APGD-CE"), ("apgd-dlr", "paper", "APGD-DLR"),
+           ("autoattack", "autoattack", "AutoAttack")]
+AA_STAGES = ("apgd-ce", "apgd-t", "fab-t", "square")
 
 
 def _load(path: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+def _by_attack(report: dict[str, Any] | None, largest: bool = False) -> dict[str, dict[str, Any]]:
+    """attack -> result; ``largest``: of the rows of one attack keep the one on the most images
+    (RUN/eval.json also collects every later ``robustzoo eval`` of the run, on fewer images)."""
+    out: dict[str, dict[str, Any]] = {}
+    for r in (report or {}).get("results", []):
+        if not largest or r["attack"] not in out or r["n"] > out[r["attack"]]["n"]:
+            out[r["attack"]] = r
+    return out
+
+
 def collect(root: Path) -> dict[str, list[dict[str, Any]]]:
-    """method -> list of runs (one per seed) with their accuracies and health."""
+    """method -> its finished runs (one per seed); a run without eval.json is not scored."""
     runs: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    # A run whose training has not finished (no eval.json) is listed as unfinished, not scored.
     for run in sorted(p for p in root.iterdir() if (p / "eval.json").is_file()):
-        method = run.name.rsplit("-s", 1)[0]
-        evals = {k: _load(run / f"eval-{k}.json") for k in ("paper", "autoattack", "sweep")}
-        acc: dict[str, float] = {}
-        n: dict[str, int] = {}
+        reports = {k: _load(run / f"eval-{k}.json") for k in ("paper", "autoattack", "sweep")}
         flags: set[str] = set()
         for key in ("paper", "autoattack"):
-            rep = evals[key]
-            if not rep:
-                continue
-            for r in rep["results"]:
-                acc.setdefault(r["attack"], r["accuracy"])
-                n.setdefault(r["attack"], r["n"])
-            for c in (rep.get("health") or {}).get("checks", []):
+            for c in ((reports[key] or {}).get("health") or {}).get("checks", []):
                 if c["status"] == "flagged":
                     flags.add(c["name"])
         cfg = json.loads((run / "config.json").read_text())
-        runs[method].append({"dir": run, "acc": acc, "n": n, "flags": flags, "sweep": evals["sweep"],
-                             "config": cfg, "seed": cfg["robustzoo"]["config"]["seed"]})
+        metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line]
+        # The end-of-training evaluation (whole test set), saved by fmnist_zoo.py eval before
+        # later evaluations replace eval.json.
+        final = _load(run / "eval-final.json") or _load(run / "eval.json")
+        runs[run.name.rsplit("-s", 1)[0]].append({
+            "dir": run, "config": cfg, "seed": cfg["robustzoo"]["config"]["seed"], "metrics": metrics,
+            "paper": _by_attack(reports["paper"]), "aa": _by_attack(reports["autoattack"]),
+            "final": _by_attack(final, largest=True),
+            # model.safetensors is the last epoch marked best on validation
+            "best_epoch": max((x["epoch"] for x in metrics if x.get("best")), default=None),
+            "reports": reports, "flags": flags, "sweep": reports["sweep"]})
     return runs
 
 
+def _methods(runs: dict[str, Any]) -> list[str]:
+    return [m for m in ORDER if m in runs] + sorted(set(runs) - set(ORDER))
+
+
 def _cell(values: list[float]) -> str:
+    """Mean ± standard deviation over seeds, in percent ('—' when nothing was measured)."""
     if not values:
         return "—"
     m = 100 * statistics.fmean(values)
@@ -69,24 +94,67 @@ def _cell(values: list[float]) -> str:
     return f"{m:.1f} ± {100 * statistics.stdev(values):.1f}"
 
 
-def tables(runs: dict[str, list[dict[str, Any]]]) -> str:
-    methods = [m for m in ORDER if m in runs] + sorted(set(runs) - set(ORDER))
-    head = "| method | seeds | " + " | ".join(a for a, _ in COLUMNS) + " | PGD-20 − AA* | health flags |"
-    lines = [head, "|" + "---|" * (len(COLUMNS) + 4)]
-    for m in methods:
+def _ns(runs: dict[str, list[dict[str, Any]]], key: str, attacks: tuple[str, ...] | None = None) -> list[int]:
+    return sorted({r[key][a]["n"] for rs in runs.values() for r in rs for a in r[key]
+                   if attacks is None or a in attacks})
+
+
+def _half_width(n: int) -> float:
+    """Largest half-width of a 95% interval at n examples (p = 0.5), in points."""
+    return 100 * 1.96 * math.sqrt(0.25 / n)
+
+
+def main_table(runs: dict[str, list[dict[str, Any]]]) -> str:
+    cols = [c for c in COLUMNS if any(c[0] in r[_key(c[1])] for rs in runs.values() for r in rs)]
+    lines = ["| method | seeds | " + " | ".join(h for _, _, h in cols) + " | health flags |",
+             "|---|---|" + "---|" * (len(cols) + 1)]
+    for m in _methods(runs):
         rs = runs[m]
-        cells = [_cell([r["acc"][a] for r in rs if a in r["acc"]]) for a, _ in COLUMNS]
-        # PGD-20 minus the strongest AutoAttack number measured (standard AA, else APGD-DLR/CE).
-        gaps = [r["acc"]["pgd20"] - min(r["acc"][k] for k in ("autoattack", "apgd-dlr", "apgd-ce") if k in r["acc"])
-                for r in rs if "pgd20" in r["acc"] and {"autoattack", "apgd-dlr", "apgd-ce"} & r["acc"].keys()]
+        cells = [_cell([r[_key(src)][a]["accuracy"] for r in rs if a in r[_key(src)]]) for a, src, _ in cols]
         flags = sorted(set().union(*(r["flags"] for r in rs))) or ["none"]
-        lines.append(f"| {m} | {len(rs)} | " + " | ".join(cells) + f" | {_cell(gaps)} | {', '.join(flags)} |")
-    ns = sorted({v for rs in runs.values() for r in rs for v in r["n"].values()})
-    lines.append("")
-    lines.append(f"Accuracy in % on {', '.join(map(str, ns))} Fashion-MNIST test images (mean ± standard "
-                 "deviation over seeds; one seed shows no ±); ε = 0.1 (L∞, [0,1] scale); — = not measured. "
-                 "AA* = standard AutoAttack where measured, else the lower of APGD-CE and APGD-DLR "
-                 "(two of AutoAttack's four attacks).")
+        lines.append(f"| {m} | {len(rs)} | " + " | ".join(cells) + f" | {', '.join(flags)} |")
+    return "\n".join(lines)
+
+
+def _key(src: str) -> str:
+    return {"paper": "paper", "autoattack": "aa"}[src]
+
+
+def gap_table(runs: dict[str, list[dict[str, Any]]]) -> str:
+    """PGD-20 against the stronger attacks, each gap on one set of images."""
+    lines = ["| method | PGD-20 − min(APGD-CE, APGD-DLR) | PGD-20 | AutoAttack | PGD-20 − AutoAttack | "
+             "AutoAttack after " + " → ".join(s.upper() for s in AA_STAGES) + " | whole test set: clean / PGD-20 |",
+             "|---|---|---|---|---|---|---|"]
+    for m in _methods(runs):
+        rs = runs[m]
+        apgd_gap = [r["paper"]["pgd20"]["accuracy"] - min(r["paper"][k]["accuracy"] for k in ("apgd-ce", "apgd-dlr"))
+                    for r in rs if {"pgd20", "apgd-ce", "apgd-dlr"} <= r["paper"].keys()]
+        both = [r for r in rs if {"pgd20", "autoattack"} <= r["aa"].keys()]
+        pgd = [r["aa"]["pgd20"]["accuracy"] for r in both]
+        aa = [r["aa"]["autoattack"]["accuracy"] for r in both]
+        stages = []
+        for s in AA_STAGES:
+            vals = [c["accuracy"] for r in both for c in r["aa"]["autoattack"].get("components", [])
+                    if c["attack"] == s]
+            stages.append(_cell(vals))
+        full = " / ".join(_cell([r["final"][a]["accuracy"] for r in rs if a in r["final"]]) for a in ("clean", "pgd20"))
+        lines.append(f"| {m} | {_cell(apgd_gap)} | {_cell(pgd)} | {_cell(aa)} | "
+                     f"{_cell([p - a for p, a in zip(pgd, aa)])} | {' → '.join(stages)} | {full} |")
+    return "\n".join(lines)
+
+
+def training_table(runs: dict[str, list[dict[str, Any]]]) -> str:
+    lines = ["| method | best epoch (validation) | val clean | val PGD-10 | s per epoch (2 runs sharing 2 cores) |"
+             " mean of the mask M by epoch |", "|---|---|---|---|---|---|"]
+    for m in _methods(runs):
+        for r in runs[m]:
+            rows = r["metrics"]
+            best = next((x for x in rows if x["epoch"] == r["best_epoch"]), rows[-1])
+            masks = " ".join(f"{x['mask_mean']:.3f}" if "mask_mean" in x else "–" for x in rows) \
+                if any("mask_mean" in x for x in rows) else "—"
+            secs = statistics.fmean(x["seconds"] for x in rows)
+            lines.append(f"| {m} (seed {r['seed']}) | {best['epoch']} of {len(rows)} | "
+                         f"{100 * best['val_clean']:.1f} | {100 * best['val_pgd']:.1f} | {secs:.0f} | {masks} |")
     return "\n".join(lines)
 
 
@@ -98,17 +166,17 @@ def curve(runs: dict[str, list[dict[str, Any]]], path: Path) -> bool:
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     drawn = False
-    for m in [m for m in ORDER if m in runs]:
+    for m in _methods(runs):
         sweeps = [r["sweep"]["eps_sweep"] for r in runs[m] if r["sweep"] and r["sweep"].get("eps_sweep")]
         if not sweeps:
             continue
         eps = [row["eps"] for row in sweeps[0]]
         acc = [100 * statistics.fmean(s[i]["accuracy"] for s in sweeps) for i in range(len(eps))]
-        ax.plot(eps, acc, marker="o", label=m)
+        ax.plot(eps, acc, marker="o", label=m, linestyle="--" if m.startswith("cat-") else "-")
         drawn = True
     if not drawn:
         return False
-    ax.axvline(0.1, color="grey", linestyle="--", linewidth=1, label="training ε = 0.1")
+    ax.axvline(0.1, color="grey", linestyle=":", linewidth=1, label="training ε = 0.1")
     ax.set_xlabel("ε (L∞, [0,1] scale)")
     ax.set_ylabel("PGD-20 accuracy (%)")
     ax.set_ylim(0, 100)
@@ -123,82 +191,176 @@ def curve(runs: dict[str, list[dict[str, Any]]], path: Path) -> bool:
 
 def best_run(rs: list[dict[str, Any]]) -> dict[str, Any]:
     """The seed with the best worst-case accuracy (AutoAttack when measured, else PGD-20)."""
-    return max(rs, key=lambda r: (r["acc"].get("autoattack", r["acc"].get("pgd20", 0)), r["acc"].get("clean", 0)))
+    def score(r: dict[str, Any]) -> tuple[float, float]:
+        robust = r["aa"].get("autoattack") or r["paper"].get("pgd20") or r["final"].get("pgd20")
+        clean = r["paper"].get("clean") or r["final"].get("clean")
+        return (robust["accuracy"] if robust else 0.0, clean["accuracy"] if clean else 0.0)
+    return max(rs, key=score)
+
+
+def merged_report(r: dict[str, Any]) -> dict[str, Any] | None:
+    """The run's gradient-attack report with the AutoAttack row (and its health) added."""
+    paper, aa = r["reports"]["paper"], r["reports"]["autoattack"]
+    if not paper and not aa:
+        return None
+    report = dict(paper or aa)
+    have = {x["attack"] for x in report["results"]}
+    if paper and aa:
+        report["results"] = list(paper["results"]) + [x for x in aa["results"] if x["attack"] not in have]
+        report["health"] = dict(paper.get("health") or {})
+        checks = {c["name"]: c for c in (paper.get("health") or {}).get("checks", [])}
+        for c in (aa.get("health") or {}).get("checks", []):  # a flag from either sample counts
+            if c["name"] not in checks or checks[c["name"]]["status"] == "skipped" or c["status"] == "flagged":
+                checks[c["name"]] = c
+        report["health"]["checks"] = list(checks.values())
+        flagged = [c["name"] for c in checks.values() if c["status"] == "flagged"]
+        report["health"].update(status="suspect" if flagged else "passed", flagged=flagged)
+        report["worst_case"] = aa.get("worst_case") or report.get("worst_case")
+        report.pop("suite", None)
+    return report
 
 
 def cards(runs: dict[str, list[dict[str, Any]]]) -> list[str]:
     from robustzoo.cards import render_run_card
 
     written = []
-    for m, rs in runs.items():
-        r = best_run(rs)
-        report = {"results": [], "health": {"checks": []}}
-        for key in ("paper", "autoattack"):
-            rep = _load(r["dir"] / f"eval-{key}.json")
-            if rep:
-                have = {x["attack"] for x in report["results"]}
-                report["results"] += [x for x in rep["results"] if x["attack"] not in have]
-                report["health"]["checks"] += (rep.get("health") or {}).get("checks", [])
-                report.update({k: v for k, v in rep.items() if k not in ("results", "health")})
-        if not report["results"]:
+    for m in _methods(runs):
+        r = best_run(runs[m])
+        report = merged_report(r)
+        if report is None:
             continue
         files = {f: hashlib.sha256((r["dir"] / f).read_bytes()).hexdigest()
                  for f in ("model.safetensors", "aux.safetensors", "config.json") if (r["dir"] / f).is_file()}
         alias = f"{m}-cnn-fmnist"
         text = render_run_card(r["config"], report, repo_id=f"robustzoo/{alias}", files=files, alias=alias)
-        out = ROOT / "model_cards" / "runs" / f"{alias}-run.md"  # not zoo entries: kept apart
+        out = CARDS / f"{alias}-run.md"
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(text)
+        tmp = out.with_suffix(".md.tmp")
+        tmp.write_text(text)
+        tmp.replace(out)
         written.append(out.name)
+    for stale in CARDS.glob("*-cnn-fmnist-run.md"):
+        if stale.name not in written:
+            stale.unlink()
     return written
+
+
+def masks(runs: dict[str, list[dict[str, Any]]]) -> list[str]:
+    """Mask grids of the best run of each Calibrated AT variant; returns page lines."""
+    from robustzoo_calibrated.viz import mask_figure
+
+    lines = []
+    for old in IMG.glob("fmnist-masks*.png"):
+        old.unlink()
+    for m in _methods(runs):
+        r = best_run(runs[m])
+        if r["config"]["robustzoo"]["objective"] != "calibrated":
+            continue
+        path = IMG / f"fmnist-masks-{m}.png"
+        info = mask_figure(r["dir"], path, n=8, seed=0)
+        lines += [f"**{m}** (`{r['dir'].name}`, best epoch {r['best_epoch']}): mean of M over these 8 test "
+                  f"images {info['mask_mean']:.3f}. Rows: natural x, adversarial x', mask M, calibrated x_cal.",
+                  "", f"![{m} masks](img/{path.name})", ""]
+    return lines
+
+
+def commands(root: Path, protocol: dict[str, Any]) -> list[str]:
+    stages = protocol.get("stages", {})
+    red = " --reduced" if protocol.get("reduced") else ""
+    train = stages.get("train", {})
+    seeds = ",".join(map(str, train.get("seeds", [0])))
+    methods = ",".join(train.get("methods", []))
+    out = [f"python benchmarks/fmnist_zoo.py train --out {root}{red} --seeds {seeds}"
+           + (f" --methods {methods}" if methods else "") + " --jobs 2",
+           f"python benchmarks/fmnist_zoo.py eval --out {root}{red} --jobs 2",
+           f"python docs/make_results.py {root}"]
+    return [f"`{c}`" for c in out]
+
+
+def _values(runs: dict[str, list[dict[str, Any]]], key: str) -> str:
+    """The distinct values of a training setting over all runs, from their config.json."""
+    vals = []
+    for rs in runs.values():
+        for r in rs:
+            v = r["config"]["robustzoo"]["config"].get(key)
+            v = ",".join(f"{x:g}" for x in v) if isinstance(v, list) else v
+            if v not in vals:
+                vals.append(v)
+    return " / ".join(str(v) for v in vals)
+
+
+def protocol_text(runs: dict[str, list[dict[str, Any]]], protocol: dict[str, Any]) -> str:
+    """What the runs were trained and evaluated with, read from their own config.json."""
+    ev = protocol.get("reduced_eval") or {}
+    seeds = sorted({r["seed"] for rs in runs.values() for r in rs})
+    n_train = sorted({r["config"]["robustzoo"]["num_train"] for rs in runs.values() for r in rs})
+    subset = _values(runs, "subset")
+    text = (f"Training: `{_values(runs, 'arch')}`, ε = {_values(runs, 'eps')}, {_values(runs, 'epochs')} epochs, "
+            f"PGD-{_values(runs, 'steps')} with α = {_values(runs, 'alpha')}, {_values(runs, 'optimizer')} "
+            f"lr {_values(runs, 'lr')} (×0.1 from milestone {_values(runs, 'milestones')}; below 1 = fraction of "
+            f"the run), batch {_values(runs, 'batch_size')}, {', '.join(map(str, n_train))} training images"
+            + (f" (a seeded subset of {subset} minus the validation split)" if subset != "None" else "")
+            + f", checkpoint chosen on a held-out validation split by clean + PGD-10 accuracy; "
+            f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}.")
+    if protocol.get("reduced"):
+        text = ("**Reduced protocol (CPU).** " + text +
+                f" Evaluation: {ev.get('attacks', '').replace(',', ', ')} on {ev.get('n')} test images; standard "
+                f"AutoAttack (APGD-CE, APGD-T, FAB-T, Square with 5,000 queries) with PGD-20 beside it on the first "
+                f"{ev.get('aa_n')} of them; the ε sweep on {ev.get('sweep_n')}; clean and PGD-20 on the whole test "
+                "set at the end of training. Standalone Square is not run (it runs inside AutoAttack). The full "
+                "protocol (whole training set, 40 epochs, PGD-20 training, 3 seeds, every attack on the whole "
+                "test set) is still to be run on a GPU.")
+    return text
 
 
 def main(argv: list[str]) -> int:
     root = Path(argv[0] if argv else "runs/fmnist")
+    if not root.is_dir():
+        print(f"{root} is not a directory; run benchmarks/fmnist_zoo.py train --out {root} first", file=sys.stderr)
+        return 1
     runs = collect(root)
     if not runs:
-        print(f"no runs under {root}; run benchmarks/fmnist_zoo.py first", file=sys.stderr)
+        print(f"no finished runs under {root}; run benchmarks/fmnist_zoo.py first", file=sys.stderr)
         return 1
     protocol = _load(root / "protocol.json") or {}
-    parts = [START, "", "## Results", ""]
-    if protocol.get("reduced"):
-        parts += ["**Reduced protocol (CPU)** — training: " + ", ".join(
-            f"{k}={v}" for k, v in (protocol.get("reduced_train") or {}).items()) +
-            f"; evaluation on {protocol.get('eval_n')} test images with Square (alone and inside "
-            f"AutoAttack) limited to {(protocol.get('reduced_eval') or {}).get('square_queries')} queries. "
-            "The full protocol (whole training set, 40 epochs, PGD-20, 3 seeds, whole test set, "
-            "standard AutoAttack) is still to be run on a GPU.", ""]
-    parts += [tables(runs), ""]
+    n_grad, n_aa = _ns(runs, "paper"), _ns(runs, "aa", ("autoattack",))
+    widths = ", ".join(f"±{_half_width(n):.1f} at n = {n}" for n in sorted(set(n_grad) | set(n_aa)))
+    parts = [START, "", "## Protocol", "", protocol_text(runs, protocol), "",
+             "## Accuracy under attack", "", main_table(runs), "",
+             f"Accuracy in % at ε = 0.1 (L∞, [0,1] scale); mean ± standard deviation over seeds (one seed: no ±). "
+             f"Clean to APGD-DLR on {', '.join(map(str, n_grad))} test images, AutoAttack on "
+             f"{', '.join(map(str, n_aa))} (the first of the same seeded sample); a 95% Wilson interval is at most "
+             f"{widths} points wide on either side. Health flags: the gradient-masking checks of "
+             "[Evaluation](evaluation.md) that flagged something, on either sample.", "",
+             "## PGD-20 against the stronger attacks", "",
+             "The gap a masked model shows: each gap is measured on one set of images. The first on "
+             f"{', '.join(map(str, n_grad))} images; PGD-20, AutoAttack, their gap and AutoAttack's running accuracy "
+             f"after each of its four attacks on {', '.join(map(str, n_aa))}; the last column on the whole test set "
+             "(10,000 images, evaluated at the end of training).", "", gap_table(runs), ""]
     if curve(runs, IMG / "fmnist-eps-curve.png"):
-        parts += ["![accuracy vs ε](img/fmnist-eps-curve.png)", ""]
+        n_sw = sorted({r["sweep"]["n"] for rs in runs.values() for r in rs if r["sweep"]})
+        parts += ["## Accuracy against ε", "", f"PGD-20 (no random start) at each ε on {', '.join(map(str, n_sw))} "
+                  "test images; dashed lines are Calibrated AT.", "", "![accuracy vs ε](img/fmnist-eps-curve.png)", ""]
+    parts += ["## Training", "", training_table(runs), ""]
     unfinished = sorted(p for p in root.iterdir() if (p / "config.json").is_file() and not (p / "eval.json").is_file())
     if unfinished:
-        done = {p.name: len((p / "metrics.jsonl").read_text().splitlines()) if (p / "metrics.jsonl").is_file() else 0
-                for p in unfinished}
-        total = {p.name: json.loads((p / "config.json").read_text())["robustzoo"]["config"]["epochs"] for p in unfinished}
-        parts += ["Not finished in this session (resume with `robustzoo train --resume RUN_DIR`): " + ", ".join(
-            f"`{n}` ({done[n]}/{total[n]} epochs)" for n in done), ""]
-    cat = runs.get("cat-cw") or runs.get("cat-cent")
-    cat_dir = best_run(cat)["dir"] if cat else next(
-        (p for p in unfinished if p.name.startswith("cat-") and (p / "aux.safetensors").is_file()), None)
-    if cat_dir is not None:
-        code = subprocess.call([sys.executable, "-m", "robustzoo", "viz", "masks", str(cat_dir),
-                                "--out", str(IMG / "fmnist-masks.png")])
-        if code == 0:
-            epochs = len((cat_dir / "metrics.jsonl").read_text().splitlines())
-            parts += ["Calibrated AT masks (rows: natural, adversarial, mask M, calibrated x_cal) of "
-                      f"`{cat_dir.name}` after {epochs} epoch(s):", "", "![masks](img/fmnist-masks.png)", ""]
+        parts += ["Not finished (resume with `robustzoo train --resume RUN_DIR`): " + ", ".join(
+            f"`{p.name}`" for p in unfinished), ""]
+    mask_lines = masks(runs)
+    if mask_lines:
+        parts += ["## Calibrated AT masks", ""] + mask_lines
     written = cards(runs)
-    parts += ["Model cards of the best run of each method: " + ", ".join(
-        f"[{w}](../model_cards/runs/{w})" for w in written), ""]
-    parts += [f"Regenerate: `python benchmarks/fmnist_zoo.py train --out {root} ...`, "
-              f"`python benchmarks/fmnist_zoo.py eval --out {root} ...`, `python docs/make_results.py {root}`.",
-              "", END]
+    parts += ["## Model cards", "", "Best run of each method (highest AutoAttack accuracy over its seeds), rendered by "
+              "`robustzoo push`'s card code: " + ", ".join(f"[{w}](../model_cards/runs/{w})" for w in written), ""]
+    parts += ["## Regenerate", "", "From a clean checkout (training and evaluation skip what is already done):", ""]
+    parts += [f"{i}. {c}" for i, c in enumerate(commands(root, protocol), 1)] + ["", END]
     generated = "\n".join(parts)
     text = PAGE.read_text() if PAGE.is_file() else "# Results on Fashion-MNIST\n\n" + START + "\n" + END + "\n"
     head, rest = text.split(START, 1)
     tail = rest.split(END, 1)[1]
-    PAGE.write_text(head + generated + tail)
+    tmp = PAGE.with_suffix(".md.tmp")
+    tmp.write_text(head + generated + tail)
+    tmp.replace(PAGE)
     print(f"wrote {PAGE}")
     return 0
 
