@@ -46,8 +46,8 @@ METHODS: dict[str, tuple[str, dict[str, str]]] = {
     "cat-cent": ("calibrated", {"attack": "cent", "beta": "1", "beta1": "0.3", "kappa": "150"}),
     "cat-cw": ("calibrated", {"attack": "cw", "beta": "1", "beta1": "0.3", "kappa": "150"}),
     # Not the paper's schedule: g_φ is frozen for the first epoch, because against a near-random
-    # classifier its mask collapses to M ≈ 0 (x_cal ≈ x) within a few steps and never recovers
-    # (docs/methods/calibrated.md, "Mask collapse").
+    # classifier its mask collapses to M ≈ 0 (x_cal ≈ x) within a few dozen steps and stays
+    # there for most of a short run (docs/methods/calibrated.md, "Mask collapse").
     "cat-cw-warmup": ("calibrated", {"attack": "cw", "beta": "1", "beta1": "0.3", "kappa": "150",
                                      "mask_warmup": "1"}),
     "customized-ce": ("customized", {"loss": "ce", "eps_max": "0.1", "eta": "0.016", "c": "3"}),

@@ -162,8 +162,8 @@ class CalibratedAT(Objective):
         """
         if self.mask_net is None or self.epoch < self.settings["mask_warmup"]:
             # Warm-up: φ is not trained yet. Against a near-random classifier KL(p(x')‖p(x_cal))
-            # is ≈ 0 and the CE term alone drives the sigmoid to M ≈ 0 within a few steps,
-            # where its gradient vanishes (docs/methods/calibrated.md, "Mask collapse").
+            # is ≈ 0 and the CE term alone drives the sigmoid to M ≈ 0 within a few dozen
+            # steps, where its gradient is tiny (docs/methods/calibrated.md, "Mask collapse").
             return {}
         opt = self.optimizers.get("mask_net")
         if opt is None:
