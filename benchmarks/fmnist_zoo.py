@@ -104,9 +104,9 @@ def eval_commands(out: Path, reduced: bool, sweep: str, device: str) -> list[lis
     """The evaluations still missing for every finished run (one with eval.json) under ``out``.
 
     Full protocol: the ``paper`` and ``autoattack`` suites on the whole test set. Reduced:
-    see REDUCED_EVAL. RUN/eval.json of the training is first copied to RUN/eval-final.json;
-    each evaluation writes RUN/eval-{paper,autoattack,sweep}.json; all of them
-    docs/make_results.py reads; an existing file is kept (delete it to re-run).
+    see REDUCED_EVAL. The training's RUN/eval.json is first copied to RUN/eval-final.json;
+    the evaluations write RUN/eval-{paper,autoattack,sweep}.json. docs/make_results.py reads
+    all four. An existing file is kept (delete it to re-run).
     """
     r = REDUCED_EVAL if reduced else dict(n=None, aa_n=None, sweep_n=None)
     jobs = {

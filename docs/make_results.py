@@ -33,11 +33,12 @@ CARDS = ROOT / "model_cards" / "runs"  # run cards, kept apart from the zoo entr
 START, END = "<!-- generated:start -->", "<!-- generated:end -->"
 ORDER = ["at", "trades", "mart", "fat-trades", "cat-cent", "cat-cw", "cat-cw-warmup", "customized-ce",
          "customized-mix"]
-# Columns of the main table: (attack, which report it comes from, header).
+# Columns of the main table: (attack, which report it comes from, header); "aa" is
+# eval-autoattack.json, "paper" eval-paper.json.
 COLUMNS = [("clean", "paper", "clean"), ("fgsm", "paper", "FGSM"), ("pgd20", "paper", "PGD-20"),
            ("pgd100", "paper", "PGD-100"), ("cw", "paper", "CW∞"), ("square", "paper", "Square"),
            ("apgd-ce", "paper", "APGD-CE"), ("apgd-dlr", "paper", "APGD-DLR"),
-           ("autoattack", "autoattack", "AutoAttack")]
+           ("autoattack", "aa", "AutoAttack")]
 AA_STAGES = ("apgd-ce", "apgd-t", "fab-t", "square")
 
 
@@ -105,19 +106,15 @@ def _half_width(n: int) -> float:
 
 
 def main_table(runs: dict[str, list[dict[str, Any]]]) -> str:
-    cols = [c for c in COLUMNS if any(c[0] in r[_key(c[1])] for rs in runs.values() for r in rs)]
+    cols = [c for c in COLUMNS if any(c[0] in r[c[1]] for rs in runs.values() for r in rs)]
     lines = ["| method | seeds | " + " | ".join(h for _, _, h in cols) + " | health flags |",
              "|---|---|" + "---|" * (len(cols) + 1)]
     for m in _methods(runs):
         rs = runs[m]
-        cells = [_cell([r[_key(src)][a]["accuracy"] for r in rs if a in r[_key(src)]]) for a, src, _ in cols]
+        cells = [_cell([r[src][a]["accuracy"] for r in rs if a in r[src]]) for a, src, _ in cols]
         flags = sorted(set().union(*(r["flags"] for r in rs))) or ["none"]
         lines.append(f"| {m} | {len(rs)} | " + " | ".join(cells) + f" | {', '.join(flags)} |")
     return "\n".join(lines)
-
-
-def _key(src: str) -> str:
-    return {"paper": "paper", "autoattack": "aa"}[src]
 
 
 def gap_table(runs: dict[str, list[dict[str, Any]]]) -> str:
