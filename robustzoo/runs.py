@@ -117,6 +117,28 @@ def load_state_strict(module: nn.Module, tensors: dict[str, torch.Tensor], sourc
     module.load_state_dict(tensors, strict=True)
 
 
+def eval_record(run_dir: str | Path) -> dict[str, Any] | None:
+    """The evaluation record of a run (its eval.json), or None when it has none.
+
+    Cards, the RobustBench record, the zoo entry of a push and the leaderboard read a run's
+    results through this one function, so the choice of which evaluation speaks for a run
+    lives in one place.
+
+    Raises:
+        RunError: eval.json exists but is not a JSON object.
+    """
+    path = Path(run_dir) / EVAL_FILE
+    if not path.is_file():
+        return None
+    try:
+        report = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise RunError(f"{path} is not valid JSON; re-run `robustzoo eval {run_dir}`") from None
+    if not isinstance(report, dict):
+        raise RunError(f"{path} is not an evaluation record (a JSON object); re-run `robustzoo eval {run_dir}`")
+    return report
+
+
 def read_config(run_dir: str | Path) -> dict[str, Any]:
     """Read and check a run's config.json."""
     run_dir = Path(run_dir)
@@ -139,21 +161,78 @@ def read_config(run_dir: str | Path) -> dict[str, Any]:
 
 def model_config(arch: str, num_classes: int, shape: tuple[int, int, int], mean, std,
                  robustzoo: dict[str, Any]) -> dict[str, Any]:
-    """The timm-compatible config.json of a run."""
+    """The timm-compatible config.json of a run.
+
+    ``pretrained_cfg`` is what timm reads to load and adapt the weights: input size, the
+    ``classifier`` and ``first_conv`` layers (so that ``num_classes=`` or ``in_chans=`` give a
+    new head or stem), ``label_names`` of the dataset, ``license`` and the training method's
+    ``paper_ids`` (or ``origin_url``). Its mean/std are 0/1: the model normalises inside its
+    first layer (the dataset mean/std are ``model_args``), so a timm data pipeline built from
+    this config must not normalise again.
+    """
+    from .papers import method_paper, timm_paper_fields
+
     c, h, w = shape
+    info = _architecture_info(arch, num_classes, shape, mean, std)
+    pretrained_cfg: dict[str, Any] = {
+        "input_size": [c, h, w], "mean": [0.0] * c, "std": [1.0] * c,
+        "num_classes": num_classes, "interpolation": "bilinear", "crop_pct": 1.0,
+        "first_conv": info.get("first_conv"), "classifier": info.get("classifier"),
+        "label_names": _label_names(robustzoo.get("dataset"), num_classes),
+        "license": "apache-2.0",
+        "notes": [f"inputs in [0,1]; the model normalises them itself (its first layer subtracts "
+                  f"mean {list(mean)} and divides by std {list(std)}), so pass un-normalised images"],
+    }
+    paper = method_paper(str(robustzoo.get("objective", "")))
+    if paper.title:
+        pretrained_cfg["paper_name"] = paper.title
+    pretrained_cfg.update(timm_paper_fields(paper))
     return {
         "architecture": arch,
         "num_classes": num_classes,
-        "num_features": None,
+        "num_features": info.get("num_features"),
         "model_args": {"in_chans": c, "input_size": [h, w], "mean": list(mean), "std": list(std)},
-        "pretrained_cfg": {
-            "input_size": [c, h, w], "mean": list(mean), "std": list(std),
-            "num_classes": num_classes, "interpolation": "bilinear", "crop_pct": 1.0,
-            "notes": "inputs in [0,1]; the model normalises internally (mean/std above are "
-                     "applied by its first layer, so pass un-normalised images)",
-        },
+        "pretrained_cfg": {k: v for k, v in pretrained_cfg.items() if v is not None},
         "robustzoo": robustzoo,
     }
+
+
+def _architecture_info(arch: str, num_classes: int, shape: tuple[int, int, int], mean, std
+                       ) -> dict[str, Any]:
+    """num_features, classifier and first_conv of ``arch``, from a model built on the meta
+    device (no memory, no init cost); {} when the net does not say."""
+    from .models import build_model
+
+    c, h, w = shape
+    try:
+        with torch.device("meta"):
+            net = build_model(arch, num_classes=num_classes, in_chans=c, input_size=(h, w), mean=mean,
+                              std=std)
+    except Exception:  # noqa: BLE001 - metadata only: a net that cannot build on meta has none
+        return {}
+    prefix, inner = "", net
+    if not hasattr(net, "get_classifier") and hasattr(net, "model"):  # Normalized(timm model)
+        prefix, inner = "model.", net.model
+    cfg = getattr(inner, "pretrained_cfg", None) or {}
+    if not cfg and hasattr(inner, "_head_name"):
+        from .models.timm_bridge import default_cfgs
+
+        cfg = default_cfgs.get(arch, {})
+    info: dict[str, Any] = {"num_features": getattr(inner, "num_features", None)}
+    for key in ("classifier", "first_conv"):
+        if isinstance(cfg.get(key), str):
+            info[key] = prefix + cfg[key]
+    return info
+
+
+def _label_names(dataset: Any, num_classes: int) -> list[str] | None:
+    from .plugins import registry
+
+    reg = registry("datasets")
+    if not isinstance(dataset, str) or dataset not in reg:
+        return None
+    classes = list(getattr(reg.get(dataset), "classes", ()) or ())
+    return classes if len(classes) == num_classes else None
 
 
 def build_from_config(cfg: dict[str, Any]) -> nn.Module:

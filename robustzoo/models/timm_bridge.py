@@ -2,33 +2,91 @@
 
 Once robustzoo is imported, ``timm.create_model("preact_resnet18", num_classes=10)`` builds
 our CIFAR net (timm's ImageNet stems are wrong for 32x32), and a Hub repo whose config.json
-names one of them loads with ``timm.create_model("hf-hub:org/name", pretrained=True)``.
+names one of them loads with ``timm.create_model("hf-hub:org/name", pretrained=True)`` —
+also with a new head (``num_classes=5``): the default configs below name each net's
+``classifier`` and ``first_conv``, which timm needs to drop or adapt those layers.
+
+Weights of an ``hf-hub:`` model: timm's own download checks only the file size. When a
+weights verifier is installed (``import robustzoo`` installs :func:`robustzoo.hub`'s, see
+:func:`set_weights_verifier`), the factories below hand the download to it instead — the
+checks of ``robustzoo pull`` (server hash, the sha256 list of the card of that commit) — and
+timm loads the verified local file.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from timm.models import build_model_with_cfg, register_model
 
+from ..papers import ARCHITECTURES, timm_paper_fields
 from .nets import CNNMnist, PreActResNet18, SmallCNN, WideResNet
 
+# Normalisation is the model's first layer (mean/std are its model_args), so the data config
+# timm derives (timm.data.resolve_data_config) must not normalise again: mean 0, std 1.
 _CIFAR = dict(input_size=(3, 32, 32), mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), num_classes=10,
-              first_conv="conv1", classifier="fc", crop_pct=1.0, interpolation="bilinear")
+              first_conv="conv1", classifier="fc", crop_pct=1.0, interpolation="bilinear",
+              label_names=("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
+                           "truck"))
 _MNIST = dict(input_size=(1, 28, 28), mean=(0.0,), std=(1.0,), num_classes=10, crop_pct=1.0,
-              first_conv="features.0", interpolation="bilinear")
+              first_conv="features.0", interpolation="bilinear",
+              label_names=tuple(str(i) for i in range(10)))
+_COMMON = dict(license="apache-2.0",
+               notes=("inputs in [0,1]; the model normalises them itself (its first layer)",))
+
+
+def _cfg(base: dict[str, Any], arch: str, **extra: Any) -> dict[str, Any]:
+    paper = ARCHITECTURES[arch]
+    return dict(base, **_COMMON, paper_name=paper.title, **timm_paper_fields(paper), **extra)
 
 
 # timm reads the default config of each entrypoint from this module-level dict at
-# registration (no pretrained weights: the configs only describe inputs and layer names).
+# registration (no pretrained weights: the configs describe inputs, layer names and labels).
 default_cfgs = {
-    "preact_resnet18": dict(_CIFAR),
-    "wrn34_10": dict(_CIFAR),
-    "wrn28_10": dict(_CIFAR),
-    "cnn_mnist": dict(_MNIST, classifier="fc"),
-    "smallcnn": dict(_MNIST, classifier="classifier.5"),
+    "preact_resnet18": _cfg(_CIFAR, "preact_resnet18"),
+    "wrn34_10": _cfg(_CIFAR, "wrn34_10"),
+    "wrn28_10": _cfg(_CIFAR, "wrn28_10"),
+    "cnn_mnist": _cfg(_MNIST, "cnn_mnist", classifier="fc"),
+    "smallcnn": _cfg(_MNIST, "smallcnn", classifier="classifier.5"),
 }
 
+#: pretrained_cfg keys a config.json may lack (written before they were recorded) and that
+#: timm needs to adapt a pretrained model; filled from the default config of the net.
+_ADAPT_KEYS = ("classifier", "first_conv")
 
-def _build(cls, variant: str, pretrained: bool, default_cfg: dict, **kwargs):
+WeightsVerifier = Callable[[str, Any], str]
+_verifier: WeightsVerifier | None = None
+
+
+def set_weights_verifier(fn: WeightsVerifier | None) -> None:
+    """Install ``fn(hf_hub_id, cache_dir) -> local path of verified model.safetensors``.
+
+    It replaces timm's size-only download of ``hf-hub:`` weights for the nets registered
+    here; ``None`` restores timm's own download.
+    """
+    global _verifier
+    _verifier = fn
+
+
+def _hub_cfg(variant: str, pretrained_cfg: dict[str, Any], cache_dir: Any) -> dict[str, Any]:
+    """A config.json's pretrained_cfg completed with the keys timm needs to change the head,
+    and pointed at the verified weights when a verifier is installed."""
+    cfg = dict(pretrained_cfg)
+    for key in _ADAPT_KEYS:
+        if cfg.get(key) is None:
+            cfg[key] = default_cfgs[variant][key]
+    if (_verifier is not None and cfg.get("source") == "hf-hub" and cfg.get("hf_hub_id")
+            and not cfg.get("hf_hub_filename")):
+        # timm then loads this checked local file instead of downloading by name.
+        cfg["file"] = _verifier(str(cfg["hf_hub_id"]), cache_dir)
+        cfg["source"] = "file"
+    return cfg
+
+
+def _build(cls, variant: str, pretrained: bool, **kwargs):
+    if pretrained and isinstance(kwargs.get("pretrained_cfg"), dict):
+        kwargs["pretrained_cfg"] = _hub_cfg(variant, kwargs["pretrained_cfg"], kwargs.get("cache_dir"))
     return build_model_with_cfg(cls, variant, pretrained, **kwargs)
 
 
@@ -43,24 +101,24 @@ if not _noop_registered("preact_resnet18"):
     @register_model
     def preact_resnet18(pretrained: bool = False, **kwargs):
         """PreAct ResNet-18 for 32x32 inputs (robustzoo)."""
-        return _build(PreActResNet18, "preact_resnet18", pretrained, _CIFAR, **kwargs)
+        return _build(PreActResNet18, "preact_resnet18", pretrained, **kwargs)
 
     @register_model
     def wrn34_10(pretrained: bool = False, **kwargs):
         """WideResNet-34-10 for 32x32 inputs (robustzoo)."""
-        return _build(WideResNet, "wrn34_10", pretrained, _CIFAR, depth=34, widen=10, **kwargs)
+        return _build(WideResNet, "wrn34_10", pretrained, depth=34, widen=10, **kwargs)
 
     @register_model
     def wrn28_10(pretrained: bool = False, **kwargs):
         """WideResNet-28-10 for 32x32 inputs (robustzoo)."""
-        return _build(WideResNet, "wrn28_10", pretrained, _CIFAR, depth=28, widen=10, **kwargs)
+        return _build(WideResNet, "wrn28_10", pretrained, depth=28, widen=10, **kwargs)
 
     @register_model
     def cnn_mnist(pretrained: bool = False, **kwargs):
         """Calibrated AT's 4-conv/2-FC MNIST net (robustzoo)."""
-        return _build(CNNMnist, "cnn_mnist", pretrained, dict(_MNIST, classifier="fc"), **kwargs)
+        return _build(CNNMnist, "cnn_mnist", pretrained, **kwargs)
 
     @register_model
     def smallcnn(pretrained: bool = False, **kwargs):
         """TRADES' MNIST net (robustzoo)."""
-        return _build(SmallCNN, "smallcnn", pretrained, dict(_MNIST, classifier="classifier.5"), **kwargs)
+        return _build(SmallCNN, "smallcnn", pretrained, **kwargs)
