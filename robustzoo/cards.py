@@ -24,6 +24,7 @@ from .zoo import ZooEntry
 
 LIBRARY = "robustzoo"
 DEFAULT_LICENSE = "apache-2.0"
+OFFICIAL_ENDPOINT = "https://huggingface.co"
 TEMPLATE_RESOURCE = "zoo/card_template.md"
 
 # robustzoo dataset name -> (Hub dataset id or None, human name). Only real Hub ids go into the
@@ -59,6 +60,23 @@ def eps_text(eps: float) -> str:
     if eps > 0 and abs(k - round(k)) < 1e-6:
         return f"{round(k)}/255"
     return f"{eps:g}"
+
+
+#: The ε each RobustBench leaderboard uses: (dataset, norm) -> ε on the [0,1] scale.
+STANDARD_EPS = {("cifar10", "linf"): 8 / 255, ("cifar100", "linf"): 8 / 255, ("cifar10", "l2"): 0.5,
+                ("cifar100", "l2"): 0.5, ("imagenet", "linf"): 4 / 255}
+
+
+def eps_note(dataset: str, norm: str, eps: float) -> str:
+    """A sentence when ε differs from the usual one of the benchmark, else ''.
+
+    Example: 'Uses ℓ∞ ε = 0.031 ≈ 7.9/255 instead of 8/255.' (the TRADES and MART code use 0.031).
+    """
+    std = STANDARD_EPS.get((dataset, norm))
+    if std is None or abs(eps - std) < 1e-9:
+        return ""
+    approx = f" ≈ {eps * 255:.1f}/255" if norm == "linf" else ""
+    return f"Uses {NORM_LABELS.get(norm, norm)} ε = {eps_text(eps)}{approx} instead of {eps_text(std)}."
 
 
 def _eps_both(eps: float) -> str:
@@ -184,9 +202,20 @@ def _attack_version(result: Mapping[str, Any], code_version: str) -> str:
     return str(settings.get("version") or f"robustzoo-{code_version}")
 
 
-def eval_results(config: Mapping[str, Any], report: Mapping[str, Any]) -> list[Any]:
-    """One ``EvalResult`` (metric ``accuracy``, percent) per attack in eval.json, plus the
-    per-example worst case over the attacks when eval.json has it."""
+#: model-index metric type of clean accuracy and of accuracy under attack. Robust accuracy
+#: gets a type of its own so that no reader (or leaderboard) mistakes it for clean accuracy.
+CLEAN_METRIC = "accuracy"
+ROBUST_METRIC = "robust_accuracy"
+
+
+def eval_results(config: Mapping[str, Any], report: Mapping[str, Any], *, source_url: str) -> list[Any]:
+    """One ``EvalResult`` (percent) per attack in eval.json, plus the per-example worst case
+    over the attacks when eval.json has it.
+
+    Clean accuracy has metric type ``accuracy``; every attack has type ``robust_accuracy``
+    with the attack and the threat model (norm, ε on the [0,1] scale) in ``args``. Every
+    result names its ``source``: robustzoo and its version, at ``source_url``.
+    """
     from huggingface_hub import EvalResult
 
     rz = config["robustzoo"]
@@ -197,7 +226,9 @@ def eval_results(config: Mapping[str, Any], report: Mapping[str, Any]) -> list[A
     code_version = rz.get("versions", {}).get("robustzoo", "?")
     common = dict(task_type="image-classification", task_name="Image Classification",
                   dataset_type=ds_id or dataset, dataset_name=ds_name,
-                  dataset_split=report.get("split", "test"), metric_type="accuracy")
+                  dataset_split=report.get("split", "test"),
+                  source_name=f"{LIBRARY} {code_version}", source_url=source_url)
+    threat = {"norm": norm, "eps": eps, "eps_text": eps_text(eps)}
     out = []
     for r in _results(report):
         attack = r["attack"]
@@ -206,13 +237,14 @@ def eval_results(config: Mapping[str, Any], report: Mapping[str, Any]) -> list[A
                                 "correct": int(r["correct"]),
                                 "ci95": [_pct(x) for x in r.get("ci95", [])]}
         if attack != "clean":
-            args.update(norm=norm, eps=eps, eps_text=eps_text(eps), version=version,
+            args.update(threat, threat_model=dict(threat), version=version,
                         settings=dict(r.get("settings") or {}))
         if r.get("suspect"):
             args["suspect"] = True
             args["suspect_because"] = list(r.get("suspect_because") or [])
         name = "Clean accuracy" if attack == "clean" else f"Robust accuracy ({attack_label(attack)})"
         out.append(EvalResult(metric_value=_pct(r["accuracy"]), metric_name=name,
+                              metric_type=CLEAN_METRIC if attack == "clean" else ROBUST_METRIC,
                               metric_config=metric_slug(attack, norm, eps,
                                                         (r.get("settings") or {}).get("version")),
                               metric_args=args, **common))
@@ -221,17 +253,18 @@ def eval_results(config: Mapping[str, Any], report: Mapping[str, Any]) -> list[A
         labels = ", ".join(attack_label(a) for a in wc["attacks"])
         out.append(EvalResult(
             metric_value=_pct(wc["accuracy"]), metric_name=f"Robust accuracy (worst case over {labels})",
-            metric_config=metric_slug("worst-case", norm, eps),
-            metric_args={"attack": "worst-case", "attacks": list(wc["attacks"]), "norm": norm, "eps": eps,
-                         "eps_text": eps_text(eps), "n": int(wc["n"]), "seed": int(report.get("seed", 0)),
-                         "correct": int(wc["correct"]), "ci95": [_pct(x) for x in wc.get("ci95", [])],
+            metric_type=ROBUST_METRIC, metric_config=metric_slug("worst-case", norm, eps),
+            metric_args={"attack": "worst-case", "attacks": list(wc["attacks"]), **threat,
+                         "threat_model": dict(threat), "n": int(wc["n"]),
+                         "seed": int(report.get("seed", 0)), "correct": int(wc["correct"]),
+                         "ci95": [_pct(x) for x in wc.get("ci95", [])],
                          "version": f"robustzoo-{code_version}"},
             **common))
     return out
 
 
 def _robustzoo_block(config: Mapping[str, Any], report: Mapping[str, Any], *, alias: str | None,
-                     files: Mapping[str, str], repo_id: str) -> dict[str, Any]:
+                     files: Mapping[str, str], repo_id: str | None) -> dict[str, Any]:
     rz = config["robustzoo"]
     cfg = rz.get("config", {})
     margs = config.get("model_args", {})
@@ -245,8 +278,10 @@ def _robustzoo_block(config: Mapping[str, Any], report: Mapping[str, Any], *, al
         results[r["attack"]] = item
     block: dict[str, Any] = {
         "alias": alias or "",
-        "status": "published",
-        "repo_id": repo_id,
+        # A run card says "published" only when it is the README of a Hub repo; a card of a
+        # local run (e.g. model_cards/runs/) is "unpublished" and names no repo.
+        "status": "published" if repo_id else "unpublished",
+        "repo_id": repo_id or "",
         "architecture": config["architecture"],
         "dataset": rz["dataset"],
         "method": rz["objective"],
@@ -285,9 +320,10 @@ def _robustzoo_block(config: Mapping[str, Any], report: Mapping[str, Any], *, al
     return block
 
 
-def run_card_data(config: Mapping[str, Any], report: Mapping[str, Any], *, repo_id: str,
-                  files: Mapping[str, str], alias: str | None = None, license: str = DEFAULT_LICENSE):
-    """The ``ModelCardData`` (front matter) of a run's card."""
+def run_card_data(config: Mapping[str, Any], report: Mapping[str, Any], *, repo_id: str | None,
+                  files: Mapping[str, str], alias: str | None = None, license: str = DEFAULT_LICENSE,
+                  source_url: str, name: str | None = None):
+    """The ``ModelCardData`` (front matter) of a run's card (``repo_id`` None: not published)."""
     from huggingface_hub import ModelCardData
 
     rz = config["robustzoo"]
@@ -296,7 +332,8 @@ def run_card_data(config: Mapping[str, Any], report: Mapping[str, Any], *, repo_
     return ModelCardData(
         library_name=LIBRARY, license=license, pipeline_tag="image-classification",
         tags=_tags(rz["objective"], norm, rz["dataset"]), datasets=[ds_id] if ds_id else None,
-        metrics=["accuracy"], model_name=alias or repo_id, eval_results=eval_results(config, report),
+        metrics=[CLEAN_METRIC, ROBUST_METRIC], model_name=name or alias or repo_id,
+        eval_results=eval_results(config, report, source_url=source_url),
         robustzoo=_robustzoo_block(config, report, alias=alias, files=files, repo_id=repo_id))
 
 
@@ -347,22 +384,40 @@ def _health_section(report: Mapping[str, Any]) -> str:
     return "\n\n".join(parts)
 
 
-def render_run_card(config: Mapping[str, Any], report: Mapping[str, Any], *, repo_id: str,
+def render_run_card(config: Mapping[str, Any], report: Mapping[str, Any], *, repo_id: str | None,
                     files: Mapping[str, str], alias: str | None = None,
-                    license: str = DEFAULT_LICENSE) -> str:
-    """The README.md model card of a run about to be published.
+                    license: str = DEFAULT_LICENSE, endpoint: str = OFFICIAL_ENDPOINT,
+                    name: str | None = None, source_url: str | None = None) -> str:
+    """The model card of a run: the README.md of a repo about to be published, or (with
+    ``repo_id=None``) the card of a local run that is not published.
+
+    An unpublished card says so, names no repo and no ``robustzoo pull`` command, and tells
+    how to make the weights again (the training command) and how the numbers were measured
+    (the evaluation commands, on a run directory).
 
     Args:
         config: the run's config.json.
         report: the run's eval.json.
-        repo_id: Hub repo ``org/name`` it is published to.
-        files: filename -> sha256 of the files published with it (weights, config, aux).
+        repo_id: Hub repo ``org/name`` it is published to; None for a run that is not.
+        files: filename -> sha256 of the files published with it (weights, config, aux,
+            robustbench.json) or, unpublished, of the run's files the numbers belong to.
         alias: zoo alias, when the run is published as a zoo entry.
         license: licence of the weights.
+        endpoint: the Hub the repo is on (the model-index ``source`` links to the repo there).
+        name: title of an unpublished card (default: the alias, else 'robustzoo run').
+        source_url: the model-index ``source`` URL (default: the repo on ``endpoint``; required
+            for an unpublished card, e.g. the page that documents the run).
     """
+    published = bool(repo_id)
+    if source_url is None:
+        if not published:
+            raise ValueError("an unpublished run card needs source_url (where its numbers are documented)")
+        source_url = f"{endpoint.rstrip('/')}/{repo_id}"
     rz = config["robustzoo"]
     cfg = rz.get("config", {})
-    data = run_card_data(config, report, repo_id=repo_id, files=files, alias=alias, license=license)
+    title = (alias or repo_id) if published else (name or alias or "robustzoo run")
+    data = run_card_data(config, report, repo_id=repo_id, files=files, alias=alias, license=license,
+                         source_url=source_url, name=title)
     method, dataset, arch = rz["objective"], rz["dataset"], config["architecture"]
     tm = rz.get("threat_model", {})
     norm = tm.get("norm", "linf")
@@ -373,7 +428,6 @@ def render_run_card(config: Mapping[str, Any], report: Mapping[str, Any], *, rep
     by_attack = {r["attack"]: r for r in _results(report)}
     clean = by_attack.get("clean")
     robust = [r for r in _results(report) if r["attack"] != "clean"]
-    name = alias or repo_id
 
     # A merged report (e.g. gradient attacks on 1,000 images, AutoAttack on the first 200 of
     # the same seeded choice) names each attack's own sample size instead of one n.
@@ -393,37 +447,60 @@ def render_run_card(config: Mapping[str, Any], report: Mapping[str, Any], *, rep
     summary = (f"A {ARCH_LABELS.get(arch, arch)} (`{arch}`) image classifier for {ds_name}, trained with "
                f"robustzoo's `{method}` objective against {NORM_LABELS.get(norm, norm)} perturbations of "
                f"size ε = {eps_text(train_eps)}" + (f"; {' and '.join(headline)}{tail}" if headline else "."))
-    if alias:
+    if published and alias:
         summary += f" Zoo alias: `{alias}`."
+    if not published:
+        summary = ("**Not published.** These weights are a local run: they are not on the Hugging Face "
+                   "Hub and `robustzoo pull` cannot fetch them. The card records what the run scored and "
+                   "the commands that trained and evaluated it, so the run can be made again.\n\n" + summary)
 
     pull_name = alias or f"hf-hub:{repo_id}"
-    usage = "\n\n".join([
-        "Command line (downloads into the Hugging Face cache, checks the files, prints the folder):",
-        _code("bash", f"robustzoo pull {pull_name}\nrobustzoo eval {pull_name} --suite paper"),
-        "Python:",
-        _code("python", f'import robustzoo\n\nmodel = robustzoo.load("{pull_name}")  '
-                        f"# eval mode, takes images in [0, 1]"),
-        "Plain timm (importing robustzoo registers its architectures with timm; no code is "
-        "downloaded from the repo):",
-        _code("python", f'import robustzoo  # noqa: F401\nimport timm\n\n'
-                        f'model = timm.create_model("hf-hub:{repo_id}", pretrained=True).eval()'),
-        f"Inputs are float tensors of shape (N, {margs.get('in_chans', '?')}, "
-        f"{', '.join(map(str, margs.get('input_size', [])))}) with values in [0, 1]. Do not normalise "
-        f"them: the model's first layer subtracts mean {_fmt_value(margs.get('mean'))} and divides by "
-        f"std {_fmt_value(margs.get('std'))}. Pin a version with `hf-hub:{repo_id}@<commit sha>`.",
-    ])
+    model_ref = pull_name if published else "RUN_DIR"
+    retrain = retrain_command(cfg)
+    if published:
+        usage = "\n\n".join([
+            "Command line (downloads into the Hugging Face cache, checks every file against the sha256 "
+            "list of this card, prints the folder):",
+            _code("bash", f"robustzoo pull {pull_name}\nrobustzoo eval {pull_name} --suite autoattack"),
+            "Python:",
+            _code("python", f'import robustzoo\n\nmodel = robustzoo.load("{pull_name}")  '
+                            f"# eval mode, takes images in [0, 1]"),
+            "Plain timm (importing robustzoo registers its architectures with timm and checks the "
+            "download as `robustzoo pull` does; no code is downloaded from the repo). Fine-tune it with "
+            "a new head by passing `num_classes`:",
+            _code("python", f'import robustzoo  # noqa: F401\nimport timm\n\n'
+                            f'model = timm.create_model("hf-hub:{repo_id}", pretrained=True).eval()\n'
+                            f'backbone = timm.create_model("hf-hub:{repo_id}", pretrained=True, num_classes=5)'),
+            f"Inputs are float tensors of shape (N, {margs.get('in_chans', '?')}, "
+            f"{', '.join(map(str, margs.get('input_size', [])))}) with values in [0, 1]. Do not normalise "
+            f"them: the model's first layer subtracts mean {_fmt_value(margs.get('mean'))} and divides by "
+            f"std {_fmt_value(margs.get('std'))} (the timm data config has mean 0 and std 1). Pin a version "
+            f"with `hf-hub:{repo_id}@<commit sha>`.",
+        ])
+    else:
+        usage = "\n\n".join([
+            "Make the weights again with the training command of the run (add `--data-dir DIR` where the "
+            "dataset lives), then load the run directory:",
+            _code("bash", f"{retrain} --out RUN_DIR"),
+            _code("python", 'import robustzoo\n\nmodel = robustzoo.load("RUN_DIR")  '
+                            "# eval mode, takes images in [0, 1]"),
+            "Publish it with `robustzoo push RUN_DIR --repo-id ORG/NAME` once it is evaluated.",
+        ])
 
-    threat = "\n".join([
+    note = eps_note(dataset, norm, train_eps)
+    threat = "\n".join(x for x in [
         f"- Norm: {NORM_LABELS.get(norm, norm)} (`{norm}`)",
         f"- ε at training: {_eps_both(train_eps)} on the [0, 1] pixel scale",
         f"- ε at evaluation: {_eps_both(eval_eps)}",
+        f"- Note: {note}" if note else "",
         "- Input range: [0, 1]; normalisation is inside the model",
         "- Extra training data: none",
-    ])
+    ] if x)
 
     settings_rows = [(k, _fmt_value(v)) for k, v in cfg.items()
                      if k not in ("objective_args", *_MACHINE_KEYS)]
     obj_rows = [(k, _fmt_value(v)) for k, v in rz.get("objective_settings", {}).items()]
+    aux_where = "published in aux.safetensors" if published else "saved in the run's aux.safetensors"
     training = "\n\n".join(x for x in [
         f"Objective `{method}`" + (f" ({_paper(method)})" if _paper(method) else "") +
         (f", recipe `{cfg['recipe']}`" if cfg.get("recipe") else "") +
@@ -431,12 +508,12 @@ def render_run_card(config: Mapping[str, Any], report: Mapping[str, Any], *, rep
         "Every setting of the run:",
         _table(["setting", "value"], settings_rows),
         ("Objective settings:\n\n" + _table(["setting", "value"], obj_rows)) if obj_rows else "",
-        ("Extra trained modules (published in aux.safetensors): "
+        (f"Extra trained modules ({aux_where}): "
          + ", ".join(f"`{m}`" for m in rz["extra_modules"])) if rz.get("extra_modules") else "",
-        ("Per-example state (published in aux.safetensors): "
+        (f"Per-example state ({aux_where}): "
          + ", ".join(f"`{s}`" for s in rz["state_tensors"])) if rz.get("state_tensors") else "",
         "Retrain it (add `--data-dir DIR` where the dataset lives):",
-        _code("bash", retrain_command(cfg)),
+        _code("bash", retrain),
         "Package versions: " + ", ".join(f"{k} {v}" for k, v in rz.get("versions", {}).items()) + ".",
     ] if x)
 
@@ -459,7 +536,7 @@ def render_run_card(config: Mapping[str, Any], report: Mapping[str, Any], *, rep
     by_n: dict[int, list[str]] = {}
     for r in _results(report):
         by_n.setdefault(int(r["n"]), []).append(r["attack"])
-    reproduce = [f"`robustzoo eval {pull_name} --attacks {','.join(a)} --n {n} --seed {report.get('seed', 0)}`"
+    reproduce = [f"`robustzoo eval {model_ref} --attacks {','.join(a)} --n {n} --seed {report.get('seed', 0)}`"
                  for n, a in (by_n.items() if mixed else [(report.get("n"), list(by_attack))])]
     evaluation = "\n\n".join([
         f"{sample}, checkpoint `{report.get('checkpoint', 'model.safetensors')}`, ε = "
@@ -485,12 +562,17 @@ def render_run_card(config: Mapping[str, Any], report: Mapping[str, Any], *, rep
     ] if x)
 
     file_rows = [(f"`{f}`", f"`{h}`") for f, h in files.items()]
-    files_section = "sha256 of the published files (`robustzoo pull` checks them against the zoo " \
-                    "index):\n\n" + _table(["file", "sha256"], file_rows)
+    if published:
+        lead = ("sha256 of the published files. `robustzoo pull` (and `timm.create_model(\"hf-hub:...\")` "
+                "once robustzoo is imported) checks every download against this list, and a zoo alias "
+                "also against the zoo index:")
+    else:
+        lead = "sha256 of the run's files these numbers were measured on (not published):"
+    files_section = lead + "\n\n" + _table(["file", "sha256"], file_rows)
 
     front = data.to_yaml().strip()
     return _render({
-        "front_matter": front, "title": f"{name}", "summary": summary, "usage": usage,
+        "front_matter": front, "title": title, "summary": summary, "usage": usage,
         "threat_model": threat, "training": training, "evaluation": evaluation,
         "health": _health_section(report), "limitations": limitations, "citation": citation,
         "files": files_section, "source": "config.json + eval.json",
@@ -500,25 +582,57 @@ def render_run_card(config: Mapping[str, Any], report: Mapping[str, Any], *, rep
 # -- cards of zoo entries -----------------------------------------------------------------
 
 def entry_card_data(entry: ZooEntry):
-    """Front matter of an unpublished zoo entry's card (no results: nothing is measured yet)."""
+    """Front matter of an unpublished zoo entry's card (no model-index: nothing of this recipe
+    is measured yet; a related real run's numbers, if any, are under ``robustzoo.measured``)."""
     from huggingface_hub import ModelCardData
 
     ds_id, _ = _dataset_meta(entry.dataset)
     norm = entry.threat_model.get("norm", "linf")
     eps = float(entry.threat_model.get("eps", 0.0))
+    block: dict[str, Any] = {
+        "alias": entry.name, "status": entry.status, "architecture": entry.architecture,
+        "dataset": entry.dataset, "method": entry.method, "method_settings": dict(entry.settings),
+        "recipe": entry.recipe, "threat_model": {"norm": norm, "eps": eps, "eps_text": eps_text(eps)},
+        "extra_data": False, "input_range": [0, 1], "paper": entry.paper,
+    }
+    if entry.measured:
+        m = entry.measured
+        block["measured"] = {"protocol": m["protocol"], "source": m["source"],
+                             "results": {a: _pct(v) for a, v in m["results"].items()},
+                             "counts": {a: list(c) for a, c in m["counts"].items()}}
     return ModelCardData(
         library_name=LIBRARY, license=entry.license or DEFAULT_LICENSE, pipeline_tag="image-classification",
-        tags=_tags(entry.method, norm, entry.dataset), datasets=[ds_id] if ds_id else None,
-        robustzoo={
-            "alias": entry.name, "status": entry.status, "architecture": entry.architecture,
-            "dataset": entry.dataset, "method": entry.method, "method_settings": dict(entry.settings),
-            "recipe": entry.recipe, "threat_model": {"norm": norm, "eps": eps, "eps_text": eps_text(eps)},
-            "extra_data": False, "input_range": [0, 1], "paper": entry.paper,
-        })
+        tags=_tags(entry.method, norm, entry.dataset), datasets=[ds_id] if ds_id else None, robustzoo=block)
+
+
+def _measured_section(entry: ZooEntry) -> str:
+    """What a related real run recorded in the repository scored, said as such."""
+    if not entry.measured:
+        return ("Nothing measured yet: no run of this recipe (or of a shorter protocol with the same "
+                "method settings) is recorded in the repository. The numbers will come from the eval.json "
+                "of the published run: standard AutoAttack on the whole test set, with clean accuracy and "
+                "the gradient-masking health checks.")
+    m = entry.measured
+    rows = []
+    for attack, frac in m["results"].items():
+        correct, n = m["counts"][attack]
+        rows.append((attack_label(attack), f"{_pct(frac):.2f}", f"{correct}/{n}"))
+    return "\n\n".join([
+        f"**Not this recipe's numbers.** A real run with the same method settings under a different "
+        f"protocol — {m['protocol']} — scored (recorded in `{m['source']}`):",
+        _table(["attack", "accuracy (%)", "correct"], rows),
+        "Trained with:",
+        _code("bash", m["train"]),
+        "Evaluated with:",
+        _code("bash", m["eval"]),
+        "The published entry will carry its own numbers from the eval.json of its run (standard "
+        "AutoAttack on the whole test set).",
+    ])
 
 
 def render_entry_card(entry: ZooEntry) -> str:
-    """The card of a zoo entry with no published weights: what it will be and how to make it.
+    """The card of a zoo entry with no published weights: how to train it, what (if anything)
+    a related recorded run scored and with which commands, and the one command that publishes it.
 
     Published entries keep the card that ``robustzoo push`` rendered from their run.
     """
@@ -530,42 +644,47 @@ def render_entry_card(entry: ZooEntry) -> str:
     _, ds_name = _dataset_meta(entry.dataset)
     settings = ", ".join(f"{k}={_fmt_value(v)}" for k, v in entry.settings.items())
     summary = "\n\n".join(x for x in [
-        f"**Not yet trained or published.** This zoo entry names a model robustzoo can train — a "
+        f"**Not yet published.** This zoo entry names a model robustzoo can train — a "
         f"{ARCH_LABELS.get(entry.architecture, entry.architecture)} (`{entry.architecture}`) on {ds_name}, "
         f"trained with the `{entry.method}` objective" + (f" ({settings})" if settings else "") +
         f" against {NORM_LABELS.get(norm, norm)} perturbations of size ε = {eps_text(eps)} — but no "
-        f"weights have been published for it yet, so this card reports no results.",
+        f"weights have been published for it yet, so this card reports no results of its own.",
         entry.description,
     ] if x)
+    train = entry.train_command
     usage = "\n\n".join([
         f"`robustzoo pull {entry.name}` and `robustzoo.load(\"{entry.name}\")` refuse this entry until it "
-        f"is published. Train it yourself instead:",
-        _code("bash", f"robustzoo train --recipe {entry.recipe} --data-dir DATA --out runs/{entry.name}\n"
-                      f"robustzoo eval runs/{entry.name} --suite paper"),
+        f"is published. Train and evaluate it yourself instead:",
+        _code("bash", f"{train} --data-dir DATA --out runs/{entry.name}\n"
+                      f"robustzoo eval runs/{entry.name} --suite autoattack"),
         "and load the run directory:",
         _code("python", f'import robustzoo\n\nmodel = robustzoo.load("runs/{entry.name}")'),
     ])
-    threat = "\n".join([
+    note = eps_note(entry.dataset, norm, eps)
+    threat = "\n".join(x for x in [
         f"- Norm: {NORM_LABELS.get(norm, norm)} (`{norm}`)",
         f"- ε: {_eps_both(eps)} on the [0, 1] pixel scale",
+        f"- Note: {note}" if note else "",
         "- Input range: [0, 1]; normalisation is inside the model",
         "- Extra training data: none",
-    ])
+    ] if x)
+    recipe_text = (f"Recipe `{entry.recipe}` holds every training setting (`{train}` uses them; it is "
+                   f"provided by the plugin of the `{entry.method}` objective, and `robustzoo list recipes "
+                   f"{entry.recipe}` names its source)." if not entry.recipe.startswith("robustzoo train ")
+                   else "The training command above holds every setting.")
     training = "\n\n".join([
-        f"Recipe `{entry.recipe}` holds every training setting (`robustzoo train --recipe {entry.recipe}` "
-        f"uses them; it is provided by the plugin of the `{entry.method}` objective, and "
-        f"`robustzoo list recipes {entry.recipe}` names its source).",
-        "To publish it as this zoo entry, see docs/zoo.md: push the evaluated run with",
-        _code("bash", f"robustzoo push runs/{entry.name} --repo-id ORG/{entry.name} --alias {entry.name}"),
-        "then pin the printed commit sha and sha256s in robustzoo/zoo/index.json.",
+        recipe_text,
+        "To publish it as this zoo entry — train the recipe (resumable), evaluate it with standard "
+        "AutoAttack on the whole test set, push the run with its card and robustbench.json, and pin "
+        "the commit and sha256s in robustzoo/zoo/index.json — run (docs/zoo.md):",
+        _code("bash", f"robustzoo zoo publish {entry.name} --org ORG --data-dir DATA"),
     ])
     return _render({
         "front_matter": entry_card_data(entry).to_yaml().strip(),
         "title": f"{entry.name} (not yet published)", "summary": summary, "usage": usage,
         "threat_model": threat, "training": training,
-        "evaluation": "No results: this model has not been trained and evaluated yet. Every number on a "
-                      "published card comes from the eval.json of the published run.",
-        "health": "None yet (they are part of the evaluation).", "limitations": "",
+        "evaluation": _measured_section(entry),
+        "health": "None yet for this recipe (they are part of its evaluation).", "limitations": "",
         "citation": (f"Training method: {entry.paper}." if entry.paper else
                      f"Training method: robustzoo objective `{entry.method}`."),
         "files": "None published yet.", "source": f"zoo entry {entry.name}",

@@ -1,16 +1,28 @@
 """Publish runs to, and pull models from, the Hugging Face Hub (or any Hub-protocol server).
 
 Push uploads ``config.json``, ``model.safetensors``, ``aux.safetensors`` (when the run has
-one) and a rendered model card in one commit. Pull resolves the revision to a commit sha,
-downloads fixed filenames by that sha into the Hugging Face cache and checks every file:
+one), ``robustbench.json`` (the RobustBench record) and a rendered model card that lists the
+sha256 of all of them, in one commit. Pull resolves the revision to a commit sha, downloads
+fixed filenames by that sha into the Hugging Face cache and checks every file; a file that
+fails a check is removed from the cache and refused with
+:class:`~robustzoo.errors.IntegrityError`:
 
-* zoo aliases are pinned (repo, 40-hex commit, sha256 per file); a file whose sha256 differs
-  is removed from the cache and refused with :class:`~robustzoo.errors.IntegrityError`;
-* other Hub models are checked against the hash the server announced (the ETag: sha256 of
-  LFS files, git blob sha1 of small files), which catches corruption but not a malicious server;
-* only ``config.json`` (parsed as JSON) and safetensors files are ever read; the architecture
-  named in config.json must be a registered robustzoo architecture; nothing from a repo is
-  executed, and no path a server sends is joined into a local path.
+* against the hash the server announced (the ETag: sha256 of LFS files, git blob sha1 of
+  small files): catches corruption in transit;
+* against the sha256 list in the model card (README.md) of the same commit: catches a blob
+  swapped under a published commit even when the server announces the new hash (a pull by
+  repo id needs that card, or ``--expect-sha256``);
+* zoo aliases: against the sha256 pinned in the zoo index; scripts: against
+  ``--expect-sha256 FILE=SHA256``. Only a pin made elsewhere (the index, a script) also
+  holds against a server that rewrites the card;
+* only ``config.json`` (parsed as JSON), the card's YAML front matter (``yaml.safe_load``)
+  and safetensors files are ever read; the architecture named in config.json must be a
+  registered robustzoo architecture; nothing from a repo is executed, and no path a server
+  sends is joined into a local path.
+
+``timm.create_model("hf-hub:org/name", pretrained=True)`` checks only the file size by
+itself; once robustzoo is imported, its factories for robustzoo's nets load the weights
+through :func:`verified_weights` (the same checks) instead.
 
 ``huggingface_hub`` reads ``HF_ENDPOINT`` once, at import, so every call here passes
 ``endpoint=`` and ``cache_dir=`` explicitly. For endpoints other than huggingface.co, Xet
@@ -38,9 +50,11 @@ HUB_PREFIX = "hf-hub:"
 OFFICIAL_ENDPOINT = "https://huggingface.co"
 CARD_FILE = "README.md"
 REQUIRED = (runs.CONFIG_FILE, runs.MODEL_FILE)
-OPTIONAL = (runs.AUX_FILE, CARD_FILE)
-# config.json is a few kB; anything far larger is not ours and is not parsed.
+ROBUSTBENCH_FILE = "robustbench.json"
+OPTIONAL = (runs.AUX_FILE, CARD_FILE, ROBUSTBENCH_FILE)
+# config.json and the card are a few kB; anything far larger is not ours and is not parsed.
 MAX_CONFIG_BYTES = 1_000_000
+MAX_CARD_BYTES = 2_000_000
 MAX_CLASSES = 100_000
 _REVISION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,199}$")
 _SHA1_RE = re.compile(r"^[0-9a-f]{40}$")
@@ -195,7 +209,8 @@ def parse_name(name: str, revision: str | None = None) -> Target:
         entry: ZooEntry = reg.get(text)
         if not entry.published:
             raise NotFoundError(f"zoo entry {text!r} has no published weights yet; train it with "
-                                f"`robustzoo train --recipe {entry.recipe or text}`")
+                                f"`{entry.train_command}` (or train, evaluate and publish it with "
+                                f"`robustzoo zoo publish {text} --org ORG`)")
         problems = validate_entry(entry)
         if problems:
             raise RunError(f"{problems[0]}; fix the entry in its plugin's zoo index "
@@ -283,7 +298,9 @@ class PullResult:
     Attributes:
         path: local folder (cache snapshot) with config.json and model.safetensors.
         files: filename -> sha256 of every file pulled.
-        checked: filename -> how it was checked ('pinned sha256' or 'server hash').
+        checked: filename -> the checks its sha256 passed, joined by ' + ': 'pinned sha256'
+            (zoo index), 'expected sha256' (``--expect-sha256``), 'card sha256' (the sha256 list
+            of the model card of the same commit) and 'server hash' (the ETag it announced).
         offline: True when the revision came from the cache because the Hub was unreachable.
     """
 
@@ -326,36 +343,98 @@ def _evict(pointer: Path, cache_dir: str, repo_id: str) -> None:
         target.unlink(missing_ok=True)
 
 
-def _verify(path: Path, filename: str, target: Target, sha: str, cache_dir: str) -> tuple[str, str]:
-    """sha256 of a download, checked against the pin (zoo) or the server's hash; evicts on mismatch."""
-    digest = sha256_file(path)
-    where = f"{target.repo_id}@{_short(sha)}"
-    if target.entry is not None:
-        want = target.entry.files[filename]
-        if digest != want:
-            _evict(path, cache_dir, target.repo_id)
-            raise IntegrityError(f"{filename} of {where} has sha256 {digest}, but the zoo index pins {want}"
-                                 f" for {target.name!r}; refused and removed from the cache (the repo or "
-                                 f"the download was altered: do not use it, report it)")
-        return digest, "pinned sha256"
+def _refuse(path: Path, cache_dir: str, repo_id: str, message: str) -> IntegrityError:
+    _evict(path, cache_dir, repo_id)
+    return IntegrityError(message + "; refused and removed from the cache (the file was altered after "
+                                    "publishing, or in transit: do not use it, report it)")
+
+
+def _server_hash(path: Path, digest: str) -> tuple[bool, str] | None:
+    """Compare a download with the hash the server announced (the ETag the cache names its blob
+    by); None when there is nothing to compare (a copy instead of a link, or other ETags)."""
     blob = path.resolve().name
     if SHA256_RE.match(blob):
-        ok, kind = digest == blob, "sha256"
-    elif _SHA1_RE.match(blob):
-        ok, kind = _git_blob_sha1(path) == blob, "git blob sha1"
-    else:  # no symlinks (a copy), or a server that sends other ETags: nothing to compare
-        return digest, "unchecked"
-    if not ok:
-        _evict(path, cache_dir, target.repo_id)
-        raise IntegrityError(f"{filename} of {where} does not match the {kind} {blob} the server "
-                             f"announced; refused and removed from the cache (pull again)")
-    return digest, "server hash"
+        return digest == blob, f"the sha256 {blob} the server announced"
+    if _SHA1_RE.match(blob):
+        return _git_blob_sha1(path) == blob, f"the git blob sha1 {blob} the server announced"
+    return None
+
+
+def _verify(path: Path, filename: str, target: Target, sha: str, cache_dir: str,
+            expected: Mapping[str, str]) -> tuple[str, list[str]]:
+    """sha256 of a download, checked against the zoo pin, ``--expect-sha256`` and the server's
+    hash; evicts it from the cache on any mismatch. Returns (sha256, checks passed)."""
+    digest = sha256_file(path)
+    where = f"{target.repo_id}@{_short(sha)}"
+    checks = []
+    if target.entry is not None and filename in target.entry.files:
+        want = target.entry.files[filename]
+        if digest != want:
+            raise _refuse(path, cache_dir, target.repo_id, f"{filename} of {where} has sha256 {digest}, but the "
+                          f"zoo index pins {want} for {target.name!r}")
+        checks.append("pinned sha256")
+    if filename in expected:
+        if digest != expected[filename]:
+            raise _refuse(path, cache_dir, target.repo_id, f"{filename} of {where} has sha256 {digest}, but "
+                          f"--expect-sha256 says {expected[filename]}")
+        checks.append("expected sha256")
+    server = _server_hash(path, digest)
+    if server is not None:
+        ok, what = server
+        if not ok:
+            raise _refuse(path, cache_dir, target.repo_id, f"{filename} of {where} does not match {what}")
+        checks.append("server hash")
+    return digest, checks
+
+
+def card_sha256(card: Path, source: str) -> dict[str, str] | None:
+    """The ``robustzoo.sha256`` list (filename -> sha256) of a model card; None when it has none.
+
+    Only the YAML front matter is parsed (``yaml.safe_load``, through huggingface_hub); a
+    card larger than :data:`MAX_CARD_BYTES` or with a malformed list is an IntegrityError.
+    """
+    from huggingface_hub import metadata_load
+
+    if card.stat().st_size > MAX_CARD_BYTES:
+        raise IntegrityError(f"{source} is larger than {MAX_CARD_BYTES} bytes; it was not written by robustzoo")
+    try:
+        meta = metadata_load(card) or {}
+    except Exception as exc:  # noqa: BLE001 - yaml raises several types for bad front matter
+        raise IntegrityError(f"{source} has unreadable front matter ({type(exc).__name__})") from None
+    block = meta.get("robustzoo") if isinstance(meta, dict) else None
+    listed = block.get("sha256") if isinstance(block, dict) else None
+    if listed is None:
+        return None
+    if not isinstance(listed, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) and SHA256_RE.match(v) for k, v in listed.items()):
+        raise IntegrityError(f"{source} has a malformed sha256 list (filename -> 64 hex digits)")
+    return dict(listed)
+
+
+def parse_expected(values: Mapping[str, str] | None) -> dict[str, str]:
+    """Check ``--expect-sha256`` pairs: publishable file names, 64 lower-case hex digits each."""
+    out: dict[str, str] = {}
+    for filename, digest in (values or {}).items():
+        if filename not in PUBLISHABLE_FILES:
+            raise UsageError(f"--expect-sha256 names {filename!r}, not one of {', '.join(PUBLISHABLE_FILES)}"
+                             f"{did_you_mean(filename, PUBLISHABLE_FILES)}")
+        digest = str(digest).strip().lower()
+        if not SHA256_RE.match(digest):
+            raise UsageError(f"--expect-sha256 {filename}={digest!r} is not 64 hex digits")
+        out[filename] = digest
+    return out
 
 
 def pull_model(name: str, *, revision: str | None = None, endpoint: str | None = None,
                cache_dir: str | Path | None = None, token: str | None = None,
-               verify: bool = False) -> PullResult:
+               verify: bool = False, expect_sha256: Mapping[str, str] | None = None) -> PullResult:
     """Download a zoo alias or Hub model into the Hugging Face cache and check it.
+
+    Every file is checked against the hash the server announced and, unless it is the card
+    itself, against the sha256 list of the model card (README.md) of the same commit: a blob
+    swapped under a published commit is refused even when the server announces its new hash.
+    A pull by repo id needs that card (every ``robustzoo push`` writes one) unless
+    ``expect_sha256`` pins the files; zoo aliases are also checked against their pins.
 
     Args:
         name: zoo alias (``cat-cw-wrn34``), ``hf-hub:org/name[@rev]`` or ``org/name[@rev]``.
@@ -364,13 +443,15 @@ def pull_model(name: str, *, revision: str | None = None, endpoint: str | None =
         cache_dir: Hugging Face cache (default ``HF_HUB_CACHE``).
         token: access token (private repos); only sent to other endpoints when given.
         verify: also load the weights strictly into the architecture.
+        expect_sha256: filename -> sha256 the files must have (scripts pin downloads this way).
 
     Raises:
         NotFoundError, UsageError, HubError, IntegrityError, RunError: one-line errors.
     """
+    expected = parse_expected(expect_sha256)
     try:
         return _pull(name, revision=revision, endpoint=endpoint, cache_dir=cache_dir, token=token,
-                     verify=verify)
+                     verify=verify, expected=expected)
     except (NotFoundError, HubError) as exc:
         text = str(name)
         if text.startswith(HUB_PREFIX) or "/" not in text or text.startswith(("/", ".", "~")):
@@ -379,8 +460,16 @@ def pull_model(name: str, *, revision: str | None = None, endpoint: str | None =
         raise type(exc)(f"{text} is not a run directory, and as a Hub model: {exc}") from None
 
 
+def verified_weights(hf_hub_id: str, cache_dir: str | Path | None = None) -> str:
+    """Pull ``org/name[@rev]`` with every check of :func:`pull_model` and return the local path
+    of its model.safetensors: what ``timm.create_model("hf-hub:...")`` loads once robustzoo is
+    imported (see :func:`robustzoo.models.timm_bridge.set_weights_verifier`)."""
+    res = pull_model(f"{HUB_PREFIX}{hf_hub_id}", cache_dir=cache_dir)
+    return str(res.path / runs.MODEL_FILE)
+
+
 def _pull(name: str, *, revision: str | None, endpoint: str | None, cache_dir: str | Path | None,
-          token: str | None, verify: bool) -> PullResult:
+          token: str | None, verify: bool, expected: Mapping[str, str]) -> PullResult:
     from huggingface_hub import HfApi, hf_hub_download, try_to_load_from_cache
 
     from . import __version__
@@ -424,11 +513,15 @@ def _pull(name: str, *, revision: str | None, endpoint: str | None, cache_dir: s
             wanted = [(f, True) for f in target.entry.files]
         else:
             wanted = [(f, True) for f in REQUIRED] + [(f, False) for f in OPTIONAL]
+        # config.json first (a foreign architecture is refused before any weights are fetched),
+        # then the card, whose sha256 list every other file is checked against.
+        wanted.sort(key=lambda fr: {runs.CONFIG_FILE: 0, CARD_FILE: 1}.get(fr[0], 2))
+        where = f"{target.repo_id}@{_short(sha)}"
         if siblings is not None:
             missing = [f for f, required in wanted if required and f not in siblings]
             if missing:
-                raise NotFoundError(f"{target.repo_id}@{_short(sha)} has no {missing[0]}; it is not a "
-                                    f"robustzoo model (publish one with `robustzoo push`)")
+                raise NotFoundError(f"{where} has no {missing[0]}; it is not a robustzoo model (publish "
+                                    f"one with `robustzoo push`)")
             for f, _ in wanted:
                 if f not in siblings:
                     _mark_absent(cache, target.repo_id, sha, f)
@@ -437,13 +530,15 @@ def _pull(name: str, *, revision: str | None, endpoint: str | None, cache_dir: s
         result = PullResult(name=target.name, repo_id=target.repo_id, revision=sha, path=Path(),
                             endpoint=endpoint, offline=from_cache)
         local_only = offline or from_cache
+        locals_: dict[str, Path] = {}
+        checks: dict[str, list[str]] = {}
         for filename, required in wanted:
             # Only fixed names from PUBLISHABLE_FILES are requested (validate_entry checks a zoo
             # entry's names); nothing a server lists is turned into a request or a local path.
             cached_path = try_to_load_from_cache(target.repo_id, filename, cache_dir=cache, revision=sha)
             if not required and not isinstance(cached_path, str) and (local_only or cached_path is not None):
                 continue  # known to be absent, or cannot be checked offline: optional anyway
-            what = f"{filename} of {target.repo_id}@{_short(sha)}"
+            what = f"{filename} of {where}"
             try:
                 with _translate(target.name, endpoint, cache, what):
                     local = hf_hub_download(target.repo_id, filename, revision=sha, endpoint=endpoint,
@@ -454,18 +549,56 @@ def _pull(name: str, *, revision: str | None, endpoint: str | None, cache_dir: s
                     raise
                 continue  # an optional file that is absent or unreachable
             local = Path(local)
-            expected = _storage_folder(cache, target.repo_id) / "snapshots" / sha / filename
-            if local != expected:
-                raise HubError(f"huggingface_hub returned {local} for {what}, outside {expected.parent}")
-            digest, how = _verify(local, filename, target, sha, cache)
-            result.files[filename] = digest
-            result.checked[filename] = how
+            expected_path = _storage_folder(cache, target.repo_id) / "snapshots" / sha / filename
+            if local != expected_path:
+                raise HubError(f"huggingface_hub returned {local} for {what}, outside {expected_path.parent}")
+            result.files[filename], checks[filename] = _verify(local, filename, target, sha, cache, expected)
+            locals_[filename] = local
+            if filename == runs.CONFIG_FILE:
+                _read_config_file(local, f"config.json of {where}")
+        _check_against_card(locals_, result, checks, target, sha, cache, siblings, expected)
+        for filename in expected:
+            if filename not in result.files:
+                raise NotFoundError(f"--expect-sha256 names {filename}, which {where} does not have")
+        result.checked = {f: " + ".join(c) or "unchecked" for f, c in checks.items()}
         snapshot = _storage_folder(cache, target.repo_id) / "snapshots" / sha
         result.path = snapshot
-    _read_config_file(snapshot / runs.CONFIG_FILE, f"config.json of {target.repo_id}@{_short(sha)}")
     if verify:
         runs.load_run(snapshot)
     return result
+
+
+def _check_against_card(locals_: Mapping[str, Path], result: PullResult, checks: dict[str, list[str]],
+                        target: Target, sha: str, cache: str, siblings: set[str] | None,
+                        expected: Mapping[str, str]) -> None:
+    """Every pulled file but the card must have the sha256 the card of the same commit lists."""
+    where = f"{target.repo_id}@{_short(sha)}"
+    card = locals_.get(CARD_FILE)
+    listed = card_sha256(card, f"README.md of {where}") if card is not None else None
+    if listed is None:
+        if target.entry is None and not expected:
+            why = "has no model card (README.md)" if card is None else "has a card without a sha256 list"
+            raise IntegrityError(f"{where} {why}, so its files cannot be checked; it was not published by "
+                                 f"`robustzoo push`. Pin the files with --expect-sha256 FILE=SHA256 to pull "
+                                 f"it anyway")
+        return
+    for filename, path in locals_.items():
+        if filename == CARD_FILE:
+            continue
+        want = listed.get(filename)
+        if want is None:
+            raise _refuse(path, cache, target.repo_id, f"{filename} of {where} is not in the sha256 list of "
+                          f"the model card of the same commit")
+        if result.files[filename] != want:
+            raise _refuse(path, cache, target.repo_id, f"{filename} of {where} has sha256 "
+                          f"{result.files[filename]}, but the model card (README.md) of the same commit "
+                          f"lists {want}")
+        checks[filename].append("card sha256")
+    if siblings is not None:
+        for filename in listed:
+            if filename in PUBLISHABLE_FILES and filename not in siblings:
+                raise IntegrityError(f"the model card of {where} lists {filename}, which the commit does "
+                                     f"not have; the repo was changed after publishing: do not use it")
 
 
 def _mark_absent(cache: str, repo_id: str, sha: str, filename: str) -> None:
@@ -496,13 +629,14 @@ def _remember_ref(cache: str, repo_id: str, revision: str, sha: str) -> None:
 
 
 def pull(name: str, *, revision: str | None = None, endpoint: str | None = None,
-         cache_dir: str | Path | None = None, token: str | None = None, verify: bool = False) -> Path:
+         cache_dir: str | Path | None = None, token: str | None = None, verify: bool = False,
+         expect_sha256: Mapping[str, str] | None = None) -> Path:
     """Pull ``name`` and return the local folder with config.json and model.safetensors.
 
     See :func:`pull_model` for the arguments and checks.
     """
     return pull_model(name, revision=revision, endpoint=endpoint, cache_dir=cache_dir, token=token,
-                      verify=verify).path
+                      verify=verify, expect_sha256=expect_sha256).path
 
 
 # -- push ----------------------------------------------------------------------------------
@@ -529,44 +663,71 @@ class PushResult:
 
 
 def read_eval(run_dir: Path) -> dict[str, Any]:
-    """A run's eval.json, refused unless it has clean and robust accuracy."""
-    path = run_dir / runs.EVAL_FILE
+    """A run's evaluation record, refused unless it has clean and robust accuracy."""
     hint = f"`robustzoo eval {run_dir} --suite paper`"
-    if not path.is_file():
+    report = runs.eval_record(run_dir)
+    if report is None:
         raise RunError(f"{run_dir} has no {runs.EVAL_FILE}; evaluate it before publishing: {hint}")
-    try:
-        report = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise RunError(f"{path} is not valid JSON; re-run {hint}") from None
-    results = report.get("results") if isinstance(report, dict) else None
+    results = report.get("results")
     attacks = {r.get("attack") for r in results or [] if isinstance(r, dict)}
     if "clean" not in attacks or not attacks - {"clean"} or "eps" not in report:
-        raise RunError(f"{path} lacks clean and robust accuracy; run {hint}")
+        raise RunError(f"{run_dir / runs.EVAL_FILE} lacks clean and robust accuracy; run {hint}")
     return report
+
+
+def evaluation_summary(report: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``evaluation`` block of a zoo entry: suite, seed, health verdict and the counts
+    (attack -> [correct, n]) behind each result."""
+    health = report.get("health")
+    return {
+        "suite": str(report.get("suite") or ""),
+        "seed": int(report.get("seed", 0)),
+        "health": str(health.get("status", "")) if isinstance(health, Mapping) else "",
+        "counts": {r["attack"]: [int(r["correct"]), int(r["n"])] for r in report["results"]},
+    }
 
 
 def zoo_entry_for(cfg: Mapping[str, Any], report: Mapping[str, Any], *, repo_id: str, revision: str,
                   files: Mapping[str, str], alias: str | None, license: str) -> dict[str, Any]:
-    """The zoo index entry of a published run (numbers copied from eval.json)."""
-    from .cards import _paper
+    """The zoo index entry of a published run (numbers copied from eval.json).
+
+    ``recipe`` is the run's recipe, or for a run trained without one the full ``robustzoo
+    train`` command that reproduces it, so the entry always passes :func:`validate_entry`.
+    """
+    from .cards import _paper, retrain_command
 
     rz = cfg["robustzoo"]
     name = alias or repo_id.split("/")[-1].lower()
+    train_cfg = rz.get("config", {})
+    results = {r["attack"]: float(r["accuracy"]) for r in report["results"]}
     return ZooEntry(
         name=name, status="published", repo_id=repo_id, revision=revision, files=dict(files),
         architecture=cfg["architecture"], dataset=rz["dataset"],
         threat_model={"norm": rz.get("threat_model", {}).get("norm", "linf"), "eps": float(report["eps"])},
         method=rz["objective"], settings=dict(rz.get("objective_settings", {})),
-        results={r["attack"]: float(r["accuracy"]) for r in report["results"]},
-        recipe=rz.get("config", {}).get("recipe") or "", card=f"model_cards/{name}.md",
-        paper=_paper(rz["objective"]), license=license,
+        results=results, recipe=train_cfg.get("recipe") or retrain_command(train_cfg),
+        card=f"model_cards/{name}.md", paper=_paper(rz["objective"]), license=license,
+        evaluation=evaluation_summary(report),
     ).to_dict()
+
+
+def _config_bytes(path: Path, license: str) -> bytes:
+    """config.json as published: the run's bytes, with pretrained_cfg.license set to the
+    licence the weights are published under when the run recorded another one."""
+    data = path.read_bytes()
+    cfg = json.loads(data)
+    pcfg = cfg.get("pretrained_cfg")
+    if isinstance(pcfg, dict) and pcfg.get("license", license) != license:
+        pcfg["license"] = license
+        return (json.dumps(cfg, indent=2) + "\n").encode("utf-8")
+    return data
 
 
 def push(run_dir: str | Path, repo_id: str, *, endpoint: str | None = None, token: str | None = None,
          private: bool = False, alias: str | None = None, license: str = "apache-2.0",
          commit_message: str | None = None) -> PushResult:
-    """Publish a run: weights, aux state, config.json and a rendered model card, in one commit.
+    """Publish a run in one commit: weights, aux state, config.json, robustbench.json and a model
+    card rendered from config.json and eval.json that lists the sha256 of every other file.
 
     Args:
         run_dir: a trained and evaluated run directory.
@@ -575,7 +736,7 @@ def push(run_dir: str | Path, repo_id: str, *, endpoint: str | None = None, toke
         token: write token (default: huggingface_hub's stored token, sent to huggingface.co only).
         private: create the repo private.
         alias: zoo alias recorded in the card and the suggested zoo entry.
-        license: licence of the weights (card metadata).
+        license: licence of the weights (card metadata and config.json).
 
     Raises:
         RunError: no eval.json, or weights that do not load into the architecture.
@@ -585,6 +746,7 @@ def push(run_dir: str | Path, repo_id: str, *, endpoint: str | None = None, toke
 
     from . import __version__
     from .cards import render_run_card
+    from .robustbench import robustbench_record
     from .zoo import ALIAS_RE
 
     run_dir = Path(run_dir)
@@ -599,15 +761,17 @@ def push(run_dir: str | Path, repo_id: str, *, endpoint: str | None = None, toke
         raise RunError(f"{run_dir}/eval.json is for dataset {report.get('dataset')!r}, not the run's "
                        f"{cfg['robustzoo']['dataset']!r}; re-run `robustzoo eval {run_dir} --suite paper`")
     runs.load_run(run_dir)  # publish only weights that load strictly into the architecture
-    paths = {f: run_dir / f for f in (runs.CONFIG_FILE, runs.MODEL_FILE, runs.AUX_FILE)
-             if (run_dir / f).is_file()}
-    hashes = {f: sha256_file(p) for f, p in paths.items()}
-    card = render_run_card(cfg, report, repo_id=repo_id, files=hashes, alias=alias, license=license)
-    card_bytes = card.encode("utf-8")
-    files = {f: {"sha256": hashes[f], "size": p.stat().st_size} for f, p in paths.items()}
-    files[CARD_FILE] = {"sha256": hashlib.sha256(card_bytes).hexdigest(), "size": len(card_bytes)}
-
     endpoint = (endpoint or default_endpoint()).rstrip("/")
+    blobs: dict[str, bytes | Path] = {runs.CONFIG_FILE: _config_bytes(run_dir / runs.CONFIG_FILE, license)}
+    blobs.update({f: run_dir / f for f in (runs.MODEL_FILE, runs.AUX_FILE) if (run_dir / f).is_file()})
+    blobs[ROBUSTBENCH_FILE] = (json.dumps(robustbench_record(cfg, report), indent=2) + "\n").encode("utf-8")
+    files = {f: ({"sha256": hashlib.sha256(b).hexdigest(), "size": len(b)} if isinstance(b, bytes)
+                 else {"sha256": sha256_file(b), "size": b.stat().st_size}) for f, b in blobs.items()}
+    card = render_run_card(cfg, report, repo_id=repo_id, files={f: v["sha256"] for f, v in files.items()},
+                           alias=alias, license=license, endpoint=endpoint)
+    blobs[CARD_FILE] = card.encode("utf-8")
+    files[CARD_FILE] = {"sha256": hashlib.sha256(blobs[CARD_FILE]).hexdigest(), "size": len(blobs[CARD_FILE])}
+
     rz = cfg["robustzoo"]
     title = commit_message or f"robustzoo push: {rz['objective']} {cfg['architecture']} on {rz['dataset']}"
     with client_settings(endpoint):
@@ -617,8 +781,8 @@ def push(run_dir: str | Path, repo_id: str, *, endpoint: str | None = None, toke
             api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
             info = api.model_info(repo_id)
             present = {s.rfilename for s in (info.siblings or [])}
-            ops: list[Any] = [CommitOperationAdd(path_in_repo=f, path_or_fileobj=str(p)) for f, p in paths.items()]
-            ops.append(CommitOperationAdd(path_in_repo=CARD_FILE, path_or_fileobj=card_bytes))
+            ops: list[Any] = [CommitOperationAdd(path_in_repo=f, path_or_fileobj=b if isinstance(b, bytes)
+                                                 else str(b)) for f, b in blobs.items()]
             # A file of an earlier push that this run lacks (e.g. aux.safetensors) would be stale.
             ops += [CommitOperationDelete(path_in_repo=f) for f in PUBLISHABLE_FILES
                     if f in present and f not in files]
@@ -633,4 +797,3 @@ def push(run_dir: str | Path, repo_id: str, *, endpoint: str | None = None, toke
                           files={f: v["sha256"] for f, v in files.items()}, alias=alias, license=license)
     return PushResult(repo_id=repo_id, revision=sha, commit_url=str(commit.commit_url), endpoint=endpoint,
                       files=files, zoo_entry=entry)
-

@@ -4,6 +4,13 @@ An entry is registered through the ``register_zoo`` hook (the built-ins come fro
 package data file ``robustzoo/zoo/index.json``). :func:`validate_entry` checks an entry
 against :data:`SCHEMA` by hand (no jsonschema dependency); ``robustzoo pull`` runs it before
 it trusts an entry, and the test suite runs it on every registered entry.
+
+An entry tells the truth about itself: ``published`` only with a repo, a 40-hex commit and
+the sha256 of every file (``robustzoo zoo publish`` writes them); every other entry is
+``unpublished`` and carries no results of its own, only the recipe (or training command) that
+makes it and, under ``measured``, the numbers of a real run recorded in the repository (e.g.
+the reduced CPU protocol of docs/results.md), stated as such with the commands that produced
+them.
 """
 
 from __future__ import annotations
@@ -15,7 +22,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 #: Files a zoo entry may pin; ``robustzoo pull`` never asks a repo for any other name.
-PUBLISHABLE_FILES = ("config.json", "model.safetensors", "aux.safetensors", "README.md")
+PUBLISHABLE_FILES = ("config.json", "model.safetensors", "aux.safetensors", "README.md",
+                     "robustbench.json")
 #: Files every published entry must pin.
 REQUIRED_FILES = ("config.json", "model.safetensors")
 STATUSES = ("published", "unpublished")
@@ -39,12 +47,23 @@ SCHEMA: dict[str, tuple[tuple[type, ...], bool, str]] = {
     "method": ((str,), True, "the training objective's name"),
     "settings": ((dict,), True, "the objective settings that define the variant"),
     "results": ((dict,), True, "attack -> accuracy fraction from eval.json ({} while unpublished)"),
-    "recipe": ((str,), True, "the recipe that reproduces the entry (`robustzoo train --recipe`)"),
+    "recipe": ((str,), True, "the recipe that reproduces the entry (`robustzoo train --recipe NAME`), "
+                             "or the full `robustzoo train ...` command of a run trained without one"),
     "card": ((str,), True, "model card path, model_cards/<name>.md"),
     "description": ((str,), False, "one line"),
     "paper": ((str,), False, "the method's paper"),
     "license": ((str,), False, "licence of the weights (SPDX id, lower case)"),
+    "evaluation": ((dict,), False, "published: how the results were measured: {'suite', 'seed', "
+                                   "'health', 'counts': {attack: [correct, n]}}"),
+    "measured": ((dict,), False, "unpublished: numbers of a real run recorded in the repo, not of this "
+                                 "recipe: {'protocol', 'results', 'counts', 'train', 'eval', 'source', "
+                                 "'health' (optional)}"),
 }
+#: Keys of :data:`SCHEMA` left out of :meth:`ZooEntry.to_dict` while empty.
+OPTIONAL_BLOCKS = ("evaluation", "measured")
+MEASURED_KEYS = ("protocol", "results", "counts", "train", "eval", "source")
+MEASURED_OPTIONAL = ("health",)
+TRAIN_PREFIX = "robustzoo train "
 
 
 @dataclass(frozen=True)
@@ -65,6 +84,11 @@ class ZooEntry:
         description: one line.
         paper: the method's paper (for the card's citation).
         license: licence of the published weights.
+        evaluation: published entries: suite, seed, health verdict and ``counts``
+            (attack -> [correct, n]) of the results, for intervals and leaderboards.
+        measured: unpublished entries: numbers of a real run recorded in the repository
+            (``protocol`` says how it differs from the recipe; ``train`` and ``eval`` are the
+            commands that produced it; ``source`` the file that records it).
     """
 
     name: str
@@ -83,6 +107,8 @@ class ZooEntry:
     status: str = "unpublished"
     paper: str = ""
     license: str = "apache-2.0"
+    evaluation: dict[str, Any] = field(default_factory=dict)
+    measured: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ZooEntry:
@@ -91,9 +117,16 @@ class ZooEntry:
         return cls(**{k: v for k, v in data.items() if k in names})
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready copy in :data:`SCHEMA` order."""
+        """A JSON-ready copy in :data:`SCHEMA` order (empty optional blocks left out)."""
         d = dataclasses.asdict(self)
-        return {k: d[k] for k in SCHEMA}
+        return {k: d[k] for k in SCHEMA if d[k] or k not in OPTIONAL_BLOCKS}
+
+    @property
+    def train_command(self) -> str:
+        """The command that trains this entry: ``robustzoo train --recipe NAME`` or the full command."""
+        if self.recipe.startswith(TRAIN_PREFIX):
+            return self.recipe
+        return f"robustzoo train --recipe {self.recipe or self.name}"
 
     @property
     def published(self) -> bool:
@@ -156,6 +189,9 @@ def validate_entry(entry: ZooEntry | Mapping[str, Any],
     for key in ("architecture", "dataset", "method", "recipe"):
         if not raw[key]:
             bad(f"{key!r} is empty")
+    recipe_is_command = raw["recipe"].startswith(TRAIN_PREFIX)
+    if raw["recipe"] and not recipe_is_command and not ALIAS_RE.match(raw["recipe"]):
+        bad(f"recipe {raw['recipe']!r} is neither a recipe name nor a `robustzoo train ...` command")
     if raw["card"] != f"model_cards/{raw['name']}.md":
         bad(f"card must be 'model_cards/{raw['name']}.md'")
 
@@ -181,15 +217,64 @@ def validate_entry(entry: ZooEntry | Mapping[str, Any],
         for k, v in results.items():
             if not _is_number(v) or not 0 <= v <= 1:
                 bad(f"results[{k!r}] must be an accuracy fraction in [0, 1]")
+        if raw.get("measured"):
+            bad("a published entry has results of its own: drop 'measured'")
+        if raw.get("evaluation"):
+            problems.extend(f"zoo entry {name!r}: evaluation: {p}"
+                            for p in _check_counts(raw["evaluation"].get("counts"), results))
     elif status == "unpublished":
         for key in ("repo_id", "revision", "files", "results"):
             if raw[key]:
                 bad(f"an unpublished entry must leave {key!r} empty (no weights, no numbers yet)")
+        if raw.get("evaluation"):
+            bad("an unpublished entry has no evaluation of its own; a real run's numbers go under 'measured'")
+        if raw.get("measured"):
+            problems.extend(f"zoo entry {name!r}: measured: {p}" for p in _check_measured(raw["measured"]))
 
     if known:
         for key, kind in (("architecture", "architectures"), ("dataset", "datasets"),
                           ("method", "objectives"), ("recipe", "recipes")):
             names = known.get(kind)
+            if key == "recipe" and recipe_is_command:
+                continue  # a full training command names no recipe
             if names is not None and raw[key] and raw[key] not in names:
                 bad(f"{key} {raw[key]!r} is not a registered {kind[:-1]}")
     return problems
+
+
+def _check_counts(counts: Any, results: Mapping[str, Any]) -> list[str]:
+    """``counts`` (attack -> [correct, n]) must be whole numbers that give exactly ``results``."""
+    if not isinstance(counts, Mapping) or not counts:
+        return ["'counts' must map each attack to [correct, n]"]
+    problems = []
+    for attack, pair in counts.items():
+        ok = (isinstance(pair, (list, tuple)) and len(pair) == 2 and all(
+            isinstance(v, int) and not isinstance(v, bool) for v in pair) and 0 <= pair[0] <= pair[1]
+            and pair[1] > 0)
+        if not ok:
+            problems.append(f"counts[{attack!r}] must be [correct, n] with 0 <= correct <= n, n > 0")
+        elif attack not in results:
+            problems.append(f"counts[{attack!r}] has no result")
+        elif abs(results[attack] - pair[0] / pair[1]) > 1e-6:  # eval.json rounds to 6 digits
+            problems.append(f"results[{attack!r}] = {results[attack]} is not {pair[0]}/{pair[1]}")
+    missing = [a for a in results if a not in counts]
+    if missing:
+        problems.append(f"no counts for {', '.join(missing)}")
+    return problems
+
+
+def _check_measured(measured: Mapping[str, Any]) -> list[str]:
+    problems = [f"missing {k!r}" for k in MEASURED_KEYS if k not in measured]
+    problems += [f"unknown key {k!r}" for k in measured if k not in MEASURED_KEYS + MEASURED_OPTIONAL]
+    if problems:
+        return problems
+    for key in ("protocol", "train", "eval", "source"):
+        if not isinstance(measured[key], str) or not measured[key].strip():
+            problems.append(f"{key!r} must be a non-empty string")
+    results = measured["results"]
+    if not isinstance(results, Mapping) or "clean" not in results or len(results) < 2:
+        return problems + ["'results' must hold 'clean' and at least one attack"]
+    for k, v in results.items():
+        if not _is_number(v) or not 0 <= v <= 1:
+            problems.append(f"results[{k!r}] must be an accuracy fraction in [0, 1]")
+    return problems + _check_counts(measured["counts"], results)

@@ -93,7 +93,8 @@ def test_push_uploads_everything_in_one_commit(pushed, hub_server):
     assert commits[0] == res.revision and len(commits) == 2  # the repo's initial commit + ours
     assert len(res.revision) == 40
     assert [m for m, p in hub_server.requests if p.endswith("/commit/main")] == ["POST"]
-    assert set(res.files) == {"config.json", "model.safetensors", "aux.safetensors", "README.md"}
+    assert set(res.files) == {"config.json", "model.safetensors", "aux.safetensors", "README.md",
+                              "robustbench.json"}
     for name in ("config.json", "model.safetensors", "aux.safetensors"):
         assert res.files[name]["sha256"] == sha256(run_dir / name)
         assert res.files[name]["size"] == (run_dir / name).stat().st_size
@@ -105,40 +106,62 @@ def test_push_uploads_everything_in_one_commit(pushed, hub_server):
 
 
 def test_card_parses_back_with_modelcard(pushed, hub_server, hf_cache):
+    """The pushed card round-trips through huggingface_hub: ModelCard.load, then the model-index
+    through model_index_to_eval_results. Robust results have their own metric type, the attack
+    and the threat model in args, and every result names robustzoo and its version as source."""
+    from huggingface_hub.repocard_data import model_index_to_eval_results
+
+    import robustzoo
+
     run_dir, res = pushed
     path = hub.pull(f"hf-hub:{REPO}@{res.revision}", endpoint=hub_server.endpoint, cache_dir=hf_cache)
-    text = (path / "README.md").read_text(encoding="utf-8")
     assert sha256(path / "README.md") == res.files["README.md"]["sha256"]
-    card = ModelCard(text)
+    card = ModelCard.load(path / "README.md")
+    text = card.content
+    name, results = model_index_to_eval_results(card.data.to_dict()["model-index"])
+    assert name == REPO
+    assert [(r.metric_type, r.metric_value) for r in results] == [
+        (r.metric_type, r.metric_value) for r in card.data.eval_results]
     report = json.loads((run_dir / "eval.json").read_text())
-    results = card.data.eval_results
     attacks = [r["attack"] for r in report["results"]]
     assert len(results) == len(attacks) + 1  # one per attack, plus the worst case
+    for er in results:
+        assert er.source_name == f"robustzoo {robustzoo.__version__}"
+        assert er.source_url == f"{hub_server.endpoint}/{REPO}"
     for er, r in zip(results, report["results"]):
-        assert er.metric_type == "accuracy"
         assert er.metric_value == round(100 * r["accuracy"], 2)
         assert er.metric_args["n"] == r["n"] and er.metric_args["seed"] == report["seed"]
         assert er.dataset_split == "test" and er.task_type == "image-classification"
         if r["attack"] == "clean":
+            assert er.metric_type == "accuracy"
             assert er.metric_name == "Clean accuracy" and er.metric_config == "clean"
+            assert "norm" not in er.metric_args
         else:
+            assert er.metric_type == "robust_accuracy"
             assert er.metric_name == f"Robust accuracy ({cards.attack_label(r['attack'])})"
             assert er.metric_config == f"{r['attack']}/linf/{cards.eps_text(report['eps']).replace('/', '-')}"
+            assert er.metric_args["attack"] == r["attack"]
             assert er.metric_args["eps"] == report["eps"] and er.metric_args["norm"] == "linf"
+            assert er.metric_args["threat_model"] == {"norm": "linf", "eps": report["eps"],
+                                                       "eps_text": cards.eps_text(report["eps"])}
             assert er.metric_args["version"]
-    assert results[-1].metric_value == round(100 * report["worst_case"]["accuracy"], 2)
+    worst = results[-1]
+    assert worst.metric_type == "robust_accuracy" and worst.metric_args["attack"] == "worst-case"
+    assert worst.metric_value == round(100 * report["worst_case"]["accuracy"], 2)
     data = card.data.to_dict()
     assert data["library_name"] == "robustzoo" and data["pipeline_tag"] == "image-classification"
+    assert data["metrics"] == ["accuracy", "robust_accuracy"]
     assert {"robustzoo", "adversarial-robustness", "adversarial-training", "at", "linf"} <= set(data["tags"])
     rz = data["robustzoo"]
     assert rz["architecture"] == "cnn_mnist" and rz["method"] == "at" and rz["dataset"] == "digits"
+    assert rz["status"] == "published" and rz["repo_id"] == REPO
     assert rz["extra_data"] is False and rz["input_range"] == [0, 1]
-    assert rz["sha256"]["model.safetensors"] == sha256(run_dir / "model.safetensors")
-    assert sha256(run_dir / "model.safetensors") in card.text
-    assert "empirical robustness under the listed attacks only" in card.text.lower()
+    assert rz["sha256"] == {f: v["sha256"] for f, v in res.files.items() if f != "README.md"}
+    assert sha256(run_dir / "model.safetensors") in text
+    assert "empirical robustness under the listed attacks only" in text.lower()
     # Every setting needed to retrain is on the card.
     assert cards.retrain_command(json.loads((run_dir / "config.json").read_text())["robustzoo"]["config"]) \
-        in card.text
+        in text
 
 
 def test_card_shows_health_and_suspect_results(run_dir):
@@ -205,6 +228,9 @@ def test_push_cli_prints_commit_and_hashes(run_dir, hub_server, capsys):
     assert data["revision"] == hub_server.commits(REPO)[0]
     assert data["files"]["model.safetensors"]["sha256"] == sha256(run_dir / "model.safetensors")
     assert "aux.safetensors" not in data["files"]
+    from robustzoo.zoo import validate_entry
+
+    assert validate_entry(data["zoo_entry"]) == []  # paste-ready for the index
     code, out, err = run_cli(["push", str(run_dir), "--repo-id", REPO, "--endpoint", hub_server.endpoint,
                               "--token", TEST_TOKEN], capsys)
     assert code == 0, err
@@ -246,9 +272,10 @@ def test_push_pull_eval_round_trip(pushed, hub_server, hf_cache):
     out = hub.pull_model(f"hf-hub:{REPO}", endpoint=hub_server.endpoint, cache_dir=hf_cache, verify=True)
     assert out.revision == res.revision  # 'main' was resolved to the commit sha first
     assert out.path == hf_cache / f"models--{REPO.replace('/', '--')}" / "snapshots" / res.revision
-    for name in ("config.json", "model.safetensors", "aux.safetensors", "README.md"):
+    for name in ("config.json", "model.safetensors", "aux.safetensors", "README.md", "robustbench.json"):
         assert out.files[name] == res.files[name]["sha256"] == sha256(out.path / name)
-        assert out.checked[name] == "server hash"
+        # Every file but the card itself is also checked against the card's sha256 list.
+        assert out.checked[name] == ("server hash" if name == "README.md" else "server hash + card sha256")
     # Downloads asked for fixed names, by commit sha.
     gets = [p for m, p in hub_server.requests if m == "GET" and "/resolve/" in p]
     assert gets and all(f"/resolve/{res.revision}/" in p for p in gets)
@@ -273,7 +300,7 @@ def test_pull_is_served_from_the_cache_when_the_server_is_gone(pushed, hub_serve
     again = hub.pull_model(f"hf-hub:{REPO}", endpoint=hub_server.endpoint, cache_dir=hf_cache)
     assert again.path == first and again.offline and again.revision == res.revision
     pinned = hub.pull_model("tiny-at-digits", endpoint=hub_server.endpoint, cache_dir=hf_cache)
-    assert pinned.path == first and set(pinned.checked.values()) == {"pinned sha256"}
+    assert pinned.path == first and all(c.startswith("pinned sha256") for c in pinned.checked.values())
     model = api.load("tiny-at-digits", endpoint=hub_server.endpoint, cache_dir=str(hf_cache))
     assert not model.training
 
@@ -286,7 +313,8 @@ def test_pinned_alias_checks_every_sha256(pushed, hub_server, hf_cache, zoo_plug
     assert code == 0, err
     data = json.loads(out)
     assert data["revision"] == res.revision and data["files"] == res.zoo_entry["files"]
-    assert set(data["checked"].values()) == {"pinned sha256"}
+    assert all(c.startswith("pinned sha256") for c in data["checked"].values())
+    assert data["checked"]["model.safetensors"] == "pinned sha256 + server hash + card sha256"
     code, out, err = run_cli(["pull", "tiny-at-digits", "--endpoint", hub_server.endpoint,
                               "--cache-dir", str(hf_cache)], capsys)
     assert code == 0 and out.strip() == data["path"]
@@ -472,12 +500,20 @@ def test_pushed_entry_and_card_pass_the_zoo_checks(run_dir, hub_server, hf_cache
     """The maintainer flow of docs/zoo.md: push --alias, paste zoo_entry, keep the README card."""
     from robustzoo.zoo import ZooEntry, validate_entry
 
+    from robustzoo.plugins import registry
+
     res = hub.push(run_dir, REPO, endpoint=hub_server.endpoint, token=TEST_TOKEN, alias="at-cnn-digits")
-    entry = dict(res.zoo_entry, recipe="at-cnn-fmnist")  # the tiny run has no recipe: the maintainer names it
-    assert validate_entry(entry) == []
+    entry = res.zoo_entry  # as printed by `push --json`: valid without any editing
+    known = {k: registry(k).list() for k in ("architectures", "datasets", "objectives", "recipes")}
+    assert validate_entry(entry, known) == []
+    # The tiny run was trained without a recipe: the entry carries the command that retrains it.
+    config = json.loads((run_dir / "config.json").read_text())["robustzoo"]["config"]
+    assert entry["recipe"] == cards.retrain_command(config) and entry["recipe"].startswith("robustzoo train ")
     assert entry["status"] == "published" and entry["card"] == "model_cards/at-cnn-digits.md"
     report = json.loads((run_dir / "eval.json").read_text())
     assert entry["results"] == {r["attack"]: r["accuracy"] for r in report["results"]}
+    assert entry["evaluation"]["counts"] == {r["attack"]: [r["correct"], r["n"]] for r in report["results"]}
+    assert entry["evaluation"]["health"] == report["health"]["status"]
     path = hub.pull(f"hf-hub:{REPO}@{res.revision}", endpoint=hub_server.endpoint, cache_dir=hf_cache)
     meta = cards.front_matter((path / "README.md").read_text(encoding="utf-8"))
     rz = meta["robustzoo"]
@@ -491,3 +527,157 @@ def test_stored_tokens_only_go_to_huggingface_co():
     assert hub._token_for("http://127.0.0.1:8080", None) is False
     assert hub._token_for("http://127.0.0.1:8080", "explicit") == "explicit"
     assert hub._token_for("https://huggingface.co", None) is None
+
+
+# -- integrity of pulls by repo id ----------------------------------------------------------
+
+def _swap_weights(run_dir: Path, hub_server, announce: bool = True) -> bytes:
+    """Serve other bytes (same length) for model.safetensors under the same commit sha."""
+    bad = bytearray((run_dir / "model.safetensors").read_bytes())
+    bad[-1] ^= 0xFF
+    hub_server.tamper(REPO, "model.safetensors", bytes(bad), announce=announce)
+    return bytes(bad)
+
+
+def test_blob_swapped_under_the_same_commit_is_refused(pushed, hub_server, hf_cache, capsys):
+    """A server (or its storage) that swaps the weights and announces the new hash passes the
+    size and ETag checks; the sha256 list of the card of the same commit catches it."""
+    run_dir, res = pushed
+    bad = _swap_weights(run_dir, hub_server)
+    code, _, err = run_cli(["pull", f"hf-hub:{REPO}@{res.revision}", "--endpoint", hub_server.endpoint,
+                            "--cache-dir", str(hf_cache)], capsys)
+    assert_one_line_error(code, err, "model.safetensors", hashlib.sha256(bad).hexdigest(),
+                          res.files["model.safetensors"]["sha256"], "model card")
+    snapshot = hf_cache / f"models--{REPO.replace('/', '--')}" / "snapshots" / res.revision
+    assert not (snapshot / "model.safetensors").exists()  # evicted
+    assert (snapshot / "README.md").is_file()  # the card itself was fine
+    with pytest.raises(IntegrityError, match="model card"):  # and again: never served from the cache
+        hub.pull(f"hf-hub:{REPO}", endpoint=hub_server.endpoint, cache_dir=hf_cache)
+
+
+def test_timm_hub_route_goes_through_the_same_checks(pushed, hub_server, hf_cache, monkeypatch):
+    import timm
+
+    run_dir, _ = pushed
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", hub_server.endpoint)
+    monkeypatch.setattr(huggingface_hub.constants, "HUGGINGFACE_CO_URL_TEMPLATE",
+                        hub_server.endpoint + "/{repo_id}/resolve/{revision}/{filename}")
+    _swap_weights(run_dir, hub_server)
+    with pytest.raises(IntegrityError, match="model card"):
+        timm.create_model(f"hf-hub:{REPO}", pretrained=True, cache_dir=str(hf_cache))
+
+
+def test_expect_sha256_pins_files_from_a_script(pushed, hub_server, hf_cache, capsys):
+    run_dir, res = pushed
+    ep = ["--endpoint", hub_server.endpoint, "--cache-dir", str(hf_cache)]
+    good = res.files["model.safetensors"]["sha256"]
+    code, out, err = run_cli(["pull", f"hf-hub:{REPO}", "--expect-sha256", good, "--expect-sha256",
+                              f"config.json={res.files['config.json']['sha256']}", "--json", *ep], capsys)
+    assert code == 0, err
+    checked = json.loads(out)["checked"]
+    assert checked["model.safetensors"] == "expected sha256 + server hash + card sha256"
+    assert checked["config.json"].startswith("expected sha256")
+    code, _, err = run_cli(["pull", f"hf-hub:{REPO}", "--expect-sha256", "0" * 64, *ep], capsys)
+    assert_one_line_error(code, err, "--expect-sha256 says " + "0" * 64, good)
+    code, _, err = run_cli(["pull", f"hf-hub:{REPO}", "--expect-sha256", "modle.safetensors=" + good, *ep],
+                           capsys)
+    assert_one_line_error(code, err, "modle.safetensors", "model.safetensors")
+    code, _, err = run_cli(["pull", f"hf-hub:{REPO}", "--expect-sha256", "abc", *ep], capsys)
+    assert_one_line_error(code, err, "64 hex digits")
+
+
+def test_pull_by_repo_id_needs_the_card_or_a_pin(run_dir, hub_server, hf_cache):
+    """A repo without a robustzoo card has nothing to check its files against: refused, unless
+    the caller pins them."""
+    from huggingface_hub import CommitOperationAdd
+
+    api_ = HfApi(endpoint=hub_server.endpoint, token=TEST_TOKEN)
+    api_.create_repo("other/bare")
+    api_.create_commit("other/bare", [
+        CommitOperationAdd("config.json", str(run_dir / "config.json")),
+        CommitOperationAdd("model.safetensors", str(run_dir / "model.safetensors")),
+    ], commit_message="by hand")
+    with pytest.raises(IntegrityError, match="no model card .*--expect-sha256"):
+        hub.pull("hf-hub:other/bare", endpoint=hub_server.endpoint, cache_dir=hf_cache)
+    res = hub.pull_model("hf-hub:other/bare", endpoint=hub_server.endpoint, cache_dir=hf_cache,
+                         expect_sha256={"model.safetensors": sha256(run_dir / "model.safetensors")})
+    assert res.checked["model.safetensors"] == "expected sha256 + server hash"
+
+
+def test_robustbench_record_is_published_with_the_run(pushed, hub_server, hf_cache):
+    from robustzoo.robustbench import FIELDS, robustbench_record
+
+    run_dir, res = pushed
+    path = hub.pull(f"hf-hub:{REPO}@{res.revision}", endpoint=hub_server.endpoint, cache_dir=hf_cache)
+    record = json.loads((path / "robustbench.json").read_text())
+    cfg = json.loads((run_dir / "config.json").read_text())
+    report = json.loads((run_dir / "eval.json").read_text())
+    assert record == robustbench_record(cfg, report)
+    assert tuple(record) == FIELDS
+    clean = next(r for r in report["results"] if r["attack"] == "clean")
+    assert record["clean_acc"] == f"{100 * clean['accuracy']:.2f}"
+    assert record["reported"] == f"{100 * report['worst_case']['accuracy']:.2f}"
+    assert record["autoattack_acc"] is None and "AutoAttack" in record["footnote"]  # the tiny run has none
+    assert record["eps"] == "0.1" and record["threat_model"] == "Linf" and record["dataset"] == "digits"
+    assert record["architecture"] == "4-conv/2-FC CNN" and record["number_forward_passes"] == 1
+    assert record["link"] == "https://arxiv.org/abs/1706.06083" and record["venue"] == "ICLR 2018"
+    assert record["unreliable"] is (report["health"]["status"] != "passed")
+
+
+# -- fine-tuning in timm -------------------------------------------------------------------
+
+def test_timm_fine_tunes_a_pulled_model_with_a_new_head(pushed, hub_server, hf_cache, monkeypatch, tmp_path):
+    """The most common reason to download a robust backbone: a new 5-class head on the pulled
+    features, trained a few steps, exported with timm's save_for_hf and loaded back."""
+    import timm
+    from timm.models import save_for_hf
+
+    run_dir, res = pushed
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", hub_server.endpoint)
+    monkeypatch.setattr(huggingface_hub.constants, "HUGGINGFACE_CO_URL_TEMPLATE",
+                        hub_server.endpoint + "/{repo_id}/resolve/{revision}/{filename}")
+    model = timm.create_model(f"hf-hub:{REPO}@{res.revision}", pretrained=True, num_classes=5,
+                              cache_dir=str(hf_cache))
+    # Loaded from the file robustzoo's pull checked, not one timm downloaded by name.
+    assert model.pretrained_cfg["file"].endswith(f"snapshots/{res.revision}/model.safetensors")
+    assert model.num_classes == 5 and model.get_classifier().out_features == 5
+    ref, _ = runs.load_run(run_dir)
+    theirs, ours = model.state_dict(), ref.state_dict()
+    for key, value in ours.items():
+        if not key.startswith("fc."):
+            torch.testing.assert_close(theirs[key], value, rtol=0, atol=0)  # backbone + Normalize buffers
+    assert list(model.state_dict())[:2] == ["normalize.mean", "normalize.std"]  # normalisation in front
+    x = torch.rand(16, 1, 8, 8)
+    model.eval()
+    torch.testing.assert_close(model.forward_features(x), ref.forward_features(x))
+    torch.testing.assert_close(model.forward_head(model.forward_features(x), pre_logits=True),
+                               ref.forward_features(x))
+
+    # Fine-tune only the new head on 5 classes of the digits.
+    from robustzoo.data import load_splits
+    from robustzoo.plugins import registry
+
+    data = load_splits(registry("datasets").get("digits"), seed=0).train
+    keep = data.y[:400] < 5
+    xs, ys = data.x[:400][keep].float() / 255, data.y[:400][keep]  # uint8 -> [0, 1]
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for p in model.get_classifier().parameters():
+        p.requires_grad_(True)
+    opt = torch.optim.Adam(model.get_classifier().parameters(), lr=0.01)
+    before = torch.nn.functional.cross_entropy(model(xs), ys).item()
+    for _ in range(30):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(xs), ys).backward()
+        opt.step()
+    after = torch.nn.functional.cross_entropy(model(xs), ys).item()
+    assert after < 0.7 * before
+
+    out = tmp_path / "export"
+    save_for_hf(model, str(out), safe_serialization=True)
+    exported = json.loads((out / "config.json").read_text())
+    assert exported["architecture"] == "cnn_mnist" and exported["num_classes"] == 5
+    assert exported["pretrained_cfg"]["classifier"] == "fc"
+    assert exported["pretrained_cfg"]["first_conv"] == "features.0"
+    again = timm.create_model(f"local-dir:{out}", pretrained=True).eval()
+    torch.testing.assert_close(again(x), model(x))

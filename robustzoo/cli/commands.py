@@ -320,23 +320,29 @@ def push(run_dir, repo_id, endpoint, token, private, alias, license_, as_json) -
 @click.option("--endpoint", help="Hub endpoint URL (default HF_ENDPOINT or huggingface.co)")
 @click.option("--cache-dir", type=click.Path(), help="Hugging Face cache directory (default HF_HUB_CACHE)")
 @click.option("--token", help="access token for private repos")
+@click.option("--expect-sha256", "expect", multiple=True, metavar="[FILE=]SHA256",
+              help="refuse the pull unless FILE (default model.safetensors) has this sha256; repeatable")
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
-def pull(name, revision, endpoint, cache_dir, token, as_json) -> None:
+def pull(name, revision, endpoint, cache_dir, token, expect, as_json) -> None:
     """Download NAME into the Hugging Face cache, check it, print the local folder.
 
-    NAME is a zoo alias (cat-cw-wrn34), hf-hub:org/name[@revision] or org/name. Zoo aliases
-    are checked against the sha256 pinned in the zoo index; the weights are loaded once
-    (safetensors only, strictly into the named architecture). Pinned revisions work offline
-    from the cache.
+    NAME is a zoo alias (cat-cw-wrn34), hf-hub:org/name[@revision] or org/name. Every file is
+    checked against the hash the server announced and against the sha256 list in the model
+    card of the same commit; zoo aliases also against the sha256 pinned in the zoo index, and
+    --expect-sha256 pins files from a script. The weights are loaded once (safetensors only,
+    strictly into the named architecture). Pinned revisions work offline from the cache.
 
     \b
     Examples:
       robustzoo pull cat-cw-wrn34
       robustzoo pull hf-hub:my-org/cat-cw-wrn34@0123456789abcdef0123456789abcdef01234567
+      robustzoo pull hf-hub:my-org/cat-cw-wrn34@<sha> --expect-sha256 <sha256 of model.safetensors>
     """
     from ..hub import pull_model
 
-    res = pull_model(name, revision=revision, endpoint=endpoint, cache_dir=cache_dir, token=token, verify=True)
+    pins = dict(e.split("=", 1) if "=" in e else ("model.safetensors", e) for e in expect)
+    res = pull_model(name, revision=revision, endpoint=endpoint, cache_dir=cache_dir, token=token, verify=True,
+                     expect_sha256=pins)
     if as_json:
         click.echo(json.dumps(res.to_dict(), indent=2))
         return

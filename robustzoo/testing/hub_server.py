@@ -486,7 +486,7 @@ class _Store:
             return self.tampered_dir / substitute
         return self.blob_path(commit["files"][path]["sha256"])
 
-    def tamper(self, repo_id: str, path: str, data: bytes) -> None:
+    def tamper(self, repo_id: str, path: str, data: bytes, announce: bool = False) -> None:
         with self._lock:
             repo = self._repos.get(repo_id)
             if repo is None:
@@ -496,7 +496,19 @@ class _Store:
                 raise KeyError(f"no file {path!r} in {repo_id}@{head}")
             key = self.put_bytes(data, folder=self.tampered_dir)
             repo["tampered"].setdefault(head, {})[path] = key
+            announced = repo.setdefault("announced", {}).setdefault(head, [])
+            if announce and path not in announced:
+                announced.append(path)
+            elif not announce and path in announced:
+                announced.remove(path)
             self._save(repo)
+
+    def announced_hash(self, repo: dict[str, Any], commit: dict[str, Any], path: str) -> str | None:
+        """sha256 of the substitute bytes when :meth:`tamper` was told to announce them."""
+        with self._lock:
+            if path in repo.get("announced", {}).get(commit["sha"], []):
+                return repo["tampered"][commit["sha"]][path]
+        return None
 
 
 class _HTTPServer(http.server.ThreadingHTTPServer):
@@ -1031,15 +1043,21 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             )
         source = self._store.served_file(repo, commit, path)
         size = source.stat().st_size  # follows tamper(): the client checks sizes, not hashes
+        # What the client names the cached blob by: sha256 for LFS, git-blob sha1 otherwise
+        # (of the substitute bytes when a tamper() is announced, as a compromised store would).
+        announced = self._store.announced_hash(repo, commit, path)
+        if announced is not None:
+            etag = announced if entry["lfs"] else _git_blob_sha1(source.read_bytes())
+        else:
+            etag = entry["sha256"] if entry["lfs"] else entry["oid"]
         headers = {
             "X-Repo-Commit": commit["sha"],
             "Accept-Ranges": "bytes",
-            # What the client names the cached blob by: sha256 for LFS, git-blob sha1 otherwise.
-            "ETag": f'"{entry["sha256"] if entry["lfs"] else entry["oid"]}"',
+            "ETag": f'"{etag}"',
         }
         if entry["lfs"]:
             # On the Hub these come with the redirect to the CDN; the client prefers them.
-            headers["X-Linked-Etag"] = f'"{entry["sha256"]}"'
+            headers["X-Linked-Etag"] = f'"{etag}"'
             headers["X-Linked-Size"] = str(size)
         start, end, status = 0, size - 1, 200
         range_header = self.headers.get("Range")
@@ -1184,15 +1202,21 @@ class HubServer:
             raise KeyError(repo_id) from exc
         return [c["sha"] for c in self._store.history(repo, head["sha"])]
 
-    def tamper(self, repo_id: str, path: str, data: bytes) -> None:
+    def tamper(self, repo_id: str, path: str, data: bytes, announce: bool = False) -> None:
         """Serve ``data`` for ``path`` in the newest commit of ``main``, keeping its metadata.
 
-        The recorded sha256, git oid, ETag, tree and repo-info entries stay as they were; only
-        the bytes (and so Content-Length / X-Linked-Size) served by ``resolve`` change. The
+        The recorded sha256, git oid, tree and repo-info entries stay as they were; only the
+        bytes (and so Content-Length / X-Linked-Size) served by ``resolve`` change. The
         client checks sizes only, so it accepts the bytes and only a sha256 check of the
         download can catch them. Use data of the original length to mimic silent corruption.
+
+        Args:
+            announce: also announce the substitute's hash in the ``ETag`` (a blob swapped in
+                the server's storage, under the same commit sha): a check against the ETag then
+                passes, and only a hash recorded elsewhere (the model card of the commit, a
+                pin) catches the swap.
 
         Raises:
             KeyError: If there is no such repo or file.
         """
-        self._store.tamper(repo_id, path, data)
+        self._store.tamper(repo_id, path, data, announce=announce)
