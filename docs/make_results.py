@@ -12,7 +12,8 @@ eval-paper.json, eval-autoattack.json and eval-sweep.json (written by
 * docs/img/fmnist-masks-<method>.png (natural / adversarial / mask / calibrated grid) for the
   best run of each Calibrated AT variant;
 * model_cards/runs/<method>-cnn-fmnist-run.md for the best run of each method, rendered by
-  the same code as ``robustzoo push`` (cards of methods no longer present are removed).
+  the same code as ``robustzoo push`` as the card of an unpublished run (no repo, no zoo
+  alias; cards of methods no longer present are removed).
 """
 
 from __future__ import annotations
@@ -245,9 +246,13 @@ def cards(runs: dict[str, list[dict[str, Any]]]) -> list[str]:
             continue
         files = {f: hashlib.sha256((r["dir"] / f).read_bytes()).hexdigest()
                  for f in ("model.safetensors", "aux.safetensors", "config.json") if (r["dir"] / f).is_file()}
-        alias = f"{m}-cnn-fmnist"
-        text = render_run_card(r["config"], report, repo_id=f"robustzoo/{alias}", files=files, alias=alias)
-        out = CARDS / f"{alias}-run.md"
+        stem = f"{m}-cnn-fmnist"
+        # Not published: the card names no repo and no zoo alias, only the run, what it scored
+        # and the commands that trained and evaluated it (its numbers are documented on PAGE).
+        text = render_run_card(r["config"], report, repo_id=None, files=files,
+                               name=f"{stem}-run ({r['dir'].name}, reduced protocol)",
+                               source_url="../../docs/results.md")
+        out = CARDS / f"{stem}-run.md"
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_suffix(".md.tmp")
         tmp.write_text(text)

@@ -42,7 +42,7 @@ def test_entry_matches_the_schema(name):
     assert validate_entry(raw) == []  # the raw JSON: also no unknown keys
     entry = registry("zoo").get(name)
     assert validate_entry(entry) == []
-    assert entry.to_dict() == {k: raw[k] for k in SCHEMA}  # nothing dropped on registration
+    assert entry.to_dict() == {k: raw[k] for k in SCHEMA if k in raw}  # nothing dropped on registration
 
 
 @pytest.mark.parametrize("name", sorted(RAW))
@@ -91,10 +91,67 @@ def test_entry_has_a_matching_card(name):
         assert rz["sha256"]["model.safetensors"] == entry.files["model.safetensors"]
     else:
         assert rz["status"] == "unpublished"
-        assert "Not yet trained or published" in text
+        assert "**Not yet published.**" in text
         assert "model-index" not in meta and "eval_results" not in meta
         # Up to date with the entry (regenerate with `python -m robustzoo.cards model_cards`).
         assert text == cards.render_entry_card(entry)
+
+
+CARDS = sorted(p.relative_to(ROOT).as_posix() for p in [*(ROOT / "model_cards").glob("*.md"),
+                                                         *(ROOT / "model_cards" / "runs").glob("*.md")]
+               if p.name != "template.md")
+
+
+def _code_blocks(text: str) -> str:
+    return "\n".join(text.split("```")[1::2])
+
+
+@pytest.mark.parametrize("card", CARDS)
+def test_a_card_says_published_only_with_a_pinned_commit_and_sha256(card):
+    """model_cards/*.md and model_cards/runs/*.md tell the truth: 'published' only for a zoo
+    entry pinned to a commit and the sha256 of every file (and then the card is the pushed
+    README.md itself); every other card names no repo, offers no `robustzoo pull`, and says how
+    to train the model, what it scored (if anything) and with which command."""
+    import hashlib
+
+    text = (ROOT / card).read_text(encoding="utf-8")
+    rz = cards.front_matter(text)["robustzoo"]
+    code = _code_blocks(text)
+    if rz["status"] == "published":
+        entry = registry("zoo").get(rz["alias"]) if rz.get("alias") in registry("zoo") else None
+        assert entry is not None and entry.published, f"{card} says published but no zoo entry pins it"
+        assert validate_entry(entry) == []
+        assert card == entry.card
+        assert hashlib.sha256((ROOT / card).read_bytes()).hexdigest() == entry.files["README.md"]
+        assert rz["sha256"] == {f: h for f, h in entry.files.items() if f != "README.md"}
+        return
+    assert rz["status"] == "unpublished"
+    assert not rz.get("repo_id"), f"{card} is unpublished but names repo {rz.get('repo_id')!r}"
+    assert "robustzoo pull" not in code and "hf-hub:" not in code
+    assert "robustzoo train" in code or "fmnist_zoo.py train" in code, f"{card} does not say how to train it"
+    meta = cards.front_matter(text)
+    has_numbers = "model-index" in meta or "measured" in rz
+    if has_numbers:
+        assert "robustzoo eval" in text or "fmnist_zoo.py eval" in code, f"{card} gives numbers without the command"
+    if card.startswith("model_cards/runs/"):
+        assert "**Not published.**" in text and not rz.get("alias")
+
+
+@pytest.mark.parametrize("name", sorted(n for n, e in RAW.items() if e.get("measured")))
+def test_measured_numbers_come_from_a_run_recorded_in_the_repo(name):
+    """An unpublished entry's 'measured' block is a real run's, copied from the card that
+    records it (model_cards/runs/, regenerated from the run directories by docs/make_results.py)."""
+    m = RAW[name]["measured"]
+    source = cards.front_matter((ROOT / m["source"]).read_text(encoding="utf-8"))["robustzoo"]
+    assert m["counts"] == {a: [r["correct"], r["n"]] for a, r in source["results"].items()}
+    entry = registry("zoo").get(name)
+    assert source["method"] == entry.method and source["architecture"] == entry.architecture
+    assert source["dataset"] == entry.dataset
+    assert source["threat_model"]["eps"] == pytest.approx(entry.eps)
+    for key, value in entry.settings.items():
+        assert source["method_settings"][key] == value, f"{m['source']} was trained with another {key}"
+    assert m["health"] == source["health"]["status"]
+    assert "reduced" in m["protocol"] and "fmnist_zoo.py" in m["train"]
 
 
 def test_every_card_belongs_to_an_entry():
@@ -104,6 +161,22 @@ def test_every_card_belongs_to_an_entry():
 
 def test_card_template_is_the_shipped_one():
     assert (ROOT / "model_cards" / "template.md").read_text(encoding="utf-8") == cards.load_template()
+
+
+def test_eps_that_differs_from_the_benchmarks_is_noted():
+    """The index mixes ε = 0.031 (TRADES', MART's and FAT's code) with 8/255: said on each card."""
+    for name, raw in RAW.items():
+        text = (ROOT / raw["card"]).read_text(encoding="utf-8")
+        if raw["dataset"] == "cifar10" and raw["threat_model"]["eps"] == 0.031:
+            assert "ε = 0.031 ≈ 7.9/255 instead of 8/255" in text, name
+        else:
+            assert "instead of 8/255" not in text, name
+
+
+def test_unpublished_entries_name_the_command_that_publishes_them():
+    for name, raw in RAW.items():
+        if raw["status"] != "published":
+            assert f"robustzoo zoo publish {name} --org ORG" in (ROOT / raw["card"]).read_text(encoding="utf-8")
 
 
 BAD = [
@@ -119,6 +192,10 @@ BAD = [
     ({"threat_model": {"norm": "linf", "eps": 8}}, "(0, 1]"),
     ({"extra": 1}, "unknown key"),
     ({"status": "maybe"}, "status"),
+    ({"recipe": "Not A Recipe"}, "neither a recipe name"),
+    ({"evaluation": {"counts": {"clean": [7, 10], "pgd20": [5, 10]}}}, "is not 7/10"),
+    ({"evaluation": {"counts": {"clean": [80, 100]}}}, "no counts for pgd20"),
+    ({"measured": {"protocol": "x"}}, "drop 'measured'"),
 ]
 
 
@@ -136,6 +213,16 @@ def test_validate_entry_catches_bad_published_entries(change, message):
 def test_unpublished_entries_carry_no_numbers():
     bad = dict(RAW["at-prn18"], results={"clean": 0.8})
     assert any("must leave 'results' empty" in p for p in validate_entry(bad))
+    measured = dict(RAW["at-cnn-fmnist"]["measured"])
+    assert validate_entry(dict(RAW["at-prn18"], measured=measured)) == []
+    wrong = dict(measured, counts=dict(measured["counts"], clean=[1, 2]))
+    assert any("is not 1/2" in p for p in validate_entry(dict(RAW["at-prn18"], measured=wrong)))
+    assert any("missing 'source'" in p for p in validate_entry(dict(
+        RAW["at-prn18"], measured={k: v for k, v in measured.items() if k != "source"})))
+    assert any("no evaluation of its own" in p for p in validate_entry(dict(
+        RAW["at-prn18"], evaluation={"counts": {}})))
+    command = dict(RAW["at-prn18"], recipe="robustzoo train --objective at --set epochs=3")
+    assert validate_entry(command, known_names()) == []  # a full command names no recipe
     missing = {k: v for k, v in RAW["at-prn18"].items() if k != "recipe"}
     assert any("missing 'recipe'" in p for p in validate_entry(missing))
     assert any("not a registered architecture" in p
