@@ -479,3 +479,9 @@ def env(as_json: bool) -> None:
             v = ", ".join(map(str, v)) or "-"
         t.add_row(k, str(v))
     stdout.print(t)
+
+
+# leaderboard, export robustbench, zoo publish (their own module: robustzoo/cli/zoo_commands.py).
+from .zoo_commands import register as _register_zoo_commands  # noqa: E402
+
+_register_zoo_commands(cli)

@@ -4,7 +4,7 @@
 * :func:`check_objective` runs the objective contract (train, save, resume, load, eval);
 * :class:`robustzoo.testing.hub_server.HubServer` is a Hub-protocol server on 127.0.0.1;
 * :mod:`robustzoo.testing.fixtures` holds pytest fixtures around it (``hub_server``,
-  ``hf_cache``, ``hub_offline``, ``zoo_plugin``): ``pytest_plugins = ["robustzoo.testing.fixtures"]``.
+  ``hf_cache``, ``hub_offline``, ``zoo_plugin``, ``recipe_plugin``): ``pytest_plugins = ["robustzoo.testing.fixtures"]``.
 """
 
 from __future__ import annotations

@@ -4,7 +4,8 @@ Load them in your test suite's top-level ``conftest.py``::
 
     pytest_plugins = ["robustzoo.testing.fixtures"]
 
-(or bind them in one test module: ``hub_server = robustzoo.testing.fixtures.hub_server``), then::
+(or bind them in one test module: ``hub_server = robustzoo.testing.fixtures.hub_server``); also
+``zoo_plugin`` and ``recipe_plugin`` register zoo entries and recipes for one test. Then::
 
     def test_my_run_publishes(hub_server, hf_cache, tmp_path):
         from robustzoo import hub
@@ -87,6 +88,18 @@ class _ZooPlugin:
             register(entry)
 
 
+class _RecipePlugin:
+    """A throwaway plugin that registers recipes."""
+
+    def __init__(self, recipes: list[Any]) -> None:
+        self.recipes = recipes
+
+    @hookimpl
+    def register_recipes(self, register: Callable[..., None]) -> None:
+        for recipe in self.recipes:
+            register(recipe)
+
+
 @pytest.fixture
 def zoo_plugin() -> Iterator[Callable[..., None]]:
     """``zoo_plugin(entry, ...)`` registers zoo entries (ZooEntry or dicts) for this test."""
@@ -97,6 +110,24 @@ def zoo_plugin() -> Iterator[Callable[..., None]]:
     def register(*entries: Any) -> None:
         name = f"test-zoo-{len(names)}"
         plugins.register_plugin(_ZooPlugin(list(entries)), name=name)
+        names.append(name)
+
+    yield register
+    for name in names:
+        plugins.unregister_plugin(name)
+
+
+@pytest.fixture
+def recipe_plugin() -> Iterator[Callable[..., None]]:
+    """``recipe_plugin(Recipe(...), ...)`` registers recipes for this test (e.g. tiny stand-ins
+    of a zoo entry's recipe, for ``robustzoo zoo publish``)."""
+    from .. import plugins
+
+    names: list[str] = []
+
+    def register(*recipes: Any) -> None:
+        name = f"test-recipes-{len(names)}"
+        plugins.register_plugin(_RecipePlugin(list(recipes)), name=name)
         names.append(name)
 
     yield register

@@ -1,0 +1,166 @@
+"""`robustzoo leaderboard` and `robustzoo export robustbench`: ranking, tables, JSON, HTML."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from robustzoo import leaderboard as lb
+from robustzoo import runs
+from robustzoo.robustbench import FIELDS, robustbench_record
+
+
+def run_cli(args, capsys):
+    from robustzoo.cli import main
+
+    capsys.readouterr()
+    try:
+        main(args)
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _result(attack: str, correct: int, n: int, **extra) -> dict:
+    from robustzoo.evaluate import wilson_interval
+
+    return {"attack": attack, "accuracy": round(correct / n, 6), "correct": correct, "n": n,
+            "ci95": list(wilson_interval(correct, n)), **extra}
+
+
+@pytest.fixture
+def runs_dir(at_run, tmp_path) -> Path:
+    """Three evaluated copies of the tiny AT run and one that was never evaluated.
+
+    ``plain`` keeps its real eval.json (clean, PGD-20, worst case); ``strong`` and ``masked``
+    get AutoAttack rows written into their records, ``masked`` with a flagged health check.
+    """
+    root = tmp_path / "runs"
+    for name in ("plain", "strong", "masked", "untested"):
+        shutil.copytree(at_run, root / name)
+    (root / "untested" / "eval.json").unlink()
+    real = json.loads((at_run / "eval.json").read_text())
+    for name, (aa, health) in {"strong": (20, "passed"), "masked": (30, "suspect")}.items():
+        report = json.loads(json.dumps(real))
+        report["results"].append(_result("autoattack", aa, 64))
+        report["health"] = {"status": health, "flagged": ["pgd_vs_apgd"] if health == "suspect" else [],
+                            "checks": []}
+        runs.write_json(root / name / "eval.json", report)
+    return root
+
+
+def test_runs_are_ranked_by_autoattack_first_then_by_their_strongest_attack(runs_dir, at_run):
+    board_set = lb.leaderboard(runs_dir)
+    (board,) = board_set.boards
+    assert (board.dataset, board.norm, board.eps) == ("digits", "linf", 0.1)
+    assert [r.name for r in board.rows] == ["masked", "strong", "plain"]
+    assert [r.rank for r in board.rows] == [1, 2, 3]
+    masked, strong, plain = board.rows
+    assert masked.ranked_by == strong.ranked_by == "autoattack" and masked.note == ""
+    assert (masked.rank_cell.correct, masked.rank_cell.n) == (30, 64)
+    assert masked.health == "suspect" and strong.health == "passed"
+    # No AutoAttack: ranked after every AutoAttack row, even with a higher number, and says why.
+    real = json.loads((at_run / "eval.json").read_text())
+    assert plain.ranked_by == "worst-case" and "no AutoAttack" in plain.note
+    assert plain.rank_cell.accuracy == real["worst_case"]["accuracy"]
+    assert board.attacks == ["pgd20", "autoattack"]
+    assert plain.clean.accuracy == next(r["accuracy"] for r in real["results"] if r["attack"] == "clean")
+    assert board_set.skipped == [{"name": "untested", "path": str(runs_dir / "untested"),
+                                  "why": f"not evaluated; run `robustzoo eval {runs_dir / 'untested'} "
+                                         f"--suite autoattack`"}]
+
+
+def test_leaderboard_cli_table_json_and_html(runs_dir, tmp_path, capsys):
+    code, out, err = run_cli(["leaderboard", str(runs_dir)], capsys)
+    assert code == 0, err
+    for needle in ("masked", "strong", "plain", "AutoAttack", "PGD-20", "suspect", "no AutoAttack"):
+        assert needle in out
+    assert "not ranked: untested" in err
+
+    code, out, err = run_cli(["leaderboard", str(runs_dir), "--json"], capsys)
+    assert code == 0, err
+    data = json.loads(out)
+    assert data == json.loads(json.dumps(lb.leaderboard(runs_dir).to_dict()))
+    rows = data["boards"][0]["rows"]
+    assert [r["name"] for r in rows] == ["masked", "strong", "plain"]
+    assert rows[0]["rank_cell"]["ci95"] and rows[0]["attacks"]["autoattack"]["n"] == 64
+
+    page = tmp_path / "board.html"
+    code, out, err = run_cli(["leaderboard", str(runs_dir), "--html", str(page), "--json"], capsys)
+    assert code == 0 and f"wrote {page}" in err
+    text = page.read_text()
+    assert text.startswith("<!doctype html>") and text.rstrip().endswith("</html>")
+    assert text.count('<table class="board">') == 1 and "<script>" in text and "aria-sort" in text
+    assert "src=" not in text and "href=" not in text and "http" not in text.split("<body>", 1)[1]
+    assert text.index(">masked<") < text.index(">strong<") < text.index(">plain<")
+    assert f'data-sort="{30 / 64:.6f}"' in text  # numeric sort keys for the sortable columns
+
+
+def test_leaderboard_ranks_zoo_entries(capsys):
+    code, out, err = run_cli(["leaderboard", "--zoo", "--json"], capsys)
+    assert code == 0, err
+    boards = json.loads(out)["boards"]
+    rows = [r for b in boards for r in b["rows"]]
+    assert rows and all(r["source"] == "zoo" for r in rows)
+    # Nothing is published yet: the rows are the recorded runs of unpublished entries, said so.
+    assert {r["status"] for r in rows} == {"measured"}
+    assert all("not published" in r["note"] and r["ranked_by"] == "autoattack" for r in rows)
+    fm = next(b for b in boards if b["dataset"] == "fashion-mnist")
+    assert fm["rows"][0]["rank_cell"]["accuracy"] >= fm["rows"][-1]["rank_cell"]["accuracy"]
+
+
+def test_leaderboard_errors_are_one_line(tmp_path, capsys):
+    code, _, err = run_cli(["leaderboard"], capsys)
+    assert code == 2 and err.startswith("error:") and "--zoo" in err and "Traceback" not in err
+    (tmp_path / "empty").mkdir()
+    code, _, err = run_cli(["leaderboard", str(tmp_path / "empty")], capsys)
+    assert code == 2 and "holds no run directories" in err
+    code, _, err = run_cli(["leaderboard", str(tmp_path / "missing")], capsys)
+    assert code != 0 and "is not a directory" in err
+
+
+# -- RobustBench ----------------------------------------------------------------------------
+
+def test_export_robustbench_json_out_and_table(runs_dir, tmp_path, capsys):
+    run = runs_dir / "strong"
+    expected = robustbench_record(runs.read_config(run), runs.eval_record(run))
+    code, out, err = run_cli(["export", "robustbench", str(run), "--json"], capsys)
+    assert code == 0, err
+    assert json.loads(out) == expected and tuple(json.loads(out)) == FIELDS
+    assert expected["autoattack_acc"] == f"{100 * 20 / 64:.2f}" and expected["unreliable"] is False
+    target = tmp_path / "Madry2018Towards.json"
+    code, out, err = run_cli(["export", "robustbench", str(run), "--out", str(target)], capsys)
+    assert code == 0 and json.loads(target.read_text()) == expected and f"wrote {target}" in err
+    assert "autoattack_acc" in out and "clean_acc" in out  # the human view is a table
+    code, out, err = run_cli(["export", "robustbench", str(runs_dir / "plain"), "--json"], capsys)
+    assert code == 0 and json.loads(out)["autoattack_acc"] is None
+    assert "no standard AutoAttack result" in err and "--suite autoattack" in err
+    code, out, err = run_cli(["export", "robustbench", str(runs_dir / "masked"), "--json"], capsys)
+    assert json.loads(out)["unreliable"] is True and "pgd_vs_apgd" in json.loads(out)["footnote"]
+    code, _, err = run_cli(["export", "robustbench", str(runs_dir / "untested")], capsys)
+    assert code != 0 and "has no eval.json" in err and "Traceback" not in err
+
+
+def test_robustbench_record_notes_eps_and_sample_size(at_run):
+    """A CIFAR-10 model at ε = 0.031 (the TRADES code's value) evaluated on part of the test
+    set: both are said in the footnote, as RobustBench does."""
+    cfg = runs.read_config(at_run)
+    cfg["architecture"] = "wrn34_10"
+    cfg["robustzoo"].update(dataset="cifar10", objective="trades")
+    report = {"eps": 0.031, "dataset": "cifar10", "n": 1000, "seed": 0,
+              "results": [_result("clean", 850, 1000), _result("autoattack", 105, 200)],
+              "health": {"status": "passed", "flagged": [], "checks": []}}
+    record = robustbench_record(cfg, report)
+    assert record["eps"] == "0.031" and record["architecture"] == "WideResNet-34-10"
+    assert "ε = 0.031 ≈ 7.9/255 instead of 8/255" in record["footnote"]
+    assert "AutoAttack on 200 of the 10,000 test images" in record["footnote"]
+    assert record["name"] == "Theoretically Principled Trade-off between Robustness and Accuracy"
+    assert record["clean_acc"] == "85.00" and record["autoattack_acc"] == "52.50"
+    assert record["reported"] == "52.50"  # the lowest robust accuracy measured
+    at8 = robustbench_record(cfg, dict(report, eps=8 / 255))
+    assert at8["eps"] == "8/255" and "instead of" not in at8["footnote"]
