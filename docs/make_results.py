@@ -7,7 +7,8 @@ eval-paper.json, eval-autoattack.json and eval-sweep.json (written by
 ``benchmarks/fmnist_zoo.py eval``) and the directory's protocol.json, and regenerates:
 
 * the part of docs/results.md between the ``generated`` markers (the hand-written reading
-  outside them is kept);
+  outside them is kept), including a ranking of the methods by the same code as
+  ``robustzoo leaderboard``;
 * docs/img/fmnist-eps-curve.png (PGD-20 accuracy against ε, one line per method);
 * docs/img/fmnist-masks-<method>.png (natural / adversarial / mask / calibrated grid) for the
   best run of each Calibrated AT variant;
@@ -115,6 +116,28 @@ def main_table(runs: dict[str, list[dict[str, Any]]]) -> str:
         cells = [_cell([r[src][a]["accuracy"] for r in rs if a in r[src]]) for a, src, _ in cols]
         flags = sorted(set().union(*(r["flags"] for r in rs))) or ["none"]
         lines.append(f"| {m} | {len(rs)} | " + " | ".join(cells) + f" | {', '.join(flags)} |")
+    return "\n".join(lines)
+
+
+def ranking_table(runs: dict[str, list[dict[str, Any]]]) -> str:
+    """The best run of each method ranked as `robustzoo leaderboard` ranks runs (by standard
+    AutoAttack where it was run, else by the strongest attack, with a note)."""
+    from robustzoo.cards import attack_label
+    from robustzoo.leaderboard import build, row_from_report
+
+    rows = []
+    for m in _methods(runs):
+        r = best_run(runs[m])
+        report = merged_report(r)
+        if report is not None:
+            rows.append(row_from_report(m, r["config"], report, location=str(r["dir"])))
+    lines = ["| rank | method | clean | robust | ranked by | n | 95% CI | health |", "|---|---|---|---|---|---|---|---|"]
+    for board in build(rows).boards:
+        for row in board.rows:
+            ci = row.rank_cell.ci95
+            lines.append(f"| {row.rank} | {row.name} | {_cell([row.clean.accuracy]) if row.clean else '—'} | "
+                         f"{_cell([row.rank_cell.accuracy])} | {attack_label(row.ranked_by)} | {row.rank_cell.n} | "
+                         + (f"{100 * ci[0]:.1f}–{100 * ci[1]:.1f}" if ci else "—") + f" | {row.health} |")
     return "\n".join(lines)
 
 
@@ -351,6 +374,10 @@ def main(argv: list[str]) -> int:
              f"{', '.join(map(str, n_aa))} (the first of the same seeded sample); a 95% Wilson interval is at most "
              f"{widths} points wide on either side. Health flags: the gradient-masking checks of "
              "[Evaluation](evaluation.md) that flagged something, on either sample.", "",
+             "## Ranking", "",
+             "The best run of each method, ranked as `robustzoo leaderboard` ranks runs: by standard AutoAttack "
+             "(accuracy in %, its n and 95% Wilson interval), clean accuracy on the gradient attacks' sample, and "
+             "the health verdict of both samples.", "", ranking_table(runs), "",
              "## PGD-20 against the stronger attacks", "",
              "The gap a masked model shows: each gap is measured on one set of images. The first on "
              f"{', '.join(map(str, n_grad))} images; PGD-20, AutoAttack, their gap and AutoAttack's running accuracy "

@@ -498,9 +498,8 @@ def test_metric_slugs_and_labels_are_stable():
 
 def test_pushed_entry_and_card_pass_the_zoo_checks(run_dir, hub_server, hf_cache):
     """The maintainer flow of docs/zoo.md: push --alias, paste zoo_entry, keep the README card."""
-    from robustzoo.zoo import ZooEntry, validate_entry
-
     from robustzoo.plugins import registry
+    from robustzoo.zoo import ZooEntry, validate_entry
 
     res = hub.push(run_dir, REPO, endpoint=hub_server.endpoint, token=TEST_TOKEN, alias="at-cnn-digits")
     entry = res.zoo_entry  # as printed by `push --json`: valid without any editing
@@ -681,3 +680,15 @@ def test_timm_fine_tunes_a_pulled_model_with_a_new_head(pushed, hub_server, hf_c
     assert exported["pretrained_cfg"]["first_conv"] == "features.0"
     again = timm.create_model(f"local-dir:{out}", pretrained=True).eval()
     torch.testing.assert_close(again(x), model(x))
+
+
+def test_push_records_the_licence_in_config_json_too(run_dir, hub_server, hf_cache):
+    res = hub.push(run_dir, REPO, endpoint=hub_server.endpoint, token=TEST_TOKEN, license="cc-by-4.0")
+    path = hub.pull(f"hf-hub:{REPO}@{res.revision}", endpoint=hub_server.endpoint, cache_dir=hf_cache)
+    pulled = json.loads((path / "config.json").read_text())
+    assert pulled["pretrained_cfg"]["license"] == "cc-by-4.0"
+    assert cards.front_matter((path / "README.md").read_text())["license"] == "cc-by-4.0"
+    local = json.loads((run_dir / "config.json").read_text())
+    assert local["pretrained_cfg"]["license"] == "apache-2.0"  # the run itself is not changed
+    pulled["pretrained_cfg"]["license"] = "apache-2.0"
+    assert pulled == local

@@ -125,6 +125,8 @@ def test_make_results_builds_page_cards_and_figure(at_run, tmp_path, monkeypatch
     assert f"| {gap:.1f} |" in gap_row
     assert gap_row.endswith(f"| {100 * final['clean']['accuracy']:.1f} / {100 * final['pgd20']['accuracy']:.1f} |")
     assert "Clean to APGD-DLR on 40 test images, AutoAttack on 8" in text
+    ranked = next(line for line in text.splitlines() if line.startswith("| 1 | at |"))
+    assert f"| {100 * aa['autoattack']['accuracy']:.1f} | AutoAttack | 8 |" in ranked
     assert f"python benchmarks/fmnist_zoo.py train --out {root} --reduced --seeds 0 --methods at --jobs 2" in text
     assert (tmp_path / "img" / "fmnist-eps-curve.png").read_bytes()[:4] == b"\x89PNG"
     card = (tmp_path / "cards" / "at-cnn-fmnist-run.md").read_text()
