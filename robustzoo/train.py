@@ -103,6 +103,9 @@ def resolve(cfg: TrainConfig) -> Resolved:
     c.augment = c.augment or spec.augment
     c.objective_args = settings
     check_threat_model(c.eps, c.alpha, c.steps)
+    if not 0 < c.train_eps_factor < float("inf") or c.eps * c.train_eps_factor > 1:
+        raise UsageError(f"train_eps_factor={c.train_eps_factor} must be positive and keep the training "
+                         f"ε = {c.eps:.4g}·factor within [0, 1] (e.g. --set train_eps_factor=4/3)")
     if c.epochs < 1 or c.batch_size < 1 or c.lr <= 0:
         raise UsageError("epochs, batch size and learning rate must be positive")
     if c.optimizer not in ("sgd", "adam"):
@@ -139,16 +142,38 @@ def lr_factor(cfg: TrainConfig, epoch: int, frac: float) -> float:
     return cfg.gamma ** n
 
 
-def make_optimizer(params, cfg: TrainConfig, fused: bool = False) -> torch.optim.Optimizer:
-    """SGD (momentum, weight decay, nesterov) or Adam with the config's settings.
+def optimizer_settings(cfg: TrainConfig) -> dict[str, Any]:
+    """The classifier's optimiser settings from a resolved config (what extra modules inherit)."""
+    return {"optimizer": cfg.optimizer, "lr": float(cfg.lr), "momentum": float(cfg.momentum),
+            "weight_decay": float(cfg.weight_decay), "nesterov": bool(cfg.nesterov)}
+
+
+def build_optimizer(params, settings: dict[str, Any], fused: bool = False) -> torch.optim.Optimizer:
+    """SGD (momentum, weight decay, nesterov) or Adam from resolved ``settings``.
 
     ``fused`` (CUDA): one kernel updates every parameter instead of a loop of small ones.
     """
     extra = {"fused": True} if fused else {}
-    if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **extra)
-    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
-                           nesterov=cfg.nesterov and cfg.momentum > 0, **extra)
+    if settings["optimizer"] == "adam":
+        return torch.optim.Adam(params, lr=settings["lr"], weight_decay=settings["weight_decay"], **extra)
+    return torch.optim.SGD(params, lr=settings["lr"], momentum=settings["momentum"],
+                           weight_decay=settings["weight_decay"],
+                           nesterov=settings["nesterov"] and settings["momentum"] > 0, **extra)
+
+
+def make_optimizer(params, cfg: TrainConfig, fused: bool = False) -> torch.optim.Optimizer:
+    """The classifier's optimiser: :func:`build_optimizer` with the config's settings."""
+    return build_optimizer(params, optimizer_settings(cfg), fused=fused)
+
+
+def _optimizer_kind(state: dict[str, Any]) -> str | None:
+    """'adam' or 'sgd' from a saved optimiser state_dict (None when it holds no state yet)."""
+    for per_param in state.get("state", {}).values():
+        if "exp_avg" in per_param:
+            return "adam"
+        if "momentum_buffer" in per_param:
+            return "sgd"
+    return None
 
 
 def versions() -> dict[str, str]:
@@ -215,7 +240,8 @@ class Trainer:
         c, h, w = self.spec.shape
         self.model = build_model(self.cfg.arch, num_classes=self.spec.num_classes, in_chans=c,
                                  input_size=(h, w), mean=self.spec.mean, std=self.spec.std).to(self.device)
-        ctx = ObjectiveContext(eps=self.cfg.eps, alpha=self.cfg.alpha, steps=self.cfg.steps,
+        ctx = ObjectiveContext(eps=self.cfg.eps * self.cfg.train_eps_factor, alpha=self.cfg.alpha,
+                               steps=self.cfg.steps,
                                num_classes=self.spec.num_classes, input_shape=self.spec.shape,
                                num_train=len(self.train_data), epochs=self.cfg.epochs, device=self.device,
                                dataset=self.spec.name, seed=self.cfg.seed)
@@ -224,8 +250,19 @@ class Trainer:
                       for k, m in self.objective.extra_modules().items()}
         self.fast.prepare_model(self.model)
         fused = self.fast.fused_optimizer
-        self.optimizer = make_optimizer(self.model.parameters(), self.cfg, fused=fused)
-        self.objective.optimizers = {k: make_optimizer(m.parameters(), self.cfg, fused=fused)
+        # One optimiser per trained module, each with its own base lr that the schedule scales:
+        # an objective may train its extra modules differently (Calibrated AT's g_φ on SGD).
+        base = optimizer_settings(self.cfg)
+        specs = self.objective.optimizer_specs()
+        unknown = sorted(set(specs) - set(self.extra))
+        if unknown:
+            raise RunError(f"objective {self.cfg.objective!r} declares an optimiser for {unknown[0]!r}, "
+                           f"which is not one of its extra modules ({', '.join(sorted(self.extra)) or 'none'})")
+        self.optim_settings: dict[str, dict[str, Any]] = {"model": base}
+        for k in self.extra:
+            self.optim_settings[k] = specs[k].resolve(base) if k in specs else dict(base)
+        self.optimizer = build_optimizer(self.model.parameters(), base, fused=fused)
+        self.objective.optimizers = {k: build_optimizer(m.parameters(), self.optim_settings[k], fused=fused)
                                      for k, m in self.extra.items()}
         for opt in self.objective.optimizers.values():  # extra modules: average grads over ranks
             distributed.average_grads_on_step(opt, self.dist)
@@ -246,10 +283,13 @@ class Trainer:
             "dataset": self.spec.name,
             "objective": self.cfg.objective,
             "objective_settings": self.settings,
-            "threat_model": {"norm": "linf", "eps": self.cfg.eps},
+            "threat_model": {"norm": "linf", "eps": self.cfg.eps,
+                             **({"train_eps": self.cfg.eps * self.cfg.train_eps_factor}
+                                if self.cfg.train_eps_factor != 1 else {})},
             "config": self.cfg.to_dict(),
             "num_train": len(self.train_data),
             "extra_modules": sorted(self.extra),
+            "optimizers": self.optim_settings,
             "state_tensors": sorted(self.objective.state_tensors()),
             "versions": versions(),
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -267,6 +307,7 @@ class Trainer:
             self.optimizer.load_state_dict(blob["optimizer"])
             for k, m in self.extra.items():
                 m.load_state_dict(blob["extra"][k])
+                self._check_resumed_optimizer(k, blob)
                 self.objective.optimizers[k].load_state_dict(blob["extra_optim"][k])
             self.objective.load_state_tensors(blob["state"])
             self.start_epoch = int(blob["epoch"])
@@ -282,6 +323,20 @@ class Trainer:
         c, h, w = self.spec.shape
         runs.write_json(cfg_path, runs.model_config(self.cfg.arch, self.spec.num_classes, (c, h, w),
                                                     self.spec.mean, self.spec.std, self.robustzoo_block()))
+
+    def _check_resumed_optimizer(self, name: str, blob: dict[str, Any]) -> None:
+        """Refuse to load an extra module's optimiser state into an optimiser of another kind.
+
+        A run started before optimisers were declared per module has no recorded settings in
+        its resume state; the kind is then read off the saved state (Adam keeps exp_avg).
+        """
+        mine = self.optim_settings[name]
+        saved = (blob.get("extra_optim_settings") or {}).get(name)
+        kind = saved["optimizer"] if saved else _optimizer_kind(blob["extra_optim"][name])
+        if kind is not None and kind != mine["optimizer"]:
+            raise RunError(f"{self.out}: {name} was trained with {kind}, but these settings (or this "
+                           f"version of robustzoo) build it with {mine['optimizer']}; the run cannot be "
+                           f"resumed exactly (start a new run with `robustzoo train --out DIR`)")
 
     def _weights_metadata(self, epoch: int) -> dict[str, Any]:
         return {"format": runs.FORMAT_VERSION, "architecture": self.cfg.arch, "epoch": epoch,
@@ -306,6 +361,7 @@ class Trainer:
             "epoch": epoch + 1, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "extra": {k: m.state_dict() for k, m in self.extra.items()},
             "extra_optim": {k: o.state_dict() for k, o in self.objective.optimizers.items()},
+            "extra_optim_settings": {k: self.optim_settings[k] for k in self.objective.optimizers},
             "state": self.objective.state_tensors(), "best_score": self.best_score,
             "best_epoch": self.best_epoch,
         }
@@ -314,11 +370,13 @@ class Trainer:
 
     # -- the loop ---------------------------------------------------------------------------
     def _set_lr(self, epoch: int, frac: float) -> float:
-        lr = self.cfg.lr * lr_factor(self.cfg, epoch, frac)
-        for opt in [self.optimizer, *self.objective.optimizers.values()]:
+        """Scale every optimiser's own base lr by the schedule; returns the classifier's lr."""
+        factor = lr_factor(self.cfg, epoch, frac)
+        for name, opt in [("model", self.optimizer), *self.objective.optimizers.items()]:
+            lr = self.optim_settings[name]["lr"] * factor
             for group in opt.param_groups:
                 group["lr"] = lr
-        return lr
+        return self.optim_settings["model"]["lr"] * factor
 
     def train_epoch(self, epoch: int, progress: Any = None) -> dict[str, float]:
         """One pass over the training set; returns averaged metrics."""
@@ -393,8 +451,11 @@ class Trainer:
         try:
             for epoch in range(self.start_epoch, stop):
                 t0 = time.perf_counter()
-                row: dict[str, Any] = {"epoch": epoch + 1, "lr": self.cfg.lr * lr_factor(cfg, epoch, 0.0)}
+                factor = lr_factor(cfg, epoch, 0.0)
+                row: dict[str, Any] = {"epoch": epoch + 1, "lr": self.optim_settings["model"]["lr"] * factor}
+                row.update({f"lr_{k}": self.optim_settings[k]["lr"] * factor for k in self.extra})
                 row.update(self.train_epoch(epoch, progress))
+                row.update(self.objective.epoch_metrics())
                 distributed.sync_buffers([self.model, *self.extra.values()], self.dist)
                 if not self.dist.is_main:
                     continue  # rank 0 validates, checkpoints and logs
