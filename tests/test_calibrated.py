@@ -304,7 +304,7 @@ def _calibrated_run(out, **sets):
 
     cfg = build_config("calibrated", None, {k: str(v) for k, v in sets.items()}, subset=800, epochs=1,
                        batch_size=32, steps=3, val_steps=1, eval_n=32)
-    trainer = Trainer(cfg, out, show_progress=False)
+    trainer = Trainer(cfg, out)
     trainer.fit()
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     return trainer, rows
@@ -356,16 +356,16 @@ def test_each_optimiser_keeps_its_own_lr_through_the_schedule_and_resume(tmp_pat
 
     cfg = build_config("calibrated", None, {}, subset=300, epochs=2, batch_size=64, steps=1, val_steps=1,
                        eval_n=16, milestones=[0.5])
-    full = Trainer(cfg, tmp_path / "full", show_progress=False)
+    full = Trainer(cfg, tmp_path / "full")
     full.fit()
     rows = [json.loads(line) for line in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
     assert [(r["lr"], r["lr_mask_net"]) for r in rows] == [pytest.approx((1e-3, 1e-2)),
                                                             pytest.approx((1e-4, 1e-3))]
     assert full.objective.optimizers["mask_net"].param_groups[0]["lr"] == pytest.approx(1e-3)
     assert full.optimizer.param_groups[0]["lr"] == pytest.approx(1e-4)
-    part = Trainer(cfg, tmp_path / "part", show_progress=False)
+    part = Trainer(cfg, tmp_path / "part")
     part.fit(until_epoch=1)
-    resumed = Trainer(cfg, tmp_path / "part", resume=True, show_progress=False)
+    resumed = Trainer(cfg, tmp_path / "part", resume=True)
     resumed.fit()
     assert isinstance(resumed.objective.optimizers["mask_net"], torch.optim.SGD)
     # Bit-identical weights of θ and φ after the resume: g_φ's momentum buffers were restored
@@ -380,7 +380,7 @@ def test_each_optimiser_keeps_its_own_lr_through_the_schedule_and_resume(tmp_pat
     other = build_config("calibrated", None, {"mask_optimizer": "adam"}, subset=300, epochs=2,
                          batch_size=64, steps=1, val_steps=1, eval_n=16, milestones=[0.5])
     with pytest.raises(RunError, match="mask_net was trained with sgd"):
-        Trainer(other, tmp_path / "part", resume=True, show_progress=False).fit()
+        Trainer(other, tmp_path / "part", resume=True).fit()
 
 
 def test_released_mnist_code_options(digits_batch):
@@ -420,7 +420,7 @@ def test_train_eps_factor_scales_the_training_attack_only(tmp_path):
 
     cfg = build_config("at", None, {}, subset=200, epochs=1, steps=1, val_steps=1, eval_n=16,
                        train_eps_factor="4/3")
-    t = Trainer(cfg, tmp_path / "r", show_progress=False)
+    t = Trainer(cfg, tmp_path / "r")
     assert t.objective.ctx.eps == pytest.approx(0.1 * 4 / 3) and t.cfg.eps == pytest.approx(0.1)
     t.fit()
     tm = json.loads((tmp_path / "r" / "config.json").read_text())["robustzoo"]["threat_model"]

@@ -13,6 +13,7 @@ import warnings
 import click
 
 from ..errors import RobustzooError
+from ..plugins import get_plugin_manager
 from .commands import cli
 
 _commands_added = False
@@ -28,8 +29,6 @@ def add_plugin_commands() -> None:
     if _commands_added:
         return
     _commands_added = True
-    from ..plugins import get_plugin_manager
-
     pm = get_plugin_manager()
     for impl in pm.hook.register_commands.get_hookimpls():
         try:
