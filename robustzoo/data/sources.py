@@ -27,7 +27,10 @@ IDX_NAMES = {
 
 
 def _t(x: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(x))
+    # IDX files are read with np.frombuffer (read-only memory): copy those, so torch never
+    # warns about (or writes through) a non-writable array.
+    x = np.ascontiguousarray(x)
+    return torch.from_numpy(x if x.flags.writeable else x.copy())
 
 
 def load_digits(data_dir: Path | None, download: bool):
