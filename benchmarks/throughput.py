@@ -151,7 +151,7 @@ def make_trainer(arch: str, args: argparse.Namespace, device: torch.device, comp
     cfg = build_config("at", dataset=DATASET, arch=arch, batch_size=args.batch_size, steps=args.steps,
                        epochs=2, schedule="constant", device=str(device), precision=args.precision,
                        compile=compile_mode, compile_backend=args.compile_backend, seed=args.seed)
-    return Trainer(cfg, workdir / f"{arch}-{compile_mode}", show_progress=False)
+    return Trainer(cfg, workdir / f"{arch}-{compile_mode}")
 
 
 def bench_fast_training(arch: str, args: argparse.Namespace, device: torch.device, compile_mode: str,
@@ -178,7 +178,7 @@ def bench_fast_training(arch: str, args: argparse.Namespace, device: torch.devic
 def bench_fast_pgd20(trainer, args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
     """images/s of the registered pgd20 attack on the trained model (fast path, eval mode)."""
     from robustzoo.attacks import AttackContext
-    from robustzoo.evaluate import run_attack
+    from robustzoo.eval import run_attack
     from robustzoo.plugins import registry
 
     data = trainer.splits.test.take(torch.arange(args.eval_n)).to(device)
@@ -275,7 +275,7 @@ def bench_autoattack(trainer, args: argparse.Namespace, device: torch.device) ->
     """Seconds of standard AutoAttack (the registered 'autoattack') on --aa-n examples."""
     from robustzoo.attacks import AttackContext
     from robustzoo.data import TensorData
-    from robustzoo.evaluate import run_attack
+    from robustzoo.eval import run_attack
     from robustzoo.fast import eval_model
     from robustzoo.plugins import registry
 
@@ -312,6 +312,42 @@ def bench_autoattack_run(args: argparse.Namespace, device: torch.device) -> dict
     return {"run": str(args.aa_run), "attack": args.aa_attack, "seconds": sec, "images": rep["n"],
             "seconds_per_10k": sec * 10000 / rep["n"], "robust_accuracy": rep["results"][0]["accuracy"],
             "precision": rep.get("precision")}
+
+
+# -- bf16 against fp32 ------------------------------------------------------------------------
+def compare_precisions(name: str, attacks: list[str] | str = ("clean", "pgd20"), *, n: int | None = 1000,
+                       device: str = "auto", tolerance: float = 0.1, seed: int = 0,
+                       batch_size: int = 256, data_dir: str | None = None,
+                       low: str = "bf16") -> dict[str, Any]:
+    """Evaluate one model in exact fp32 and in ``low`` precision; report the drift.
+
+    Both runs use the same examples, seed and attacks. The drift of each attack is in
+    percentage points; ``ok`` is true when every drift is at most ``tolerance`` points.
+
+    Args:
+        name: run directory, zoo alias or hf-hub id.
+        attacks: attack names (a list or 'a,b').
+        n: number of test examples (None = all).
+        device: 'auto', 'cuda', 'cpu', ...
+        tolerance: allowed drift in percentage points (0.1 by the performance targets).
+        low: the precision compared with fp32 ('bf16').
+    """
+    from robustzoo.api import evaluate
+    from robustzoo.devices import resolve_device
+
+    common = dict(n=n, seed=seed, batch_size=batch_size, device=device, data_dir=data_dir,
+                  write=False, health=False)
+    ref = evaluate(name, attacks, precision="fp32", **common)
+    test = evaluate(name, attacks, precision=low, **common)
+    rows = []
+    for a, b in zip(ref["results"], test["results"]):
+        drift = round(100 * (b["accuracy"] - a["accuracy"]), 4)
+        rows.append({"attack": a["attack"], "fp32": a["accuracy"], low: b["accuracy"],
+                     "drift_points": drift, "n": a["n"]})
+    worst = max((abs(r["drift_points"]) for r in rows), default=0.0)
+    return {"model": str(name), "device": str(resolve_device(device)), "n": ref["n"],
+            "precisions": ["fp32", low], "tolerance_points": tolerance, "max_abs_drift_points": worst,
+            "ok": worst <= tolerance, "results": rows}
 
 
 # -- driver -----------------------------------------------------------------------------------
@@ -418,14 +454,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
-    from robustzoo.train import resolve_device
+    from robustzoo.devices import resolve_device
 
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     if args.check_precision:
-        from robustzoo.fast import compare_precisions
-
         report = compare_precisions(args.check_precision, args.attacks, n=args.n, device=str(device))
         print(json.dumps(report, indent=2))
         if args.out:

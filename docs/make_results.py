@@ -33,8 +33,8 @@ PAGE = ROOT / "docs" / "results.md"
 IMG = ROOT / "docs" / "img"
 CARDS = ROOT / "model_cards" / "runs"  # run cards, kept apart from the zoo entries' cards
 START, END = "<!-- generated:start -->", "<!-- generated:end -->"
-ORDER = ["at", "trades", "mart", "fat-trades", "cat-cent", "cat-cw", "cat-cw-warmup", "customized-ce",
-         "customized-mix"]
+ORDER = ["at", "trades", "mart", "fat-trades", "cat-cent", "cat-cw", "cat-cw-b1-0.05", "cat-cw-b5-0.3",
+         "cat-cw-b5-0.05", "cat-cent-b5-0.05", "customized-ce", "customized-mix", "customized-mix-code"]
 # Columns of the main table: (attack, which report it comes from, header); "aa" is
 # eval-autoattack.json, "paper" eval-paper.json.
 COLUMNS = [("clean", "paper", "clean"), ("fgsm", "paper", "FGSM"), ("pgd20", "paper", "PGD-20"),

@@ -1,16 +1,87 @@
-"""Python API behind the command line: load and evaluate by run directory or Hub name."""
+"""Python API behind the command line: train, load and evaluate by run directory or Hub name.
+
+Quiet unless asked: ``show_progress=True`` draws rich progress bars on stderr (as the command
+line does), ``progress=`` sends the events to an object of your own
+(:class:`robustzoo.progress.Progress`); with neither nothing is printed.
+"""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn as nn
 
-from . import runs
+from . import hub, runs
+from .config import TrainConfig
+from .data import load_splits
+from .devices import resolve_device
 from .errors import NotFoundError, UsageError
+from .eval import (
+    FLAGS_FILE,
+    evaluate_model,
+    merge_eval,
+    parse_attack_options,
+    parse_eps_list,
+    plot_sweep,
+    resolve_suite,
+)
+from .fast import eval_model, precision_scope, resolve_precision
+from .plugins import registry
+from .progress import Progress
+from .train import Trainer, build_config, config_from_run, default_out_dir
+
+
+def _check_reporting(show_progress: bool, progress: Progress | None) -> None:
+    if show_progress and progress is not None:
+        raise UsageError("give show_progress=True (rich bars) or progress=... (your own), not both")
+
+
+@contextmanager
+def _reporting(show_progress: bool, progress: Progress | None) -> Iterator[Progress | None]:
+    """The progress object a call reports to: the caller's, rich bars, or none."""
+    _check_reporting(show_progress, progress)
+    if progress is not None:
+        yield progress
+    elif show_progress:
+        from .ui import RichProgress  # deferred: rich is imported only when bars are asked for
+
+        with RichProgress() as bars:
+            yield bars
+    else:
+        yield None
+
+
+def train(objective: str | None = None, *, dataset: str | None = None, out: str | Path | None = None,
+          recipe: str | None = None, resume: str | Path | None = None, show_progress: bool = False,
+          progress: Progress | None = None, **settings: Any) -> tuple[Path, dict[str, Any]]:
+    """Train a run and return (run_dir, eval report).
+
+    ``settings`` are config keys and objective settings (as ``--set``); ``show_progress`` and
+    ``progress``: see the module docstring.
+
+    Example::
+
+        run_dir, report = robustzoo.train("at", dataset="digits", epochs=5, out="runs/demo")
+    """
+    with _reporting(show_progress, progress) as rep:
+        if resume is not None:
+            run_dir = Path(resume)
+            cfg = config_from_run(run_dir)
+            trainer = Trainer(cfg, run_dir, resume=True, progress=rep)
+        else:
+            fields = set(TrainConfig.__dataclass_fields__)
+            options = {k: v for k, v in settings.items() if k in fields}
+            sets = {k: v for k, v in settings.items() if k not in fields}
+            cfg = build_config(objective, recipe, sets, dataset=dataset, **options)
+            run_dir = Path(out) if out else default_out_dir(cfg)
+            trainer = Trainer(cfg, run_dir, progress=rep)
+        report = trainer.fit()
+    return run_dir, report  # type: ignore[return-value]
 
 
 def resolve_model_dir(name: str | Path, *, revision: str | None = None, endpoint: str | None = None,
@@ -24,21 +95,15 @@ def resolve_model_dir(name: str | Path, *, revision: str | None = None, endpoint
     if p.is_dir():
         return p
     text = str(name)
-    try:
-        from . import hub
-    except ImportError:  # pragma: no cover - hub is part of the package
-        hub = None
     # Only 'org/name' (one slash, no leading '/' or '.') can be a Hub id; other paths are paths.
     hub_like = re.fullmatch(r"[\w-][\w.-]*/[\w.-]+", text) is not None and not p.exists()
-    if hub is not None and (text.startswith("hf-hub:") or hub_like or _is_zoo_alias(text)):
+    if text.startswith("hf-hub:") or hub_like or _is_zoo_alias(text):
         return hub.pull(text, revision=revision, endpoint=endpoint, cache_dir=cache_dir)
     raise NotFoundError(f"{name} is neither a run directory nor a zoo alias; see `robustzoo list zoo`, "
                         f"or train one with `robustzoo train --out {name}`")
 
 
 def _is_zoo_alias(name: str) -> bool:
-    from .plugins import registry
-
     return name in registry("zoo")
 
 
@@ -53,7 +118,8 @@ def load(name: str | Path, *, device: str | torch.device = "cpu", revision: str 
 
 def evaluate(name: str | Path, attacks: list[str] | str | None = None, *, n: int | None = None,
              eps: float | None = None, seed: int = 0, batch_size: int = 256, device: str = "auto",
-             data_dir: str | None = None, show_progress: bool = False, write: bool = True,
+             data_dir: str | None = None, show_progress: bool = False,
+             progress: Progress | None = None, write: bool = True,
              revision: str | None = None, endpoint: str | None = None, cache_dir: str | None = None,
              suite: str | None = None, cascade: bool = False, options: dict[str, Any] | None = None,
              eps_sweep: list[float] | str | None = None, sweep_attack: str | None = None,
@@ -65,19 +131,12 @@ def evaluate(name: str | Path, attacks: list[str] | str | None = None, *, n: int
     merged into RUN_DIR/eval.json (results of the same attack, ε, n and seed are replaced)
     and the per-example outcomes go to RUN_DIR/eval_flags.safetensors, from which a later
     call with ``resume`` reuses every attack already done on the same examples. See
-    :func:`robustzoo.evaluate.evaluate_model` for ``cascade``, ``options``, ``health`` and
+    :func:`robustzoo.eval.evaluate_model` for ``cascade``, ``options``, ``health`` and
     ``eps_sweep``; ``plot`` writes the accuracy-vs-ε PNG there. ``precision``: 'auto' (bf16
     autocast on CUDA, fp32 elsewhere), 'bf16', or 'fp32' (exact: TF32 off on CUDA); see
-    :mod:`robustzoo.fast`.
+    :mod:`robustzoo.fast`. ``show_progress`` and ``progress``: see the module docstring.
     """
-    from .data import load_splits
-    from .evaluate import evaluate_model, parse_attack_options
-    from .flagstore import FLAGS_FILE
-    from .plugins import registry
-    from .suites import parse_eps_list
-    from .suites import resolve as resolve_suite
-    from .train import resolve_device
-
+    _check_reporting(show_progress, progress)  # before a model is pulled or loaded
     if sweep_attack is None and eps_sweep is not None:
         # The sweep uses the first non-clean attack the caller named, else PGD-20.
         named = [a.strip() for a in attacks.split(",")] if isinstance(attacks, str) else list(attacks or [])
@@ -105,13 +164,11 @@ def evaluate(name: str | Path, attacks: list[str] | str | None = None, *, n: int
     local = write and Path(name).is_dir()
     if local and not resume:
         (run_dir / FLAGS_FILE).unlink(missing_ok=True)  # start afresh; the new outcomes are saved
-    from .fast import eval_model, precision_scope, resolve_precision
-
     prec = resolve_precision(precision, dev)
-    with precision_scope(dev, prec):
+    with precision_scope(dev, prec), _reporting(show_progress, progress) as rep:
         report = evaluate_model(eval_model(model, dev, prec), splits.test, list(attacks), eps=eps,
                                 alpha=spec.eval_alpha, num_classes=spec.num_classes, n=n, seed=seed,
-                                batch_size=batch_size, device=dev, show_progress=show_progress,
+                                batch_size=batch_size, device=dev, progress=rep,
                                 cascade=cascade, flags_path=run_dir / FLAGS_FILE if local else None,
                                 options=options, health=health, eps_sweep=sweep,
                                 sweep_attack=sweep_attack)
@@ -119,8 +176,6 @@ def evaluate(name: str | Path, attacks: list[str] | str | None = None, *, n: int
     if suite:
         report["suite"] = suite
     if plot is not None:
-        from .sweep import plot_sweep
-
         plot_sweep(report, plot, title=f"{Path(str(name)).name}: accuracy vs ε ({report['eps_sweep_attack']}, "
                                        f"n={report['n']})")
         report["plot"] = str(plot)
@@ -129,37 +184,6 @@ def evaluate(name: str | Path, attacks: list[str] | str | None = None, *, n: int
     return report
 
 
-def merge_eval(path: Path, report: dict[str, Any]) -> dict[str, Any]:
-    """Merge ``report`` into an existing eval.json with the same ε, n and seed, else replace it."""
-    import json
-
-    if path.is_file():
-        try:
-            old = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError:
-            old = None
-        if old and all(old.get(k) == report.get(k) for k in ("eps", "n", "seed")):
-            mine = {r["attack"] for r in report["results"]}
-            kept = [r for r in old.get("results", []) if r["attack"] not in mine]
-            merged = dict(old)
-            merged.update({k: v for k, v in report.items() if k != "results"})
-            merged["results"] = kept + report["results"]
-            if "worst_case" in old and "worst_case" in report:
-                merged["worst_case"] = report["worst_case"] if len(report["worst_case"]["attacks"]) >= len(
-                    old["worst_case"]["attacks"]) else old["worst_case"]
-            if kept and "health" in report:
-                from .health import apply as apply_health
-
-                # The kept rows come from an earlier call: re-check all rows together
-                # (accuracies only: per-example flags of both calls are not at hand here).
-                apply_health(merged, probes=report["health"].get("probes"))
-            report = merged
-    runs.write_json(path, report)
-    return report
-
-
 def list_names(kind: str, pattern: str | None = None) -> list[str]:
     """Names in a registry ('datasets', 'architectures', 'attacks', 'objectives', 'recipes', 'zoo')."""
-    from .plugins import registry
-
     return registry(kind).list(pattern)

@@ -35,7 +35,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.distributed as dist
 import torch.nn as nn
+from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
+from torch.nn.parallel import DistributedDataParallel as DDP
 
 from .errors import UsageError
 
@@ -86,8 +89,6 @@ def setup(device: torch.device) -> tuple[DistInfo, torch.device]:
     On CUDA each process uses ``cuda:LOCAL_RANK`` (NCCL); on the CPU, gloo. An existing
     process group (e.g. created by a test harness) is used as is.
     """
-    import torch.distributed as dist
-
     if dist.is_available() and dist.is_initialized():
         info = DistInfo(rank=dist.get_rank(), world_size=dist.get_world_size(),
                         local_rank=env_info().local_rank if "LOCAL_RANK" in os.environ else dist.get_rank())
@@ -129,8 +130,6 @@ def wrap_model(model: nn.Module, info: DistInfo, device: torch.device) -> nn.Mod
     """
     if not info.enabled:
         return model
-    from torch.nn.parallel import DistributedDataParallel as DDP
-
     params = inspect.signature(DDP.__init__).parameters
     kwargs: dict[str, Any] = {}
     if "forward_sync_buffers" in params:  # newer PyTorch; buffers are still synced at init
@@ -151,8 +150,6 @@ def sync_buffers(modules: Iterable[nn.Module], info: DistInfo) -> None:
     """Average BatchNorm running statistics over processes; copy every other buffer from rank 0."""
     if not info.enabled:
         return
-    import torch.distributed as dist
-
     for module in modules:
         for name, buf in module.named_buffers():
             if buf.is_floating_point() and name.rsplit(".", 1)[-1] in ("running_mean", "running_var"):
@@ -163,9 +160,6 @@ def sync_buffers(modules: Iterable[nn.Module], info: DistInfo) -> None:
 
 
 def _average_grads(params: list[torch.Tensor], world_size: int) -> None:
-    import torch.distributed as dist
-    from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
-
     grads = [p.grad for p in params if p.grad is not None]
     if not grads:
         return
@@ -195,8 +189,6 @@ def average_grads_on_step(optimizer: torch.optim.Optimizer, info: DistInfo) -> A
 def all_reduce_sum(values: torch.Tensor, info: DistInfo) -> torch.Tensor:
     """Sum ``values`` over processes in place (no-op for one process)."""
     if info.enabled:
-        import torch.distributed as dist
-
         dist.all_reduce(values, op=dist.ReduceOp.SUM)
     return values
 
@@ -205,8 +197,6 @@ def broadcast_object(obj: Any, info: DistInfo) -> Any:
     """Rank 0's ``obj`` on every process (picklable Python objects only, local use)."""
     if not info.enabled:
         return obj
-    import torch.distributed as dist
-
     box = [obj]
     dist.broadcast_object_list(box, src=0)
     return box[0]
@@ -215,15 +205,11 @@ def broadcast_object(obj: Any, info: DistInfo) -> Any:
 def barrier(info: DistInfo) -> None:
     """Wait for every process (no-op for one process)."""
     if info.enabled:
-        import torch.distributed as dist
-
         dist.barrier()
 
 
 def teardown(info: DistInfo) -> None:
     """Destroy the process group this module created."""
-    import torch.distributed as dist
-
     if info.owns_group and dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
 

@@ -279,39 +279,3 @@ def eval_model(model: nn.Module, device: torch.device, precision: str) -> nn.Mod
     """``model`` prepared for fast evaluation on ``device`` (channels_last on CUDA)."""
     fp = FastPath(torch.device(device), precision)
     return fp.wrap(fp.prepare_model(model))
-
-
-def compare_precisions(name: str, attacks: list[str] | str = ("clean", "pgd20"), *, n: int | None = 1000,
-                       device: str = "auto", tolerance: float = 0.1, seed: int = 0,
-                       batch_size: int = 256, data_dir: str | None = None,
-                       low: str = "bf16") -> dict[str, Any]:
-    """Evaluate one model in exact fp32 and in ``low`` precision; report the drift.
-
-    Both runs use the same examples, seed and attacks. The drift of each attack is in
-    percentage points; ``ok`` is true when every drift is at most ``tolerance`` points.
-
-    Args:
-        name: run directory, zoo alias or hf-hub id.
-        attacks: attack names (a list or 'a,b').
-        n: number of test examples (None = all).
-        device: 'auto', 'cuda', 'cpu', ...
-        tolerance: allowed drift in percentage points (0.1 by the performance targets).
-        low: the precision compared with fp32 ('bf16').
-    """
-    from .api import evaluate
-
-    common = dict(n=n, seed=seed, batch_size=batch_size, device=device, data_dir=data_dir,
-                  write=False, health=False)
-    ref = evaluate(name, attacks, precision="fp32", **common)
-    test = evaluate(name, attacks, precision=low, **common)
-    rows = []
-    for a, b in zip(ref["results"], test["results"]):
-        drift = round(100 * (b["accuracy"] - a["accuracy"]), 4)
-        rows.append({"attack": a["attack"], "fp32": a["accuracy"], low: b["accuracy"],
-                     "drift_points": drift, "n": a["n"]})
-    worst = max((abs(r["drift_points"]) for r in rows), default=0.0)
-    from .train import resolve_device
-
-    return {"model": str(name), "device": str(resolve_device(device)), "n": ref["n"],
-            "precisions": ["fp32", low], "tolerance_points": tolerance, "max_abs_drift_points": worst,
-            "ok": worst <= tolerance, "results": rows}

@@ -472,7 +472,7 @@ def _pull(name: str, *, revision: str | None, endpoint: str | None, cache_dir: s
           token: str | None, verify: bool, expected: Mapping[str, str]) -> PullResult:
     from huggingface_hub import HfApi, hf_hub_download, try_to_load_from_cache
 
-    from . import __version__
+    from ._version import __version__
 
     target = parse_name(name, revision)
     endpoint = (endpoint or default_endpoint()).rstrip("/")
@@ -744,7 +744,7 @@ def push(run_dir: str | Path, repo_id: str, *, endpoint: str | None = None, toke
     """
     from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
 
-    from . import __version__
+    from ._version import __version__
     from .cards import render_run_card
     from .robustbench import robustbench_record
     from .zoo import ALIAS_RE

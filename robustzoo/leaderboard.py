@@ -107,7 +107,7 @@ def _int(v: Any) -> int | None:
 
 
 def _count_cell(correct: int, n: int) -> Cell:
-    from .evaluate import wilson_interval  # the same interval eval.json records
+    from .eval import wilson_interval  # the same interval eval.json records
 
     lo, hi = wilson_interval(int(correct), int(n))
     return Cell(accuracy=correct / n, correct=int(correct), n=int(n), ci95=(round(lo, 6), round(hi, 6)))

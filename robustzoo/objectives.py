@@ -4,8 +4,10 @@ An objective turns a batch ``(x, y, index)`` into the loss the trainer minimises
 classifier θ. It may also own:
 
 * extra trainable modules (:meth:`Objective.extra_modules`), each given its own optimiser
-  with the classifier's settings and schedule (``self.optimizers[name]``), updated in
-  :meth:`Objective.after_step`, e.g. Calibrated AT's mask network g_φ;
+  (``self.optimizers[name]``) as declared by :meth:`Objective.optimizer_specs` (default: the
+  classifier's optimiser, lr, momentum and weight decay), updated in
+  :meth:`Objective.after_step`, e.g. Calibrated AT's mask network g_φ. The lr schedule scales
+  each optimiser's own base lr;
 * per-example state tensors (:meth:`Objective.state_tensors`) indexed by the dataset index,
   e.g. Customized AT's ε table.
 
@@ -53,6 +55,48 @@ class ObjectiveContext:
     device: torch.device = torch.device("cpu")
     dataset: str = ""
     seed: int = 0
+
+
+@dataclass(frozen=True)
+class OptimizerSpec:
+    """The optimiser an objective asks the trainer to build for one of its extra modules.
+
+    A field left at None takes the classifier's value (``--optimizer``, ``--lr``,
+    ``momentum``, ``weight_decay``, ``nesterov``). The trainer resolves the spec against the
+    run's config (:meth:`resolve`), records the result in config.json, builds the optimiser,
+    scales its own lr with the schedule and restores its state on ``--resume``.
+
+    Attributes:
+        optimizer: 'sgd' or 'adam'.
+        lr: base learning rate (before the schedule's factor).
+        momentum: SGD momentum (ignored by Adam).
+        weight_decay: L2 weight decay.
+        nesterov: Nesterov momentum (SGD only).
+    """
+
+    optimizer: str | None = None
+    lr: float | None = None
+    momentum: float | None = None
+    weight_decay: float | None = None
+    nesterov: bool | None = None
+
+    def resolve(self, base: dict[str, Any]) -> dict[str, Any]:
+        """Fill the None fields from ``base`` (the classifier's resolved optimiser settings)."""
+        out = dict(base)
+        for k in ("optimizer", "lr", "momentum", "weight_decay", "nesterov"):
+            v = getattr(self, k)
+            if v is not None:
+                out[k] = v
+        if out["optimizer"] not in OPTIMIZERS:
+            raise UsageError(f"unknown optimizer {out['optimizer']!r}; use {' or '.join(OPTIMIZERS)}")
+        if not (out["lr"] > 0 and out["lr"] < float("inf")):
+            raise UsageError(f"learning rate {out['lr']} must be a positive number")
+        if out["weight_decay"] < 0 or out["momentum"] < 0:
+            raise UsageError("momentum and weight decay must be >= 0")
+        return out
+
+
+OPTIMIZERS = ("sgd", "adam")
 
 
 @dataclass
@@ -115,6 +159,18 @@ class Objective:
     # -- hooks the trainer calls ------------------------------------------------------------
     def extra_modules(self) -> dict[str, nn.Module]:
         """Trainable modules besides the classifier (each gets its own optimiser)."""
+        return {}
+
+    def optimizer_specs(self) -> dict[str, OptimizerSpec]:
+        """How to build the optimiser of each extra module (missing: the classifier's settings)."""
+        return {}
+
+    def epoch_metrics(self) -> dict[str, Any]:
+        """JSON-ready facts about the epoch that just ended, added to its metrics.jsonl row.
+
+        Called once per epoch after the last step (e.g. Calibrated AT's mask-collapse checks);
+        the per-step ``StepResult.metrics`` are averaged by the trainer instead.
+        """
         return {}
 
     def state_tensors(self) -> dict[str, torch.Tensor]:

@@ -10,8 +10,10 @@ package never takes the CLI down. Environment switches:
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import metadata
 from types import ModuleType
@@ -20,7 +22,10 @@ from typing import Any
 import pluggy
 
 from . import hookspecs
+from ._version import __version__
+from .errors import NotFoundError, did_you_mean
 from .registry import Registry
+from .zoo import ZooEntry
 
 GROUP = "robustzoo"
 BUILTIN_MODULES = ("robustzoo.builtins",)
@@ -38,6 +43,12 @@ class PluginInfo:
     registered: dict[str, list[str]] = field(default_factory=dict)
 
 
+#: kind -> how the arguments of a plugin's ``register(...)`` call become the entry, for kinds
+#: whose hook takes a shorthand (architectures: ``register(name, factory, **info)``; zoo: a
+#: dict). The module that defines an entry type declares it (:func:`declare_entry_type`), so
+#: this module imports none of the pieces above it.
+_ENTRY_TYPES: dict[str, Callable[..., Any]] = {}
+
 _pm: pluggy.PluginManager | None = None
 _registries: dict[str, Registry[Any]] | None = None
 _dists: dict[str, tuple[str, str]] = {}
@@ -54,10 +65,6 @@ def get_plugin_manager() -> pluggy.PluginManager:
         return _pm
     pm = pluggy.PluginManager(GROUP)
     pm.add_hookspecs(hookspecs)
-    import importlib
-
-    from . import __version__
-
     for modname in BUILTIN_MODULES:
         pm.register(importlib.import_module(modname), name=modname)
         _dists[modname] = ("robustzoo", __version__)
@@ -116,24 +123,36 @@ def reset() -> None:
     _registries = None
 
 
+def declare_entry_type(kind: str, make: Callable[..., Any]) -> None:
+    """Declare how ``register(entry, *args, **info)`` calls of ``kind`` become its entries.
+
+    ``make`` receives the arguments of the call and returns the entry (an entry passes
+    through unchanged). Declared once, at import, by the module that defines the type:
+    :mod:`robustzoo.models` for architectures (the built-in plugin imports it before any
+    registry is built).
+    """
+    _ENTRY_TYPES[kind] = make
+
+
+def _zoo_entry(entry: Any, *args: Any, **info: Any) -> Any:
+    return ZooEntry.from_dict(entry) if isinstance(entry, dict) else entry
+
+
+declare_entry_type("zoo", _zoo_entry)
+
+
 def _build(kind: str, pm: pluggy.PluginManager) -> Registry[Any]:
     reg: Registry[Any] = Registry(kind)
     caller = getattr(pm.hook, f"register_{kind}")
     trace = os.environ.get("ROBUSTZOO_TRACE_PLUGINS")
+    make = _ENTRY_TYPES.get(kind)
     # Call each implementation ourselves so every entry records the plugin that added it.
     for impl in reversed(caller.get_hookimpls()):
         owner = impl.plugin_name
 
         def register(entry: Any, factory: Any = None, _owner: str = owner, **info: Any) -> None:
-            if kind == "architectures":
-                from .models import ArchitectureSpec
-
-                if not isinstance(entry, ArchitectureSpec):
-                    entry = ArchitectureSpec(name=entry, factory=factory, **info)
-            elif kind == "zoo" and isinstance(entry, dict):
-                from .zoo import ZooEntry
-
-                entry = ZooEntry.from_dict(entry)
+            if make is not None:
+                entry = make(entry, factory, **info)
             name = entry if isinstance(entry, str) else entry.name
             reg.add(name, entry, owner=_owner)
 
@@ -154,8 +173,6 @@ def registries() -> dict[str, Registry[Any]]:
 
 def registry(kind: str) -> Registry[Any]:
     """One registry by kind ('datasets', 'architectures', 'attacks', ...)."""
-    from .errors import NotFoundError, did_you_mean
-
     regs = registries()
     if kind not in regs:
         raise NotFoundError(f"unknown registry {kind!r}{did_you_mean(kind, regs)}; "

@@ -152,12 +152,12 @@ def train_entry(entry: ZooEntry, run_dir: Path, *, overrides: Mapping[str, Any],
             return "done before"
         if device:
             have.device = device
-        Trainer(have, run_dir, resume=True, show_progress=False).fit()
+        Trainer(have, run_dir, resume=True).fit()
         return "resumed"
     if state == "empty":
         # config.json written, no epoch finished: nothing trained to keep; start afresh.
         (run_dir / runs.CONFIG_FILE).unlink()
-    Trainer(cfg, run_dir, show_progress=False).fit()
+    Trainer(cfg, run_dir).fit()
     return "trained"
 
 

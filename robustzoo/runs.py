@@ -24,8 +24,11 @@ from typing import Any
 
 import torch
 import torch.nn as nn
+from safetensors import safe_open
+from safetensors.torch import save_file
 
 from .errors import NotFoundError, RunError
+from .models import build_model
 
 FORMAT_VERSION = "1"
 MODEL_FILE = "model.safetensors"
@@ -72,8 +75,6 @@ def append_jsonl(path: str | Path, row: dict[str, Any]) -> None:
 
 def save_weights(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, Any]) -> None:
     """Save tensors as safetensors with ``robustzoo.*`` string metadata, atomically."""
-    from safetensors.torch import save_file
-
     meta = {f"robustzoo.{k}": v if isinstance(v, str) else json.dumps(v) for k, v in metadata.items()}
     meta["format"] = "pt"
     clean = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
@@ -83,8 +84,6 @@ def save_weights(path: str | Path, tensors: dict[str, torch.Tensor], metadata: d
 
 def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """Read a safetensors file; a corrupt or truncated file is a :class:`RunError`."""
-    from safetensors import safe_open
-
     path = Path(path)
     if not path.is_file():
         raise NotFoundError(f"{path} does not exist")
@@ -237,8 +236,6 @@ def _label_names(dataset: Any, num_classes: int) -> list[str] | None:
 
 def build_from_config(cfg: dict[str, Any]) -> nn.Module:
     """Build the (untrained) model a config.json describes."""
-    from .models import build_model
-
     margs = cfg.get("model_args", {})
     return build_model(cfg["architecture"], num_classes=int(cfg["num_classes"]),
                        in_chans=int(margs.get("in_chans", 3)), input_size=margs.get("input_size", [32, 32]),

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import math
 import platform
-import sys
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -23,28 +22,18 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import distributed, runs
+from ._version import __version__
 from .attacks import pgd
 from .config import TrainConfig, apply_sets, check_threat_model
 from .data import DatasetSpec, Splits, load_splits
+from .devices import resolve_device
 from .errors import NotFoundError, RunError, UsageError
-from .evaluate import evaluate_model
+from .eval import evaluate_model
 from .fast import FastPath, check_compile_mode, eval_model, resolve_precision
 from .models import build_model
 from .objectives import Objective, ObjectiveContext
 from .plugins import registry
-
-
-def resolve_device(name: str) -> torch.device:
-    """'auto' picks CUDA when present, else the CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(name)
-    except RuntimeError:
-        raise UsageError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError("--device cuda was asked for but no CUDA GPU is available; use --device cpu")
-    return dev
+from .progress import Progress
 
 
 def build_config(objective: str | None = None, recipe: str | None = None,
@@ -103,6 +92,9 @@ def resolve(cfg: TrainConfig) -> Resolved:
     c.augment = c.augment or spec.augment
     c.objective_args = settings
     check_threat_model(c.eps, c.alpha, c.steps)
+    if not 0 < c.train_eps_factor < float("inf") or c.eps * c.train_eps_factor > 1:
+        raise UsageError(f"train_eps_factor={c.train_eps_factor} must be positive and keep the training "
+                         f"ε = {c.eps:.4g}·factor within [0, 1] (e.g. --set train_eps_factor=4/3)")
     if c.epochs < 1 or c.batch_size < 1 or c.lr <= 0:
         raise UsageError("epochs, batch size and learning rate must be positive")
     if c.optimizer not in ("sgd", "adam"):
@@ -139,23 +131,43 @@ def lr_factor(cfg: TrainConfig, epoch: int, frac: float) -> float:
     return cfg.gamma ** n
 
 
-def make_optimizer(params, cfg: TrainConfig, fused: bool = False) -> torch.optim.Optimizer:
-    """SGD (momentum, weight decay, nesterov) or Adam with the config's settings.
+def optimizer_settings(cfg: TrainConfig) -> dict[str, Any]:
+    """The classifier's optimiser settings from a resolved config (what extra modules inherit)."""
+    return {"optimizer": cfg.optimizer, "lr": float(cfg.lr), "momentum": float(cfg.momentum),
+            "weight_decay": float(cfg.weight_decay), "nesterov": bool(cfg.nesterov)}
+
+
+def build_optimizer(params, settings: dict[str, Any], fused: bool = False) -> torch.optim.Optimizer:
+    """SGD (momentum, weight decay, nesterov) or Adam from resolved ``settings``.
 
     ``fused`` (CUDA): one kernel updates every parameter instead of a loop of small ones.
     """
     extra = {"fused": True} if fused else {}
-    if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **extra)
-    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
-                           nesterov=cfg.nesterov and cfg.momentum > 0, **extra)
+    if settings["optimizer"] == "adam":
+        return torch.optim.Adam(params, lr=settings["lr"], weight_decay=settings["weight_decay"], **extra)
+    return torch.optim.SGD(params, lr=settings["lr"], momentum=settings["momentum"],
+                           weight_decay=settings["weight_decay"],
+                           nesterov=settings["nesterov"] and settings["momentum"] > 0, **extra)
+
+
+def make_optimizer(params, cfg: TrainConfig, fused: bool = False) -> torch.optim.Optimizer:
+    """The classifier's optimiser: :func:`build_optimizer` with the config's settings."""
+    return build_optimizer(params, optimizer_settings(cfg), fused=fused)
+
+
+def _optimizer_kind(state: dict[str, Any]) -> str | None:
+    """'adam' or 'sgd' from a saved optimiser state_dict (None when it holds no state yet)."""
+    for per_param in state.get("state", {}).values():
+        if "exp_avg" in per_param:
+            return "adam"
+        if "momentum_buffer" in per_param:
+            return "sgd"
+    return None
 
 
 def versions() -> dict[str, str]:
     """Package versions recorded with every run."""
-    import timm
-
-    from . import __version__
+    import timm  # deferred: slow to import, and only a new run needs its version
 
     return {"robustzoo": __version__, "torch": torch.__version__, "timm": timm.__version__,
             "python": platform.python_version()}
@@ -192,17 +204,19 @@ class Trainer:
         config: a TrainConfig (defaults are filled by :func:`resolve`).
         out_dir: the run directory (created once data and model are ready).
         resume: continue the run in ``out_dir`` from its last finished epoch.
-        show_progress: rich progress bar on stderr.
+        progress: receives a task per epoch (with the running loss and accuracy), each
+            finished epoch's metrics and the final evaluation's tasks
+            (:class:`robustzoo.progress.Progress`; None: silent). Only rank 0 reports.
     """
 
     def __init__(self, config: TrainConfig, out_dir: str | Path, *, resume: bool = False,
-                 show_progress: bool = True):
+                 progress: Progress | None = None):
         self.resume = resume
         r = resolve(config)
         self.cfg, self.spec, self.settings = r.config, r.spec, r.settings
         self.dist, self.device = distributed.setup(resolve_device(self.cfg.device))
         self.out = Path(distributed.broadcast_object(str(out_dir), self.dist))  # rank 0's choice
-        self.show_progress = show_progress and self.dist.is_main
+        self.progress = progress if self.dist.is_main else None
         self.local_batch_size = distributed.per_process_batch_size(self.cfg.batch_size, self.dist.world_size)
         self.cfg.precision = resolve_precision(self.cfg.precision, self.device)
         self.fast = FastPath.create(self.device, self.cfg.precision, self.cfg.compile, self.cfg.compile_backend)
@@ -215,7 +229,8 @@ class Trainer:
         c, h, w = self.spec.shape
         self.model = build_model(self.cfg.arch, num_classes=self.spec.num_classes, in_chans=c,
                                  input_size=(h, w), mean=self.spec.mean, std=self.spec.std).to(self.device)
-        ctx = ObjectiveContext(eps=self.cfg.eps, alpha=self.cfg.alpha, steps=self.cfg.steps,
+        ctx = ObjectiveContext(eps=self.cfg.eps * self.cfg.train_eps_factor, alpha=self.cfg.alpha,
+                               steps=self.cfg.steps,
                                num_classes=self.spec.num_classes, input_shape=self.spec.shape,
                                num_train=len(self.train_data), epochs=self.cfg.epochs, device=self.device,
                                dataset=self.spec.name, seed=self.cfg.seed)
@@ -224,8 +239,19 @@ class Trainer:
                       for k, m in self.objective.extra_modules().items()}
         self.fast.prepare_model(self.model)
         fused = self.fast.fused_optimizer
-        self.optimizer = make_optimizer(self.model.parameters(), self.cfg, fused=fused)
-        self.objective.optimizers = {k: make_optimizer(m.parameters(), self.cfg, fused=fused)
+        # One optimiser per trained module, each with its own base lr that the schedule scales:
+        # an objective may train its extra modules differently (Calibrated AT's g_φ on SGD).
+        base = optimizer_settings(self.cfg)
+        specs = self.objective.optimizer_specs()
+        unknown = sorted(set(specs) - set(self.extra))
+        if unknown:
+            raise RunError(f"objective {self.cfg.objective!r} declares an optimiser for {unknown[0]!r}, "
+                           f"which is not one of its extra modules ({', '.join(sorted(self.extra)) or 'none'})")
+        self.optim_settings: dict[str, dict[str, Any]] = {"model": base}
+        for k in self.extra:
+            self.optim_settings[k] = specs[k].resolve(base) if k in specs else dict(base)
+        self.optimizer = build_optimizer(self.model.parameters(), base, fused=fused)
+        self.objective.optimizers = {k: build_optimizer(m.parameters(), self.optim_settings[k], fused=fused)
                                      for k, m in self.extra.items()}
         for opt in self.objective.optimizers.values():  # extra modules: average grads over ranks
             distributed.average_grads_on_step(opt, self.dist)
@@ -246,10 +272,13 @@ class Trainer:
             "dataset": self.spec.name,
             "objective": self.cfg.objective,
             "objective_settings": self.settings,
-            "threat_model": {"norm": "linf", "eps": self.cfg.eps},
+            "threat_model": {"norm": "linf", "eps": self.cfg.eps,
+                             **({"train_eps": self.cfg.eps * self.cfg.train_eps_factor}
+                                if self.cfg.train_eps_factor != 1 else {})},
             "config": self.cfg.to_dict(),
             "num_train": len(self.train_data),
             "extra_modules": sorted(self.extra),
+            "optimizers": self.optim_settings,
             "state_tensors": sorted(self.objective.state_tensors()),
             "versions": versions(),
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -267,6 +296,7 @@ class Trainer:
             self.optimizer.load_state_dict(blob["optimizer"])
             for k, m in self.extra.items():
                 m.load_state_dict(blob["extra"][k])
+                self._check_resumed_optimizer(k, blob)
                 self.objective.optimizers[k].load_state_dict(blob["extra_optim"][k])
             self.objective.load_state_tensors(blob["state"])
             self.start_epoch = int(blob["epoch"])
@@ -282,6 +312,20 @@ class Trainer:
         c, h, w = self.spec.shape
         runs.write_json(cfg_path, runs.model_config(self.cfg.arch, self.spec.num_classes, (c, h, w),
                                                     self.spec.mean, self.spec.std, self.robustzoo_block()))
+
+    def _check_resumed_optimizer(self, name: str, blob: dict[str, Any]) -> None:
+        """Refuse to load an extra module's optimiser state into an optimiser of another kind.
+
+        A run started before optimisers were declared per module has no recorded settings in
+        its resume state; the kind is then read off the saved state (Adam keeps exp_avg).
+        """
+        mine = self.optim_settings[name]
+        saved = (blob.get("extra_optim_settings") or {}).get(name)
+        kind = saved["optimizer"] if saved else _optimizer_kind(blob["extra_optim"][name])
+        if kind is not None and kind != mine["optimizer"]:
+            raise RunError(f"{self.out}: {name} was trained with {kind}, but these settings (or this "
+                           f"version of robustzoo) build it with {mine['optimizer']}; the run cannot be "
+                           f"resumed exactly (start a new run with `robustzoo train --out DIR`)")
 
     def _weights_metadata(self, epoch: int) -> dict[str, Any]:
         return {"format": runs.FORMAT_VERSION, "architecture": self.cfg.arch, "epoch": epoch,
@@ -306,6 +350,7 @@ class Trainer:
             "epoch": epoch + 1, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "extra": {k: m.state_dict() for k, m in self.extra.items()},
             "extra_optim": {k: o.state_dict() for k, o in self.objective.optimizers.items()},
+            "extra_optim_settings": {k: self.optim_settings[k] for k in self.objective.optimizers},
             "state": self.objective.state_tensors(), "best_score": self.best_score,
             "best_epoch": self.best_epoch,
         }
@@ -314,14 +359,16 @@ class Trainer:
 
     # -- the loop ---------------------------------------------------------------------------
     def _set_lr(self, epoch: int, frac: float) -> float:
-        lr = self.cfg.lr * lr_factor(self.cfg, epoch, frac)
-        for opt in [self.optimizer, *self.objective.optimizers.values()]:
+        """Scale every optimiser's own base lr by the schedule; returns the classifier's lr."""
+        factor = lr_factor(self.cfg, epoch, frac)
+        for name, opt in [("model", self.optimizer), *self.objective.optimizers.items()]:
+            lr = self.optim_settings[name]["lr"] * factor
             for group in opt.param_groups:
                 group["lr"] = lr
-        return lr
+        return self.optim_settings["model"]["lr"] * factor
 
-    def train_epoch(self, epoch: int, progress: Any = None) -> dict[str, float]:
-        """One pass over the training set; returns averaged metrics."""
+    def train_epoch(self, epoch: int, progress: Progress | None = None) -> dict[str, float]:
+        """One pass over the training set; returns averaged metrics (``progress``: a task)."""
         cfg, rank, world = self.cfg, self.dist.rank, self.dist.world_size
         # Attack noise: reproducible per epoch, and different on each rank (rank 0 = 1 process).
         torch.manual_seed(cfg.seed * 100003 + epoch + 1000003 * rank)
@@ -333,7 +380,7 @@ class Trainer:
         bs_local, fp = self.local_batch_size, self.fast
         n_local = len(self.train_data) // world if world > 1 else len(self.train_data)
         n_batches = n_local // bs_local if fp.drop_last else math.ceil(n_local / bs_local)
-        task = progress.add_task(f"epoch {epoch + 1}/{cfg.epochs}", total=n_batches, loss=0.0, acc=0.0) \
+        task = progress.task_start(f"epoch {epoch + 1}/{cfg.epochs}", total=n_batches) \
             if progress is not None else None
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device)
@@ -363,9 +410,9 @@ class Trainer:
                 term = v.detach().double() * bs if isinstance(v, torch.Tensor) else float(v) * bs
                 extra_sums[k] = extra_sums[k] + term if k in extra_sums else term
             if task is not None and (i % 10 == 0 or i == n_batches - 1):
-                progress.update(task, completed=i + 1, loss=float(loss_sum) / seen, acc=float(correct) / seen)
+                progress.task_update(task, i + 1, loss=float(loss_sum) / seen, acc=float(correct) / seen)
         if task is not None:
-            progress.remove_task(task)
+            progress.task_end(task)
         self.objective.sync_state()
         if self.dist.enabled:  # sums over every rank's shard
             keys = sorted(extra_sums)
@@ -387,37 +434,34 @@ class Trainer:
         self._prepare_dir()
         cfg = self.cfg
         stop = cfg.epochs if until_epoch is None else min(until_epoch, cfg.epochs)
-        progress = _train_progress() if self.show_progress else None
-        if progress is not None:
-            progress.start()
-        try:
-            for epoch in range(self.start_epoch, stop):
-                t0 = time.perf_counter()
-                row: dict[str, Any] = {"epoch": epoch + 1, "lr": self.cfg.lr * lr_factor(cfg, epoch, 0.0)}
-                row.update(self.train_epoch(epoch, progress))
-                distributed.sync_buffers([self.model, *self.extra.values()], self.dist)
-                if not self.dist.is_main:
-                    continue  # rank 0 validates, checkpoints and logs
-                last = epoch + 1 == cfg.epochs
-                if (epoch + 1) % cfg.val_every == 0 or last:
-                    with self.fast.autocast():
-                        vc, vr = validate(self.eval_net, self.val_data, cfg)
-                    row.update(val_clean=vc, val_pgd=vr)
-                    score = vc + vr
-                    is_best = score > self.best_score
-                    if is_best:
-                        self.best_score, self.best_epoch = score, epoch + 1
-                else:
-                    is_best = self.best_epoch < 0
-                row["best"] = is_best
-                row["seconds"] = round(time.perf_counter() - t0, 3)
-                self._save_epoch(epoch, is_best)
-                runs.append_jsonl(self.out / runs.METRICS_FILE, row)
-                if self.show_progress:
-                    _epoch_line(row)
-        finally:
+        progress = self.progress
+        for epoch in range(self.start_epoch, stop):
+            t0 = time.perf_counter()
+            factor = lr_factor(cfg, epoch, 0.0)
+            row: dict[str, Any] = {"epoch": epoch + 1, "lr": self.optim_settings["model"]["lr"] * factor}
+            row.update({f"lr_{k}": self.optim_settings[k]["lr"] * factor for k in self.extra})
+            row.update(self.train_epoch(epoch, progress))
+            row.update(self.objective.epoch_metrics())
+            distributed.sync_buffers([self.model, *self.extra.values()], self.dist)
+            if not self.dist.is_main:
+                continue  # rank 0 validates, checkpoints and logs
+            last = epoch + 1 == cfg.epochs
+            if (epoch + 1) % cfg.val_every == 0 or last:
+                with self.fast.autocast():
+                    vc, vr = validate(self.eval_net, self.val_data, cfg)
+                row.update(val_clean=vc, val_pgd=vr)
+                score = vc + vr
+                is_best = score > self.best_score
+                if is_best:
+                    self.best_score, self.best_epoch = score, epoch + 1
+            else:
+                is_best = self.best_epoch < 0
+            row["best"] = is_best
+            row["seconds"] = round(time.perf_counter() - t0, 3)
+            self._save_epoch(epoch, is_best)
+            runs.append_jsonl(self.out / runs.METRICS_FILE, row)
             if progress is not None:
-                progress.stop()
+                progress.epoch_end(row)
         distributed.barrier(self.dist)  # rank 0 has written the last checkpoint
         distributed.teardown(self.dist)
         if stop < cfg.epochs or not self.dist.is_main:
@@ -433,7 +477,7 @@ class Trainer:
                                     list(self.cfg.eval_attacks), eps=self.cfg.eps,
                                     alpha=self.spec.eval_alpha, num_classes=self.spec.num_classes,
                                     n=self.cfg.eval_n, seed=self.cfg.seed, device=self.device,
-                                    show_progress=self.show_progress)
+                                    progress=self.progress)
         report["precision"] = self.fast.precision
         report["checkpoint"] = runs.MODEL_FILE
         report["best_epoch"] = self.best_epoch
@@ -441,30 +485,6 @@ class Trainer:
         report["split"] = "test"
         runs.write_json(self.out / runs.EVAL_FILE, report)
         return report
-
-
-def _train_progress():
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-    )
-
-    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TextColumn("loss {task.fields[loss]:.3f} acc {task.fields[acc]:.3f}"),
-                    TimeRemainingColumn(), console=Console(file=sys.stderr), transient=True,
-                    disable=not sys.stderr.isatty())
-
-
-def _epoch_line(row: dict[str, Any]) -> None:
-    parts = [f"epoch {row['epoch']}", f"loss {row['train_loss']:.3f}", f"train acc {row['train_acc']:.3f}"]
-    if "val_clean" in row:
-        parts += [f"val clean {row['val_clean']:.3f}", f"val pgd {row['val_pgd']:.3f}"]
-    parts.append(f"{row['seconds']:.1f}s" + (" *best*" if row.get("best") else ""))
-    sys.stderr.write("  ".join(parts) + "\n")
 
 
 def default_out_dir(cfg: TrainConfig) -> Path:
@@ -476,30 +496,6 @@ def default_out_dir(cfg: TrainConfig) -> Path:
         out = Path(f"{base}-{i}")
         i += 1
     return out
-
-
-def train(objective: str | None = None, *, dataset: str | None = None, out: str | Path | None = None,
-          recipe: str | None = None, resume: str | Path | None = None, show_progress: bool = False,
-          **settings: Any) -> tuple[Path, dict[str, Any]]:
-    """Python API: train a run and return (run_dir, eval report).
-
-    Example::
-
-        run_dir, report = robustzoo.train("at", dataset="digits", epochs=5, out="runs/demo")
-    """
-    if resume is not None:
-        run_dir = Path(resume)
-        cfg = config_from_run(run_dir)
-        trainer = Trainer(cfg, run_dir, resume=True, show_progress=show_progress)
-    else:
-        fields = set(TrainConfig.__dataclass_fields__)
-        options = {k: v for k, v in settings.items() if k in fields}
-        sets = {k: v for k, v in settings.items() if k not in fields}
-        cfg = build_config(objective, recipe, sets, dataset=dataset, **options)
-        run_dir = Path(out) if out else default_out_dir(cfg)
-        trainer = Trainer(cfg, run_dir, show_progress=show_progress)
-    report = trainer.fit()
-    return run_dir, report  # type: ignore[return-value]
 
 
 def config_from_run(run_dir: str | Path) -> TrainConfig:
@@ -516,4 +512,4 @@ def json_dumps(obj: Any) -> str:
     return json.dumps(obj, default=lambda o: o.tolist() if isinstance(o, torch.Tensor) else str(o))
 
 
-__all__ = ["Trainer", "train", "build_config", "resolve", "lr_factor", "F"]
+__all__ = ["Trainer", "build_config", "resolve", "lr_factor", "F"]

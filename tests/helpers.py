@@ -27,3 +27,32 @@ def assert_one_line_error(code: int, err: str, *needles: str) -> None:
     assert len(lines) == 1, err
     for n in needles:
         assert n in lines[0], (n, lines[0])
+
+
+class Recorder:
+    """A :class:`robustzoo.progress.Progress` that records the events it receives."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple] = []
+
+    def task_start(self, label: str, total: int, completed: int = 0) -> str:
+        self.events.append(("start", label, total, completed))
+        return label  # the handle the engine passes back
+
+    def task_update(self, task: str, completed: int, **fields: float) -> None:
+        self.events.append(("update", task, completed, fields))
+
+    def task_end(self, task: str) -> None:
+        self.events.append(("end", task))
+
+    def epoch_end(self, row) -> None:
+        self.events.append(("epoch", dict(row)))
+
+    def note(self, message: str) -> None:
+        self.events.append(("note", message))
+
+    def of(self, kind: str) -> list[tuple]:
+        return [e for e in self.events if e[0] == kind]
+
+    def updates(self, task: str) -> list[tuple[int, dict]]:
+        return [(e[2], e[3]) for e in self.of("update") if e[1] == task]

@@ -269,15 +269,23 @@ def test_mask_warmup_skips_the_mask_step_until_its_epoch(digits_batch):
     assert "mask_loss" in out and not _same(start, _snapshot(obj.mask_net))
 
 
-def test_mask_collapses_early_without_warmup_and_not_with_it(digits_batch):
-    """The behaviour behind mask_warmup: against a near-random classifier KL(p(x')‖p(x_cal)) ≈ 0,
-    so the CE term of L_g alone pushes M towards 0 (x_cal → x) in a few Adam steps."""
+def test_adam_on_the_mask_net_collapses_m_and_sgd_does_not(digits_batch):
+    """Why g_φ trains on SGD by default: against a near-random classifier KL(p(x')‖p(x_cal)) ≈ 0,
+    so only β1·CE(f(x_cal), y) acts on M, a tiny gradient towards smaller M. Adam turns it into
+    lr-sized steps and saturates the sigmoid (M → 0, x_cal → x) within 15 steps; SGD's steps stay
+    as small as the gradient; the warm-up (g_φ held for an epoch) also avoids it."""
     x, y = digits_batch
     idx = torch.arange(len(y))
     means = {}
-    for warmup in (0, 1):
-        obj = make_objective({"attack": "cw", "mask_warmup": str(warmup)})
-        obj.optimizers = {"mask_net": torch.optim.Adam(obj.mask_net.parameters(), lr=1e-3)}
+    for name, optim, warmup in (("adam", "adam", 0), ("adam+warmup", "adam", 1), ("sgd", "sgd", 0)):
+        obj = make_objective({"attack": "cw", "mask_warmup": str(warmup), "mask_optimizer": optim})
+        spec = obj.optimizer_specs()["mask_net"]
+        assert spec.optimizer == optim
+        from robustzoo.train import build_optimizer
+
+        # The optimiser the trainer would build (Adam at the classifier's 1e-3, SGD at 0.01).
+        base = {"optimizer": "adam", "lr": 1e-3, "momentum": 0.9, "weight_decay": 0.0, "nesterov": False}
+        obj.optimizers = {"mask_net": build_optimizer(obj.mask_net.parameters(), spec.resolve(base))}
         torch.manual_seed(1)
         model = build_model("cnn_mnist", num_classes=10, in_chans=1, input_size=(8, 8), mean=(0.5,),
                             std=(0.5,)).train()  # the classifier the MNIST recipes train, at init
@@ -285,15 +293,140 @@ def test_mask_collapses_early_without_warmup_and_not_with_it(digits_batch):
         for _ in range(15):
             res = obj.loss(model, x, y, idx)  # θ is never stepped: it stays near-random
             obj.after_step(model, x, y, idx, res)
-        means[warmup] = float(res.metrics["mask_mean"])
-        if warmup == 0:  # the trainer's next epoch tells the user, once
-            with pytest.warns(UserWarning, match="collapsed.*mask_warmup=1"):
-                obj.on_epoch_start(1)
-        else:
-            with warnings.catch_warnings():
-                warnings.simplefilter("error")
-                obj.on_epoch_start(1)
-    assert means[0] < 0.01 and 0.45 < means[1] < 0.55, means
+        means[name] = float(res.metrics["mask_mean"])
+    assert means["adam"] < 0.01, means
+    assert 0.45 < means["adam+warmup"] < 0.55 and 0.45 < means["sgd"] < 0.55, means
+
+
+def _calibrated_run(out, **sets):
+    """A short real run (digits, batch 32, PGD-3): enough steps for the collapse to show."""
+    from robustzoo.train import Trainer, build_config
+
+    cfg = build_config("calibrated", None, {k: str(v) for k, v in sets.items()}, subset=800, epochs=1,
+                       batch_size=32, steps=3, val_steps=1, eval_n=32)
+    trainer = Trainer(cfg, out)
+    trainer.fit()
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return trainer, rows
+
+
+def test_collapse_is_caught_inside_the_first_epoch_with_adam_and_never_with_the_default(tmp_path):
+    """The trainer's run: Adam on g_φ collapses M within the first epoch and the watch says so
+    (warning, metrics.jsonl); the default (SGD) keeps M near 0.5 and stays silent."""
+    with pytest.warns(UserWarning, match=r"collapsed in epoch 1 .*mask_optimizer=sgd"):
+        adam, rows = _calibrated_run(tmp_path / "adam", mask_optimizer="adam")
+    assert rows[0]["mask_collapsed"] is True and min(rows[0]["mask_checks"]) < 0.01
+    assert adam.objective.collapse["epoch"] == 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # any warning (a collapse report) fails the test
+        sgd, rows = _calibrated_run(tmp_path / "sgd")
+    assert rows[0]["mask_collapsed"] is False and sgd.objective.collapse is None
+    checks = rows[0]["mask_checks"]
+    assert len(checks) == 650 // 32 // 5 and all(0.4 < m < 0.6 for m in checks), checks
+    assert rows[0]["mask_mean"] == pytest.approx(sum(checks) / len(checks), abs=0.01)
+
+
+def test_mask_net_optimiser_defaults_and_record(tmp_path):
+    """g_φ gets its own optimiser: SGD 0.01 (m 0.9, no decay) on 1-channel data; recorded in config.json."""
+    trainer, _ = _calibrated_run(tmp_path / "r")
+    opt = trainer.objective.optimizers["mask_net"]
+    assert isinstance(opt, torch.optim.SGD) and isinstance(trainer.optimizer, torch.optim.Adam)
+    rec = json.loads((tmp_path / "r" / "config.json").read_text())["robustzoo"]["optimizers"]
+    assert rec["model"] == {"optimizer": "adam", "lr": 1e-3, "momentum": 0.9, "weight_decay": 0.0,
+                            "nesterov": False}
+    assert rec["mask_net"] == {"optimizer": "sgd", "lr": 0.01, "momentum": 0.9, "weight_decay": 0.0,
+                               "nesterov": False}
+    # 3-channel data (the authors' CIFAR code): auto lr = the classifier's; explicit settings win.
+    ctx = ObjectiveContext(eps=8 / 255, alpha=2 / 255, steps=1, num_classes=10, input_shape=(3, 8, 8),
+                           num_train=4, epochs=1)
+    cifar = CalibratedAT(CalibratedAT.resolve_settings({}), ctx).optimizer_specs()["mask_net"]
+    base = {"optimizer": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 5e-4, "nesterov": False}
+    assert cifar.resolve(base) == dict(base, weight_decay=0.0)
+    mine = CalibratedAT(CalibratedAT.resolve_settings({"mask_optimizer": "adam", "mask_lr": "3e-4",
+                                                       "mask_weight_decay": "1e-5"}), ctx)
+    assert mine.optimizer_specs()["mask_net"].resolve(base) == {
+        "optimizer": "adam", "lr": 3e-4, "momentum": 0.9, "weight_decay": 1e-5, "nesterov": False}
+
+
+def test_each_optimiser_keeps_its_own_lr_through_the_schedule_and_resume(tmp_path):
+    """The schedule scales each optimiser's own base lr (not the classifier's lr everywhere), and
+    --resume restores g_φ's SGD state so the resumed run ends bit-identical."""
+    from robustzoo.runs import AUX_FILE, LAST_FILE, read_weights
+    from robustzoo.train import Trainer, build_config
+
+    cfg = build_config("calibrated", None, {}, subset=300, epochs=2, batch_size=64, steps=1, val_steps=1,
+                       eval_n=16, milestones=[0.5])
+    full = Trainer(cfg, tmp_path / "full")
+    full.fit()
+    rows = [json.loads(line) for line in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["lr"], r["lr_mask_net"]) for r in rows] == [pytest.approx((1e-3, 1e-2)),
+                                                            pytest.approx((1e-4, 1e-3))]
+    assert full.objective.optimizers["mask_net"].param_groups[0]["lr"] == pytest.approx(1e-3)
+    assert full.optimizer.param_groups[0]["lr"] == pytest.approx(1e-4)
+    part = Trainer(cfg, tmp_path / "part")
+    part.fit(until_epoch=1)
+    resumed = Trainer(cfg, tmp_path / "part", resume=True)
+    resumed.fit()
+    assert isinstance(resumed.objective.optimizers["mask_net"], torch.optim.SGD)
+    # Bit-identical weights of θ and φ after the resume: g_φ's momentum buffers were restored
+    # (with fresh ones its epoch-2 steps would differ).
+    for f in (LAST_FILE, AUX_FILE):
+        a, _ = read_weights(tmp_path / "full" / f)
+        b, _ = read_weights(tmp_path / "part" / f)
+        assert all(torch.equal(a[k], b[k]) for k in a), f
+    # A run whose g_φ state was made by another optimiser is refused, not silently mixed.
+    from robustzoo.errors import RunError
+
+    other = build_config("calibrated", None, {"mask_optimizer": "adam"}, subset=300, epochs=2,
+                         batch_size=64, steps=1, val_steps=1, eval_n=16, milestones=[0.5])
+    with pytest.raises(RunError, match="mask_net was trained with sgd"):
+        Trainer(other, tmp_path / "part", resume=True).fit()
+
+
+def test_released_mnist_code_options(digits_batch):
+    """start_eps, clip=false and train_eps_factor reproduce the authors' MNIST code."""
+    x, y = digits_batch
+    obj = make_objective({"start_eps": "0.1", "clip": "false", "rand_init": "uniform"})
+    model = TinyBNNet().train()
+    from robustzoo.attacks import pgd
+
+    torch.manual_seed(0)
+    x0 = pgd(model, x, y, eps=0.02, alpha=0.0, steps=0, rand_init="uniform", start_eps=0.1, clip=False)
+    assert (x0 - x).abs().max() <= 0.02 + 1e-6  # a 0-step attack still returns a point in the ball
+    torch.manual_seed(0)
+    x1 = pgd(model, x, y, eps=0.3, alpha=0.01, steps=1, rand_init="uniform", start_eps=0.1, clip=False)
+    d = (x1 - x).abs().max()
+    assert 0.1 < d <= 0.11 + 1e-6  # start U(−0.1, 0.1) (not ε = 0.3) plus one step of 0.01
+    assert x1.min() < 0 or x1.max() > 1  # not clipped to [0,1]
+    torch.manual_seed(0)
+    x2 = pgd(model, x, y, eps=0.3, alpha=0.01, steps=1, rand_init="uniform", start_eps=0.1)
+    assert x2.min() >= 0 and x2.max() <= 1
+    m = torch.full_like(x, 0.5)
+    assert torch.equal(obj.calibrate(x, x1, m), x + 0.5 * (x1 - x))  # no clip
+    x_adv = obj.attack(model, x, y)  # the objective passes both options to its attack
+    assert x_adv.min() < 0 or x_adv.max() > 1
+    from robustzoo.train import build_config, resolve
+
+    r = resolve(build_config(recipe="cat-cw-cnn-mnist-code"))
+    c = r.config
+    assert c.eps == 0.3 and c.eps * c.train_eps_factor == pytest.approx(0.4) and c.alpha == pytest.approx(0.02)
+    assert (r.settings["start_eps"], r.settings["clip"], r.settings["mask_optimizer"]) == (0.1, False, "adam")
+    assert c.batch_size == 100 and c.milestones == [32.0]
+
+
+def test_train_eps_factor_scales_the_training_attack_only(tmp_path):
+    from robustzoo.errors import UsageError
+    from robustzoo.train import Trainer, build_config, resolve
+
+    cfg = build_config("at", None, {}, subset=200, epochs=1, steps=1, val_steps=1, eval_n=16,
+                       train_eps_factor="4/3")
+    t = Trainer(cfg, tmp_path / "r")
+    assert t.objective.ctx.eps == pytest.approx(0.1 * 4 / 3) and t.cfg.eps == pytest.approx(0.1)
+    t.fit()
+    tm = json.loads((tmp_path / "r" / "config.json").read_text())["robustzoo"]["threat_model"]
+    assert tm["eps"] == pytest.approx(0.1) and tm["train_eps"] == pytest.approx(0.4 / 3)
+    with pytest.raises(UsageError, match="train_eps_factor"):
+        resolve(build_config("at", None, {}, train_eps_factor="20"))
 
 
 def test_settings_are_validated():
@@ -305,6 +438,11 @@ def test_settings_are_validated():
         CalibratedAT.resolve_settings({"kl_direction": "both"})
     with pytest.raises(UsageError, match="mask_warmup"):
         make_objective({"mask_warmup": "-1"})
+    with pytest.raises(UsageError, match="mask_optimizer"):
+        CalibratedAT.resolve_settings({"mask_optimizer": "rmsprop"})
+    for key in ("mask_lr", "start_eps", "mask_check_every"):
+        with pytest.raises(UsageError, match=key):
+            make_objective({key: "-1"})
     s = CalibratedAT.resolve_settings({"mask": "off", "beta": "1", "attack": "cw"})
     assert s["mask"] is False and s["beta"] == 1.0 and s["attack"] == "cw"
 

@@ -35,6 +35,32 @@ def test_customized_loss_hand_values():
         customized_loss(logits, y, soft, "focal")
 
 
+def test_released_code_losses_hand_values():
+    """rule=code's attack objective and θ-loss (main_adv_cus.py / attacker/pgd.py, version 2)."""
+    from robustzoo_customized.losses import code_attack_objective, code_hinge, code_training_loss
+
+    # row 1: z = [0, ln2, 0], y = 1: margin z_y − max_{j≠y} z_j = ln2; row 2: z = 0, y = 0: margin 0
+    logits = torch.tensor([[0.0, LN(2), 0.0], [0.0, 0.0, 0.0]], dtype=torch.float64)
+    y = torch.tensor([1, 0])
+    soft = torch.tensor([[0.1, 0.8, 0.1], [0.5, 0.25, 0.25]], dtype=torch.float64)
+    eps = torch.tensor([0.02, 0.03], dtype=torch.float64)
+    ce1 = -(0.1 * LN(0.25) + 0.8 * LN(0.5) + 0.1 * LN(0.25))
+    ce2 = LN(3)
+    # hinge of the θ-loss: max(max_{j≠y} z_j − z_y + κ, 0) = max(κ − margin, 0)
+    assert code_hinge(logits, y, 10.0).tolist() == pytest.approx([10 - LN(2), 10.0])
+    assert code_hinge(logits, y, 0.5).tolist() == pytest.approx([0.0, 0.5])
+    # the attack ascends softCE_i / B − ε_i·max(margin_i + κ, 0), B = 4 here
+    got = code_attack_objective(logits, y, soft, eps, batch_size=4, loss="mix", kappa=10.0)
+    assert got.tolist() == pytest.approx([ce1 / 4 - 0.02 * (LN(2) + 10), ce2 / 4 - 0.03 * 10])
+    assert code_attack_objective(logits, y, soft, eps, 4, "ce").tolist() == pytest.approx([ce1 / 4, ce2 / 4])
+    # θ-loss: mean soft CE + Σ_i ε_i·max(κ − margin_i, 0) (summed over the batch, not averaged)
+    got = code_training_loss(logits, y, soft, eps, "mix", kappa=10.0)
+    assert float(got) == pytest.approx((ce1 + ce2) / 2 + 0.02 * (10 - LN(2)) + 0.03 * 10, rel=1e-12)
+    assert float(code_training_loss(logits, y, soft, eps, "ce")) == pytest.approx((ce1 + ce2) / 2)
+    with pytest.raises(ValueError):
+        code_training_loss(logits, y, soft, eps, "focal")
+
+
 def test_soft_labels_are_distributions_weighted_by_c_eps():
     g = torch.Generator().manual_seed(0)
     y = torch.tensor([0, 3, 9, 5] * 50)
@@ -155,6 +181,51 @@ def test_loss_choice_changes_the_step():
     assert mix == pytest.approx(ce - 4.0, abs=1e-5)  # margin −10 clamped at −κ
 
 
+@pytest.mark.parametrize("label,expected", [(3, 0.010), (7, 0.015)])
+def test_released_code_rule_grows_eps_where_the_attack_succeeds(label, expected):
+    """rule=code: ε_i ← min(ε_i + η, ε_max) before the attack; then −η where the model is still
+    correct, so the budget grows only where the attack succeeded (the reverse of the paper)."""
+    obj = make({"rule": "code", "eta": 0.005, "eps_max": 0.05})
+    x, y, idx = _batch(label=3)
+    obj.eps_table[idx] = 0.01
+    res = obj.loss(ConstantModel(label), x, y, idx)  # label 3: always right; 7: always fooled
+    assert res.cache["eps_attack"].tolist() == pytest.approx([0.015] * len(idx))
+    assert obj.eps_table[idx].tolist() == pytest.approx([expected] * len(idx))
+    assert float(res.metrics["attack_success"]) == (0.0 if label == 3 else 1.0)
+    # the cap applies before the attack: at ε_max the budget comes back to ε_max − η when resisted
+    obj.eps_table[idx] = 0.05
+    res = obj.loss(ConstantModel(3), x, y, idx)
+    assert res.cache["eps_attack"].tolist() == pytest.approx([0.05] * len(idx))
+    assert obj.eps_table[idx].tolist() == pytest.approx([0.045] * len(idx))
+
+
+def test_released_code_rule_decides_fooled_in_eval_mode():
+    """The released code asks an eval-mode forward whether the attack worked (BatchNorm running
+    statistics, not the batch's): a model right only in eval mode counts as not fooled."""
+
+    class ModeModel(nn.Module):
+        def forward(self, x):
+            z = torch.zeros(x.shape[0], 10) + 0.0 * x.flatten(1).sum(1, keepdim=True)
+            z[:, 3 if not self.training else 7] = 5.0
+            return z
+
+    obj = make({"rule": "code", "eta": 0.005})
+    x, y, idx = _batch(label=3)
+    res = obj.loss(ModeModel().train(), x, y, idx)
+    assert float(res.metrics["attack_success"]) == 0.0  # eval mode: class 3 = correct
+    assert obj.eps_table[idx].tolist() == pytest.approx([0.0] * len(idx))
+    paper = make({"eta": 0.005})
+    res = paper.loss(ModeModel().train(), x, y, idx)  # the paper's rule uses the train-mode forward
+    assert float(res.metrics["attack_success"]) == 1.0
+
+
+def test_released_code_rule_is_its_own_update():
+    from robustzoo.errors import UsageError
+
+    with pytest.raises(UsageError, match="rule=code"):
+        make({"rule": "code", "update": "reset"})
+
+
 def test_sync_state_without_distributed_is_a_no_op():
     obj = make()
     x, y, idx = _batch(label=3)
@@ -183,6 +254,10 @@ def test_settings_and_recipes():
     assert wrn.config.milestones == [80, 140, 180] and wrn.config.epochs == 200 and wrn.config.steps == 10
     fm = resolve(build_config(recipe="customized-ce-cnn-fmnist"))
     assert fm.settings["eps_max"] == 0.1 and fm.settings["c"] * fm.settings["eps_max"] <= 1.0
+    code = resolve(build_config(recipe="customized-mix-wrn34-code"))  # the released code's values
+    assert code.settings["rule"] == "code" and code.settings["eta"] == 0.0025
+    assert code.settings["eps_max"] == 0.035 and code.config.alpha == 0.007 and code.settings["c"] == 10
+    assert resolve(build_config(recipe="customized-ce-cnn-fmnist-code")).settings["rule"] == "code"
 
 
 # -- end to end -------------------------------------------------------------------------------------------------

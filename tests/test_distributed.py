@@ -102,7 +102,7 @@ def _ddp_semantics(rank: int, world: int, root: Path) -> None:
 def _train_job(job: str, rank: int, root: Path) -> None:
     from robustzoo.train import Trainer
 
-    trainer = Trainer(_config(job), root / job / "ddp", show_progress=False)
+    trainer = Trainer(_config(job), root / job / "ddp")
     report = trainer.fit()
     torch.save({"state": _state(trainer), "report_is_none": report is None,
                 "world": trainer.dist.world_size, "local_batch": trainer.local_batch_size},
@@ -145,7 +145,7 @@ def _one_process(root: Path, job: str) -> dict[str, torch.Tensor]:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as the workers; tiny convolutions are faster on one thread
     try:
-        trainer = Trainer(_config(job), root / job / "one", show_progress=False)
+        trainer = Trainer(_config(job), root / job / "one")
         for epoch in range(COMMON["epochs"]):
             trainer.train_epoch(epoch)
     finally:

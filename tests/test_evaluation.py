@@ -10,9 +10,9 @@ import torch.nn.functional as F
 from eval_helpers import ALPHA, EPS, digits, trained_mlp, write_run
 
 from robustzoo.attacks import AttackContext, AttackSpec
+from robustzoo.data import select_examples
 from robustzoo.errors import NotFoundError, UsageError
-from robustzoo.evaluate import evaluate_model, select_examples
-from robustzoo.flagstore import FLAGS_FILE
+from robustzoo.eval import FLAGS_FILE, evaluate_model
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +30,6 @@ def _evaluate(model, data, attacks, **kw):
     kw.setdefault("eps", EPS)
     kw.setdefault("alpha", ALPHA)
     kw.setdefault("num_classes", 10)
-    kw.setdefault("show_progress", False)
     kw.setdefault("health", False)
     return evaluate_model(model, data, attacks, **kw)
 
@@ -192,7 +191,8 @@ def test_attacks_with_eps_zero_equal_clean(test_set):
 # --- suites and example choice ---------------------------------------------------------------
 
 def test_suites_resolve_and_unknown_suite_suggests_close_matches():
-    from robustzoo.suites import get_suite, resolve
+    from robustzoo.eval import get_suite
+    from robustzoo.eval import resolve_suite as resolve
 
     assert resolve("quick", None, None) == (["clean", "pgd20", "apgd-dlr"], 1000)
     assert resolve("quick", None, 50) == (["clean", "pgd20", "apgd-dlr"], 50)
@@ -302,6 +302,24 @@ def test_saved_flags_are_not_reused_for_other_examples_budget_or_model(tmp_path,
     assert counted.calls == 3
     _evaluate(trained_mlp(adversarial=False), test_set, ["counted"], n=33, eps=0.05, flags_path=path)
     assert counted.calls == 4
+
+
+def test_progress_events_per_attack_and_a_note_when_saved_flags_are_not_reused(tmp_path, test_set,
+                                                                              capsys):
+    from helpers import Recorder
+
+    model, path = trained_mlp(), tmp_path / FLAGS_FILE
+    _evaluate(model, test_set, ["clean", "fgsm"], n=40, batch_size=16, flags_path=path)
+    assert capsys.readouterr().err == ""  # no progress object: silent
+    rec = Recorder()
+    _evaluate(model, test_set, ["clean", "fgsm"], n=40, eps=0.05, batch_size=16, flags_path=path,
+              progress=rec)
+    assert rec.of("note") == [("note", f"{path}: not reused (made with a different eps); evaluating afresh")]
+    assert [e[1:] for e in rec.of("start")] == [("clean", 40, 0), ("fgsm", 40, 0)]
+    for task in ("clean", "fgsm"):  # a batch of 16 at a time, then the end
+        assert [c for c, _ in rec.updates(task)] == [16, 32, 40]
+        assert rec.events.index(("end", task)) > rec.events.index(("update", task, 40, {}))
+    assert capsys.readouterr().err == ""  # the engine reports, it does not print
 
 
 def test_cascade_attacks_only_what_is_still_robust(test_set):

@@ -148,7 +148,7 @@ def test_trainer_on_cpu_records_precision_and_stays_plain(tmp_path):
 
     fields = {k: v for k, v in TINY.items()}
     cfg = build_config("at", None, {}, **fields)
-    tr = Trainer(cfg, tmp_path / "r", show_progress=False)
+    tr = Trainer(cfg, tmp_path / "r")
     assert tr.net is tr.model and tr.eval_net is tr.model
     assert not tr.optimizer.defaults.get("fused")
     assert tr.cfg.precision == "fp32" and tr.cfg.compile == "off"
@@ -193,7 +193,7 @@ def test_compile_keeps_a_bounded_number_of_graphs(tmp_path):
     counters.clear()
     with one_thread():
         compiled = Trainer(build_config("at", None, {}, **opts, compile="default", compile_backend="eager"),
-                           tmp_path / "c", show_progress=False)
+                           tmp_path / "c")
         assert isinstance(compiled.net, fast.FastModel) and compiled.net.compiled
         graphs = []
         for epoch in range(2):
@@ -203,7 +203,7 @@ def test_compile_keeps_a_bounded_number_of_graphs(tmp_path):
 
                 validate(compiled.eval_net, compiled.val_data, compiled.cfg)
             graphs.append(counters["stats"]["unique_graphs"])
-        plain = Trainer(build_config("at", None, {}, **opts), tmp_path / "p", show_progress=False)
+        plain = Trainer(build_config("at", None, {}, **opts), tmp_path / "p")
         for epoch in range(2):
             plain.train_epoch(epoch)
     # train mode: the attack's forward (input requires grad) and the θ-forward; eval mode:
@@ -217,11 +217,12 @@ def test_compile_keeps_a_bounded_number_of_graphs(tmp_path):
 
 
 def test_compare_precisions_on_cpu(at_run):
-    same = fast.compare_precisions(at_run, ["clean", "pgd20"], n=32, device="cpu", low="fp32")
+    compare_precisions = _load_benchmark().compare_precisions  # benchmarks/throughput.py
+    same = compare_precisions(at_run, ["clean", "pgd20"], n=32, device="cpu", low="fp32")
     assert same["ok"] and same["max_abs_drift_points"] == 0.0
     assert [r["attack"] for r in same["results"]] == ["clean", "pgd20"]
     with one_thread():
-        rep = fast.compare_precisions(at_run, "clean,pgd20", n=32, device="cpu")
+        rep = compare_precisions(at_run, "clean,pgd20", n=32, device="cpu")
     assert rep["precisions"] == ["fp32", "bf16"] and rep["n"] == 32
     for r in rep["results"]:
         assert abs(r["drift_points"] - 100 * (r["bf16"] - r["fp32"])) < 1e-6

@@ -7,8 +7,8 @@ import torch
 from eval_helpers import ALPHA, EPS, NoisyLogits, Quantised, ScaledLogits, digits, trained_mlp
 from rich.console import Console
 
-from robustzoo import health
-from robustzoo.evaluate import evaluate_model, results_table, wilson_interval
+from robustzoo.eval import apply_health, evaluate_model, flagged_checks, wilson_interval
+from robustzoo.ui import results_table
 
 
 @pytest.fixture(scope="module")
@@ -17,8 +17,7 @@ def test_set():
 
 
 def _evaluate(model, data, attacks, n=150, **kw):
-    return evaluate_model(model, data, attacks, eps=EPS, alpha=ALPHA, num_classes=10, n=n, seed=0,
-                          show_progress=False, **kw)
+    return evaluate_model(model, data, attacks, eps=EPS, alpha=ALPHA, num_classes=10, n=n, seed=0, **kw)
 
 
 def _status(report):
@@ -98,7 +97,7 @@ def _r(attack, correct, n=1000, kind="white-box", **settings):
 
 def _report(*rows, probes=None):
     rep = {"n": rows[0]["n"], "num_classes": 10, "results": list(rows)}
-    return health.apply(rep, probes=probes or {})
+    return apply_health(rep, probes=probes or {})
 
 
 def test_pgd_vs_apgd_threshold_and_interval_rule():
@@ -141,7 +140,7 @@ def test_blackbox_with_paired_flags_counts_examples_only_square_breaks():
     sq = torch.zeros(100, dtype=torch.bool)
     sq[:50] = True
     sq[60:80] = True  # square holds 20 that PGD broke but breaks 10 that PGD could not
-    health.apply(rep, flags={"clean": torch.ones(100, dtype=torch.bool), "pgd20": pgd, "square": sq}, probes={})
+    apply_health(rep, flags={"clean": torch.ones(100, dtype=torch.bool), "pgd20": pgd, "square": sq}, probes={})
     check = rep["health"]["checks"][1]
     assert check["status"] == "flagged" and check["evidence"]["square"]["broken_only_by_blackbox"] == 10
 
@@ -164,7 +163,7 @@ def test_probe_checks_and_flagged_checks_helper():
     rep = _report(_r("clean", 850, kind="none"), _r("pgd20", 600, steps=20), probes=probes)
     st = _status(rep)
     assert st["eps0"] == "flagged" and st["zero_grad"] == "passed" and st["large_eps"] == "passed"
-    flagged = health.flagged_checks(rep)
+    flagged = flagged_checks(rep)
     assert [c["name"] for c in flagged] == ["eps0"] and flagged[0]["explanation"]
     for c in rep["health"]["checks"]:
         assert set(c) == {"name", "status", "evidence", "explanation", "affects"}

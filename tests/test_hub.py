@@ -165,10 +165,10 @@ def test_card_parses_back_with_modelcard(pushed, hub_server, hf_cache):
 
 
 def test_card_shows_health_and_suspect_results(run_dir):
-    from robustzoo import health
+    from robustzoo.eval import apply_health
 
     cfg = json.loads((run_dir / "config.json").read_text())
-    report = health.apply(json.loads((run_dir / "eval.json").read_text()))  # the real health report
+    report = apply_health(json.loads((run_dir / "eval.json").read_text()))  # the real health report
     report["results"][-1].update(suspect=True, suspect_because=["pgd_vs_apgd"])
     text = cards.render_run_card(cfg, report, repo_id=REPO, files={"model.safetensors": "0" * 64})
     assert report["health"]["checks"]

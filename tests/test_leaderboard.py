@@ -27,7 +27,7 @@ def run_cli(args, capsys):
 
 
 def _result(attack: str, correct: int, n: int, **extra) -> dict:
-    from robustzoo.evaluate import wilson_interval
+    from robustzoo.eval import wilson_interval
 
     return {"attack": attack, "accuracy": round(correct / n, 6), "correct": correct, "n": n,
             "ci95": list(wilson_interval(correct, n)), **extra}

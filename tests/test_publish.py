@@ -76,7 +76,7 @@ def test_zoo_publish_trains_evaluates_pushes_and_pins(zoo_dir, hub_server, hf_ca
     first, second = (r.name for r in STANDINS)
     # An interrupted run: one of its two epochs done. zoo publish resumes it.
     cfg = build_config(None, first, {}, device="cpu")
-    assert Trainer(cfg, zoo_dir / "runs" / first, show_progress=False).fit(until_epoch=1) is None
+    assert Trainer(cfg, zoo_dir / "runs" / first).fit(until_epoch=1) is None
 
     code, out, err = run_cli(_args(zoo_dir, hub_server, hf_cache, first, second, "--json"), capsys)
     assert code == 0, err

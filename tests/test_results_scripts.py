@@ -75,14 +75,14 @@ def test_protocol_record_merges_invocations_and_refuses_mixing(tmp_path):
 
 
 def test_train_commands_carry_the_protocol_and_resume(tmp_path):
-    (cmd,) = zoo.train_commands(tmp_path, [3], ["cat-cw-warmup"], reduced=True, device="cpu")
+    (cmd,) = zoo.train_commands(tmp_path, [3], ["cat-cw-b5-0.05"], reduced=True, device="cpu")
     sets = dict(cmd[i + 1].split("=", 1) for i, a in enumerate(cmd) if a == "--set")
-    assert sets["mask_warmup"] == "1" and sets["attack"] == "cw" and sets["seed"] == "3"
+    assert (sets["beta"], sets["beta1"], sets["attack"], sets["seed"]) == ("5", "0.05", "cw", "3")
     assert sets["subset"] == zoo.REDUCED["subset"] and sets["eps"] == "0.1"
-    run = tmp_path / "cat-cw-warmup-s3"
+    run = tmp_path / "cat-cw-b5-0.05-s3"
     (run / "state").mkdir(parents=True)
     (run / "state" / "resume.pt").write_bytes(b"")
-    (cmd,) = zoo.train_commands(tmp_path, [3], ["cat-cw-warmup"], reduced=True, device="cpu")
+    (cmd,) = zoo.train_commands(tmp_path, [3], ["cat-cw-b5-0.05"], reduced=True, device="cpu")
     assert _opt(cmd, "--resume") == str(run)
 
 

@@ -90,3 +90,29 @@ def test_default_train_command_under_a_minute(tmp_path):
     assert res.returncode == 0, res.stderr
     acc = {r["attack"]: r["accuracy"] for r in json.loads(res.stdout)["results"]}
     assert acc["pgd20"] > 0.5 and seconds < 60, (acc, seconds)
+
+
+def test_the_python_api_is_quiet_unless_asked_and_reports_progress_events(tmp_path, capsys):
+    from helpers import Recorder
+
+    import robustzoo
+    from robustzoo.errors import UsageError
+    from robustzoo.testing import TINY
+
+    opts = dict(TINY, subset=200, epochs=2, eval_attacks=["clean"], eval_n=32)
+    capsys.readouterr()
+    robustzoo.train("at", out=tmp_path / "quiet", **opts)
+    assert capsys.readouterr().err == ""
+    rec = Recorder()
+    run_dir, report = robustzoo.train("at", out=tmp_path / "told", progress=rec, **opts)
+    epochs = [e[1] for e in rec.of("epoch")]
+    rows = [json.loads(line) for line in (run_dir / runs.METRICS_FILE).read_text().splitlines()]
+    assert epochs == rows and [r["epoch"] for r in epochs] == [1, 2]
+    labels = [e[1] for e in rec.of("start")]
+    assert labels == ["epoch 1/2", "epoch 2/2", "clean"]  # the final evaluation reports too
+    last, fields = rec.updates("epoch 2/2")[-1]
+    assert last == rec.of("start")[1][2] and set(fields) == {"loss", "acc"}  # every batch done
+    assert ("end", "epoch 1/2") in rec.events and report["n"] == 32
+    assert capsys.readouterr().err == ""
+    with pytest.raises(UsageError, match="not both"):
+        robustzoo.train("at", out=tmp_path / "both", show_progress=True, progress=rec, **opts)

@@ -27,7 +27,7 @@ import torch.nn as nn
 
 from robustzoo.attacks import pgd
 from robustzoo.errors import RunError, UsageError
-from robustzoo.objectives import Objective, StepResult, train_attack_loss
+from robustzoo.objectives import Objective, OptimizerSpec, StepResult, train_attack_loss
 
 from .losses import calibrated_classifier_loss, calibrated_mask_loss
 from .masknet import build_mask_net, mask_net_input
@@ -55,6 +55,13 @@ class CalibratedAT(Objective):
         "attack_bn": "train",
         "mask_arch": "auto",
         "mask_warmup": 0,
+        "mask_optimizer": "sgd",
+        "mask_lr": 0.0,
+        "mask_momentum": 0.9,
+        "mask_weight_decay": 0.0,
+        "start_eps": 0.0,
+        "clip": True,
+        "mask_check_every": 5,
     }
     choices = {
         "attack": ("cent", "cw"),
@@ -65,6 +72,8 @@ class CalibratedAT(Objective):
         "mask_arch": ("auto", "mnist", "cifar"),
         "mask": (True, False),
         "weighted_ce": (True, False),
+        "mask_optimizer": ("sgd", "adam"),
+        "clip": (True, False),
     }
     help = {
         "attack": "training attack: cent (PGD on CE, CATcent) or cw (PGD on the CW margin, CATcw)",
@@ -79,13 +88,36 @@ class CalibratedAT(Objective):
         "attack_bn": "BatchNorm mode while attacking (paper: train)",
         "mask_arch": "g_φ: auto (1 channel → mnist, else cifar), mnist (3 convs) or cifar (ResNet-18 trunk)",
         "mask_warmup": "epochs before the first φ-step (g_φ stays at its initial M ≈ 0.5); 0 = the paper",
+        "mask_optimizer": "optimiser of g_φ: sgd (default; Adam collapses M early on MNIST-like data) or adam "
+                          "(the authors' MNIST code)",
+        "mask_lr": "base lr of g_φ, scaled by the run's schedule; 0 = auto: 0.01 for SGD on 1-channel data, "
+                   "else the classifier's lr (the authors' CIFAR code)",
+        "mask_momentum": "SGD momentum of g_φ",
+        "mask_weight_decay": "weight decay of g_φ",
+        "start_eps": "half-width of the uniform random start on the [0,1] scale; 0 = ε (the authors' MNIST "
+                     "code: 0.1 whatever ε is)",
+        "clip": "clip x' and x_cal to [0,1] (false: the authors' MNIST code)",
+        "mask_check_every": "steps between checks of the mean of M for collapse (one host sync each); 0 = off",
     }
 
     def __init__(self, settings: dict[str, Any], ctx):
         super().__init__(settings, ctx)
-        if self.settings["mask_warmup"] < 0:
-            raise UsageError(f"calibrated: mask_warmup={self.settings['mask_warmup']} must be 0 or more "
+        s = self.settings
+        if s["mask_warmup"] < 0:
+            raise UsageError(f"calibrated: mask_warmup={s['mask_warmup']} must be 0 or more "
                              f"epochs (e.g. --set mask_warmup=1)")
+        for key in ("mask_lr", "mask_momentum", "mask_weight_decay", "start_eps"):
+            if not 0 <= s[key] < float("inf"):
+                raise UsageError(f"calibrated: {key}={s[key]} must be a number >= 0")
+        if s["mask_check_every"] < 0:
+            raise UsageError(f"calibrated: mask_check_every={s['mask_check_every']} must be >= 0 steps (0 = off)")
+        # Collapse watch: the mean of M summed on the device, read every mask_check_every steps.
+        self._mask_sum: torch.Tensor | None = None
+        self._mask_steps = 0
+        self._low_checks = 0  # consecutive checks below COLLAPSED_MASK_MEAN
+        self._epoch_checks: list[float] = []
+        self._epoch_collapsed = False
+        self.collapse: dict[str, Any] | None = None  # first detected collapse: epoch, step, mean
         self.mask_net: nn.Module | None = None
         if self.settings["mask"]:
             self.mask_net = build_mask_net(self.settings["mask_arch"], ctx.input_shape,
@@ -93,17 +125,74 @@ class CalibratedAT(Objective):
 
     #: Below this mean of M the calibration has collapsed: x_cal ≈ x, θ trains on clean images.
     COLLAPSED_MASK_MEAN = 0.01
+    #: Consecutive low checks before the collapse is reported (one low batch is not a collapse).
+    COLLAPSE_CHECKS = 2
 
     def on_epoch_start(self, epoch: int) -> None:
-        """Warn once when the last epoch ended with a collapsed mask (one host sync per epoch)."""
         super().on_epoch_start(epoch)
-        last = getattr(self, "_last_mask_mean", None)
-        if last is not None and not getattr(self, "_warned_collapse", False) \
-                and float(last) < self.COLLAPSED_MASK_MEAN:
-            self._warned_collapse = True
-            warnings.warn(f"calibrated: the mask network has collapsed (mean M = {float(last):.4f} on the last "
-                          f"batch of epoch {epoch}), so x_cal ≈ x and the classifier trains on clean images; "
-                          f"retrain with --set mask_warmup=1", stacklevel=2)
+        self._epoch_checks = []
+        self._epoch_collapsed = False
+        self._mask_sum, self._mask_steps = None, 0
+
+    def _watch_mask(self, m: torch.Tensor) -> None:
+        """Add mean(M) of this batch; every ``mask_check_every`` steps read it once (one sync)."""
+        every = int(self.settings["mask_check_every"])
+        if every <= 0:
+            return
+        mean = m.detach().float().mean()
+        self._mask_sum = mean if self._mask_sum is None else self._mask_sum + mean
+        self._mask_steps += 1
+        if self._mask_steps < every:
+            return
+        value = float(self._mask_sum) / self._mask_steps
+        self._mask_sum, self._mask_steps = None, 0
+        self._epoch_checks.append(round(value, 5))
+        self._low_checks = self._low_checks + 1 if value < self.COLLAPSED_MASK_MEAN else 0
+        if self._low_checks >= self.COLLAPSE_CHECKS:
+            self._epoch_collapsed = True
+            if self.collapse is None:
+                step = len(self._epoch_checks) * every
+                self.collapse = {"epoch": self.epoch + 1, "step": step, "mask_mean": value}
+                warnings.warn(self._collapse_message(step, value), stacklevel=2)
+
+    def _collapse_message(self, step: int, value: float) -> str:
+        s = self.settings
+        if s["mask_optimizer"] == "adam":
+            advice = "train g_φ with SGD instead (--set mask_optimizer=sgd, the default)"
+        else:
+            opt = self.optimizers.get("mask_net")
+            now = f", now {opt.param_groups[0]['lr']:g}" if opt is not None else ""
+            advice = f"lower its learning rate (--set mask_lr=...{now}) or hold g_φ for an epoch (--set mask_warmup=1)"
+        every = int(s["mask_check_every"])
+        return (f"calibrated: the mask network has collapsed in epoch {self.epoch + 1} (mean M = {value:.2g} "
+                f"below {self.COLLAPSED_MASK_MEAN} for {self.COLLAPSE_CHECKS} checks of {every} steps, "
+                f"up to step {step}): x_cal ≈ x, so the classifier trains on clean images; {advice}")
+
+    def epoch_metrics(self) -> dict[str, Any]:
+        """The epoch's mask checks (mean M per ``mask_check_every`` steps) and whether M collapsed."""
+        if self.mask_net is None or int(self.settings["mask_check_every"]) <= 0:
+            return {}
+        return {"mask_checks": list(self._epoch_checks), "mask_collapsed": self._epoch_collapsed}
+
+    def optimizer_specs(self) -> dict[str, OptimizerSpec]:
+        """g_φ's own optimiser (mask_optimizer, mask_lr, mask_momentum, mask_weight_decay).
+
+        With Adam, as in the authors' MNIST code, the mask collapses early on MNIST-like data:
+        against a near-uniform classifier only β1·CE(f(x_cal), y) acts on M, a tiny gradient
+        that Adam normalises into full lr-sized steps until the sigmoid saturates (mean M ≈ 1e-11
+        within ~15 steps), after which M(1 − M) ≈ 0 keeps it there. SGD's steps stay
+        proportional to that tiny gradient, so M stays near 0.5 until the KL term grows.
+        """
+        if self.mask_net is None:
+            return {}
+        s = self.settings
+        lr = float(s["mask_lr"])
+        auto = lr <= 0
+        if auto and s["mask_optimizer"] == "sgd" and self.ctx.input_shape[0] == 1:
+            lr, auto = 0.01, False
+        return {"mask_net": OptimizerSpec(optimizer=s["mask_optimizer"], lr=None if auto else lr,
+                                          momentum=float(s["mask_momentum"]),
+                                          weight_decay=float(s["mask_weight_decay"]), nesterov=False)}
 
     def extra_modules(self) -> dict[str, nn.Module]:
         return {} if self.mask_net is None else {"mask_net": self.mask_net}
@@ -115,7 +204,8 @@ class CalibratedAT(Objective):
         s, c = self.settings, self.ctx
         return pgd(model, x, y, eps=c.eps, alpha=c.alpha, steps=c.steps, rand_init=s["rand_init"],
                    loss=train_attack_loss(s["attack"], s["kappa"]),
-                   bn_mode=s["attack_bn"] if bn_mode is None else bn_mode)
+                   bn_mode=s["attack_bn"] if bn_mode is None else bn_mode,
+                   start_eps=float(s["start_eps"]) or None, clip=bool(s["clip"]))
 
     def mask(self, x: torch.Tensor, x_adv: torch.Tensor) -> torch.Tensor:
         """M = g_φ(x + δ) (or g_φ([x, δ])) with δ = x' − x; values in (0, 1), shape of x."""
@@ -123,10 +213,13 @@ class CalibratedAT(Objective):
             return torch.ones_like(x)
         return self.mask_net(mask_net_input(x, x_adv - x, self.settings["mask_input"]))
 
-    @staticmethod
-    def calibrate(x: torch.Tensor, x_adv: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
-        """x_cal = clip(x + M ⊙ δ, 0, 1): inside the ε-ball because 0 < M < 1 and |δ| ≤ ε."""
-        return (x + m * (x_adv - x)).clamp(0.0, 1.0)
+    def calibrate(self, x: torch.Tensor, x_adv: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+        """x_cal = clip(x + M ⊙ δ, 0, 1): inside the ε-ball because 0 < M < 1 and |δ| ≤ ε.
+
+        With ``clip=false`` (the authors' MNIST code) x_cal = x + M ⊙ δ is not clipped.
+        """
+        x_cal = x + m * (x_adv - x)
+        return x_cal.clamp(0.0, 1.0) if self.settings["clip"] else x_cal
 
     # -- the two steps -------------------------------------------------------------------------
     def loss(self, model, x, y, index):
@@ -143,7 +236,7 @@ class CalibratedAT(Objective):
             cache["mask"] = m
             x_cal = self.calibrate(x, x_adv, m.detach())
             metrics["mask_mean"] = m.detach().mean()
-            self._last_mask_mean = metrics["mask_mean"]  # read once per epoch, not per step
+            self._watch_mask(m)
         logits_nat = model(x)
         logits_cal = model(x_cal)
         loss = calibrated_classifier_loss(logits_nat, logits_cal, y, s["beta"],

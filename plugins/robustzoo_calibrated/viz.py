@@ -9,9 +9,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import click
 import torch
 
+from robustzoo.data import load_splits, select_examples
+from robustzoo.devices import resolve_device
 from robustzoo.errors import NotFoundError, RunError, UsageError
+from robustzoo.objectives import ObjectiveContext
+from robustzoo.plugins import registry
+from robustzoo.runs import AUX_FILE, atomic_path, load_run, load_state_strict, read_weights
+
+from .objective import CalibratedAT
 
 ROWS = ("natural", "adversarial", "mask", "calibrated")
 CELL_INCHES = 1.2  # each image cell is 1.2 in square
@@ -30,12 +38,6 @@ def load_calibrated_run(run_dir: str | Path, device: str | torch.device = "cpu")
         UsageError: the run was trained with another objective or without a mask network.
         NotFoundError / RunError: missing or mismatching aux.safetensors.
     """
-    from robustzoo.objectives import ObjectiveContext
-    from robustzoo.plugins import registry
-    from robustzoo.runs import AUX_FILE, load_run, load_state_strict, read_weights
-
-    from .objective import CalibratedAT
-
     run_dir = Path(run_dir)
     model, cfg = load_run(run_dir, device=device)
     rz = cfg["robustzoo"]
@@ -82,15 +84,10 @@ def mask_figure(run_dir: str | Path, out: str | Path, n: int = 8, seed: int = 0,
     Returns:
         Summary: path, size in pixels, labels, predictions on x' and x_cal, mean mask.
     """
-    import matplotlib
+    import matplotlib  # deferred: slow to import, and only this command draws
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from robustzoo.data import load_splits
-    from robustzoo.evaluate import select_examples
-    from robustzoo.plugins import registry
-    from robustzoo.runs import atomic_path
 
     if n < 1:
         raise UsageError(f"--n must be at least 1, got {n}")
@@ -147,8 +144,6 @@ def mask_figure(run_dir: str | Path, out: str | Path, n: int = 8, seed: int = 0,
 
 def add_commands(cli: Any) -> None:
     """Add ``robustzoo viz masks`` (creating the ``viz`` group unless another plugin did)."""
-    import click
-
     group = cli.commands.get("viz") if hasattr(cli, "commands") else None
     if group is None:
         @cli.group("viz")
@@ -174,8 +169,6 @@ def add_commands(cli: Any) -> None:
         Example:
           robustzoo viz masks runs/calibrated-digits-... --out masks.png --n 8
         """
-        from robustzoo.train import resolve_device
-
         info = mask_figure(run_dir, out, n=n, seed=seed, data_dir=data_dir, device=resolve_device(device))
         w, h = info["size_px"]
         click.echo(f"wrote {info['path']} ({w}x{h} px; mean mask {info['mask_mean']:.3f})")

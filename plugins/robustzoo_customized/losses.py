@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 
 LOSSES = ("ce", "mix")
+RULES = ("paper", "code")
 
 
 def soft_labels(
@@ -78,3 +79,45 @@ def customized_loss(logits: torch.Tensor, y: torch.Tensor, soft_labels: torch.Te
         kappa: margin floor κ of 'mix' (10 in the paper).
     """
     return customized_loss_per_example(logits, y, soft_labels, loss, kappa).mean()
+
+
+# --- the authors' released code (main_adv_cus.py / attacker/pgd.py), ``rule=code`` ---------------
+
+def code_hinge(logits: torch.Tensor, y: torch.Tensor, kappa: float) -> torch.Tensor:
+    """Per-example ``max(max_{j≠y} z_j − z_y + κ, 0)`` [B]: zero once the margin z_y − z_j reaches κ."""
+    return torch.clamp(logit_margin(logits, y, float("inf")) + kappa, min=0.0)
+
+
+def code_attack_objective(logits: torch.Tensor, y: torch.Tensor, soft: torch.Tensor, eps: torch.Tensor,
+                          batch_size: int, loss: str = "ce", kappa: float = 10.0) -> torch.Tensor:
+    """Per-example objective [B] that the released code's attack ascends (its sum is the batch's).
+
+    'ce': ``softCE_i / B``; 'mix': ``softCE_i / B − ε_i · max(z_y − max_{j≠y} z_j + κ, 0)``. The
+    1/B (mean soft CE) against the un-normalised ε-weighted hinge is kept because it sets the
+    balance of the two terms, and so the sign of each step, exactly as in that code.
+
+    Args:
+        logits: [B, C]; y: labels [B]; soft: soft labels ỹ [B, C]; eps: ε_i [B] (the attack's
+        budgets); batch_size: B of the training batch; loss: 'ce' or 'mix'; kappa: κ (10).
+    """
+    if loss not in LOSSES:
+        raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+    out = soft_ce(logits, soft) / batch_size
+    if loss == "mix":
+        margin = -logit_margin(logits, y, float("inf"))  # z_y − max_{j≠y} z_j
+        out = out - eps.to(out.dtype) * torch.clamp(margin + kappa, min=0.0)
+    return out
+
+
+def code_training_loss(logits: torch.Tensor, y: torch.Tensor, soft: torch.Tensor, eps: torch.Tensor,
+                       loss: str = "ce", kappa: float = 10.0) -> torch.Tensor:
+    """The released code's θ-loss: mean soft CE, plus (mix) ``Σ_i ε_i·max(max_{j≠y} z_j − z_y + κ, 0)``.
+
+    The hinge term is summed over the batch, not averaged, as in that code.
+    """
+    if loss not in LOSSES:
+        raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+    out = soft_ce(logits, soft).mean()
+    if loss == "mix":
+        out = out + (eps.to(logits.dtype) * code_hinge(logits, y, kappa)).sum()
+    return out

@@ -12,6 +12,19 @@ u_i ~ Dirichlet(β_D·1). Per batch:
 
 The forward f(x+δ) of step 3 (train mode) also decides "attack succeeded", so the method
 costs what Madry AT costs: K·2F for the attack plus 3F for the θ-step (23F at K = 10).
+
+``rule=code`` follows the authors' released code instead (``main_adv_cus.py`` with
+``attacker/pgd.py``, version 2 as ``train_adp.sh`` runs it), which differs from Algorithm 1:
+
+1. ε_i ← min(ε_i + η, ε_max) *before* the attack; δ = 0; K sign steps of size α ascending
+   :func:`code_attack_objective` (soft CE / B, minus ε_i·max(z_y − max_j z_j + κ, 0) for 'mix'),
+   BatchNorm in eval mode;
+2. "fooled" is decided by a separate eval-mode forward (+1F); where the model is still correct
+   ε_i ← ε_i − η, so ε_i *grows where the attack succeeded* — the reverse of the paper;
+3. θ-step on :func:`code_training_loss` (mean soft CE, plus the ε-weighted hinge summed over
+   the batch for 'mix') with ỹ re-drawn from the new ε_i.
+
+Its recipes set η = 0.0025, ε_max = 0.035 and α = 0.007 (docs/methods/customized.md).
 """
 
 from __future__ import annotations
@@ -20,10 +33,17 @@ from typing import Any
 
 import torch
 
-from robustzoo.attacks import pgd
+from robustzoo.attacks import attack_bn_mode, pgd
+from robustzoo.errors import UsageError
 from robustzoo.objectives import Objective, StepResult
 
-from .losses import customized_loss, customized_loss_per_example, soft_labels
+from .losses import (
+    code_attack_objective,
+    code_training_loss,
+    customized_loss,
+    customized_loss_per_example,
+    soft_labels,
+)
 
 PAPER = ("Cheng, Lei, Chen, Dhillon, Hsieh, CAT: Customized Adversarial Training for Improved "
          "Robustness, arXiv 2002.06789 (2020)")
@@ -44,8 +64,10 @@ class CustomizedAT(Objective):
         "kappa": 10.0,
         "update": "keep",
         "attack_bn": "eval",
+        "rule": "paper",
     }
-    choices = {"loss": ("ce", "mix"), "update": ("keep", "reset"), "attack_bn": ("train", "eval")}
+    choices = {"loss": ("ce", "mix"), "update": ("keep", "reset"), "attack_bn": ("train", "eval"),
+               "rule": ("paper", "code")}
     help = {
         "loss": "ce = soft-label CE (CAT-CE); mix = soft CE + logit margin (CAT-MIX)",
         "eta": "budget increment η per visit, on the [0,1] scale (paper: 0.005)",
@@ -55,14 +77,17 @@ class CustomizedAT(Objective):
         "kappa": "floor −κ of the mix loss's logit margin (paper: 10)",
         "update": "when the attack succeeds: keep = ε_i −= η (arXiv v1, default), reset = ε_i = 0 (later version)",
         "attack_bn": "BatchNorm mode while attacking (paper code: eval)",
+        "rule": "paper = Algorithm 1 (default); code = the authors' released code (ε_i grows where the "
+                "attack succeeds, its own attack and loss; see docs/methods/customized.md)",
     }
 
     def __init__(self, settings: dict[str, Any], ctx):
         super().__init__(settings, ctx)
         if self.settings["eta"] < 0 or self.settings["c"] < 0 or self.settings["eps_max"] < 0:
-            from robustzoo.errors import UsageError
-
             raise UsageError("customized: eta, c and eps_max must be >= 0")
+        if self.settings["rule"] == "code" and self.settings["update"] != "keep":
+            raise UsageError("customized: update=reset belongs to the paper's rule; rule=code has its own "
+                             "update (drop --set update=reset or use rule=paper)")
         self.eps_table = torch.zeros(ctx.num_train, dtype=torch.float32, device=ctx.device)
         # For sync_state(): the table at the start of the epoch and the rows this rank touched.
         self._epoch_start: torch.Tensor | None = None
@@ -82,6 +107,8 @@ class CustomizedAT(Objective):
         self._touched.zero_()
 
     def loss(self, model, x, y, index):
+        if self.settings["rule"] == "code":
+            return self._loss_code(model, x, y, index)
         s, ctx = self.settings, self.ctx
         idx = index.to(self.eps_table.device)
         eta = float(s["eta"])
@@ -104,6 +131,33 @@ class CustomizedAT(Objective):
         self._touched[idx] = True
         soft = soft_labels(y, eps_i, s["c"], ctx.num_classes, s["dirichlet"])  # step 3: re-draw ỹ
         loss = customized_loss(logits, y, soft, s["loss"], s["kappa"])
+        return StepResult(loss=loss, logits=logits,
+                          metrics={"eps_mean": eps_i.mean(), "attack_success": fooled.float().mean()},
+                          cache={"x_adv": x_adv, "eps_attack": eps_attack, "soft_labels": soft})
+
+    def _loss_code(self, model, x, y, index):
+        """One batch under ``rule=code`` (the released code; see the module docstring)."""
+        s, ctx = self.settings, self.ctx
+        idx = index.to(self.eps_table.device)
+        eta = float(s["eta"])
+        eps_attack = (self.eps_table[idx] + eta).clamp(max=self.eps_max)  # grow and cap before the attack
+        soft = soft_labels(y, eps_attack, s["c"], ctx.num_classes, s["dirichlet"])
+        b = len(y)
+        eps_dev = eps_attack.to(x.device)
+
+        def attack_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+            return code_attack_objective(logits, y, targets, eps_dev, b, s["loss"], s["kappa"])
+
+        x_adv = pgd(model, x, soft, eps=eps_dev, alpha=ctx.alpha, steps=ctx.steps, rand_init="none",
+                    loss=attack_loss, bn_mode=s["attack_bn"])
+        with attack_bn_mode(model, "eval"), torch.no_grad():  # the code decides "fooled" in eval mode
+            fooled = (model(x_adv).argmax(1) != y).to(eps_attack.device)
+        eps_i = torch.where(fooled, eps_attack, eps_attack - eta).clamp(min=0.0)
+        self.eps_table[idx] = eps_i
+        self._touched[idx] = True
+        soft = soft_labels(y, eps_i, s["c"], ctx.num_classes, s["dirichlet"])
+        logits = model(x_adv)
+        loss = code_training_loss(logits, y, soft, eps_i.to(logits.device), s["loss"], s["kappa"])
         return StepResult(loss=loss, logits=logits,
                           metrics={"eps_mean": eps_i.mean(), "attack_success": fooled.float().mean()},
                           cache={"x_adv": x_adv, "eps_attack": eps_attack, "soft_labels": soft})

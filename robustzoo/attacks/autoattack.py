@@ -59,7 +59,7 @@ def square_queries(ctx: AttackContext) -> int:
 def make_adversary(model: nn.Module, ctx: AttackContext, device: torch.device | str) -> Any:
     """The package's ``AutoAttack`` object with the standard settings for ``ctx``."""
     try:
-        from pyautoattack import AutoAttack
+        from pyautoattack import AutoAttack  # deferred: only the AutoAttack attacks need it
     except ImportError:  # pragma: no cover - a declared dependency
         raise UsageError("the AutoAttack attacks need the 'pyautoattack' package: "
                          "pip install pyautoattack") from None
@@ -148,7 +148,7 @@ def _component_attack(name: str):
 class AutoAttackRun:
     """Standard AutoAttack on one batch: each component only on what is still robust.
 
-    ``components`` tells :func:`robustzoo.evaluate.evaluate_model` to run the components one
+    ``components`` tells :func:`robustzoo.eval.evaluate_model` to run the components one
     by one over the whole evaluation set instead (as the authors do), so each component's
     result is saved, resumable and reported.
     """

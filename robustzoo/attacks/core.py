@@ -46,8 +46,9 @@ def _as_column(v: float | torch.Tensor, x: torch.Tensor) -> float | torch.Tensor
     return v
 
 
-def project(x_adv: torch.Tensor, x: torch.Tensor, eps: float | torch.Tensor, norm: str = "linf") -> torch.Tensor:
-    """Project onto the ε-ball around x (L-inf or L2), then clip to [0,1]."""
+def project(x_adv: torch.Tensor, x: torch.Tensor, eps: float | torch.Tensor, norm: str = "linf",
+            clip: bool = True) -> torch.Tensor:
+    """Project onto the ε-ball around x (L-inf or L2), then clip to [0,1] (unless ``clip`` is False)."""
     delta = x_adv - x
     if norm == "linf":
         e = _as_column(eps, x)
@@ -58,7 +59,7 @@ def project(x_adv: torch.Tensor, x: torch.Tensor, eps: float | torch.Tensor, nor
         delta = delta * torch.clamp(e / n, max=1.0)
     else:
         raise ValueError(f"unknown norm {norm!r}: use 'linf' or 'l2'")
-    return (x + delta).clamp(0.0, 1.0)
+    return (x + delta).clamp(0.0, 1.0) if clip else x + delta
 
 
 @contextlib.contextmanager
@@ -75,21 +76,28 @@ def attack_bn_mode(model: nn.Module, mode: str | None) -> Iterator[None]:
         model.train(was_training)
 
 
-def random_start(x: torch.Tensor, eps: float | torch.Tensor, kind: str, norm: str = "linf") -> torch.Tensor:
-    """Starting point: 'uniform' U(−ε, ε), 'normal' x + 0.001·N(0,I) (TRADES), or 'none'."""
+def random_start(x: torch.Tensor, eps: float | torch.Tensor, kind: str, norm: str = "linf",
+                 clip: bool = True) -> torch.Tensor:
+    """Starting point: 'uniform' U(−ε, ε), 'normal' x + 0.001·N(0,I) (TRADES), or 'none'.
+
+    ``eps`` here is the radius of the start (usually the attack's ε); ``clip`` clips to [0,1].
+    """
     if kind == "none":
         return x.clone()
     if kind == "normal":
-        return (x + 0.001 * torch.randn_like(x)).clamp(0.0, 1.0)
-    if kind == "uniform":
+        out = x + 0.001 * torch.randn_like(x)
+    elif kind == "uniform":
         e = _as_column(eps, x)
         if norm == "l2":
             d = torch.randn_like(x)
             d = d / d.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *([1] * (x.dim() - 1)))
             r = torch.rand(x.shape[0], device=x.device).view(-1, *([1] * (x.dim() - 1)))
-            return (x + d * r * e).clamp(0.0, 1.0)
-        return (x + (torch.rand_like(x) * 2 - 1) * e).clamp(0.0, 1.0)
-    raise ValueError(f"unknown random start {kind!r}: use uniform, normal or none")
+            out = x + d * r * e
+        else:
+            out = x + (torch.rand_like(x) * 2 - 1) * e
+    else:
+        raise ValueError(f"unknown random start {kind!r}: use uniform, normal or none")
+    return out.clamp(0.0, 1.0) if clip else out
 
 
 def pgd(
@@ -104,6 +112,8 @@ def pgd(
     rand_init: str = "uniform",
     loss: LossFn = ce_loss,
     bn_mode: str | None = None,
+    start_eps: float | None = None,
+    clip: bool = True,
 ) -> torch.Tensor:
     """Projected gradient ascent on ``loss`` within the ε-ball; returns detached x_adv.
 
@@ -119,11 +129,15 @@ def pgd(
         loss: per-example loss ``loss(logits, y) -> [B]``; the sum is ascended so each
             example's step does not depend on the batch size.
         bn_mode: BatchNorm mode during the attack: 'train', 'eval' or None (unchanged).
+        start_eps: radius of the uniform random start (None: ``eps``). Calibrated AT's MNIST
+            code starts from U(−0.1, 0.1) whatever ε is; the start is not projected onto the
+            ε-ball before the first step, as there.
+        clip: clip every iterate to [0,1] (False: the images may leave it, as in that code).
     """
     x = x.detach()
-    x_adv = random_start(x, eps, rand_init, norm)
+    x_adv = random_start(x, eps if start_eps is None else start_eps, rand_init, norm, clip=clip)
     if steps == 0:
-        return project(x_adv, x, eps, norm).detach()
+        return project(x_adv, x, eps, norm, clip=clip).detach()
     a = _as_column(alpha, x)
     with attack_bn_mode(model, bn_mode), torch.enable_grad():
         for _ in range(steps):
@@ -136,7 +150,7 @@ def pgd(
                 else:
                     gn = grad.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *([1] * (x.dim() - 1)))
                     step = a * grad / gn
-                x_adv = project(x_adv.detach() + step, x, eps, norm)
+                x_adv = project(x_adv.detach() + step, x, eps, norm, clip=clip)
     return x_adv.detach()
 
 

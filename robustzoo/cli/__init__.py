@@ -13,7 +13,12 @@ import warnings
 import click
 
 from ..errors import RobustzooError
+from ..plugins import get_plugin_manager
 from .commands import cli
+from .zoo_commands import register as _register_zoo_commands
+
+# leaderboard, export robustbench, zoo publish: their own module, added to the same group.
+_register_zoo_commands(cli)
 
 _commands_added = False
 
@@ -28,8 +33,6 @@ def add_plugin_commands() -> None:
     if _commands_added:
         return
     _commands_added = True
-    from ..plugins import get_plugin_manager
-
     pm = get_plugin_manager()
     for impl in pm.hook.register_commands.get_hookimpls():
         try:

@@ -6,14 +6,23 @@ import json
 import os
 import platform
 import sys
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import click
+from click.core import ParameterSource
 from rich.console import Console
 from rich.table import Table
 
+from .._version import __version__
 from ..errors import UsageError
+from ..plugins import plugin_infos, registry
+from ..ui import RichProgress, health_table, results_table, sweep_table
+
+# The engines (train, eval, hub, distributed, config, objectives, runs) are imported inside
+# the commands that use them: they import torch, timm or huggingface_hub, which take seconds,
+# and `robustzoo --help` or `robustzoo list` should not wait for them.
 
 # Piped output (scripts, CI logs) gets a wide table instead of rich's 80-column default.
 _WIDTH = None if sys.stdout.isatty() else 160
@@ -66,7 +75,7 @@ def _emit_json(data: Any, target: str | None) -> None:
     if target in (None, "-"):
         click.echo(text)
     else:
-        from ..runs import write_text
+        from ..runs import write_text  # deferred: imports torch
 
         write_text(target, text + "\n")
         err.print(f"wrote {target}")
@@ -115,9 +124,9 @@ def train(ctx: click.Context, recipe, objective, dataset, arch, attack, eps, alp
       robustzoo train --resume runs/at-digits-20260101-120000
       robustzoo train --recipe at-prn18 --data-dir data --compile --nproc 2   # docs/performance.md
     """
+    # deferred: these import torch (see the top of this module)
     from .. import distributed
     from ..config import parse_set_options
-    from ..evaluate import results_table
     from ..train import Trainer, build_config, config_from_run, default_out_dir, resolve
 
     world = distributed.env_info().world_size
@@ -142,6 +151,7 @@ def train(ctx: click.Context, recipe, objective, dataset, arch, attack, eps, alp
         if code:
             raise click.exceptions.Exit(code)
         return
+    bars = RichProgress()  # draws on the first task; only rank 0 reports tasks
     if resume:
         given = [n for n, v in dict(recipe=recipe, objective=objective, dataset=dataset, arch=arch, out=out).items() if v]
         if given or sets or ctx.args:
@@ -153,7 +163,7 @@ def train(ctx: click.Context, recipe, objective, dataset, arch, attack, eps, alp
             cfg.compile = compile_mode
         if precision:
             cfg.precision = precision
-        trainer = Trainer(cfg, resume, resume=True)
+        trainer = Trainer(cfg, resume, resume=True, progress=bars)
         run_dir = Path(resume)
     else:
         pairs = parse_set_options(sets)
@@ -165,7 +175,7 @@ def train(ctx: click.Context, recipe, objective, dataset, arch, attack, eps, alp
                            data_dir=data_dir, device=device, seed=seed, precision=precision,
                            compile=compile_mode)
         run_dir = Path(out) if out else default_out_dir(cfg)
-        trainer = Trainer(cfg, run_dir)
+        trainer = Trainer(cfg, run_dir, progress=bars)
         run_dir = trainer.out  # under torchrun: rank 0's choice
     c = trainer.cfg
     if trainer.dist.is_main:
@@ -173,7 +183,8 @@ def train(ctx: click.Context, recipe, objective, dataset, arch, attack, eps, alp
         err.print(f"training [bold]{c.objective}[/bold] on {c.dataset} ({len(trainer.train_data)} images) with "
                   f"{c.arch}, ε={c.eps:.4g}, {c.epochs} epochs, on {trainer.device}{procs} ({c.precision}"
                   f"{', compiled' if c.compile != 'off' else ''}) → {run_dir}")
-    report = trainer.fit()
+    with bars:
+        report = trainer.fit()
     if report is None:  # a rank other than 0: rank 0 reports
         return
     if as_json:
@@ -186,8 +197,6 @@ def train(ctx: click.Context, recipe, objective, dataset, arch, attack, eps, alp
 
 def _relaunch_args(ctx: click.Context) -> list[str]:
     """``train`` plus the options given on this command line (except --nproc), for torchrun."""
-    from click.core import ParameterSource
-
     args = [ctx.command.name or "train"]
     for p in ctx.command.params:
         if not isinstance(p, click.Option) or p.name == "nproc":
@@ -245,9 +254,9 @@ def eval_cmd(model, suite, attacks, n, eps, seed, cascade, eps_sweep, plot, sets
       robustzoo eval runs/at-digits-... --attacks clean,pgd20,square --set square_queries=1000
       robustzoo eval runs/at-digits-... --eps-sweep 0,0.05,0.1,0.2 --plot curve.png
     """
+    # deferred: these import torch (see the top of this module)
     from ..api import evaluate
-    from ..evaluate import parse_attack_options, results_table, sweep_table
-    from ..health import health_table
+    from ..eval import parse_attack_options
     from ..objectives import parse_number
 
     eps_v = None
@@ -256,11 +265,12 @@ def eval_cmd(model, suite, attacks, n, eps, seed, cascade, eps_sweep, plot, sets
             eps_v = parse_number(eps)
         except (ValueError, ZeroDivisionError):
             raise UsageError(f"--eps {eps!r} is not a number (e.g. 0.1 or 8/255)") from None
-    report = evaluate(model, attacks, n=n, eps=eps_v, seed=seed, batch_size=batch_size, device=device,
-                      data_dir=data_dir, show_progress=True, revision=revision, endpoint=endpoint,
-                      cache_dir=cache_dir, suite=suite, cascade=cascade, options=parse_attack_options(sets),
-                      eps_sweep=eps_sweep, plot=plot, health=not no_health, resume=not no_resume,
-                      precision=precision)
+    with RichProgress() as bars:
+        report = evaluate(model, attacks, n=n, eps=eps_v, seed=seed, batch_size=batch_size, device=device,
+                          data_dir=data_dir, progress=bars, revision=revision, endpoint=endpoint,
+                          cache_dir=cache_dir, suite=suite, cascade=cascade, options=parse_attack_options(sets),
+                          eps_sweep=eps_sweep, plot=plot, health=not no_health, resume=not no_resume,
+                          precision=precision)
     if plot:
         err.print(f"wrote {plot}")
     if json_out == "-":
@@ -296,7 +306,7 @@ def push(run_dir, repo_id, endpoint, token, private, alias, license_, as_json) -
       robustzoo eval runs/cat-cw-wrn34 --suite paper
       robustzoo push runs/cat-cw-wrn34 --repo-id my-org/cat-cw-wrn34 --alias cat-cw-wrn34
     """
-    from ..hub import push as push_run
+    from ..hub import push as push_run  # deferred: imports torch
 
     res = push_run(run_dir, repo_id, endpoint=endpoint, token=token, private=private, alias=alias,
                    license=license_)
@@ -338,7 +348,7 @@ def pull(name, revision, endpoint, cache_dir, token, expect, as_json) -> None:
       robustzoo pull hf-hub:my-org/cat-cw-wrn34@0123456789abcdef0123456789abcdef01234567
       robustzoo pull hf-hub:my-org/cat-cw-wrn34@<sha> --expect-sha256 <sha256 of model.safetensors>
     """
-    from ..hub import pull_model
+    from ..hub import pull_model  # deferred: imports torch
 
     pins = dict(e.split("=", 1) if "=" in e else ("model.safetensors", e) for e in expect)
     res = pull_model(name, revision=revision, endpoint=endpoint, cache_dir=cache_dir, token=token, verify=True,
@@ -393,8 +403,6 @@ def list_cmd(kind: str, pattern: str | None, as_json: bool) -> None:
       robustzoo list attacks 'pgd*'
       robustzoo list recipes cat --json
     """
-    from ..plugins import registry
-
     reg = registry(kind)
     rows = [dict(_describe(kind, n, reg.get(n)), plugin=reg.owner(n)) for n in reg.list(pattern)]
     if as_json:
@@ -415,10 +423,6 @@ def list_cmd(kind: str, pattern: str | None, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 def plugins(as_json: bool) -> None:
     """List loaded plugins: distribution, version and what each registered."""
-    from dataclasses import asdict
-
-    from ..plugins import plugin_infos
-
     infos = plugin_infos()
     if as_json:
         click.echo(json.dumps([asdict(i) for i in infos], indent=2))
@@ -434,13 +438,11 @@ def plugins(as_json: bool) -> None:
 
 def env_info() -> dict[str, Any]:
     """Versions, device and plugins, for bug reports."""
+    # deferred: heavy libraries that only this command needs
     import huggingface_hub
     import safetensors
     import timm
     import torch
-
-    from .. import __version__
-    from ..plugins import plugin_infos
 
     cuda = torch.cuda.is_available()
     return {
@@ -479,9 +481,3 @@ def env(as_json: bool) -> None:
             v = ", ".join(map(str, v)) or "-"
         t.add_row(k, str(v))
     stdout.print(t)
-
-
-# leaderboard, export robustbench, zoo publish (their own module: robustzoo/cli/zoo_commands.py).
-from .zoo_commands import register as _register_zoo_commands  # noqa: E402
-
-_register_zoo_commands(cli)

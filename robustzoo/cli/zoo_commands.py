@@ -1,6 +1,6 @@
 """Commands around the zoo: ``leaderboard``, ``export robustbench`` and ``zoo publish``.
 
-Registered on the main group by :func:`register` (called from ``commands.py``). Heavy
+Registered on the main group by :func:`register` (called from ``robustzoo.cli``). Heavy
 imports (torch, timm, huggingface_hub) happen inside the commands, so ``robustzoo --help``
 does not pay for them.
 """
@@ -14,13 +14,10 @@ from typing import Any
 import click
 
 from ..errors import UsageError
-
-CONTEXT = dict(help_option_names=["-h", "--help"], max_content_width=100)
+from .commands import CONTEXT, err, stdout
 
 
 def _consoles():
-    from .commands import err, stdout
-
     return stdout, err
 
 

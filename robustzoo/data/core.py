@@ -129,6 +129,21 @@ class TensorData:
             yield x, self.y[rows], self.index[rows]
 
 
+def select_examples(data: TensorData, n: int | None, seed: int = 0) -> TensorData:
+    """The first ``n`` examples of a seeded permutation (all, in order, when n is None).
+
+    The chosen rows keep their order in ``data``, so the same ``(n, seed)`` picks the same
+    examples on every device and in every command (evaluation, figures).
+    """
+    if n is None or n >= len(data):
+        return data
+    if n < 1:
+        raise UsageError(f"--n must be at least 1, got {n}")
+    g = torch.Generator().manual_seed(seed)
+    rows = torch.randperm(len(data), generator=g)[:n].sort().values
+    return data.take(rows.to(data.x.device))
+
+
 def crop_flip(x: torch.Tensor, generator: torch.Generator | None = None, pad: int = 4) -> torch.Tensor:
     """Random ``pad``-pixel translation (zero padding) and horizontal flip, batched on device."""
     b, _, h, w = x.shape

@@ -27,7 +27,10 @@ IDX_NAMES = {
 
 
 def _t(x: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(x))
+    # IDX files are read with np.frombuffer (read-only memory): copy those, so torch never
+    # warns about (or writes through) a non-writable array.
+    x = np.ascontiguousarray(x)
+    return torch.from_numpy(x if x.flags.writeable else x.copy())
 
 
 def load_digits(data_dir: Path | None, download: bool):
@@ -35,6 +38,7 @@ def load_digits(data_dir: Path | None, download: bool):
 
     The split is a fixed permutation (seed 0), identical on every machine.
     """
+    # deferred: scikit-learn is slow to import, and only this dataset needs it
     from sklearn.datasets import load_digits as sk_digits
 
     d = sk_digits()
@@ -77,7 +81,7 @@ def _idx_dataset(name: str, tv_class: str, dirs: list[Path], data_dir: Path | No
                  hint: str):
     found = {k: _find_idx(dirs, k) for k in IDX_NAMES}
     if not all(found.values()) and download and data_dir is not None:
-        import torchvision.datasets as tvd
+        import torchvision.datasets as tvd  # deferred: slow to import, needed only to download
 
         try:
             getattr(tvd, tv_class)(root=str(data_dir), train=True, download=True)
@@ -156,7 +160,7 @@ def _load_cifar(name: str, data_dir: Path | None, download: bool):
     folder = root / info["folder"]
     files = info["train"] + info["test"]
     if not all((folder / f).is_file() for f in files) and download:
-        import torchvision.datasets as tvd
+        import torchvision.datasets as tvd  # deferred: slow to import, needed only to download
 
         try:  # torchvision downloads and checks the archive's md5
             getattr(tvd, info["tv"])(root=str(root), train=True, download=True)

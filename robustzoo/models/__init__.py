@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import torch.nn as nn
 
 from ..errors import NotFoundError, UsageError, did_you_mean
+from ..plugins import declare_entry_type, registry
 from .nets import CNNMnist, Normalize, Normalized, PreActResNet18, SmallCNN, WideResNet
 
 __all__ = ["ArchitectureSpec", "build_model", "Normalize", "Normalized", "PreActResNet18",
@@ -29,6 +30,16 @@ class ArchitectureSpec:
     extra: dict = field(default_factory=dict)
 
 
+def _architecture_entry(entry: ArchitectureSpec | str, factory: Callable[..., nn.Module] | None = None,
+                        **info: object) -> ArchitectureSpec:
+    """``register(ArchitectureSpec(...))`` or the shorthand ``register(name, factory, **info)``."""
+    if isinstance(entry, ArchitectureSpec):
+        return entry
+    return ArchitectureSpec(name=entry, factory=factory, **info)
+
+
+declare_entry_type("architectures", _architecture_entry)
+
 TIMM_PREFIX = "timm/"
 
 
@@ -47,14 +58,12 @@ def build_model(
     Raises:
         NotFoundError: unknown name, with close matches from both registries.
     """
-    from ..plugins import registry
-
     reg = registry("architectures")
     if arch in reg:
         spec = reg.get(arch)
         return spec.factory(num_classes=num_classes, in_chans=in_chans, input_size=tuple(input_size),
                             mean=tuple(mean), std=tuple(std), **kwargs)
-    import timm
+    import timm  # deferred: slow to import, and only timm/<name> architectures need it
 
     name = arch[len(TIMM_PREFIX):] if arch.startswith(TIMM_PREFIX) else None
     if name and timm.is_model(name):

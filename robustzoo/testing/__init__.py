@@ -12,13 +12,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+# The helpers import torch and the training loop inside their bodies, so that a pytest run
+# that loads ``robustzoo.testing.fixtures`` (this package) does not pay for them at collection.
+
 TINY = dict(dataset="digits", subset=400, epochs=1, batch_size=64, steps=3, val_steps=2,
             eval_n=64, seed=0)
 
 
 def train_tiny(out: str | Path, objective: str = "at", **settings: Any) -> tuple[Path, dict[str, Any]]:
     """Train ``objective`` on 400 digits for one epoch with 3-step PGD into ``out``."""
-    from ..train import train
+    from ..api import train  # deferred: torch (see above)
 
     merged = dict(TINY)
     merged.update(settings)
@@ -31,23 +34,24 @@ def check_objective(name: str, workdir: str | Path, **settings: Any) -> dict[str
     Trains two epochs straight and one epoch + ``--resume``; both must end with identical
     classifier weights, extra modules and state tensors; the run must load and evaluate.
     """
-    import torch
+    import torch  # deferred, as the imports below (see above)
 
     from ..api import evaluate, load
+    from ..config import TrainConfig
     from ..runs import AUX_FILE, LAST_FILE, read_weights
     from ..train import Trainer, build_config
 
     workdir = Path(workdir)
     opts = dict(TINY, epochs=2)
     opts.update(settings)
-    fields = set(__import__("robustzoo.config", fromlist=["TrainConfig"]).TrainConfig.__dataclass_fields__)
+    fields = set(TrainConfig.__dataclass_fields__)
     cfg = build_config(name, None, {k: v for k, v in opts.items() if k not in fields},
                        **{k: v for k, v in opts.items() if k in fields})
-    full = Trainer(cfg, workdir / "full", show_progress=False)
+    full = Trainer(cfg, workdir / "full")
     report = full.fit()
-    part = Trainer(cfg, workdir / "part", show_progress=False)
+    part = Trainer(cfg, workdir / "part")
     assert part.fit(until_epoch=1) is None
-    resumed = Trainer(cfg, workdir / "part", resume=True, show_progress=False)
+    resumed = Trainer(cfg, workdir / "part", resume=True)
     resumed.fit()
     a, _ = read_weights(workdir / "full" / LAST_FILE)
     b, _ = read_weights(workdir / "part" / LAST_FILE)

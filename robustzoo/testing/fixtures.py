@@ -29,6 +29,7 @@ from typing import Any
 
 import pytest
 
+from .. import plugins
 from ..hookspecs import hookimpl
 from .hub_server import HubServer
 
@@ -38,7 +39,7 @@ TEST_TOKEN = "robustzoo-test-token"
 @pytest.fixture
 def hub_client_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     """Point huggingface_hub at nothing but explicit endpoints: no Xet, no telemetry, online."""
-    import huggingface_hub
+    import huggingface_hub  # deferred: slow to import, and only these fixtures need it
 
     monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")
     monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
@@ -70,7 +71,7 @@ def hf_cache(tmp_path: Path) -> Path:
 @pytest.fixture
 def hub_offline(monkeypatch: pytest.MonkeyPatch) -> None:
     """``HF_HUB_OFFLINE=1`` semantics for this test (the constant huggingface_hub reads)."""
-    import huggingface_hub
+    import huggingface_hub  # deferred: slow to import, and only these fixtures need it
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
@@ -103,8 +104,6 @@ class _RecipePlugin:
 @pytest.fixture
 def zoo_plugin() -> Iterator[Callable[..., None]]:
     """``zoo_plugin(entry, ...)`` registers zoo entries (ZooEntry or dicts) for this test."""
-    from .. import plugins
-
     names: list[str] = []
 
     def register(*entries: Any) -> None:

@@ -26,7 +26,8 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from .errors import RunError
+from ..errors import RunError
+from ..runs import read_weights, save_weights
 
 FLAGS_FILE = "eval_flags.safetensors"
 FORMAT = 1
@@ -71,8 +72,6 @@ class FlagStore:
             self._load()
 
     def _load(self) -> None:
-        from .runs import read_weights
-
         try:
             tensors, meta = read_weights(self.path)
             info = json.loads(meta.get("robustzoo.eval_flags", "{}"))
@@ -116,8 +115,6 @@ class FlagStore:
         """Write the file atomically (no-op for an in-memory store)."""
         if self.path is None:
             return
-        from .runs import save_weights
-
         tensors = dict(self.tensors, index=self.index)
         save_weights(self.path, tensors, {"eval_flags": json.dumps(
             {"header": self.header, "entries": self.entries})})

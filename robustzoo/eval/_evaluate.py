@@ -2,8 +2,8 @@
 
 Every attack runs on the model in eval mode on [0,1] inputs. Per-example correctness is kept
 for each attack, so the worst case over attacks is exact (an example counts as robust only if
-every attack failed on it), and it is saved (:mod:`robustzoo.flagstore`) so an interrupted
-evaluation resumes where it stopped.
+every attack failed on it), and it is saved (:class:`robustzoo.eval.FlagStore`) so an
+interrupted evaluation resumes where it stopped.
 
 Which examples an attack runs on:
 
@@ -20,31 +20,26 @@ Which examples an attack runs on:
 
 from __future__ import annotations
 
-import math
-import sys
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn as nn
 
-from .attacks import AttackContext
-from .data import TensorData
-from .errors import UsageError
-from .flagstore import FlagStore, model_fingerprint
-
-
-def wilson_interval(correct: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95% Wilson score interval of a proportion ``correct / n`` (as fractions)."""
-    if n == 0:
-        return (0.0, 1.0)
-    p = correct / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return (max(0.0, centre - half), min(1.0, centre + half))
+from ..attacks import AttackContext
+from ..attacks.autoattack import capture_notes
+from ..data import TensorData, select_examples
+from ..errors import UsageError, did_you_mean
+from ..fast import autocast_dtype
+from ..plugins import registry
+from ..progress import Progress
+from . import _health
+from ._flagstore import FlagStore, model_fingerprint
+from ._stats import wilson_interval
+from ._sweep import run_sweep
 
 
 @dataclass
@@ -87,24 +82,13 @@ class AttackResult:
         return out
 
 
-def select_examples(data: TensorData, n: int | None, seed: int = 0) -> TensorData:
-    """The first ``n`` examples of a seeded permutation (all, in order, when n is None)."""
-    if n is None or n >= len(data):
-        return data
-    if n < 1:
-        raise UsageError(f"--n must be at least 1, got {n}")
-    g = torch.Generator().manual_seed(seed)
-    rows = torch.randperm(len(data), generator=g)[:n].sort().values
-    return data.take(rows.to(data.x.device))
-
-
 def _batch_seed(seed: int, start: int) -> int:
     """A seed per batch (by its first example), so a resumed attack redraws the same noise."""
     return (int(seed) * 1_000_003 + int(start)) % (2**63 - 1)
 
 
 def run_attack(model: nn.Module, data: TensorData, spec: Any, ctx: AttackContext,
-               batch_size: int = 256, progress: Any = None, only: torch.Tensor | None = None, *,
+               batch_size: int = 256, progress: Progress | None = None, only: torch.Tensor | None = None, *,
                resume: tuple[torch.Tensor, torch.Tensor] | None = None, checkpoint: Any = None,
                label: str | None = None) -> AttackResult:
     """Run one registered attack over ``data``; returns per-example correctness.
@@ -115,10 +99,8 @@ def run_attack(model: nn.Module, data: TensorData, spec: Any, ctx: AttackContext
         resume: ``(flags, done)`` from an interrupted run: batches whose examples are all
             ``done`` are skipped and keep their flags.
         checkpoint: ``checkpoint(flags, attacked, done)`` called after every batch.
-        label: progress-bar text (default: the attack's name).
+        label: the task's name in ``progress`` events (default: the attack's name).
     """
-    from .attacks.autoattack import capture_notes
-
     model.eval()
     n = len(data)
     attacked = torch.ones(n, dtype=torch.bool) if only is None else only.detach().cpu().bool().clone()
@@ -128,8 +110,9 @@ def run_attack(model: nn.Module, data: TensorData, spec: Any, ctx: AttackContext
         flags, done = resume[0].clone().bool(), resume[1].clone().bool()
     t0 = time.perf_counter()
     bs = spec.batch_size or batch_size
-    task = (progress.add_task(label or spec.name, total=n, completed=int(done.sum()))
+    task = (progress.task_start(label or spec.name, total=n, completed=int(done.sum()))
             if progress is not None else None)
+    completed = int(done.sum())
     start = 0
     with capture_notes() as notes:
         for x, y, _ in data.batches(bs):
@@ -149,10 +132,13 @@ def run_attack(model: nn.Module, data: TensorData, spec: Any, ctx: AttackContext
                 part[todo] = ok
                 flags[sl] = part
             done[sl] = True
+            completed += len(y)
             if task is not None:
-                progress.advance(task, len(y))
+                progress.task_update(task, completed)
             if checkpoint is not None:
                 checkpoint(flags, attacked, done)
+    if task is not None:
+        progress.task_end(task)
     return AttackResult(attack=spec.name, correct=int(flags.sum()), n=n, settings=spec.settings(ctx),
                         seconds=time.perf_counter() - t0, flags=flags, attacked=attacked,
                         kind=getattr(spec, "kind", "white-box"), notes=list(notes))
@@ -160,7 +146,7 @@ def run_attack(model: nn.Module, data: TensorData, spec: Any, ctx: AttackContext
 
 def run_keyed(model: nn.Module, data: TensorData, spec: Any, ctx: AttackContext, store: FlagStore,
               key: str, only: torch.Tensor | None, after: list[str], batch_size: int = 256,
-              progress: Any = None, label: str | None = None) -> AttackResult:
+              progress: Progress | None = None, label: str | None = None) -> AttackResult:
     """:func:`run_attack` with its outcome saved under ``key`` and reused when it matches."""
     settings = spec.settings(ctx)
     saved = store.get(key, settings, after)
@@ -192,7 +178,7 @@ def run_keyed(model: nn.Module, data: TensorData, spec: Any, ctx: AttackContext,
 
 def evaluate_model(model: nn.Module, data: TensorData, attacks: list[str], *, eps: float, alpha: float,
                    num_classes: int, n: int | None = None, seed: int = 0, batch_size: int = 256,
-                   device: str | torch.device = "cpu", show_progress: bool = True, cascade: bool = False,
+                   device: str | torch.device = "cpu", progress: Progress | None = None, cascade: bool = False,
                    flags_path: str | Path | None = None, options: dict[str, Any] | None = None,
                    health: bool = True, eps_sweep: list[float] | None = None,
                    sweep_attack: str | None = None, checkpoint_interval: float = 10.0) -> dict[str, Any]:
@@ -201,18 +187,17 @@ def evaluate_model(model: nn.Module, data: TensorData, attacks: list[str], *, ep
     Args:
         attacks: registered attack names, in order ('clean' adds the clean row).
         n, seed: evaluate the first ``n`` of a seeded permutation of ``data`` (None: all).
+        progress: receives a task per attack, and a note when saved outcomes are not
+            reused (:class:`robustzoo.progress.Progress`; None: silent).
         cascade: attack only what every earlier attack failed on (see the module docstring).
         flags_path: where per-example outcomes are saved and resumed from (None: not saved).
         options: attack options put in ``AttackContext.options`` (kappa, square_queries, ...).
-        health: run the gradient-masking checks (:mod:`robustzoo.health`) and mark suspect rows.
-        eps_sweep: also measure accuracy at each of these ε (:mod:`robustzoo.sweep`) with
-            ``sweep_attack`` (default: the first non-clean attack, else pgd20).
+        health: run the gradient-masking checks (:func:`robustzoo.eval.apply_health`) and mark
+            suspect rows.
+        eps_sweep: also measure accuracy at each of these ε (:func:`robustzoo.eval.run_sweep`)
+            with ``sweep_attack`` (default: the first non-clean attack, else pgd20).
         checkpoint_interval: seconds between mid-attack saves of ``flags_path``.
     """
-    from . import health as health_mod
-    from .fast import autocast_dtype
-    from .plugins import registry
-
     reg = registry("attacks")
     names = list(dict.fromkeys(attacks))
     specs = [reg.get(a) for a in names]  # fail fast on a misspelled name
@@ -232,64 +217,55 @@ def evaluate_model(model: nn.Module, data: TensorData, attacks: list[str], *, ep
     # Attack options (kappa, square_queries, ...) are not in the header: each attack's settings,
     # which name the options it uses, are compared entry by entry instead.
     store = FlagStore(flags_path, header, data.index, min_interval=checkpoint_interval)
-    if store.discarded and show_progress:
-        sys.stderr.write(f"{flags_path}: not reused ({store.discarded}); evaluating afresh\n")
+    if store.discarded and progress is not None:
+        progress.note(f"{flags_path}: not reused ({store.discarded}); evaluating afresh")
     clean_spec = reg.get("clean")
     results: list[AttackResult] = []
-    progress = _progress() if show_progress else None
-    if progress is not None:
-        progress.start()
-    try:
-        clean = run_keyed(model, data, clean_spec, ctx, store, "clean", None, [], batch_size, progress)
-        running = clean.flags.clone()
-        chain = ["clean"]
-        for spec in specs:
-            if spec.name == "clean":
-                results.append(clean)
-                continue
-            only = running if cascade else clean.flags
-            after = list(chain) if cascade else ["clean"]
-            key = spec.name if not cascade or len(after) == 1 else f"{spec.name}<{'+'.join(after[1:])}"
-            comps = getattr(spec.run, "components", None)
-            if comps:
-                sub_only, sub_after, parts = only, list(after), []
-                for c in comps:
-                    ckey = f"{key}/{c}"
-                    r = run_keyed(model, data, reg.get(c), ctx, store, ckey, sub_only, sub_after,
-                                  batch_size, progress, label=f"{spec.name}: {c}")
-                    r.flags = r.flags & sub_only
-                    r.correct = int(r.flags.sum())
-                    parts.append(r)
-                    sub_only, sub_after = r.flags, sub_after + [ckey]
-                res = AttackResult(attack=spec.name, correct=int(sub_only.sum()), n=len(data),
-                                   settings=spec.settings(ctx), seconds=sum(p.seconds for p in parts),
-                                   flags=sub_only.clone(), attacked=only.clone(), kind=spec.kind,
-                                   components=parts, notes=[m for p in parts for m in p.notes],
-                                   resumed=all(p.resumed for p in parts))
-            else:
-                res = run_keyed(model, data, spec, ctx, store, key, only, after, batch_size, progress)
-            res.cascaded = cascade and len(after) > 1
-            res.after = after
-            results.append(res)
-            if cascade:
-                running = running & res.flags
-                chain.append(key)
-        sweep_rows = None
-        if eps_sweep:
-            from .sweep import run_sweep
-
-            sweep_rows = run_sweep(model, data, sweep_spec, ctx, list(eps_sweep), clean.flags, store,
-                                   batch_size, progress)
-        probes = None
-        if health:
-            # ε = 0 probe: the cheapest white-box attack of the list (PGD family first).
-            white = [s for s in specs if s.kind == "white-box" and not getattr(s.run, "components", None)]
-            probe_spec = next((s for s in white if s.name in ("fgsm", "pgd", "pgd20", "cw", "pgd100")),
-                              white[0] if white else None)
-            probes = _probes(model, data, ctx, probe_spec, seed, batch_size)
-    finally:
-        if progress is not None:
-            progress.stop()
+    clean = run_keyed(model, data, clean_spec, ctx, store, "clean", None, [], batch_size, progress)
+    running = clean.flags.clone()
+    chain = ["clean"]
+    for spec in specs:
+        if spec.name == "clean":
+            results.append(clean)
+            continue
+        only = running if cascade else clean.flags
+        after = list(chain) if cascade else ["clean"]
+        key = spec.name if not cascade or len(after) == 1 else f"{spec.name}<{'+'.join(after[1:])}"
+        comps = getattr(spec.run, "components", None)
+        if comps:
+            sub_only, sub_after, parts = only, list(after), []
+            for c in comps:
+                ckey = f"{key}/{c}"
+                r = run_keyed(model, data, reg.get(c), ctx, store, ckey, sub_only, sub_after,
+                              batch_size, progress, label=f"{spec.name}: {c}")
+                r.flags = r.flags & sub_only
+                r.correct = int(r.flags.sum())
+                parts.append(r)
+                sub_only, sub_after = r.flags, sub_after + [ckey]
+            res = AttackResult(attack=spec.name, correct=int(sub_only.sum()), n=len(data),
+                               settings=spec.settings(ctx), seconds=sum(p.seconds for p in parts),
+                               flags=sub_only.clone(), attacked=only.clone(), kind=spec.kind,
+                               components=parts, notes=[m for p in parts for m in p.notes],
+                               resumed=all(p.resumed for p in parts))
+        else:
+            res = run_keyed(model, data, spec, ctx, store, key, only, after, batch_size, progress)
+        res.cascaded = cascade and len(after) > 1
+        res.after = after
+        results.append(res)
+        if cascade:
+            running = running & res.flags
+            chain.append(key)
+    sweep_rows = None
+    if eps_sweep:
+        run = partial(run_keyed, model, data, store=store, batch_size=batch_size, progress=progress)
+        sweep_rows = run_sweep(run, sweep_spec, ctx, list(eps_sweep), clean.flags)
+    probes = None
+    if health:
+        # ε = 0 probe: the cheapest white-box attack of the list (PGD family first).
+        white = [s for s in specs if s.kind == "white-box" and not getattr(s.run, "components", None)]
+        probe_spec = next((s for s in white if s.name in ("fgsm", "pgd", "pgd20", "cw", "pgd100")),
+                          white[0] if white else None)
+        probes = _probes(model, data, ctx, probe_spec, seed, batch_size)
     robust = [r for r in results if r.attack != "clean"]
     out: dict[str, Any] = {"eps": eps, "alpha": alpha, "n": len(data), "seed": seed,
                            "num_classes": num_classes, "mode": "cascade" if cascade else "standalone",
@@ -311,101 +287,20 @@ def evaluate_model(model: nn.Module, data: TensorData, attacks: list[str], *, ep
         if reused:
             out["resumed"] = reused
     if health:
-        health_mod.apply(out, {r.attack: r.flags for r in results}, probes)
+        _health.apply(out, {r.attack: r.flags for r in results}, probes)
     return out
 
 
 def _probes(model: nn.Module, data: TensorData, ctx: AttackContext, spec: Any, seed: int,
             batch_size: int) -> dict[str, Any]:
     """The health probes on a seeded sample of the evaluated examples."""
-    from . import health as health_mod
-    from .attacks.autoattack import capture_notes
-
-    sample = select_examples(data, int(health_mod.THRESHOLDS["probe_n"]), seed + 1)
+    sample = select_examples(data, int(_health.THRESHOLDS["probe_n"]), seed + 1)
     x, y, _ = next(iter(sample.batches(len(sample))))
     with capture_notes() as notes:  # the ε = 0 probe may be an AutoAttack component
-        out = health_mod.run_probes(model, x, y, ctx, spec, batch_size=batch_size)
+        out = _health.run_probes(model, x, y, ctx, spec, batch_size=batch_size)
     if notes:
         out["notes"] = notes
     return out
-
-
-def _progress():
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-                    console=Console(file=sys.stderr), transient=True, disable=not sys.stderr.isatty())
-
-
-def _ci(r: dict[str, Any]) -> str:
-    lo, hi = r["ci95"]
-    return f"{100 * lo:.1f}–{100 * hi:.1f}"
-
-
-def results_table(report: dict[str, Any], title: str = "Evaluation"):
-    """A rich Table of an eval.json dictionary (health summary in the caption)."""
-    from rich.table import Table
-
-    t = Table(title=title)
-    for col in ("attack", "accuracy", "95% CI", "n", "settings"):
-        t.add_column(col, justify="right" if col in ("accuracy", "n") else "left")
-    for r in report["results"]:
-        sett = ", ".join(f"{k}={_fmt(v, k in PIXEL_KEYS)}" for k, v in r.get("settings", {}).items())
-        label = r["attack"] + (" [dim](cascaded)[/dim]" if r.get("cascaded") else "")
-        label += " [red](suspect)[/red]" if r.get("suspect") else ""
-        t.add_row(label, f"{100 * r['accuracy']:.2f}%", _ci(r), str(r["n"]), sett)
-        for c in r.get("components", []):
-            t.add_row(f"  [dim]after {c['attack']}[/dim]", f"[dim]{100 * c['accuracy']:.2f}%[/dim]",
-                      f"[dim]{_ci(c)}[/dim]", f"[dim]{c['n']}[/dim]", "[dim]running worst case[/dim]")
-    if "worst_case" in report:
-        w = report["worst_case"]
-        label = "[bold]worst case[/bold]" + (" [red](suspect)[/red]" if w.get("suspect") else "")
-        t.add_row(label, f"{100 * w['accuracy']:.2f}%", _ci(w), str(w["n"]),
-                  "per example, over " + ",".join(w["attacks"]))
-    h = report.get("health")
-    if h:
-        if h.get("flagged"):
-            t.caption = (f"[red]health: suspect[/red] — {', '.join(h['flagged'])} flagged (possible "
-                         "gradient masking); see the health table / eval.json")
-        else:
-            skipped = sum(c["status"] == "skipped" for c in h.get("checks", []))
-            t.caption = "health: no sign of gradient masking" + (f" ({skipped} checks skipped)" if skipped else "")
-    return t
-
-
-def sweep_table(report: dict[str, Any]):
-    """A rich Table of ``report['eps_sweep']``."""
-    from rich.table import Table
-
-    t = Table(title=f"accuracy vs ε ({report.get('eps_sweep_attack', '')}, cascaded over ε)")
-    for col in ("ε", "accuracy", "95% CI", "n"):
-        t.add_column(col, justify="right")
-    for r in report.get("eps_sweep", []):
-        t.add_row(_fmt(float(r["eps"]), True) if r["eps"] else "0", f"{100 * r['accuracy']:.2f}%", _ci(r), str(r["n"]))
-    return t
-
-
-#: Settings on the [0,1] pixel scale, shown as k/255 when they are whole multiples of 1/255.
-PIXEL_KEYS = ("eps", "alpha")
-
-
-def _fmt(v: Any, pixels: bool = False) -> str:
-    if isinstance(v, float):
-        # 8/255 reads better than 0.0314, but 0.2 better than 51/255: fractions only when
-        # the decimal is not short.
-        if pixels and 0 < v < 1 and abs(v * 255 - round(v * 255)) < 1e-5 and abs(v - round(v, 3)) > 1e-9:
-            return f"{round(v * 255)}/255"
-        return f"{v:g}"
-    return str(v)
 
 
 #: Options an evaluation passes to the attacks (``--set KEY=VALUE`` on ``robustzoo eval``).
@@ -418,8 +313,6 @@ ATTACK_OPTIONS: dict[str, tuple[type, str]] = {
 
 def parse_attack_options(pairs: dict[str, str] | list[str] | tuple[str, ...]) -> dict[str, Any]:
     """Typed attack options from ``KEY=VALUE`` strings (or a dict); unknown keys are errors."""
-    from .errors import did_you_mean
-
     if not isinstance(pairs, dict):
         items = {}
         for p in pairs:

@@ -9,24 +9,32 @@ therefore monotone by construction. The step size scales with ε (α·ε'/ε, th
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn as nn
+
+from ..errors import UsageError
+from ..runs import atomic_path
+from ._stats import wilson_interval
 
 
-def run_sweep(model: nn.Module, data: Any, spec: Any, ctx: Any, eps_values: list[float],
-              clean_flags: torch.Tensor, store: Any, batch_size: int = 256, progress: Any = None
-              ) -> list[dict[str, Any]]:
+def run_sweep(run: Callable[..., Any], spec: Any, ctx: Any, eps_values: list[float],
+              clean_flags: torch.Tensor) -> list[dict[str, Any]]:
     """Accuracy under ``spec`` at each ε (ascending, cascaded; see the module docstring).
+
+    Args:
+        run: ``run(spec, ctx, key=, only=, after=, label=)`` runs one attack on the examples
+            in the bool mask ``only`` and returns its result (``.flags``: still correct);
+            the evaluation passes :func:`robustzoo.eval.run_keyed` bound to its model,
+            examples and flag store, so every ε is saved and resumed like any attack.
+        clean_flags: the examples classified correctly without an attack.
 
     Returns:
         ``[{"eps", "accuracy", "correct", "n", "ci95", "alpha"}]`` in ε order.
     """
-    from .evaluate import run_keyed, wilson_interval
-
     rows = []
     robust = clean_flags.clone()
     after = ["clean"]
@@ -37,8 +45,7 @@ def run_sweep(model: nn.Module, data: Any, spec: Any, ctx: Any, eps_values: list
         else:
             ctx_e = replace(ctx, eps=float(e), alpha=float(alpha))
             key = f"sweep/{spec.name}@{e!r}"
-            res = run_keyed(model, data, spec, ctx_e, store, key, robust, after, batch_size, progress,
-                            label=f"{spec.name} @ ε={e:.4g}")
+            res = run(spec, ctx_e, key=key, only=robust, after=after, label=f"{spec.name} @ ε={e:.4g}")
             flags = res.flags
             after = after + [key]
         robust = robust & flags
@@ -53,11 +60,9 @@ def run_sweep(model: nn.Module, data: Any, spec: Any, ctx: Any, eps_values: list
 def plot_sweep(report: dict[str, Any], path: str | Path, title: str | None = None) -> Path:
     """Write an accuracy-vs-ε PNG of ``report['eps_sweep']`` (atomically; matplotlib Agg)."""
     # A Figure with its own Agg canvas: no pyplot, no global backend state, no display needed.
+    # Deferred: matplotlib is slow to import and only --plot needs it.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
-
-    from .errors import UsageError
-    from .runs import atomic_path
 
     rows = report.get("eps_sweep") or []
     if not rows:

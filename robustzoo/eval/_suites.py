@@ -17,7 +17,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .errors import NotFoundError, UsageError, did_you_mean
+from ..errors import NotFoundError, UsageError, did_you_mean
+from ..objectives import parse_number
 
 
 @dataclass(frozen=True)
@@ -70,8 +71,6 @@ def resolve(suite: str | None, attacks: str | list[str] | tuple[str, ...] | None
 
 def parse_eps_list(text: str | list[float] | tuple[float, ...]) -> list[float]:
     """Parse '0,2/255,4/255,8/255' into sorted unique floats on the [0,1] scale."""
-    from .objectives import parse_number
-
     if isinstance(text, (list, tuple)):
         values = [float(v) for v in text]
     else:

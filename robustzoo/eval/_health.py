@@ -47,6 +47,10 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from ..attacks import ce_loss, pgd
+from ..plugins import registry
+from ._stats import wilson_interval
+
 THRESHOLDS: dict[str, float] = {
     "pgd_vs_apgd_gap": 0.05,
     "blackbox_share": 0.01,
@@ -67,12 +71,6 @@ CE_ATTACKS = ("fgsm", "pgd", "pgd20", "pgd100", "apgd-ce")
 #: Attacks on scale-invariant / targeted losses that CE masking does not fool.
 STRONG_ATTACKS = ("apgd-dlr", "apgd-t", "autoattack")
 GRADIENT_KINDS = ("white-box", "ensemble")
-
-
-def _wilson(correct: int, n: int) -> tuple[float, float]:
-    from .evaluate import wilson_interval
-
-    return wilson_interval(correct, n)
 
 
 def _check(name: str, status: str, explanation: str, evidence: dict[str, Any] | None = None,
@@ -356,12 +354,7 @@ def run_probes(model: nn.Module, x: torch.Tensor, y: torch.Tensor, ctx: Any, att
         scale-invariant DLR loss, so CE-only masking (saturated softmax) is told apart from
         masking every gradient attack suffers (quantisation).
     """
-    from .attacks import ce_loss, pgd
-    from .evaluate import wilson_interval
-
     if attack is None:
-        from .plugins import registry
-
         attack = registry("attacks").get("pgd20")
     model.eval()
     n = len(y)
@@ -414,19 +407,3 @@ def run_probes(model: nn.Module, x: torch.Tensor, y: torch.Tensor, ctx: Any, att
                             "correct": int(both.sum()), "accuracy": round(float(both.float().mean()), 6),
                             "ci95": [round(lo, 6), round(hi, 6)], "by_loss": per_loss}
     return out
-
-
-def health_table(report: dict[str, Any]):
-    """A rich Table of ``report['health']``: one row per check."""
-    from rich.table import Table
-
-    h = report.get("health") or {}
-    status = h.get("status", "not run")
-    colour = {"suspect": "red", "passed": "green"}.get(status, "yellow")
-    t = Table(title=f"gradient-masking health: [{colour}]{status}[/{colour}]")
-    for col in ("check", "status", "finding"):
-        t.add_column(col, overflow="fold")
-    style = {"flagged": "[red]flagged[/red]", "passed": "[green]passed[/green]", "skipped": "[dim]skipped[/dim]"}
-    for c in h.get("checks", []):
-        t.add_row(c["name"], style.get(c["status"], c["status"]), c["explanation"])
-    return t
