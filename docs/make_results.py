@@ -274,7 +274,7 @@ def cards(runs: dict[str, list[dict[str, Any]]]) -> list[str]:
         # and the commands that trained and evaluated it (its numbers are documented on PAGE).
         text = render_run_card(r["config"], report, repo_id=None, files=files,
                                name=f"{stem}-run ({r['dir'].name}, reduced protocol)",
-                               source_url="../../docs/results.md")
+                               source_url="../../docs/results.md", metrics=r["metrics"])
         out = CARDS / f"{stem}-run.md"
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_suffix(".md.tmp")

@@ -384,10 +384,55 @@ def _health_section(report: Mapping[str, Any]) -> str:
     return "\n\n".join(parts)
 
 
+def _optimizers_section(optimizers: Mapping[str, Any] | None) -> str:
+    """One row per trained module: its optimiser and base lr (the schedule scales each one)."""
+    if not optimizers:
+        return ""
+    rows = [(f"`{name}`" if name != "model" else "classifier", o.get("optimizer", "?"), _fmt_value(o.get("lr")),
+             _fmt_value(o.get("momentum")), _fmt_value(o.get("weight_decay")))
+            for name, o in optimizers.items()]
+    return ("Optimisers (the lr schedule scales each one's own base lr):\n\n"
+            + _table(["module", "optimiser", "base lr", "momentum", "weight decay"], rows))
+
+
+# Keys of metrics.jsonl rows the training log leaves out (they are in the settings above).
+_LOG_SKIP = ("epoch", "lr", "seconds", "best")
+
+
+def _training_log(metrics: list[Mapping[str, Any]] | None) -> str:
+    """metrics.jsonl as a table: every scalar an epoch recorded (lists, e.g. per-check values,
+    are summarised by their minimum; true flags, e.g. a collapse, are shown as 'yes')."""
+    if not metrics:
+        return ""
+    keys: list[str] = []
+    for row in metrics:
+        for k, v in row.items():
+            if k in _LOG_SKIP or k.startswith("lr_") or k in keys:
+                continue
+            if isinstance(v, (bool, int, float)) or (isinstance(v, list) and v and all(
+                    isinstance(x, (int, float)) for x in v)):
+                keys.append(k)
+
+    def cell(v: Any) -> str:
+        if isinstance(v, bool):
+            return "yes" if v else "no"
+        if isinstance(v, list):
+            return f"min {min(v):.3g}" if v else "—"
+        if isinstance(v, float):
+            return f"{v:.4g}"
+        return "—" if v is None else str(v)
+
+    rows = [[str(r.get("epoch", i + 1))] + [cell(r.get(k)) for k in keys]
+            + ["yes" if r.get("best") else ""] for i, r in enumerate(metrics)]
+    return ("Training log (`metrics.jsonl`; `best` marks the epochs chosen on validation):\n\n"
+            + _table(["epoch", *keys, "best"], rows))
+
+
 def render_run_card(config: Mapping[str, Any], report: Mapping[str, Any], *, repo_id: str | None,
                     files: Mapping[str, str], alias: str | None = None,
                     license: str = DEFAULT_LICENSE, endpoint: str = OFFICIAL_ENDPOINT,
-                    name: str | None = None, source_url: str | None = None) -> str:
+                    name: str | None = None, source_url: str | None = None,
+                    metrics: list[Mapping[str, Any]] | None = None) -> str:
     """The model card of a run: the README.md of a repo about to be published, or (with
     ``repo_id=None``) the card of a local run that is not published.
 
@@ -407,6 +452,8 @@ def render_run_card(config: Mapping[str, Any], report: Mapping[str, Any], *, rep
         name: title of an unpublished card (default: the alias, else 'robustzoo run').
         source_url: the model-index ``source`` URL (default: the repo on ``endpoint``; required
             for an unpublished card, e.g. the page that documents the run).
+        metrics: the run's metrics.jsonl rows (:func:`robustzoo.runs.read_metrics`): the card
+            shows them as a per-epoch training log.
     """
     published = bool(repo_id)
     if source_url is None:
@@ -512,6 +559,8 @@ def render_run_card(config: Mapping[str, Any], report: Mapping[str, Any], *, rep
          + ", ".join(f"`{m}`" for m in rz["extra_modules"])) if rz.get("extra_modules") else "",
         (f"Per-example state ({aux_where}): "
          + ", ".join(f"`{s}`" for s in rz["state_tensors"])) if rz.get("state_tensors") else "",
+        _optimizers_section(rz.get("optimizers")),
+        _training_log(metrics),
         "Retrain it (add `--data-dir DIR` where the dataset lives):",
         _code("bash", retrain),
         "Package versions: " + ", ".join(f"{k} {v}" for k, v in rz.get("versions", {}).items()) + ".",

@@ -768,7 +768,8 @@ def push(run_dir: str | Path, repo_id: str, *, endpoint: str | None = None, toke
     files = {f: ({"sha256": hashlib.sha256(b).hexdigest(), "size": len(b)} if isinstance(b, bytes)
                  else {"sha256": sha256_file(b), "size": b.stat().st_size}) for f, b in blobs.items()}
     card = render_run_card(cfg, report, repo_id=repo_id, files={f: v["sha256"] for f, v in files.items()},
-                           alias=alias, license=license, endpoint=endpoint)
+                           alias=alias, license=license, endpoint=endpoint,
+                           metrics=runs.read_metrics(run_dir))
     blobs[CARD_FILE] = card.encode("utf-8")
     files[CARD_FILE] = {"sha256": hashlib.sha256(blobs[CARD_FILE]).hexdigest(), "size": len(blobs[CARD_FILE])}
 

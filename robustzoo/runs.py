@@ -116,6 +116,22 @@ def load_state_strict(module: nn.Module, tensors: dict[str, torch.Tensor], sourc
     module.load_state_dict(tensors, strict=True)
 
 
+def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
+    """The per-epoch rows of RUN_DIR/metrics.jsonl ([] when there are none; bad lines skipped)."""
+    path = Path(run_dir) / METRICS_FILE
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+    return rows
+
+
 def eval_record(run_dir: str | Path) -> dict[str, Any] | None:
     """The evaluation record of a run (its eval.json), or None when it has none.
 

@@ -605,3 +605,18 @@ def test_cost_split_prn18_cifar():
     cost = calibrated_cost("preact_resnet18", (3, 32, 32), batch=2, device="meta")
     assert cost["classifier_F"] == pytest.approx(29.0, abs=0.3)
     assert cost["mask_G"] == pytest.approx(3.0, abs=0.05)
+
+
+def test_run_card_records_the_mask_optimiser_and_the_collapse_watch(cat_run):
+    """The card carries g_φ's optimiser and the per-epoch mask checks, as config.json and metrics.jsonl do."""
+    from robustzoo import cards, runs
+
+    cfg = json.loads((cat_run / "config.json").read_text())
+    report = json.loads((cat_run / "eval.json").read_text())
+    text = cards.render_run_card(cfg, report, repo_id="org/cat", files={"model.safetensors": "0" * 64},
+                                 metrics=runs.read_metrics(cat_run))
+    assert "| `mask_net` | sgd | 0.01 | 0.9 | 0 |" in text and "| classifier | adam | 0.001 |" in text
+    log = text[text.index("Training log"):]
+    header = log.splitlines()[2]
+    assert "mask_mean" in header and "mask_collapsed" in header and "mask_checks" in header
+    assert "| no |" in log.splitlines()[4]  # epoch 1: no collapse
