@@ -33,7 +33,7 @@ from .fast import FastPath, check_compile_mode, eval_model, resolve_precision
 from .models import build_model
 from .objectives import Objective, ObjectiveContext
 from .plugins import registry
-from .progress import Progress
+from .progress import Progress, refresh_seconds
 
 
 def build_config(objective: str | None = None, recipe: str | None = None,
@@ -382,6 +382,10 @@ class Trainer:
         n_batches = n_local // bs_local if fp.drop_last else math.ceil(n_local / bs_local)
         task = progress.task_start(f"epoch {epoch + 1}/{cfg.epochs}", total=n_batches) \
             if progress is not None else None
+        # Running figures are read (a host sync on a GPU) only for a progress object that
+        # shows them, at most once per `every` seconds, and once at the end of the epoch.
+        every = refresh_seconds(progress) if task is not None else None
+        next_update = time.monotonic()
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device)
         seen = 0
@@ -409,8 +413,10 @@ class Trainer:
             for k, v in metrics.items():
                 term = v.detach().double() * bs if isinstance(v, torch.Tensor) else float(v) * bs
                 extra_sums[k] = extra_sums[k] + term if k in extra_sums else term
-            if task is not None and (i % 10 == 0 or i == n_batches - 1):
+            due = every is not None and time.monotonic() >= next_update
+            if task is not None and (due or i == n_batches - 1):
                 progress.task_update(task, i + 1, loss=float(loss_sum) / seen, acc=float(correct) / seen)
+                next_update = time.monotonic() + (every or 0.0)
         if task is not None:
             progress.task_end(task)
         self.objective.sync_state()

@@ -116,3 +116,34 @@ def test_the_python_api_is_quiet_unless_asked_and_reports_progress_events(tmp_pa
     assert capsys.readouterr().err == ""
     with pytest.raises(UsageError, match="not both"):
         robustzoo.train("at", out=tmp_path / "both", show_progress=True, progress=rec, **opts)
+
+
+@pytest.mark.parametrize("refresh,expected", [(None, "last"), (0.0, "every"), (3600.0, "first and last")])
+def test_running_figures_are_read_only_as_often_as_they_are_shown(tmp_path, refresh, expected):
+    """Each running update reads the loss (a host sync on a GPU): none for a progress object
+    that shows nothing but the end, at most one per refresh_seconds otherwise."""
+    from helpers import Recorder
+
+    import robustzoo
+    from robustzoo.testing import TINY
+
+    rec = Recorder()
+    rec.refresh_seconds = refresh
+    robustzoo.train("at", out=tmp_path / "r", progress=rec, **dict(TINY, subset=200, epochs=1,
+                                                                  batch_size=30, eval_attacks=["clean"], eval_n=8))
+    total = rec.of("start")[0][2]
+    done = [c for c, fields in rec.updates("epoch 1/1")]
+    assert total == 6 and all(set(f) == {"loss", "acc"} for _, f in rec.updates("epoch 1/1"))
+    assert done == {"last": [6], "every": [1, 2, 3, 4, 5, 6], "first and last": [1, 6]}[expected]
+
+
+def test_rich_bars_off_a_terminal_ask_for_no_running_figures():
+    import io
+
+    from rich.console import Console
+
+    from robustzoo.progress import REFRESH_SECONDS, refresh_seconds
+    from robustzoo.ui import RichProgress
+
+    assert refresh_seconds(RichProgress(Console(file=io.StringIO()))) is None
+    assert refresh_seconds(object()) == REFRESH_SECONDS and refresh_seconds(None) is None
