@@ -128,6 +128,46 @@ def _forward_eval_mode(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return module(x)
 
 
+_MODE_FUNCTIONS = {"train": _forward_train_mode, "eval": _forward_eval_mode}
+
+
+def _cached_graphs(fn: Any) -> int | None:
+    """Graphs torch.compile holds for ``fn``'s code (None when this PyTorch cannot tell)."""
+    try:
+        from torch._C._dynamo.eval_frame import _debug_get_cache_entry_list
+    except ImportError:  # pragma: no cover - older or newer PyTorch
+        return None
+    return len(_debug_get_cache_entry_list(fn.__code__))
+
+
+def compile_stats() -> dict[str, Any]:
+    """What torch.compile has made of :class:`FastModel` forwards in this process so far.
+
+    Counted since the last ``torch._dynamo.reset()``, over every FastModel of the process:
+
+    * ``graphs``: graphs per BatchNorm mode ('train', 'eval'); each beyond the first is a
+      recompile (a new shape, dtype, layout or ``requires_grad`` pattern);
+    * ``recompile_limit`` and ``at_limit``: the modes whose graphs reached
+      ``torch._dynamo.config.recompile_limit``, past which calls silently run eagerly;
+    * ``unique_graphs`` and ``graph_breaks``: dynamo's own counters (all compiled code);
+    * ``cudagraph_skips``: graphs inductor compiled but could not record as CUDA graphs
+      (mode 'reduce-overhead'), each then replayed without them.
+    """
+    from torch._dynamo.utils import counters  # deferred: loads the compiler stack
+
+    graphs = {mode: _cached_graphs(fn) for mode, fn in _MODE_FUNCTIONS.items()}
+    limit = int(torch._dynamo.config.recompile_limit)
+    return {
+        "graphs": graphs,
+        "recompiles": {m: (max(n - 1, 0) if n is not None else None) for m, n in graphs.items()},
+        "recompile_limit": limit,
+        "at_limit": [m for m, n in graphs.items() if n is not None and n >= limit],
+        "unique_graphs": int(counters["stats"]["unique_graphs"]),
+        "graph_breaks": int(sum(counters["graph_break"].values())),
+        "cudagraph_skips": int(counters["inductor"]["cudagraph_skips"]),
+    }
+
+
 class FastModel(nn.Module):
     """What objectives and attacks call during fast training or evaluation.
 
@@ -263,7 +303,14 @@ class FastPath:
                          backend=self.backend)
 
     def step_begin(self) -> None:
-        """Mark a new training iteration for CUDA-graph trees (outputs of the last may be reused)."""
+        """Mark a new iteration for CUDA-graph trees: the outputs of the last may be overwritten.
+
+        Once marked by hand, CUDA-graph trees start a generation only at a mark, so every
+        compiled forward and backward of one training step (the K attack steps, the θ-step,
+        an objective's after_step) is one recorded path, replayed step after step; nothing
+        of a step is read after the next mark. The trainer marks each training step and each
+        validation batch (else the validation batches would chain onto one long path).
+        """
         if self.uses_cudagraphs:
             torch.compiler.cudagraph_mark_step_begin()
 

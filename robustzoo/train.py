@@ -12,6 +12,7 @@ import json
 import math
 import platform
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -173,13 +174,19 @@ def versions() -> dict[str, str]:
             "python": platform.python_version()}
 
 
-def validate(model: nn.Module, data, cfg: TrainConfig, batch_size: int = 500) -> tuple[float, float]:
-    """Clean and PGD accuracy on the validation split (eval mode; training ε, uniform start)."""
+def validate(model: nn.Module, data, cfg: TrainConfig, batch_size: int = 500,
+             step_begin: Callable[[], None] | None = None) -> tuple[float, float]:
+    """Clean and PGD accuracy on the validation split (eval mode; training ε, uniform start).
+
+    ``step_begin`` is called before each batch (:meth:`robustzoo.fast.FastPath.step_begin`).
+    """
     model.eval()
     clean = robust = 0
     gen_state = torch.get_rng_state()
     torch.manual_seed(cfg.seed + 7919)  # fixed attack noise: comparable across epochs
     for x, y, _ in data.batches(batch_size):
+        if step_begin is not None:
+            step_begin()
         with torch.no_grad():
             clean += int((model(x).argmax(1) == y).sum())
         x_adv = pgd(model, x, y, eps=cfg.eps, alpha=cfg.alpha if cfg.steps else cfg.eps / 4,
@@ -401,14 +408,16 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             res.loss.backward()
             self.optimizer.step()
-            metrics = dict(res.metrics)
-            with fp.autocast():
-                metrics.update(self.objective.after_step(self.net, x, y, idx, res))
             bs = len(y)
+            # Read the step's outputs before after_step runs more forwards (a compiled model's
+            # outputs live in CUDA-graph memory until the next step's mark).
             loss_sum += res.loss.detach() * bs
             if res.logits is not None:
                 yy = res.y if res.y is not None else y
                 correct += (res.logits.detach().argmax(1) == yy).sum()
+            metrics = dict(res.metrics)
+            with fp.autocast():
+                metrics.update(self.objective.after_step(self.net, x, y, idx, res))
             seen += bs
             for k, v in metrics.items():
                 term = v.detach().double() * bs if isinstance(v, torch.Tensor) else float(v) * bs
@@ -454,7 +463,7 @@ class Trainer:
             last = epoch + 1 == cfg.epochs
             if (epoch + 1) % cfg.val_every == 0 or last:
                 with self.fast.autocast():
-                    vc, vr = validate(self.eval_net, self.val_data, cfg)
+                    vc, vr = validate(self.eval_net, self.val_data, cfg, step_begin=self.fast.step_begin)
                 row.update(val_clean=vc, val_pgd=vr)
                 score = vc + vr
                 is_best = score > self.best_score

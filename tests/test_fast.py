@@ -195,7 +195,7 @@ def test_compile_keeps_a_bounded_number_of_graphs(tmp_path):
         compiled = Trainer(build_config("at", None, {}, **opts, compile="default", compile_backend="eager"),
                            tmp_path / "c")
         assert isinstance(compiled.net, fast.FastModel) and compiled.net.compiled
-        graphs = []
+        graphs, stats = [], []
         for epoch in range(2):
             compiled.train_epoch(epoch)
             with compiled.fast.autocast():
@@ -203,6 +203,7 @@ def test_compile_keeps_a_bounded_number_of_graphs(tmp_path):
 
                 validate(compiled.eval_net, compiled.val_data, compiled.cfg)
             graphs.append(counters["stats"]["unique_graphs"])
+            stats.append(fast.compile_stats())
         plain = Trainer(build_config("at", None, {}, **opts), tmp_path / "p")
         for epoch in range(2):
             plain.train_epoch(epoch)
@@ -211,9 +212,66 @@ def test_compile_keeps_a_bounded_number_of_graphs(tmp_path):
     # another stride on 1-channel digits). Nothing new after the first epoch.
     assert graphs[0] == graphs[1], f"recompiled after the first epoch: {graphs}"
     assert 4 <= graphs[0] <= 6, graphs
+    # per BatchNorm mode (the graphs cached on each compiled callable's code)
+    assert stats[0] == stats[1], stats
+    assert stats[0]["graphs"]["train"] == 2 and 2 <= stats[0]["graphs"]["eval"] <= 4, stats[0]
+    assert sum(stats[0]["graphs"].values()) == stats[0]["unique_graphs"] == graphs[0]
+    assert stats[0]["at_limit"] == [] and stats[0]["graph_breaks"] == 0 and stats[0]["cudagraph_skips"] == 0
     for (k, a), b in zip(compiled.model.state_dict().items(), plain.model.state_dict().values()):
         assert torch.allclose(a, b, atol=1e-6), k
     torch._dynamo.reset()
+
+
+def test_cuda_graph_steps_are_marked_and_nothing_is_read_across_a_mark(tmp_path, monkeypatch):
+    """CUDA-graph trees may overwrite every compiled output of a step once the next step is
+    marked. Emulated on the CPU: each mark fills the outputs of the compiled forwards since
+    the previous mark with NaN. A compiled run (eager backend) must then train exactly as
+    without the emulation, with one mark per training step and per validation batch."""
+    import torch._dynamo
+
+    from robustzoo.train import Trainer, build_config
+
+    opts = dict(TINY, subset=400, batch_size=60, steps=2, val_steps=1, epochs=2, eval_attacks=["clean"],
+                eval_n=16, compile="default", compile_backend="eager")
+
+    def run(name: str, emulate: bool) -> tuple[Trainer, int]:
+        outputs: list[torch.Tensor] = []
+        marks = [0]
+        forward = fast.FastModel.forward
+
+        def recording_forward(self, x):
+            out = forward(self, x)
+            outputs.append(out)
+            return out
+
+        def mark():
+            marks[0] += 1
+            with torch.no_grad():
+                for t in outputs:
+                    t.detach().fill_(float("nan"))
+            outputs.clear()
+
+        with monkeypatch.context() as m:
+            m.setattr(fast.FastPath, "uses_cudagraphs", property(lambda self: True))
+            m.setattr(torch.compiler, "cudagraph_mark_step_begin", mark)
+            if emulate:
+                m.setattr(fast.FastModel, "forward", recording_forward)
+            trainer = Trainer(build_config("at", None, {}, **opts), tmp_path / name)
+            with one_thread():
+                trainer.fit()
+        return trainer, marks[0]
+
+    torch._dynamo.reset()
+    plain, _ = run("plain", emulate=False)
+    emulated, marks = run("emulated", emulate=True)
+    torch._dynamo.reset()
+    n_train, n_val = len(emulated.train_data) // 60, -(-len(emulated.val_data) // 500)
+    assert marks == 2 * (n_train + n_val) == 14
+    rows = [[{k: v for k, v in json.loads(line).items() if k != "seconds"}
+             for line in (t.out / "metrics.jsonl").read_text().splitlines()] for t in (plain, emulated)]
+    assert rows[0] == rows[1]
+    for (k, a), b in zip(plain.model.state_dict().items(), emulated.model.state_dict().values()):
+        assert torch.equal(a, b), k
 
 
 def test_compare_precisions_on_cpu(at_run):
