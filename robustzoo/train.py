@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import platform
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -96,6 +97,9 @@ def resolve(cfg: TrainConfig) -> Resolved:
     if not 0 < c.train_eps_factor < float("inf") or c.eps * c.train_eps_factor > 1:
         raise UsageError(f"train_eps_factor={c.train_eps_factor} must be positive and keep the training "
                          f"ε = {c.eps:.4g}·factor within [0, 1] (e.g. --set train_eps_factor=4/3)")
+    if c.resume_every < 0 or not 0 <= c.resume_every_minutes < float("inf"):
+        raise UsageError(f"resume_every={c.resume_every} (epochs) and resume_every_minutes="
+                         f"{c.resume_every_minutes} must be >= 0 (e.g. --set resume_every=5)")
     if c.epochs < 1 or c.batch_size < 1 or c.lr <= 0:
         raise UsageError("epochs, batch size and learning rate must be positive")
     if c.optimizer not in ("sgd", "adam"):
@@ -198,6 +202,54 @@ def validate(model: nn.Module, data, cfg: TrainConfig, batch_size: int = 500,
     return clean / n, robust / n
 
 
+def host_copy(obj: Any) -> Any:
+    """``obj`` (nested dicts, lists and tuples of tensors) with every tensor copied to the CPU.
+
+    Copied even when already there: training goes on changing the originals in place while
+    a background thread writes the copy.
+    """
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return type(obj)((k, host_copy(v)) for k, v in obj.items())
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(host_copy(v) for v in obj)
+    return obj
+
+
+class CheckpointWriter:
+    """Writes one epoch's checkpoint files in a background thread while training goes on.
+
+    One write at a time: :meth:`submit` first waits for the previous one, and
+    :meth:`join` (at the end of training, before anything reads the files) waits for the
+    last and re-raises its error, if any. Every file is written atomically, so a process
+    killed mid-write leaves the previous complete files.
+    """
+
+    def __init__(self) -> None:
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    def submit(self, write: Callable[[], None]) -> None:
+        self.join()
+        self._thread = threading.Thread(target=self._run, args=(write,), name="robustzoo-checkpoint")
+        self._thread.start()
+
+    def _run(self, write: Callable[[], None]) -> None:
+        try:
+            write()
+        except BaseException as exc:  # noqa: BLE001 - handed to the training thread by join()
+            self._error = exc
+
+    def join(self, raise_error: bool = True) -> None:
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        error, self._error = self._error, None
+        if error is not None and raise_error:
+            raise error
+
+
 class Trainer:
     """Trains one run into ``out_dir``.
 
@@ -271,6 +323,8 @@ class Trainer:
         self.start_epoch = 0
         self.best_score = -1.0
         self.best_epoch = -1
+        self.writer = CheckpointWriter()
+        self._resume_written = time.monotonic()  # when the resume state was last written
 
     # -- run directory --------------------------------------------------------------------
     def robustzoo_block(self) -> dict[str, Any]:
@@ -309,6 +363,8 @@ class Trainer:
             self.start_epoch = int(blob["epoch"])
             self.best_score = float(blob["best_score"])
             self.best_epoch = int(blob["best_epoch"])
+            if self.dist.is_main:
+                self._forget_metrics_after(self.start_epoch)
             return
         if cfg_path.exists():
             raise UsageError(f"{self.out} already holds a run; continue it with "
@@ -334,6 +390,16 @@ class Trainer:
                            f"version of robustzoo) build it with {mine['optimizer']}; the run cannot be "
                            f"resumed exactly (start a new run with `robustzoo train --out DIR`)")
 
+    def _forget_metrics_after(self, epoch: int) -> None:
+        """Drop metrics.jsonl rows of epochs after the resume state's (they are trained again)."""
+        path = self.out / runs.METRICS_FILE
+        if not path.is_file():
+            return
+        lines = path.read_text(encoding="utf-8").splitlines()
+        keep = [ln for ln in lines if ln.strip() and json.loads(ln).get("epoch", 0) <= epoch]
+        if len(keep) != len(lines):
+            runs.write_text(path, "".join(ln + "\n" for ln in keep))
+
     def _weights_metadata(self, epoch: int) -> dict[str, Any]:
         return {"format": runs.FORMAT_VERSION, "architecture": self.cfg.arch, "epoch": epoch,
                 "dataset": self.spec.name, "objective": self.cfg.objective,
@@ -345,24 +411,48 @@ class Trainer:
         out.update({f"state.{k}": t for k, t in self.objective.state_tensors().items()})
         return out
 
-    def _save_epoch(self, epoch: int, is_best: bool) -> None:
-        meta = self._weights_metadata(epoch + 1)
-        runs.save_weights(self.out / runs.LAST_FILE, self.model.state_dict(), meta)
-        if is_best:
-            runs.save_weights(self.out / runs.MODEL_FILE, self.model.state_dict(), meta)
-            aux = self.aux_tensors()
-            if aux:
-                runs.save_weights(self.out / runs.AUX_FILE, aux, meta)
-        blob = {
-            "epoch": epoch + 1, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-            "extra": {k: m.state_dict() for k, m in self.extra.items()},
-            "extra_optim": {k: o.state_dict() for k, o in self.objective.optimizers.items()},
-            "extra_optim_settings": {k: self.optim_settings[k] for k in self.objective.optimizers},
-            "state": self.objective.state_tensors(), "best_score": self.best_score,
-            "best_epoch": self.best_epoch,
-        }
-        with runs.atomic_path(self.out / runs.RESUME_FILE) as tmp:
-            torch.save(blob, tmp)
+    def _resume_due(self, epoch: int, stop: int) -> bool:
+        """Whether the resume state is written after 0-based ``epoch`` (this call ends at ``stop``)."""
+        done, cfg = epoch + 1, self.cfg
+        if done >= stop or (cfg.resume_every and done % cfg.resume_every == 0):
+            return True
+        minutes = cfg.resume_every_minutes
+        return bool(minutes) and time.monotonic() - self._resume_written >= 60.0 * minutes
+
+    def _save_epoch(self, epoch: int, is_best: bool, write_resume: bool = True) -> None:
+        """Checkpoint the finished ``epoch``: copy the state to the CPU (the only wait) and
+        write it in the background.
+
+        last.safetensors every epoch; model.safetensors, when this epoch is the best, as a
+        hard link to it (the same bytes are not written twice); aux.safetensors with the
+        best; the resume state when ``write_resume``, last, so that it is never newer than
+        the weights files beside it.
+        """
+        out, meta = self.out, self._weights_metadata(epoch + 1)
+        weights = host_copy(self.model.state_dict())
+        aux = host_copy(self.aux_tensors()) if is_best else {}
+        blob = None
+        if write_resume:
+            blob = host_copy({
+                "epoch": epoch + 1, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "extra": {k: m.state_dict() for k, m in self.extra.items()},
+                "extra_optim": {k: o.state_dict() for k, o in self.objective.optimizers.items()},
+                "extra_optim_settings": {k: self.optim_settings[k] for k in self.objective.optimizers},
+                "state": self.objective.state_tensors(), "best_score": self.best_score,
+                "best_epoch": self.best_epoch,
+            })
+            self._resume_written = time.monotonic()
+
+        def write() -> None:
+            runs.save_weights(out / runs.LAST_FILE, weights, meta)
+            if is_best:
+                runs.link_file(out / runs.LAST_FILE, out / runs.MODEL_FILE)
+                if aux:
+                    runs.save_weights(out / runs.AUX_FILE, aux, meta)
+            if blob is not None:
+                runs.save_state(out / runs.RESUME_FILE, blob)
+
+        self.writer.submit(write)
 
     # -- the loop ---------------------------------------------------------------------------
     def _set_lr(self, epoch: int, frac: float) -> float:
@@ -449,7 +539,22 @@ class Trainer:
         self._prepare_dir()
         cfg = self.cfg
         stop = cfg.epochs if until_epoch is None else min(until_epoch, cfg.epochs)
-        progress = self.progress
+        self._resume_written = time.monotonic()
+        try:
+            self._train_epochs(stop)
+        except BaseException:
+            self.writer.join(raise_error=False)  # finish the write under way; the error wins
+            raise
+        self.writer.join()
+        distributed.barrier(self.dist)  # rank 0 has written the last checkpoint
+        distributed.teardown(self.dist)
+        if stop < cfg.epochs or not self.dist.is_main:
+            return None
+        return self.final_eval()
+
+    def _train_epochs(self, stop: int) -> None:
+        """Epochs start_epoch..stop-1: train, validate, checkpoint, log."""
+        cfg, progress = self.cfg, self.progress
         for epoch in range(self.start_epoch, stop):
             t0 = time.perf_counter()
             factor = lr_factor(cfg, epoch, 0.0)
@@ -473,15 +578,10 @@ class Trainer:
                 is_best = self.best_epoch < 0
             row["best"] = is_best
             row["seconds"] = round(time.perf_counter() - t0, 3)
-            self._save_epoch(epoch, is_best)
+            self._save_epoch(epoch, is_best, self._resume_due(epoch, stop))
             runs.append_jsonl(self.out / runs.METRICS_FILE, row)
             if progress is not None:
                 progress.epoch_end(row)
-        distributed.barrier(self.dist)  # rank 0 has written the last checkpoint
-        distributed.teardown(self.dist)
-        if stop < cfg.epochs or not self.dist.is_main:
-            return None
-        return self.final_eval()
 
     def final_eval(self) -> dict[str, Any]:
         """Evaluate model.safetensors (best on validation) on the test set; write eval.json."""
