@@ -288,6 +288,8 @@ class Trainer:
         c, h, w = self.spec.shape
         self.model = build_model(self.cfg.arch, num_classes=self.spec.num_classes, in_chans=c,
                                  input_size=(h, w), mean=self.spec.mean, std=self.spec.std).to(self.device)
+        if self.cfg.sync_bn:  # before the optimiser: SyncBatchNorm keeps the same parameters
+            self.model = distributed.convert_sync_batchnorm(self.model, self.dist, self.device)
         ctx = ObjectiveContext(eps=self.cfg.eps * self.cfg.train_eps_factor, alpha=self.cfg.alpha,
                                steps=self.cfg.steps,
                                num_classes=self.spec.num_classes, input_shape=self.spec.shape,
