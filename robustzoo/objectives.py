@@ -45,6 +45,8 @@ class ObjectiveContext:
         device: where tensors live.
         dataset: dataset name.
         seed: run seed.
+        fixed_shapes: the model is compiled, so batches keep one shape (each new shape would
+            be another graph); an objective then never shrinks a batch mid-step.
     """
 
     eps: float
@@ -57,6 +59,7 @@ class ObjectiveContext:
     device: torch.device = torch.device("cpu")
     dataset: str = ""
     seed: int = 0
+    fixed_shapes: bool = False
 
 
 @dataclass(frozen=True)

@@ -294,7 +294,7 @@ class Trainer:
                                steps=self.cfg.steps,
                                num_classes=self.spec.num_classes, input_shape=self.spec.shape,
                                num_train=len(self.train_data), epochs=self.cfg.epochs, device=self.device,
-                               dataset=self.spec.name, seed=self.cfg.seed)
+                               dataset=self.spec.name, seed=self.cfg.seed, fixed_shapes=self.fast.drop_last)
         self.objective: Objective = r.objective_cls(self.settings, ctx)
         self.extra = {k: self.fast.prepare_model(m.to(self.device))
                       for k, m in self.objective.extra_modules().items()}
