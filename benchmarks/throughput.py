@@ -318,11 +318,14 @@ def bench_autoattack_run(args: argparse.Namespace, device: torch.device) -> dict
 def compare_precisions(name: str, attacks: list[str] | str = ("clean", "pgd20"), *, n: int | None = 1000,
                        device: str = "auto", tolerance: float = 0.1, seed: int = 0,
                        batch_size: int = 256, data_dir: str | None = None,
-                       low: str = "bf16") -> dict[str, Any]:
+                       low: str = "bf16", record: bool = False) -> dict[str, Any]:
     """Evaluate one model in exact fp32 and in ``low`` precision; report the drift.
 
     Both runs use the same examples, seed and attacks. The drift of each attack is in
     percentage points; ``ok`` is true when every drift is at most ``tolerance`` points.
+    ``decision`` is the precision ``robustzoo eval --precision auto`` then uses on this
+    device (:func:`robustzoo.fast.eval_precision`); with ``record`` and a run directory the
+    report is saved there (``precision_check.json``), where that evaluation reads it.
 
     Args:
         name: run directory, zoo alias or hf-hub id.
@@ -332,8 +335,11 @@ def compare_precisions(name: str, attacks: list[str] | str = ("clean", "pgd20"),
         tolerance: allowed drift in percentage points (0.1 by the performance targets).
         low: the precision compared with fp32 ('bf16').
     """
-    from robustzoo.api import evaluate
+    from robustzoo import runs
+    from robustzoo.api import evaluate, resolve_model_dir
     from robustzoo.devices import resolve_device
+    from robustzoo.eval import model_fingerprint
+    from robustzoo.fast import eval_precision, write_precision_check
 
     common = dict(n=n, seed=seed, batch_size=batch_size, device=device, data_dir=data_dir,
                   write=False, health=False)
@@ -345,9 +351,15 @@ def compare_precisions(name: str, attacks: list[str] | str = ("clean", "pgd20"),
         rows.append({"attack": a["attack"], "fp32": a["accuracy"], low: b["accuracy"],
                      "drift_points": drift, "n": a["n"]})
     worst = max((abs(r["drift_points"]) for r in rows), default=0.0)
-    return {"model": str(name), "device": str(resolve_device(device)), "n": ref["n"],
-            "precisions": ["fp32", low], "tolerance_points": tolerance, "max_abs_drift_points": worst,
-            "ok": worst <= tolerance, "results": rows}
+    dev = resolve_device(device)
+    model, _ = runs.load_run(resolve_model_dir(name))
+    report = {"model": str(name), "model_fingerprint": model_fingerprint(model), "device": str(dev),
+              "n": ref["n"], "precisions": ["fp32", low], "tolerance_points": tolerance,
+              "max_abs_drift_points": worst, "ok": worst <= tolerance, "results": rows}
+    report["decision"] = eval_precision("auto", dev, report, tolerance)[0]
+    if record and Path(name).is_dir():
+        report["recorded"] = str(write_precision_check(name, report))
+    return report
 
 
 # -- driver -----------------------------------------------------------------------------------
@@ -440,6 +452,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="only evaluate RUN_DIR in fp32 and bf16 and report the drift (≤ 0.1 points)")
     p.add_argument("--attacks", default="clean,pgd20", help="attacks of --check-precision")
     p.add_argument("--n", type=int, default=1000, help="test images of --check-precision")
+    p.add_argument("--no-record", action="store_true",
+                   help="do not save the --check-precision result in RUN_DIR/precision_check.json "
+                        "(which `robustzoo eval --precision auto` follows)")
     args = p.parse_args(argv)
     quick = args.quick
     defaults = dict(batch_size=(8, 128), iters=(2, 20), warmup=(1, 5), eval_n=(16, 5000), eval_batch=(8, 500),
@@ -460,7 +475,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     if args.check_precision:
-        report = compare_precisions(args.check_precision, args.attacks, n=args.n, device=str(device))
+        report = compare_precisions(args.check_precision, args.attacks, n=args.n, device=str(device),
+                                    record=not args.no_record)
         print(json.dumps(report, indent=2))
         if args.out:
             Path(args.out).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")

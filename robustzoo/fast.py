@@ -25,14 +25,17 @@ fixed shape (``drop_last``), and ``mode='reduce-overhead'`` records CUDA graphs.
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn as nn
 
 from .errors import UsageError
+from .runs import write_json
 
 PRECISIONS = ("auto", "bf16", "fp32")
 COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
@@ -52,6 +55,63 @@ def resolve_precision(precision: str | None, device: torch.device | str) -> str:
     if p == "auto":
         return "bf16" if torch.device(device).type == "cuda" else "fp32"
     return p
+
+
+#: Largest drift of bf16 from exact fp32 robust accuracy, in percentage points, that lets an
+#: evaluation with ``precision='auto'`` stay in bf16 (docs/performance.md's target).
+DRIFT_TOLERANCE = 0.1
+#: Where a run directory keeps the result of its bf16-versus-fp32 check.
+PRECISION_CHECK_FILE = "precision_check.json"
+
+
+def eval_precision(precision: str | None, device: torch.device | str, check: dict[str, Any] | None,
+                   tolerance: float = DRIFT_TOLERANCE) -> tuple[str, str | None]:
+    """The precision an evaluation runs in, and why when a precision check overrules 'auto'.
+
+    'auto' means bf16 on CUDA, unless ``check`` (a bf16-versus-fp32 comparison of this model,
+    ``{"max_abs_drift_points": ..., "n": ...}``) found bf16 drifting more than ``tolerance``
+    points from fp32: then the evaluation falls back to exact fp32. An explicit 'bf16' or
+    'fp32' is always obeyed.
+
+    Returns:
+        ``(precision, reason)``: 'bf16' or 'fp32', and a one-line reason when it fell back
+        (None otherwise).
+    """
+    resolved = resolve_precision(precision, device)
+    if (precision or "auto").lower() != "auto" or resolved != "bf16" or not check:
+        return resolved, None
+    drift = float(check.get("max_abs_drift_points", 0.0))
+    if drift <= tolerance:
+        return resolved, None
+    return "fp32", (f"bf16 robust accuracy drifted {drift:g} points from fp32 on this model (more than "
+                    f"{tolerance:g}; precision check on {check.get('n', '?')} examples): evaluating in fp32")
+
+
+def read_precision_check(run_dir: str | Path, fingerprint: str | None = None) -> dict[str, Any] | None:
+    """The saved bf16-versus-fp32 check of a run directory, or None when it has none.
+
+    With ``fingerprint`` (:func:`robustzoo.eval.model_fingerprint` of the model about to be
+    evaluated), a check made on other weights (the run was trained on since) is ignored.
+    """
+    path = Path(run_dir) / PRECISION_CHECK_FILE
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError):
+        return None  # an unreadable check decides nothing
+    if not isinstance(data, dict) or "max_abs_drift_points" not in data:
+        return None
+    if fingerprint is not None and data.get("model_fingerprint") not in (None, fingerprint):
+        return None
+    return data
+
+
+def write_precision_check(run_dir: str | Path, report: dict[str, Any]) -> Path:
+    """Save a bf16-versus-fp32 check (``benchmarks/throughput.py --check-precision``) in the run."""
+    path = Path(run_dir) / PRECISION_CHECK_FILE
+    write_json(path, report)
+    return path
 
 
 def check_compile_mode(mode: str | None) -> str:

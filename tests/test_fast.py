@@ -337,12 +337,70 @@ def test_benchmark_forward_flops_match_the_notes():
 
 
 def test_benchmark_check_precision(at_run, tmp_path, capsys):
+    import shutil
+
     bench = _load_benchmark()
+    run = tmp_path / "run"  # the check is recorded in the run: never into the shared fixture
+    shutil.copytree(at_run, run)
     out = tmp_path / "p.json"
-    rep = bench.main(["--check-precision", str(at_run), "--n", "16", "--attacks", "clean",
+    rep = bench.main(["--check-precision", str(run), "--n", "16", "--attacks", "clean",
                       "--device", "cpu", "--out", str(out)])
     assert rep["precisions"] == ["fp32", "bf16"] and rep["tolerance_points"] == 0.1
     assert json.loads(out.read_text())["results"][0]["attack"] == "clean"
+    saved = json.loads((run / fast.PRECISION_CHECK_FILE).read_text())
+    assert saved == {k: v for k, v in rep.items() if k != "recorded"}
+    assert rep["decision"] == "fp32"  # on the CPU 'auto' is fp32 anyway
+
+
+def test_eval_precision_falls_back_to_fp32_when_bf16_drifts():
+    drift = {"max_abs_drift_points": 0.3, "n": 1000}
+    close = {"max_abs_drift_points": 0.1, "n": 1000}
+    assert fast.eval_precision("auto", "cuda", None) == ("bf16", None)
+    assert fast.eval_precision("auto", "cuda", close) == ("bf16", None)  # 0.1 points is within
+    prec, why = fast.eval_precision("auto", "cuda", drift)
+    assert prec == "fp32" and "0.3 points" in why and "1000 examples" in why
+    assert fast.eval_precision("bf16", "cuda", drift) == ("bf16", None)  # asked for: obeyed
+    assert fast.eval_precision("auto", "cpu", drift) == ("fp32", None)  # fp32 already
+    assert fast.eval_precision("auto", "cuda", drift, tolerance=0.5) == ("bf16", None)
+
+
+def test_robustzoo_eval_follows_the_runs_precision_check(at_run, tmp_path, monkeypatch):
+    """The check measured on the CPU with bf16 autocast, then `robustzoo eval --precision auto`
+    as on a GPU (auto = bf16): bf16 while the drift is within 0.1 points, fp32 (and says so)
+    beyond it, and a check of other weights is ignored."""
+    import shutil
+
+    from helpers import Recorder
+
+    from robustzoo.api import evaluate
+
+    run = tmp_path / "run"
+    shutil.copytree(at_run, run)
+    with one_thread():
+        check = _load_benchmark().compare_precisions(run, "clean,pgd20", n=32, device="cpu", record=True)
+    path = run / fast.PRECISION_CHECK_FILE
+    assert check["recorded"] == str(path) and check["model_fingerprint"]
+    resolve = fast.resolve_precision
+    monkeypatch.setattr(fast, "resolve_precision",  # 'auto' as on a CUDA device
+                        lambda p, d: "bf16" if (p or "auto") == "auto" else resolve(p, d))
+    kw = dict(n=16, device="cpu", write=False, health=False)
+
+    def auto_eval():
+        rec = Recorder()
+        with one_thread():
+            rep = evaluate(run, ["clean"], progress=rec, **kw)
+        return rep, [e[1] for e in rec.of("note")]
+
+    rep, notes = auto_eval()
+    expected = "fp32" if check["max_abs_drift_points"] > 0.1 else "bf16"
+    assert rep["precision"] == expected and ("precision_fallback" in rep) == (expected == "fp32")
+    path.write_text(json.dumps(dict(check, max_abs_drift_points=0.5)))
+    rep, notes = auto_eval()
+    assert rep["precision"] == "fp32" and rep["precision_fallback"]["max_abs_drift_points"] == 0.5
+    assert len(notes) == 1 and "0.5 points" in notes[0] and "evaluating in fp32" in notes[0]
+    path.write_text(json.dumps(dict(check, max_abs_drift_points=0.5, model_fingerprint="0" * 16)))
+    rep, notes = auto_eval()
+    assert rep["precision"] == "bf16" and notes == []  # made on other weights: not this model's
 
 
 def test_bf16_outcomes_are_not_resumed_as_fp32(at_run, tmp_path, capsys):
