@@ -288,19 +288,21 @@ class FastPath:
         precision: 'bf16' or 'fp32' (resolved, never 'auto').
         compile: a compile mode ('off' by default).
         backend: torch.compile backend.
+        nhwc: use channels_last on CUDA (False: NCHW, to measure what the layout brings).
     """
 
     device: torch.device
     precision: str = "fp32"
     compile: str = "off"
     backend: str = "inductor"
+    nhwc: bool = True
 
     @classmethod
     def create(cls, device: torch.device, precision: str | None = "auto", compile: str | None = "off",
-               backend: str | None = "inductor") -> FastPath:
+               backend: str | None = "inductor", channels_last: bool = True) -> FastPath:
         """Resolve 'auto' precision and validate the compile mode for ``device``."""
         return cls(torch.device(device), resolve_precision(precision, device), check_compile_mode(compile),
-                   backend or "inductor")
+                   backend or "inductor", bool(channels_last))
 
     @property
     def cuda(self) -> bool:
@@ -309,7 +311,7 @@ class FastPath:
     @property
     def channels_last(self) -> bool:
         """channels_last only pays on CUDA (cuDNN NHWC kernels); CPU keeps NCHW."""
-        return self.cuda
+        return self.cuda and self.nhwc
 
     @property
     def fused_optimizer(self) -> bool:

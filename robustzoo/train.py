@@ -278,7 +278,8 @@ class Trainer:
         self.progress = progress if self.dist.is_main else None
         self.local_batch_size = distributed.per_process_batch_size(self.cfg.batch_size, self.dist.world_size)
         self.cfg.precision = resolve_precision(self.cfg.precision, self.device)
-        self.fast = FastPath.create(self.device, self.cfg.precision, self.cfg.compile, self.cfg.compile_backend)
+        self.fast = FastPath.create(self.device, self.cfg.precision, self.cfg.compile, self.cfg.compile_backend,
+                                    channels_last=self.cfg.channels_last)
         self.fast.setup_backends()
         torch.manual_seed(self.cfg.seed)
         self.splits: Splits = load_splits(self.spec, data_dir=self.cfg.data_dir, subset=self.cfg.subset,

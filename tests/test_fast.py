@@ -313,21 +313,46 @@ def test_throughput_benchmark_quick_on_cpu(tmp_path):
     out = tmp_path / "bench.json"
     with one_thread():
         bench.main(["--device", "cpu", "--quick", "--arch", "smallcnn", "--batch-size", "4", "--iters", "1",
-                    "--warmup", "1", "--steps", "2", "--eval-n", "4", "--eval-batch", "4", "--aa-n", "2",
-                    "--aa-attack", "square", "--square-queries", "5", "--peak-tflops", "1", "--out", str(out)])
+                    "--rounds", "2", "--warmup", "1", "--steps", "2", "--eval-n", "4", "--eval-batch", "4",
+                    "--aa-n", "2", "--aa-attack", "square", "--square-queries", "5", "--peak-tflops", "1",
+                    "--in-process", "--out", str(out)])
     rep = json.loads(out.read_text())
     r = rep["archs"]["smallcnn"]
     assert rep["device_type"] == "cpu" and r["forward_equivalents_per_image"] == 7  # PGD-2: 2·2F + 3F
     assert r["forward_gflops"] > 0
-    for key in ("fast", "reference"):
+    for key in ("fast", "fp32_nchw", "reference"):
         t = r["train"][key]
-        assert t["images_per_s"] > 0 and t["images"] == 4
+        assert t["images_per_s"] > 0 and t["images"] == 8 and len(t["rounds_images_per_s"]) == 2
         assert 0 < t["fraction_of_limit"] < 1
     assert r["train"]["fast"]["fast_path"]["precision"] == "fp32"
+    assert r["train"]["fp32_nchw"]["fast_path"]["channels_last"] is False
+    ref = r["train"]["reference"]["fast_path"]
+    assert ref["attack"].startswith(".backward()") and ref["precision"] == "fp32"
     assert r["train"]["speedup_vs_reference"] == pytest.approx(
+        r["train"]["fast"]["images_per_s"] / r["train"]["reference"]["images_per_s"])
+    b = r["train"]["breakdown"]
+    assert b["flop_structure_and_data"] * b["precision_and_layout"] == pytest.approx(
         r["train"]["fast"]["images_per_s"] / r["train"]["reference"]["images_per_s"])
     assert r["pgd20_eval"]["fast"]["images"] == 4 and r["pgd20_eval"]["reference"]["images_per_s"] > 0
     assert r["autoattack"]["attack"] == "square" and r["autoattack"]["seconds"] > 0
+
+
+def test_benchmark_reference_runs_in_a_process_of_its_own():
+    """The reference loop in a worker process: paper-repository switches, not the trainer's."""
+    bench = _load_benchmark()
+    spec = dict(kind="reference", arch="smallcnn", batch_size=2, steps=1, max_steps=2, device="cpu",
+                workers=0, threads=1)
+    w = bench.Worker("reference", spec)
+    try:
+        assert w.ready(timeout=120), w.error
+        assert w.info["backends"] == {"cudnn_benchmark": False, "cudnn_allow_tf32": False,
+                                      "matmul_allow_tf32": False}
+        res = w.call("train", timeout=120, steps=2)
+        assert res["images"] == 4 and res["seconds"] > 0
+        assert "error" in w.call("no_such_command", timeout=60)
+    finally:
+        w.close()
+    assert w.proc.returncode == 0
 
 
 def test_benchmark_forward_flops_match_the_notes():
