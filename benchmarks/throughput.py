@@ -38,6 +38,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import platform
 import selectors
 import subprocess
@@ -179,7 +180,9 @@ class RobustzooLoop:
     def describe(self) -> dict[str, Any]:
         d = self.trainer.fast.describe()
         d.update(objective=self.trainer.cfg.objective, settings=self.trainer.settings, batch_size=self.bs,
-                 backends=_backend_flags())
+                 backends=_backend_flags(), device_name=device_name(self.device), torch=torch.__version__,
+                 cuda=torch.version.cuda,
+                 cudnn=torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None)
         return d
 
     def _epoch_of(self, steps: int, progress: Any = None) -> None:
@@ -376,7 +379,43 @@ class ReferenceLoop:
         return {"images_per_s": n / t.seconds, "images": n, "seconds": t.seconds}
 
 
-LOOPS = {"robustzoo": RobustzooLoop, "reference": ReferenceLoop}
+class DriftCheck:
+    """bf16 against exact fp32 on a short trained run, in a worker (``benchmarks/gpu_check.py``)."""
+
+    def __init__(self, spec: dict[str, Any], device: torch.device, workdir: Path):
+        self.device, self.workdir = device, workdir
+
+    def describe(self) -> dict[str, Any]:
+        return {"device": str(self.device), "device_name": device_name(self.device)}
+
+    def run(self, dataset: str, arch: str, epochs: int, n: int | None, subset: int | None = None,
+            data_dir: str | None = None, batch_size: int | None = None, steps: int | None = None
+            ) -> dict[str, Any]:
+        """Train ``arch`` on ``dataset`` (PGD AT, the dataset's defaults) and compare precisions."""
+        from robustzoo.api import train
+
+        run = self.workdir / f"drift-{dataset}"
+        t0 = time.perf_counter()
+        _, report = train("at", dataset=dataset, arch=arch, epochs=epochs, subset=subset, data_dir=data_dir,
+                          batch_size=batch_size, steps=steps, device=str(self.device), out=run,
+                          eval_attacks=["clean"], eval_n=256, val_steps=2)
+        train_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        check = compare_precisions(run, "clean,pgd20", n=n, device=str(self.device), data_dir=data_dir,
+                                   record=True)
+        check.update(dataset=dataset, arch=arch, epochs=epochs, train_seconds=train_s,
+                     check_seconds=time.perf_counter() - t0, train_clean_accuracy=report["results"][0]["accuracy"],
+                     resolution_points=100 / check["n"])
+        # what `robustzoo eval --precision auto` now does with this run (it reads the check)
+        from robustzoo.api import evaluate
+
+        auto = evaluate(run, ["clean"], n=min(256, check["n"]), device=str(self.device), data_dir=data_dir,
+                        write=False, health=False)
+        check["auto_eval"] = {"precision": auto["precision"], "fallback": auto.get("precision_fallback")}
+        return check
+
+
+LOOPS = {"robustzoo": RobustzooLoop, "reference": ReferenceLoop, "drift": DriftCheck}
 
 
 class _LiveProgress:
@@ -447,8 +486,12 @@ def worker_main(spec_text: str) -> None:
     from robustzoo.devices import resolve_device
 
     spec = json.loads(spec_text)
-    out = sys.stdout
-    sys.stdout = sys.stderr  # anything else printed goes to the log, not into the protocol
+    # The protocol keeps the original stdout to itself; anything else written to stdout, by
+    # Python or by a library's C code, goes to stderr (the log) instead.
+    sys.stdout.flush()
+    out = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
     if spec.get("threads"):
         torch.set_num_threads(int(spec["threads"]))
 
@@ -502,7 +545,10 @@ class Worker:
         if not line:
             code = self.proc.wait()
             return {"error": f"worker exited with code {code}"}
-        return json.loads(line)
+        try:
+            return json.loads(line)
+        except json.JSONDecodeError:
+            return {"error": f"worker sent {line[:200]!r}"}
 
     def ready(self, timeout: float | None = None) -> bool:
         """Wait until the contender is built; False (with ``error`` set) when it could not be."""

@@ -441,3 +441,63 @@ def test_bf16_outcomes_are_not_resumed_as_fp32(at_run, tmp_path, capsys):
         rep = evaluate(run, ["clean"], n=16, device="cpu", precision="bf16", health=False, show_progress=True)
     assert "different autocast" in capsys.readouterr().err
     assert rep["precision"] == "bf16"
+
+
+def _load_gpu_check():
+    import sys
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    spec = importlib.util.spec_from_file_location("gpu_check", ROOT / "benchmarks" / "gpu_check.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_gpu_check_smoke_run_fills_every_figure(tmp_path):
+    """benchmarks/gpu_check.py --smoke: every phase on the CPU with tiny sizes, one JSON."""
+    out = tmp_path / "check.json"
+    with one_thread():
+        _load_gpu_check().main(["--smoke", "--out", str(out), "--budget-seconds", "600"])
+    r = json.loads(out.read_text())
+    assert r["schema"] == 1 and r["smoke"] and r["errors"] == {} and r["skipped"] == []
+    assert set(r["seconds"]) == {"throughput", "host_syncs", "fat_compaction", "precision_drift", "compile"}
+    t = r["throughput"]
+    assert set(t["contenders"]) == {"fast", "fp32_nchw", "reference"}
+    for c in t["contenders"].values():
+        assert c["images_per_s"] > 0 and {"warmup_s", "step_ms", "rounds_images_per_s", "fast_path"} <= set(c)
+    assert {"speedup_vs_reference", "breakdown", "epoch_50k_s", "forward_gflops", "device_name"} <= set(t)
+    assert {"flop_structure_and_data", "precision_and_layout", "flop_ratio_33F_over_23F"} <= set(t["breakdown"])
+    assert r["host_syncs"]["available"] is False and "CUDA" in r["host_syncs"]["reason"]
+    fat = r["fat_compaction"]
+    assert set(fat["contenders"]) == {"compact_on", "compact_off"} and fat["speedup_compact_over_full"] > 0
+    d = r["precision_drift"]
+    assert {"max_abs_drift_points", "decision", "ok", "n", "results", "dataset", "train_seconds",
+            "fallback_to_fp32", "resolution_points"} <= set(d)
+    assert [x["attack"] for x in d["results"]] == ["clean", "pgd20"] and d["decision"] == "fp32"
+    assert d["auto_eval"] == {"precision": "fp32", "fallback": None}  # the CPU: fp32 anyway
+    cm = r["compile"]
+    assert cm["images_per_s"] > 0 and cm["graphs_after_warmup"] == {"train": 0, "eval": 0}
+    assert {"graphs", "recompiles", "at_limit", "cudagraph_skips", "graph_breaks"} <= set(cm["stats"])
+    assert cm["stats"]["graphs"]["train"] >= 1 and cm["cudagraph_skips_after_warmup"] == 0
+
+
+def test_gpu_check_script_is_valid_bash():
+    import subprocess
+
+    res = subprocess.run(["bash", "-n", str(ROOT / "benchmarks" / "gpu_check.sh")], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+
+
+@pytest.mark.slow
+def test_gpu_check_script_passes_smoke_and_writes_the_json(tmp_path):
+    import os
+    import subprocess
+
+    out = tmp_path / "o" / "check.json"
+    env = dict(os.environ, GPU_CHECK_SMOKE="1", OMP_NUM_THREADS="1")
+    res = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_check.sh"), str(out), "--only", "host_syncs"],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    r = json.loads(out.read_text())
+    assert r["smoke"] and r["host_syncs"]["available"] is False and r["throughput"] is None
+    assert "installing" not in res.stderr and "pip" not in res.stderr  # a smoke run installs nothing
