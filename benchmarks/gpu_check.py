@@ -170,11 +170,13 @@ def host_syncs(c: Check) -> dict[str, Any]:
     s, fast = c.s, getattr(c, "_fast", None)
     if fast is None or not fast.ready():
         fast = c._fast = c.worker("fast", kind="robustzoo", precision="auto")
-    k = s["sync_steps"]
-    one, two = fast.call("syncs", steps=k), fast.call("syncs", steps=2 * k)
-    live = fast.call("syncs", steps=2 * k, live=True)
-    ev = fast.call("eval_syncs", n=4 * s["eval_batch"], batch=s["eval_batch"])
-    fast.close()
+    k, timeout = s["sync_steps"], max(c.left(), 30)
+    try:
+        one, two = fast.call("syncs", timeout, steps=k), fast.call("syncs", timeout, steps=2 * k)
+        live = fast.call("syncs", timeout, steps=2 * k, live=True)
+        ev = fast.call("eval_syncs", timeout, n=4 * s["eval_batch"], batch=s["eval_batch"])
+    finally:
+        fast.close()
     for r in (one, two, live, ev):
         if "error" in r:
             raise RuntimeError(r["error"])

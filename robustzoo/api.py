@@ -168,7 +168,7 @@ def evaluate(name: str | Path, attacks: list[str] | str | None = None, *, n: int
     if local and not resume:
         (run_dir / FLAGS_FILE).unlink(missing_ok=True)  # start afresh; the new outcomes are saved
     # 'auto' falls back to fp32 where the run's bf16 check drifted too far (docs/performance.md)
-    check = read_precision_check(run_dir, model_fingerprint(model))
+    check = read_precision_check(run_dir, lambda: model_fingerprint(model))
     prec, fallback = eval_precision(precision, dev, check)
     with precision_scope(dev, prec), _reporting(show_progress, progress) as rep:
         if fallback and rep is not None:

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -87,11 +87,13 @@ def eval_precision(precision: str | None, device: torch.device | str, check: dic
                     f"{tolerance:g}; precision check on {check.get('n', '?')} examples): evaluating in fp32")
 
 
-def read_precision_check(run_dir: str | Path, fingerprint: str | None = None) -> dict[str, Any] | None:
+def read_precision_check(run_dir: str | Path, fingerprint: Callable[[], str] | None = None
+                         ) -> dict[str, Any] | None:
     """The saved bf16-versus-fp32 check of a run directory, or None when it has none.
 
-    With ``fingerprint`` (:func:`robustzoo.eval.model_fingerprint` of the model about to be
-    evaluated), a check made on other weights (the run was trained on since) is ignored.
+    ``fingerprint`` returns :func:`robustzoo.eval.model_fingerprint` of the model about to be
+    evaluated (called only when there is a check): a check made on other weights (the run was
+    trained on since) is ignored.
     """
     path = Path(run_dir) / PRECISION_CHECK_FILE
     if not path.is_file():
@@ -102,7 +104,7 @@ def read_precision_check(run_dir: str | Path, fingerprint: str | None = None) ->
         return None  # an unreadable check decides nothing
     if not isinstance(data, dict) or "max_abs_drift_points" not in data:
         return None
-    if fingerprint is not None and data.get("model_fingerprint") not in (None, fingerprint):
+    if fingerprint is not None and data.get("model_fingerprint") not in (None, fingerprint()):
         return None
     return data
 

@@ -1,9 +1,11 @@
 """The training loop. Reads top to bottom: resolve settings, load data, build model and
 objective, then per epoch: train, validate, checkpoint (atomically), log a JSON line.
 
-``--resume`` restarts from the last finished epoch; each epoch re-seeds its random streams
-from (seed, epoch), so an interrupted and resumed run ends with the same weights as an
-uninterrupted one.
+``--resume`` restarts from the last resume state written (after every epoch by default;
+``resume_every`` / ``resume_every_minutes`` write it less often); each epoch re-seeds its
+random streams from (seed, epoch), so an interrupted and resumed run ends with the same
+weights as an uninterrupted one. Checkpoints are written from CPU copies in a background
+thread while the next epoch trains.
 """
 
 from __future__ import annotations

@@ -226,7 +226,7 @@ def test_mask_step_equals_the_step_that_restored_every_buffer(digits_batch):
             obj.optimizers["mask_net"].step()
         else:
             loss = obj.after_step(model, x, y, torch.arange(len(y)), res)["mask_loss"]
-        runs.append((float(loss), _snapshot(obj.mask_net), _snapshot(model)))
+        runs.append((float(loss.detach()), _snapshot(obj.mask_net), _snapshot(model)))
     assert runs[0][0] == runs[1][0]
     assert _same(runs[0][1], runs[1][1]) and _same(runs[0][2], runs[1][2])
 
