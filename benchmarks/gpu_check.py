@@ -87,7 +87,7 @@ class Check:
                     device=self.s["device"], threads=self.s["threads"], eval_n=self.s["eval_n"], aa_n=8,
                     max_steps=max(self.s["iters"], self.s["warmup"], 2 * self.s["sync_steps"],
                                   self.s["fat_iters"], self.s["compile_warmup"]))
-        return tp.make_worker(name, dict(base, **spec), in_process=self.smoke)
+        return tp.make_worker(name, dict(base, **spec), in_process=self.smoke and not self.args.processes)
 
     def run(self, name: str, need_seconds: float, fn) -> None:
         """Run phase ``name`` if ``need_seconds`` are left; record its figures or its error."""
@@ -288,6 +288,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", default=str(default_out), help="the JSON file (default $OUT/gpu_check.json)")
     p.add_argument("--smoke", action="store_true", default=os.environ.get("GPU_CHECK_SMOKE", "0") != "0",
                    help="tiny sizes on the CPU, in this process (the test suite's run)")
+    p.add_argument("--processes", action="store_true",
+                   help="with --smoke: every contender in a process of its own, as on a GPU")
     p.add_argument("--device", help="override the device (default cuda; smoke: cpu)")
     p.add_argument("--data-dir", help="where CIFAR-10 (torchvision layout) is, for the drift check")
     p.add_argument("--peak-tflops", type=float, help="peak bf16 TFLOP/s (default: H100/H200 800)")

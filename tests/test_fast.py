@@ -489,6 +489,17 @@ def test_gpu_check_script_is_valid_bash():
 
 
 @pytest.mark.slow
+def test_gpu_check_smoke_with_a_process_per_contender(tmp_path):
+    """The smoke sizes through the GPU run's path: every contender in a worker process."""
+    out = tmp_path / "check.json"
+    _load_gpu_check().main(["--smoke", "--processes", "--out", str(out), "--budget-seconds", "900"])
+    r = json.loads(out.read_text())
+    assert r["errors"] == {} and r["skipped"] == [], (r["errors"], r["skipped"])
+    assert all(r[p] for p in ("throughput", "host_syncs", "fat_compaction", "precision_drift", "compile"))
+    assert r["compile"]["graphs_after_warmup"] == {"train": 0, "eval": 0}
+
+
+@pytest.mark.slow
 def test_gpu_check_script_passes_smoke_and_writes_the_json(tmp_path):
     import os
     import subprocess
