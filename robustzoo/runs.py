@@ -91,7 +91,7 @@ def link_file(src: str | Path, dst: str | Path) -> None:
     a new file and leaves ``dst`` as it was.
     """
     with atomic_path(dst) as tmp:
-        tmp.unlink()
+        tmp.unlink(missing_ok=True)  # atomic_path may hand over an existing empty file
         try:
             os.link(src, tmp)
         except OSError:  # no hard links here (some network and FAT filesystems)
