@@ -164,3 +164,27 @@ def test_fat_compaction_pays_only_for_the_rows_still_attacking():
     rows = [min(64, -(-n // 8) * 8) for n in left if n]
     assert full_f == pytest.approx(2 * STEPS, rel=0.01)
     assert f == pytest.approx(2 * sum(rows) / 64, rel=0.01) and f < full_f / 2, (f, rows)
+
+
+def test_a_compiled_attack_costs_what_the_eager_one_does():
+    """torch.compile (AOT autograd, 'aot_eager' backend) adds no weight gradients to the
+    attack's input-only backward: PGD stays at 2F per step."""
+    import torch._dynamo
+
+    from robustzoo.attacks import pgd
+    from robustzoo.fast import FastModel
+
+    x, y = _batch()
+    model = _model().eval()
+    torch._dynamo.reset()
+    try:
+        compiled = FastModel(model, compile_mode="default", backend="aot_eager").eval()
+        pgd(compiled, x, y, eps=0.1, alpha=0.02, steps=1)  # compile outside the count
+        costs = []
+        for net in (model, compiled):
+            with flop_counter() as fc:
+                pgd(net, x, y, eps=0.1, alpha=0.02, steps=3)
+            costs.append(fc.get_total_flops())
+    finally:
+        torch._dynamo.reset()
+    assert costs[1] == costs[0] > 0
