@@ -1,16 +1,22 @@
 """Throughput of adversarial training and evaluation on one device (see docs/performance.md).
 
-In one process, on one device, on CIFAR-shaped random data (3x32x32, 10 classes), for each
-architecture (PreAct ResNet-18 and WRN-34-10 by default):
+On CIFAR-shaped random data (3x32x32, 10 classes), for each architecture (PreAct ResNet-18
+and WRN-34-10 by default), every contender in **its own process** (its own cuDNN, TF32 and
+allocator state), their timed rounds interleaved in one run:
 
 * PGD-10 adversarial training, images/s:
-  (a) robustzoo's fast path: the real ``Trainer`` and ``at`` objective (bf16 autocast,
-      channels_last, fused SGD, data on the device; once more with ``torch.compile`` when
-      ``--compile`` is not 'off'),
-  (b) a straightforward fp32 reference loop written here: a torch DataLoader with per-image
-      CPU crop/flip, ``.backward()`` inside the attack (weight gradients too), fp32;
-  the ratio (a)/(b), and the fraction of the physical limit: images/s x 23 forward FLOPs
-  per image (PGD-10 AT = 10 x 2F + 3F) over ``--peak-tflops``;
+  (a) ``fast``: robustzoo's fast path, the real ``Trainer`` and ``at`` objective (bf16
+      autocast, channels_last, fused SGD, cuDNN autotuning, data on the device);
+  (b) ``fp32_nchw``: the same loop in exact fp32 (TF32 off), NCHW, no compile: the loop's
+      structure (23F per image, data on the device) without the precision and layout;
+  (c) ``reference``: what a paper repository runs: a torch DataLoader with per-image CPU
+      crop/flip, ``.backward()`` inside the attack (weight gradients too: 33F per image),
+      fp32 with TF32 off, ``cudnn.benchmark`` off;
+  (d) with ``--compile`` (default reduce-overhead on CUDA): the fast path compiled, after
+      the others (its compilation takes minutes);
+  the ratios fast/reference, fp32_nchw/reference (FLOP structure and data path, of which
+  33F/23F = 1.43x is arithmetic) and fast/fp32_nchw (precision and layout), and the
+  fraction of the physical limit: images/s x 23 forward FLOPs per image over --peak-tflops;
 * PGD-20 evaluation throughput (fast path and reference), images/s;
 * AutoAttack (standard) time on ``--aa-n`` examples through the registered ``autoattack``
   attack. On the benchmark's random-weight model the labels are its own clean predictions,
@@ -32,10 +38,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import platform
+import selectors
+import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -138,61 +148,134 @@ def forward_flops(arch: str, device: torch.device) -> float:
     return float(counter.get_total_flops())
 
 
-# -- (a) the fast path: robustzoo's own Trainer ---------------------------------------------------
-def make_trainer(arch: str, args: argparse.Namespace, device: torch.device, compile_mode: str,
-                 n_train: int, workdir: Path):
-    from robustzoo import plugins
-    from robustzoo.train import Trainer, build_config
+# -- the contenders, each run inside its own worker process ------------------------------------
+class RobustzooLoop:
+    """robustzoo's training loop (the real Trainer) on the benchmark data, in a worker.
 
-    SIZES["train"] = n_train + 8  # + the 8 validation images the spec holds out
-    SIZES["test"] = max(args.eval_n, args.aa_n, 8)
-    plugins.unregister_plugin("throughput-bench")
-    plugins.register_plugin(BenchPlugin(), name="throughput-bench")
-    cfg = build_config("at", dataset=DATASET, arch=arch, batch_size=args.batch_size, steps=args.steps,
-                       epochs=2, schedule="constant", device=str(device), precision=args.precision,
-                       compile=compile_mode, compile_backend=args.compile_backend, seed=args.seed)
-    return Trainer(cfg, workdir / f"{arch}-{compile_mode}")
+    ``spec`` keys: arch, batch_size, steps (PGD), max_steps (training batches held), precision,
+    compile, compile_backend, channels_last, seed, objective, settings (objective settings),
+    eval_n, aa_n (test images held).
+    """
+
+    def __init__(self, spec: dict[str, Any], device: torch.device, workdir: Path):
+        from robustzoo import plugins
+        from robustzoo.train import Trainer, build_config
+
+        bs = int(spec["batch_size"])
+        SIZES["train"] = bs * int(spec.get("max_steps", 8)) + 8  # + the 8 validation images
+        SIZES["test"] = max(int(spec.get("eval_n", 8)), int(spec.get("aa_n", 8)), 8)
+        plugins.unregister_plugin("throughput-bench")
+        plugins.register_plugin(BenchPlugin(), name="throughput-bench")
+        _register_method_plugins()
+        cfg = build_config(spec.get("objective", "at"), None, dict(spec.get("settings", {})), dataset=DATASET,
+                           arch=spec["arch"], batch_size=bs, steps=int(spec["steps"]), epochs=2,
+                           schedule="constant", device=str(device), precision=spec.get("precision", "auto"),
+                           compile=spec.get("compile", "off"), compile_backend=spec.get("compile_backend", "inductor"),
+                           channels_last=bool(spec.get("channels_last", True)), seed=int(spec.get("seed", 0)))
+        self.trainer = Trainer(cfg, workdir / "run")
+        self.device, self.bs = device, bs
+        self.full = self.trainer.train_data
+        self.epoch = 0
+
+    def describe(self) -> dict[str, Any]:
+        d = self.trainer.fast.describe()
+        d.update(objective=self.trainer.cfg.objective, settings=self.trainer.settings, batch_size=self.bs,
+                 backends=_backend_flags(), device_name=device_name(self.device), torch=torch.__version__,
+                 cuda=torch.version.cuda,
+                 cudnn=torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None)
+        return d
+
+    def _epoch_of(self, steps: int, progress: Any = None) -> None:
+        rows = torch.arange(self.bs * steps, device=self.full.x.device) % len(self.full)
+        self.trainer.train_data = self.full.take(rows)
+        self.trainer.train_epoch(self.epoch % 2, progress)  # epochs 0/1: the schedule is constant
+        self.epoch += 1
+
+    def train(self, steps: int) -> dict[str, Any]:
+        """``steps`` training batches (one 'epoch' of the Trainer), timed."""
+        with DeviceTimer(self.device) as t:
+            self._epoch_of(steps)
+        return {"seconds": t.seconds, "steps": steps, "images": steps * self.bs}
+
+    def syncs(self, steps: int, live: bool = False) -> dict[str, Any]:
+        """Host syncs of one training epoch of ``steps`` batches (torch.cuda.set_sync_debug_mode).
+
+        ``live``: with a progress object that shows its running figures (4 a second).
+        """
+        return _count_syncs(self.device, lambda: self._epoch_of(steps, _LiveProgress() if live else None))
+
+    def eval_syncs(self, n: int, batch: int) -> dict[str, Any]:
+        """Host syncs of a PGD-20 evaluation of ``n`` images (robustzoo.eval.run_attack)."""
+        run = self._pgd20_runner(n, batch)
+        run()  # warm-up
+        return _count_syncs(self.device, run)
+
+    def _pgd20_runner(self, n: int, batch: int):
+        from robustzoo.attacks import AttackContext
+        from robustzoo.eval import run_attack
+        from robustzoo.fast import eval_model
+        from robustzoo.plugins import registry
+
+        tr = self.trainer
+        model = eval_model(tr.model, self.device, tr.fast.precision)  # as `robustzoo eval`: no compile
+        data = tr.splits.test.take(torch.arange(n) % len(tr.splits.test)).to(self.device)
+        spec = registry("attacks").get("pgd20")
+        ctx = AttackContext(eps=EPS, alpha=EVAL_ALPHA, num_classes=10, seed=0, device=str(self.device))
+
+        def run():
+            with tr.fast.scope():
+                return run_attack(model, data, spec, ctx, batch)
+
+        return run
+
+    def pgd20(self, n: int, batch: int) -> dict[str, Any]:
+        """images/s of the registered pgd20 attack on the trained model (eval mode)."""
+        run = self._pgd20_runner(n, batch)
+        self._pgd20_runner(min(n, batch), batch)()  # warm-up (cuDNN autotuning of the eval shapes)
+        with DeviceTimer(self.device) as t:
+            run()
+        return {"images_per_s": n / t.seconds, "images": n, "seconds": t.seconds}
+
+    def validate(self) -> dict[str, Any]:
+        """One validation pass (eval-mode graphs of a compiled model), timed."""
+        from robustzoo.train import validate
+
+        tr = self.trainer
+        with DeviceTimer(self.device) as t, tr.fast.autocast():
+            validate(tr.eval_net, tr.val_data, tr.cfg, step_begin=tr.fast.step_begin)
+        return {"seconds": t.seconds}
+
+    def compile_stats(self) -> dict[str, Any]:
+        from robustzoo.fast import compile_stats
+
+        return compile_stats()
+
+    def autoattack(self, n: int, batch: int, attack: str, square_queries: int | None) -> dict[str, Any]:
+        """Seconds of ``attack`` (standard AutoAttack) on ``n`` examples labelled by the model."""
+        from robustzoo.attacks import AttackContext
+        from robustzoo.data import TensorData
+        from robustzoo.eval import run_attack
+        from robustzoo.fast import eval_model
+        from robustzoo.plugins import registry
+
+        tr = self.trainer
+        spec = registry("attacks").get(attack)
+        model = eval_model(tr.model, self.device, tr.fast.precision).eval()
+        test = tr.splits.test.take(torch.arange(n)).to(self.device)
+        with tr.fast.scope(), torch.no_grad():  # attack every example: labels = predictions
+            pred = torch.cat([model(x).argmax(1) for x, _, _ in test.batches(batch)])
+        data = TensorData(test.x, pred, test.index)
+        options = {"square_queries": square_queries} if square_queries else {}
+        ctx = AttackContext(eps=EPS, alpha=EVAL_ALPHA, num_classes=10, seed=0, device=str(self.device),
+                            options=options)
+        with tr.fast.scope(), DeviceTimer(self.device) as t:
+            res = run_attack(model, data, spec, ctx, batch)
+        return {"attack": attack, "seconds": t.seconds, "images": n, "robust_accuracy": res.accuracy,
+                "seconds_per_10k": t.seconds * 10000 / n, "square_queries": square_queries or 5000,
+                "note": "random-weight model, labels = its predictions: a lower bound of the time on a "
+                        "robust model (use --aa-run RUN_DIR)"}
 
 
-def bench_fast_training(arch: str, args: argparse.Namespace, device: torch.device, compile_mode: str,
-                        workdir: Path) -> tuple[dict[str, Any], Any]:
-    """images/s of Trainer.train_epoch (objective 'at', PGD-K) after a warm-up epoch."""
-    bs = args.batch_size
-    trainer = make_trainer(arch, args, device, compile_mode, bs * args.iters, workdir)
-    full = trainer.train_data
-    rows = torch.arange(bs * args.warmup, device=full.x.device) % len(full)
-    trainer.train_data = full.take(rows)
-    with DeviceTimer(device) as warm:
-        trainer.train_epoch(0)
-    trainer.train_data = full
-    with DeviceTimer(device) as timed:
-        trainer.train_epoch(1)
-    n = bs * args.iters
-    step = timed.seconds / args.iters
-    return {"images_per_s": n / timed.seconds, "step_ms": 1000 * step, "images": n,
-            "warmup_s": warm.seconds, "warmup_steps": args.warmup,
-            "compile_and_autotune_s": max(warm.seconds - args.warmup * step, 0.0),
-            "fast_path": trainer.fast.describe()}, trainer
-
-
-def bench_fast_pgd20(trainer, args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
-    """images/s of the registered pgd20 attack on the trained model (fast path, eval mode)."""
-    from robustzoo.attacks import AttackContext
-    from robustzoo.eval import run_attack
-    from robustzoo.plugins import registry
-
-    data = trainer.splits.test.take(torch.arange(args.eval_n)).to(device)
-    spec = registry("attacks").get("pgd20")
-    ctx = AttackContext(eps=EPS, alpha=EVAL_ALPHA, num_classes=10, seed=0, device=str(device))
-    with trainer.fast.autocast():
-        run_attack(trainer.eval_net, data.take(torch.arange(args.eval_batch, device=data.x.device)),
-                   spec, ctx, args.eval_batch)  # warm-up (and compile of the eval graphs)
-        with DeviceTimer(device) as t:
-            run_attack(trainer.eval_net, data, spec, ctx, args.eval_batch)
-    return {"images_per_s": len(data) / t.seconds, "images": len(data), "seconds": t.seconds}
-
-
-# -- (b) the straightforward fp32 reference ---------------------------------------------------
 class CifarLike(torch.utils.data.Dataset):
     """uint8 images → float tensors with a per-image pad-4 crop and flip on the CPU."""
 
@@ -229,100 +312,395 @@ def reference_pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float
     return (x + delta).detach()
 
 
-def bench_reference(arch: str, args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
-    """images/s of the reference PGD-K training loop and of reference PGD-20 evaluation."""
-    from robustzoo.models import build_model
+class ReferenceLoop:
+    """The straightforward loop of a paper repository, in a worker process of its own.
 
-    torch.manual_seed(args.seed)
-    model = build_model(arch, num_classes=10, in_chans=3, input_size=(32, 32), mean=(0.4914, 0.4822, 0.4465),
-                        std=(0.2471, 0.2435, 0.2616)).to(device)
-    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
-    bs, total = args.batch_size, args.warmup + args.iters
-    x, y = _random_cifar(bs * total, 0)
-    loader = torch.utils.data.DataLoader(CifarLike(x, y), batch_size=bs, shuffle=True, drop_last=True,
-                                         num_workers=args.workers, pin_memory=device.type == "cuda")
-    timer = DeviceTimer(device)
-    model.train()
-    for i, (xb, yb) in enumerate(loader):
-        if i == args.warmup:
-            timer.__enter__()
-        xb, yb = xb.to(device), yb.to(device)
-        x_adv = reference_pgd(model, xb, yb, EPS, ALPHA, args.steps)
-        loss = F.cross_entropy(model(x_adv), yb)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    timer.__exit__()
-    n = bs * args.iters
-    train = {"images_per_s": n / timer.seconds, "step_ms": 1000 * timer.seconds / args.iters, "images": n}
-    # PGD-20 evaluation, eval mode, no random start (as the registered pgd20)
-    model.eval()
-    xe, ye = _random_cifar(args.eval_n, 1)
-    loader = torch.utils.data.DataLoader(CifarLike(xe, ye, augment=False), batch_size=args.eval_batch,
-                                         num_workers=args.workers, pin_memory=device.type == "cuda")
-    with DeviceTimer(device) as t:
-        for xb, yb in loader:
-            xb, yb = xb.to(device), yb.to(device)
-            x_adv = reference_pgd(model, xb, yb, EPS, EVAL_ALPHA, 20, rand_init=False)
-            with torch.no_grad():
-                (model(x_adv).argmax(1) == yb).sum().item()
-    return {"train": train, "pgd20": {"images_per_s": args.eval_n / t.seconds, "images": args.eval_n,
-                                      "seconds": t.seconds}}
+    fp32 with TF32 off and ``cudnn.benchmark`` off (set here, in a process no robustzoo
+    Trainer has touched), a DataLoader with per-image CPU augmentation, ``.backward()``
+    inside the attack, SGD unfused, NCHW.
+    """
 
+    def __init__(self, spec: dict[str, Any], device: torch.device, workdir: Path):
+        from robustzoo.models import build_model
 
-# -- AutoAttack -------------------------------------------------------------------------------
-def bench_autoattack(trainer, args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
-    """Seconds of standard AutoAttack (the registered 'autoattack') on --aa-n examples."""
-    from robustzoo.attacks import AttackContext
-    from robustzoo.data import TensorData
-    from robustzoo.eval import run_attack
-    from robustzoo.fast import eval_model
-    from robustzoo.plugins import registry
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+        torch.manual_seed(int(spec.get("seed", 0)))
+        self.device, self.bs, self.steps = device, int(spec["batch_size"]), int(spec["steps"])
+        self.model = build_model(spec["arch"], num_classes=10, in_chans=3, input_size=(32, 32),
+                                 mean=(0.4914, 0.4822, 0.4465), std=(0.2471, 0.2435, 0.2616)).to(device)
+        self.opt = torch.optim.SGD(self.model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
+        x, y = _random_cifar(self.bs * int(spec.get("max_steps", 8)), 0)
+        workers = int(spec.get("workers", 2))
+        self.loader = torch.utils.data.DataLoader(
+            CifarLike(x, y), batch_size=self.bs, shuffle=True, drop_last=True, num_workers=workers,
+            pin_memory=device.type == "cuda", persistent_workers=workers > 0)
+        self._it = iter(self.loader)
+        self.workers = workers
 
-    spec = registry("attacks").get(args.aa_attack)
-    model = eval_model(trainer.model, device, trainer.fast.precision).eval()
-    test = trainer.splits.test.take(torch.arange(args.aa_n)).to(device)
-    with trainer.fast.scope(), torch.no_grad():  # attack every example: labels = predictions
-        pred = torch.cat([model(x).argmax(1) for x, _, _ in test.batches(args.eval_batch)])
-    data = TensorData(test.x, pred, test.index)
-    options = {"square_queries": args.square_queries} if args.square_queries else {}
-    ctx = AttackContext(eps=EPS, alpha=EVAL_ALPHA, num_classes=10, seed=0, device=str(device),
-                        options=options)
-    with trainer.fast.scope(), DeviceTimer(device) as t:
-        res = run_attack(model, data, spec, ctx, args.eval_batch)
-    return {"attack": args.aa_attack, "seconds": t.seconds, "images": args.aa_n,
-            "robust_accuracy": res.accuracy,
-            "seconds_per_10k": t.seconds * 10000 / args.aa_n,
-            "square_queries": args.square_queries or 5000,
-            "note": "random-weight model, labels = its predictions: a lower bound of the time on a "
-                    "robust model (use --aa-run RUN_DIR)"}
+    def describe(self) -> dict[str, Any]:
+        return {"device": str(self.device), "precision": "fp32", "channels_last": False, "compile": "off",
+                "fused_optimizer": False, "data": f"DataLoader, {self.workers} workers, CPU crop/flip",
+                "attack": ".backward() (weight gradients too)", "batch_size": self.bs, "backends": _backend_flags()}
+
+    def _next(self):
+        try:
+            return next(self._it)
+        except StopIteration:
+            self._it = iter(self.loader)
+            return next(self._it)
+
+    def train(self, steps: int) -> dict[str, Any]:
+        model, opt = self.model.train(), self.opt
+        with DeviceTimer(self.device) as t:
+            for _ in range(steps):
+                xb, yb = self._next()
+                xb, yb = xb.to(self.device), yb.to(self.device)
+                x_adv = reference_pgd(model, xb, yb, EPS, ALPHA, self.steps)
+                loss = F.cross_entropy(model(x_adv), yb)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+        return {"seconds": t.seconds, "steps": steps, "images": steps * self.bs}
+
+    def pgd20(self, n: int, batch: int) -> dict[str, Any]:
+        """PGD-20 evaluation, eval mode, no random start (as the registered pgd20)."""
+        model = self.model.eval()
+        xe, ye = _random_cifar(n, 1)
+        loader = torch.utils.data.DataLoader(CifarLike(xe, ye, augment=False), batch_size=batch,
+                                             num_workers=self.workers, pin_memory=self.device.type == "cuda")
+        with DeviceTimer(self.device) as t:
+            for xb, yb in loader:
+                xb, yb = xb.to(self.device), yb.to(self.device)
+                x_adv = reference_pgd(model, xb, yb, EPS, EVAL_ALPHA, 20, rand_init=False)
+                with torch.no_grad():
+                    (model(x_adv).argmax(1) == yb).sum().item()
+        return {"images_per_s": n / t.seconds, "images": n, "seconds": t.seconds}
 
 
-def bench_autoattack_run(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
-    """Seconds of standard AutoAttack on a trained run's first --aa-n test images."""
-    from robustzoo.api import evaluate
+class DriftCheck:
+    """bf16 against exact fp32 on a short trained run, in a worker (``benchmarks/gpu_check.py``)."""
 
-    options = {"square_queries": args.square_queries} if args.square_queries else None
-    t0 = time.perf_counter()
-    rep = evaluate(args.aa_run, [args.aa_attack], n=args.aa_n, device=str(device), precision=args.precision,
-                   write=False, health=False, options=options, batch_size=args.eval_batch)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    sec = time.perf_counter() - t0
-    return {"run": str(args.aa_run), "attack": args.aa_attack, "seconds": sec, "images": rep["n"],
-            "seconds_per_10k": sec * 10000 / rep["n"], "robust_accuracy": rep["results"][0]["accuracy"],
-            "precision": rep.get("precision")}
+    def __init__(self, spec: dict[str, Any], device: torch.device, workdir: Path):
+        self.device, self.workdir = device, workdir
+
+    def describe(self) -> dict[str, Any]:
+        return {"device": str(self.device), "device_name": device_name(self.device)}
+
+    def run(self, dataset: str, arch: str, epochs: int, n: int | None, subset: int | None = None,
+            data_dir: str | None = None, batch_size: int | None = None, steps: int | None = None
+            ) -> dict[str, Any]:
+        """Train ``arch`` on ``dataset`` (PGD AT, the dataset's defaults) and compare precisions."""
+        from robustzoo.api import train
+
+        run = self.workdir / f"drift-{dataset}"
+        t0 = time.perf_counter()
+        _, report = train("at", dataset=dataset, arch=arch, epochs=epochs, subset=subset, data_dir=data_dir,
+                          batch_size=batch_size, steps=steps, device=str(self.device), out=run,
+                          eval_attacks=["clean"], eval_n=256, val_steps=2)
+        train_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        check = compare_precisions(run, "clean,pgd20", n=n, device=str(self.device), data_dir=data_dir,
+                                   record=True)
+        check.update(dataset=dataset, arch=arch, epochs=epochs, train_seconds=train_s,
+                     check_seconds=time.perf_counter() - t0, train_clean_accuracy=report["results"][0]["accuracy"],
+                     resolution_points=100 / check["n"])
+        # what `robustzoo eval --precision auto` now does with this run (it reads the check)
+        from robustzoo.api import evaluate
+
+        auto = evaluate(run, ["clean"], n=min(256, check["n"]), device=str(self.device), data_dir=data_dir,
+                        write=False, health=False)
+        check["auto_eval"] = {"precision": auto["precision"], "fallback": auto.get("precision_fallback")}
+        return check
+
+
+LOOPS = {"robustzoo": RobustzooLoop, "reference": ReferenceLoop, "drift": DriftCheck}
+
+
+class _LiveProgress:
+    """A progress object that shows running figures (4 a second), drawing nothing."""
+
+    refresh_seconds = 0.25
+
+    def task_start(self, label: str, total: int, completed: int = 0) -> str:
+        return label
+
+    def task_update(self, task: Any, completed: int, **fields: float) -> None:
+        pass
+
+    def task_end(self, task: Any) -> None:
+        pass
+
+    def epoch_end(self, row: Any) -> None:
+        pass
+
+    def note(self, message: str) -> None:
+        pass
+
+
+def _count_syncs(device: torch.device, work) -> dict[str, Any]:
+    """Host syncs ``work()`` makes, as ``torch.cuda.set_sync_debug_mode('warn')`` reports them."""
+    if device.type != "cuda":
+        work()
+        return {"available": False, "reason": "torch.cuda.set_sync_debug_mode counts CUDA syncs only"}
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("warn")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            work()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    msgs = [str(w.message).splitlines()[0] for w in caught if "synchroniz" in str(w.message).lower()]
+    kinds: dict[str, int] = {}
+    for m in msgs:
+        kinds[m[:120]] = kinds.get(m[:120], 0) + 1
+    return {"available": True, "syncs": len(msgs), "kinds": kinds}
+
+
+def _backend_flags() -> dict[str, Any]:
+    return {"cudnn_benchmark": bool(torch.backends.cudnn.benchmark),
+            "cudnn_allow_tf32": bool(torch.backends.cudnn.allow_tf32),
+            "matmul_allow_tf32": bool(torch.backends.cuda.matmul.allow_tf32)}
+
+
+def _register_method_plugins() -> None:
+    """Register the method plugins by module when no entry points list them (a checkout run
+    without ``pip install``, on PYTHONPATH)."""
+    import importlib
+
+    from robustzoo import plugins
+
+    names = set(plugins.registry("objectives").list())
+    for name, module in (("fat", "robustzoo_fat"), ("trades", "robustzoo_trades"), ("mart", "robustzoo_mart")):
+        if name in names:
+            continue
+        with contextlib.suppress(ImportError):
+            plugins.register_plugin(importlib.import_module(module), name=name)
+            names = set(plugins.registry("objectives").list())
+
+
+def worker_main(spec_text: str) -> None:
+    """A contender's process: build it, then answer JSON-line commands on stdin until 'quit'."""
+    from robustzoo.devices import resolve_device
+
+    spec = json.loads(spec_text)
+    # The protocol keeps the original stdout to itself; anything else written to stdout, by
+    # Python or by a library's C code, goes to stderr (the log) instead.
+    sys.stdout.flush()
+    out = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    if spec.get("threads"):
+        torch.set_num_threads(int(spec["threads"]))
+
+    def send(obj: dict[str, Any]) -> None:
+        out.write(json.dumps(obj, default=str) + "\n")
+        out.flush()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            device = resolve_device(spec.get("device", "auto"))
+            loop = LOOPS[spec["kind"]](spec, device, Path(tmp))
+            send({"ready": True, "describe": loop.describe()})
+        except Exception as exc:  # noqa: BLE001 - reported to the driver, which goes on
+            send({"error": _one_line(exc)})
+            return
+        for line in sys.stdin:
+            msg = json.loads(line)
+            if msg.get("cmd") == "quit":
+                break
+            try:
+                send(getattr(loop, msg["cmd"])(**msg.get("args", {})))
+            except Exception as exc:  # noqa: BLE001
+                send({"error": _one_line(exc)})
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:300] if text else ''}"
+
+
+class Worker:
+    """The driver's handle on one contender's process (see :func:`worker_main`)."""
+
+    def __init__(self, name: str, spec: dict[str, Any]):
+        self.name, self.spec = name, spec
+        self.proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(spec)],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
+        self.info: dict[str, Any] | None = None
+        self.error: str | None = None
+
+    def _read(self, timeout: float | None) -> dict[str, Any]:
+        sel = selectors.DefaultSelector()
+        sel.register(self.proc.stdout, selectors.EVENT_READ)
+        try:
+            if not sel.select(timeout):
+                self.close(kill=True)
+                return {"error": f"timed out after {timeout:.0f} s"}
+        finally:
+            sel.close()
+        line = self.proc.stdout.readline()
+        if not line:
+            code = self.proc.wait()
+            return {"error": f"worker exited with code {code}"}
+        try:
+            return json.loads(line)
+        except json.JSONDecodeError:
+            return {"error": f"worker sent {line[:200]!r}"}
+
+    def ready(self, timeout: float | None = None) -> bool:
+        """Wait until the contender is built; False (with ``error`` set) when it could not be."""
+        if self.info is None and self.error is None:
+            msg = self._read(timeout)
+            self.error = msg.get("error")
+            self.info = msg.get("describe", {}) if self.error is None else {}
+        return self.error is None
+
+    def call(self, cmd: str, timeout: float | None = None, **args: Any) -> dict[str, Any]:
+        if not self.ready(timeout) or self.proc.poll() is not None:
+            return {"error": self.error or "worker is gone"}
+        self.proc.stdin.write(json.dumps({"cmd": cmd, "args": args}) + "\n")
+        self.proc.stdin.flush()
+        return self._read(timeout)
+
+    def close(self, kill: bool = False) -> None:
+        if self.proc.poll() is None:
+            if kill:
+                self.proc.kill()
+            else:
+                with contextlib.suppress(OSError):
+                    self.proc.stdin.write(json.dumps({"cmd": "quit"}) + "\n")
+                    self.proc.stdin.flush()
+                try:
+                    self.proc.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    self.proc.kill()
+        self.proc.wait()
+
+
+class LocalWorker:
+    """A :class:`Worker` stand-in that runs the contender in this process (CPU smoke runs and
+    tests: no start-up cost, no separate process state). Answers pass through JSON as a
+    worker's would."""
+
+    def __init__(self, name: str, spec: dict[str, Any]):
+        from robustzoo.devices import resolve_device
+
+        self.name, self.spec = name, spec
+        self._tmp = tempfile.TemporaryDirectory()
+        self.info: dict[str, Any] | None = None
+        self.error: str | None = None
+        try:
+            self.loop = LOOPS[spec["kind"]](spec, resolve_device(spec.get("device", "auto")), Path(self._tmp.name))
+            self.info = json.loads(json.dumps(self.loop.describe(), default=str))
+        except Exception as exc:  # noqa: BLE001 - reported like a worker's failure
+            self.error, self.info = _one_line(exc), {}
+
+    def ready(self, timeout: float | None = None) -> bool:
+        return self.error is None
+
+    def call(self, cmd: str, timeout: float | None = None, **args: Any) -> dict[str, Any]:
+        if self.error is not None:
+            return {"error": self.error}
+        try:
+            return json.loads(json.dumps(getattr(self.loop, cmd)(**args), default=str))
+        except Exception as exc:  # noqa: BLE001
+            return {"error": _one_line(exc)}
+
+    def close(self, kill: bool = False) -> None:
+        self._tmp.cleanup()
+
+
+def make_worker(name: str, spec: dict[str, Any], in_process: bool = False) -> Worker | LocalWorker:
+    return LocalWorker(name, spec) if in_process else Worker(name, spec)
+
+
+def start_workers(specs: dict[str, dict[str, Any]], timeout: float | None = None,
+                  in_process: bool = False) -> dict[str, Worker | LocalWorker]:
+    """Start every contender's process at once (they build in parallel) and wait for them."""
+    workers = {name: make_worker(name, spec, in_process) for name, spec in specs.items()}
+    for w in workers.values():
+        w.ready(timeout)
+    return workers
+
+
+def interleaved(workers: dict[str, Any], rounds: int, steps: int, warmup: int,
+                timeout: float | None = None) -> dict[str, dict[str, Any]]:
+    """Warm each contender up, then time ``rounds`` rounds of ``steps`` training steps each,
+    one contender after the other within a round (drift of the machine hits all alike)."""
+    out: dict[str, dict[str, Any]] = {}
+    for name, w in workers.items():
+        if not w.ready(timeout):
+            out[name] = {"error": w.error}
+            continue
+        warm = w.call("train", timeout, steps=warmup)
+        out[name] = {"error": warm["error"]} if "error" in warm else {
+            "warmup_s": warm["seconds"], "warmup_steps": warmup, "rounds_images_per_s": [],
+            "seconds": 0.0, "images": 0, "fast_path": w.info}
+    for _ in range(rounds):
+        for name, w in workers.items():
+            res = out[name]
+            if "error" in res:
+                continue
+            r = w.call("train", timeout, steps=steps)
+            if "error" in r:
+                out[name] = {"error": r["error"]}
+                continue
+            res["seconds"] += r["seconds"]
+            res["images"] += r["images"]
+            res["rounds_images_per_s"].append(r["images"] / r["seconds"])
+    for res in out.values():
+        if "error" not in res and res["seconds"] > 0:
+            step = res["seconds"] / (rounds * steps)
+            res.update(images_per_s=res["images"] / res["seconds"], step_ms=1000 * step,
+                       compile_and_autotune_s=max(res["warmup_s"] - warmup * step, 0.0))
+    return out
+
+
+def breakdown(train: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Where the speed-up over the reference comes from, as ratios of images/s."""
+    ips = {k: v["images_per_s"] for k, v in train.items() if isinstance(v, dict) and "images_per_s" in v}
+    out: dict[str, Any] = {"flop_ratio_33F_over_23F": 33 / 23}
+    if "reference" in ips and "fp32_nchw" in ips:
+        out["flop_structure_and_data"] = ips["fp32_nchw"] / ips["reference"]
+    if "fp32_nchw" in ips and "fast" in ips:
+        out["precision_and_layout"] = ips["fast"] / ips["fp32_nchw"]
+    compiled = [v for k, v in ips.items() if k.startswith("fast_compile")]
+    if compiled and "fast" in ips:
+        out["compile"] = max(compiled) / ips["fast"]
+    if "reference" in ips:
+        best = max(v for k, v in ips.items() if k != "reference") if len(ips) > 1 else None
+        if best:
+            out["total"] = best / ips["reference"]
+    return out
+
+
+def contender_specs(arch: str, args: argparse.Namespace, device: torch.device, max_steps: int
+                    ) -> dict[str, dict[str, Any]]:
+    """fast, fp32_nchw and reference, for one architecture."""
+    common = dict(arch=arch, batch_size=args.batch_size, steps=args.steps, seed=args.seed, device=str(device),
+                  max_steps=max_steps, eval_n=args.eval_n, aa_n=args.aa_n, threads=args.threads)
+    return {
+        "fast": dict(common, kind="robustzoo", precision=args.precision, compile="off"),
+        "fp32_nchw": dict(common, kind="robustzoo", precision="fp32", compile="off", channels_last=False),
+        "reference": dict(common, kind="reference", workers=args.workers),
+    }
 
 
 # -- bf16 against fp32 ------------------------------------------------------------------------
 def compare_precisions(name: str, attacks: list[str] | str = ("clean", "pgd20"), *, n: int | None = 1000,
                        device: str = "auto", tolerance: float = 0.1, seed: int = 0,
                        batch_size: int = 256, data_dir: str | None = None,
-                       low: str = "bf16") -> dict[str, Any]:
+                       low: str = "bf16", record: bool = False) -> dict[str, Any]:
     """Evaluate one model in exact fp32 and in ``low`` precision; report the drift.
 
     Both runs use the same examples, seed and attacks. The drift of each attack is in
     percentage points; ``ok`` is true when every drift is at most ``tolerance`` points.
+    ``decision`` is the precision ``robustzoo eval --precision auto`` then uses on this
+    device (:func:`robustzoo.fast.eval_precision`); with ``record`` and a run directory the
+    report is saved there (``precision_check.json``), where that evaluation reads it.
 
     Args:
         name: run directory, zoo alias or hf-hub id.
@@ -332,8 +710,11 @@ def compare_precisions(name: str, attacks: list[str] | str = ("clean", "pgd20"),
         tolerance: allowed drift in percentage points (0.1 by the performance targets).
         low: the precision compared with fp32 ('bf16').
     """
-    from robustzoo.api import evaluate
+    from robustzoo import runs
+    from robustzoo.api import evaluate, resolve_model_dir
     from robustzoo.devices import resolve_device
+    from robustzoo.eval import model_fingerprint
+    from robustzoo.fast import eval_precision, write_precision_check
 
     common = dict(n=n, seed=seed, batch_size=batch_size, device=device, data_dir=data_dir,
                   write=False, health=False)
@@ -345,59 +726,76 @@ def compare_precisions(name: str, attacks: list[str] | str = ("clean", "pgd20"),
         rows.append({"attack": a["attack"], "fp32": a["accuracy"], low: b["accuracy"],
                      "drift_points": drift, "n": a["n"]})
     worst = max((abs(r["drift_points"]) for r in rows), default=0.0)
-    return {"model": str(name), "device": str(resolve_device(device)), "n": ref["n"],
-            "precisions": ["fp32", low], "tolerance_points": tolerance, "max_abs_drift_points": worst,
-            "ok": worst <= tolerance, "results": rows}
+    dev = resolve_device(device)
+    model, _ = runs.load_run(resolve_model_dir(name))
+    report = {"model": str(name), "model_fingerprint": model_fingerprint(model), "device": str(dev),
+              "n": ref["n"], "precisions": ["fp32", low], "tolerance_points": tolerance,
+              "max_abs_drift_points": worst, "ok": worst <= tolerance, "results": rows}
+    report["decision"] = eval_precision("auto", dev, report, tolerance)[0]
+    if record and Path(name).is_dir():
+        report["recorded"] = str(write_precision_check(name, report))
+    return report
 
 
 # -- driver -----------------------------------------------------------------------------------
-def bench_arch(name: str, args: argparse.Namespace, device: torch.device, peak: float | None,
-               workdir: Path) -> dict[str, Any]:
+def bench_arch(name: str, args: argparse.Namespace, device: torch.device, peak: float | None) -> dict[str, Any]:
     arch = ARCH_ALIASES.get(name, name)
     flops = forward_flops(arch, device)
     per_image = (2 * args.steps + 3) * flops  # PGD-K AT: K x (F + 2F) + F + 2F
     out: dict[str, Any] = {"arch": arch, "forward_gflops": flops / 1e9,
                            "forward_equivalents_per_image": 2 * args.steps + 3,
-                           "batch_size": args.batch_size, "pgd_steps": args.steps, "train": {}}
+                           "batch_size": args.batch_size, "pgd_steps": args.steps, "rounds": args.rounds}
 
     def limit_fraction(ips: float) -> float | None:
         return ips * per_image / (peak * 1e12) if peak else None
 
-    variants = ["off"] + ([args.compile] if args.compile != "off" else [])
-    trainer, best = None, 0.0  # evaluation below uses the faster training variant's model
-    for mode in variants:
-        key = "fast" if mode == "off" else f"fast_compile_{mode}"
+    max_steps = max(args.iters, args.warmup)
+    workers = start_workers(contender_specs(arch, args, device, max_steps), in_process=args.in_process)
+    try:
+        train = interleaved(workers, args.rounds, args.iters, args.warmup)
+        for key, res in train.items():
+            if "images_per_s" in res:
+                res["fraction_of_limit"] = limit_fraction(res["images_per_s"])
+                _log(f"{name}: {key}: {res['images_per_s']:.1f} img/s (warm-up {res['warmup_s']:.1f} s)")
+        fast, ref = workers["fast"], workers["reference"]
+        pgd20 = {"fast": fast.call("pgd20", n=args.eval_n, batch=args.eval_batch),
+                 "reference": ref.call("pgd20", n=args.eval_n, batch=args.eval_batch)}
+        aa = None if args.skip_aa else fast.call("autoattack", n=args.aa_n, batch=args.eval_batch,
+                                                  attack=args.aa_attack, square_queries=args.square_queries)
+    finally:
+        for w in workers.values():
+            w.close()
+    if args.compile != "off":  # after the others: compiling takes minutes and much memory
+        key = f"fast_compile_{args.compile}"
+        spec = dict(contender_specs(arch, args, device, max_steps)["fast"], compile=args.compile,
+                    compile_backend=args.compile_backend)
+        w = make_worker(key, spec, args.in_process)
         try:
-            res, tr = bench_fast_training(arch, args, device, mode, workdir)
-        except Exception as exc:  # noqa: BLE001 - report and go on with the other variants
-            out["train"][key] = {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"}
-            continue
-        res["fraction_of_limit"] = limit_fraction(res["images_per_s"])
-        out["train"][key] = res
-        if res["images_per_s"] > best:
-            trainer, best = tr, res["images_per_s"]
-        _log(f"{name}: {key}: {res['images_per_s']:.1f} img/s (warm-up {res['warmup_s']:.1f} s)")
-    ref = bench_reference(arch, args, device)
-    ref["train"]["fraction_of_limit"] = limit_fraction(ref["train"]["images_per_s"])
-    out["train"]["reference"] = ref["train"]
-    _log(f"{name}: reference: {ref['train']['images_per_s']:.1f} img/s")
-    fast = [v["images_per_s"] for k, v in out["train"].items() if k != "reference" and "images_per_s" in v]
-    if fast:
-        out["train"]["speedup_vs_reference"] = max(fast) / ref["train"]["images_per_s"]
-    out["train"]["epoch_50k_s"] = {k: 50000 / v["images_per_s"] for k, v in out["train"].items()
-                                   if isinstance(v, dict) and "images_per_s" in v}
-    if trainer is None:
-        return out
-    pgd20 = bench_fast_pgd20(trainer, args, device)
-    out["pgd20_eval"] = {"fast": pgd20, "reference": ref["pgd20"], "compile": trainer.fast.compile,
-                         "speedup_vs_reference": pgd20["images_per_s"] / ref["pgd20"]["images_per_s"],
-                         "seconds_per_10k": {"fast": 10000 / pgd20["images_per_s"],
-                                             "reference": 10000 / ref["pgd20"]["images_per_s"]}}
-    _log(f"{name}: PGD-20 eval: {pgd20['images_per_s']:.1f} img/s (reference "
-         f"{ref['pgd20']['images_per_s']:.1f})")
-    if not args.skip_aa:
-        out["autoattack"] = bench_autoattack(trainer, args, device)
-        _log(f"{name}: {args.aa_attack} on {args.aa_n}: {out['autoattack']['seconds']:.1f} s")
+            res = interleaved({key: w}, args.rounds, args.iters, args.warmup)[key]
+            if "images_per_s" in res:
+                res["fraction_of_limit"] = limit_fraction(res["images_per_s"])
+                res["compile_stats"] = w.call("compile_stats")
+                _log(f"{name}: {key}: {res['images_per_s']:.1f} img/s (warm-up {res['warmup_s']:.1f} s)")
+            train[key] = res
+        finally:
+            w.close()
+    out["train"] = train
+    fast_ips = [v["images_per_s"] for k, v in train.items() if k.startswith("fast") and "images_per_s" in v]
+    if fast_ips and "images_per_s" in train.get("reference", {}):
+        train["speedup_vs_reference"] = max(fast_ips) / train["reference"]["images_per_s"]
+    train["breakdown"] = breakdown(train)
+    train["epoch_50k_s"] = {k: 50000 / v["images_per_s"] for k, v in train.items()
+                            if isinstance(v, dict) and "images_per_s" in v}
+    if "images_per_s" in pgd20["fast"] and "images_per_s" in pgd20["reference"]:
+        f, r = pgd20["fast"]["images_per_s"], pgd20["reference"]["images_per_s"]
+        pgd20.update(compile="off", speedup_vs_reference=f / r,
+                     seconds_per_10k={"fast": 10000 / f, "reference": 10000 / r})
+        _log(f"{name}: PGD-20 eval: {f:.1f} img/s (reference {r:.1f})")
+    out["pgd20_eval"] = pgd20
+    if aa is not None:
+        out["autoattack"] = aa
+        if "seconds" in aa:
+            _log(f"{name}: {args.aa_attack} on {args.aa_n}: {aa['seconds']:.1f} s")
     return out
 
 
@@ -413,7 +811,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--arch", action="append", help="prn18, wrn34 or any registered name (repeatable; "
                                                     "default prn18 and wrn34, --quick: prn18)")
     p.add_argument("--batch-size", type=int, help="training batch (default 128, --quick 8)")
-    p.add_argument("--iters", type=int, help="timed training steps (default 20, --quick 2)")
+    p.add_argument("--iters", type=int, help="timed training steps per round (default 20, --quick 2)")
+    p.add_argument("--rounds", type=int, help="interleaved timed rounds per contender (default 3, --quick 1)")
     p.add_argument("--warmup", type=int, help="warm-up steps before timing (default 5, --quick 1)")
     p.add_argument("--steps", type=int, default=10, help="PGD steps of training (default 10)")
     p.add_argument("--eval-n", type=int, help="images for PGD-20 eval (default 5000, --quick 16)")
@@ -435,15 +834,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, help="CPU threads of torch (default: torch's choice)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="tiny settings: a smoke run (CPU tests)")
+    p.add_argument("--in-process", action="store_true",
+                   help="run the contenders in this process, one after the other, sharing its state "
+                        "(a quick smoke run; measurements want a process each, the default)")
     p.add_argument("--out", help="write the results as JSON here")
     p.add_argument("--check-precision", metavar="RUN_DIR",
                    help="only evaluate RUN_DIR in fp32 and bf16 and report the drift (≤ 0.1 points)")
     p.add_argument("--attacks", default="clean,pgd20", help="attacks of --check-precision")
     p.add_argument("--n", type=int, default=1000, help="test images of --check-precision")
+    p.add_argument("--no-record", action="store_true",
+                   help="do not save the --check-precision result in RUN_DIR/precision_check.json "
+                        "(which `robustzoo eval --precision auto` follows)")
     args = p.parse_args(argv)
     quick = args.quick
-    defaults = dict(batch_size=(8, 128), iters=(2, 20), warmup=(1, 5), eval_n=(16, 5000), eval_batch=(8, 500),
-                    aa_n=(4, 1000), square_queries=(20, None), workers=(0, 2))
+    defaults = dict(batch_size=(8, 128), iters=(2, 20), rounds=(1, 3), warmup=(1, 5), eval_n=(16, 5000),
+                    eval_batch=(8, 500), aa_n=(4, 1000), square_queries=(20, None), workers=(0, 2))
     for key, (q, full) in defaults.items():
         if getattr(args, key) is None:
             setattr(args, key, q if quick else full)
@@ -452,7 +857,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def bench_autoattack_run(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
+    """Seconds of standard AutoAttack on a trained run's first --aa-n test images."""
+    from robustzoo.api import evaluate
+
+    options = {"square_queries": args.square_queries} if args.square_queries else None
+    t0 = time.perf_counter()
+    rep = evaluate(args.aa_run, [args.aa_attack], n=args.aa_n, device=str(device), precision=args.precision,
+                   write=False, health=False, options=options, batch_size=args.eval_batch)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    sec = time.perf_counter() - t0
+    return {"run": str(args.aa_run), "attack": args.aa_attack, "seconds": sec, "images": rep["n"],
+            "seconds_per_10k": sec * 10000 / rep["n"], "robust_accuracy": rep["results"][0]["accuracy"],
+            "precision": rep.get("precision")}
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--worker"]:  # a contender's own process (see Worker)
+        worker_main(argv[1])
+        return {}
     args = parse_args(argv)
     from robustzoo.devices import resolve_device
 
@@ -460,31 +885,25 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     if args.check_precision:
-        report = compare_precisions(args.check_precision, args.attacks, n=args.n, device=str(device))
+        report = compare_precisions(args.check_precision, args.attacks, n=args.n, device=str(device),
+                                    record=not args.no_record)
         print(json.dumps(report, indent=2))
         if args.out:
             Path(args.out).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
         return report
     if args.compile is None:
         args.compile = "reduce-overhead" if device.type == "cuda" else "off"
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
     peak = args.peak_tflops if args.peak_tflops else default_peak(device)
     report: dict[str, Any] = {
         "device": device_name(device), "device_type": device.type, "torch": torch.__version__,
         "precision": args.precision, "compile": args.compile, "quick": args.quick,
-        "peak_tflops": peak, "threads": torch.get_num_threads(),
-        "argv": sys.argv[1:] if argv is None else argv, "archs": {},
+        "peak_tflops": peak, "threads": args.threads or torch.get_num_threads(),
+        "argv": list(argv), "archs": {},
     }
-    with tempfile.TemporaryDirectory() as tmp:
-        for name in args.arch:
-            with contextlib.suppress(Exception):
-                torch._dynamo.reset()  # fresh compile caches per architecture
-            report["archs"][name] = bench_arch(name, args, device, peak, Path(tmp))
+    for name in args.arch:  # each contender in a process of its own (no state shared)
+        report["archs"][name] = bench_arch(name, args, device, peak)
     if args.aa_run:
         report["autoattack_run"] = bench_autoattack_run(args, device)
-    if device.type == "cuda":
-        report["max_memory_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
     _print_summary(report)
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
@@ -499,7 +918,7 @@ def _print_summary(report: dict[str, Any]) -> None:
         print(f"\n{name} ({r['arch']}, {r['forward_gflops']:.2f} GFLOP forward, batch {r['batch_size']}, "
               f"PGD-{r['pgd_steps']} AT = {r['forward_equivalents_per_image']}F per image)")
         for key, v in r["train"].items():
-            if not isinstance(v, dict) or key == "epoch_50k_s":
+            if not isinstance(v, dict) or key in ("epoch_50k_s", "breakdown"):
                 continue
             if "error" in v:
                 print(f"  train {key:<32} error: {v['error']}")
@@ -509,11 +928,17 @@ def _print_summary(report: dict[str, Any]) -> None:
                   + (f"  {100 * frac:5.1f}% of limit" if frac is not None else ""))
         if "speedup_vs_reference" in r["train"]:
             print(f"  speedup (best fast / reference): {r['train']['speedup_vs_reference']:.2f}x")
-        if "pgd20_eval" in r:
+        b = r["train"].get("breakdown", {})
+        if "flop_structure_and_data" in b and "precision_and_layout" in b:
+            print(f"  of which: FLOP structure and data path (fp32_nchw / reference) "
+                  f"{b['flop_structure_and_data']:.2f}x (33F/23F alone: {b['flop_ratio_33F_over_23F']:.2f}x), "
+                  f"precision and layout (fast / fp32_nchw) {b['precision_and_layout']:.2f}x"
+                  + (f", compile {b['compile']:.2f}x" if "compile" in b else ""))
+        if "speedup_vs_reference" in r.get("pgd20_eval", {}):
             e = r["pgd20_eval"]
             print(f"  PGD-20 eval: {e['fast']['images_per_s']:.1f} img/s (reference "
                   f"{e['reference']['images_per_s']:.1f}; {e['speedup_vs_reference']:.2f}x)")
-        if "autoattack" in r:
+        if "seconds" in r.get("autoattack", {}):
             a = r["autoattack"]
             print(f"  {a['attack']}: {a['seconds']:.1f} s on {a['images']} images "
                   f"(~{a['seconds_per_10k'] / 60:.1f} min per 10k; lower bound, random weights)")

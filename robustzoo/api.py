@@ -25,12 +25,13 @@ from .eval import (
     FLAGS_FILE,
     evaluate_model,
     merge_eval,
+    model_fingerprint,
     parse_attack_options,
     parse_eps_list,
     plot_sweep,
     resolve_suite,
 )
-from .fast import eval_model, precision_scope, resolve_precision
+from .fast import eval_model, eval_precision, precision_scope, read_precision_check
 from .plugins import registry
 from .progress import Progress
 from .train import Trainer, build_config, config_from_run, default_out_dir
@@ -133,8 +134,10 @@ def evaluate(name: str | Path, attacks: list[str] | str | None = None, *, n: int
     call with ``resume`` reuses every attack already done on the same examples. See
     :func:`robustzoo.eval.evaluate_model` for ``cascade``, ``options``, ``health`` and
     ``eps_sweep``; ``plot`` writes the accuracy-vs-ε PNG there. ``precision``: 'auto' (bf16
-    autocast on CUDA, fp32 elsewhere), 'bf16', or 'fp32' (exact: TF32 off on CUDA); see
-    :mod:`robustzoo.fast`. ``show_progress`` and ``progress``: see the module docstring.
+    autocast on CUDA, fp32 elsewhere; fp32 when the run's saved precision check found bf16
+    more than 0.1 points off, which the report records under ``precision_fallback``), 'bf16',
+    or 'fp32' (exact: TF32 off on CUDA); see :mod:`robustzoo.fast`. ``show_progress`` and
+    ``progress``: see the module docstring.
     """
     _check_reporting(show_progress, progress)  # before a model is pulled or loaded
     if sweep_attack is None and eps_sweep is not None:
@@ -164,8 +167,12 @@ def evaluate(name: str | Path, attacks: list[str] | str | None = None, *, n: int
     local = write and Path(name).is_dir()
     if local and not resume:
         (run_dir / FLAGS_FILE).unlink(missing_ok=True)  # start afresh; the new outcomes are saved
-    prec = resolve_precision(precision, dev)
+    # 'auto' falls back to fp32 where the run's bf16 check drifted too far (docs/performance.md)
+    check = read_precision_check(run_dir, lambda: model_fingerprint(model))
+    prec, fallback = eval_precision(precision, dev, check)
     with precision_scope(dev, prec), _reporting(show_progress, progress) as rep:
+        if fallback and rep is not None:
+            rep.note(fallback)
         report = evaluate_model(eval_model(model, dev, prec), splits.test, list(attacks), eps=eps,
                                 alpha=spec.eval_alpha, num_classes=spec.num_classes, n=n, seed=seed,
                                 batch_size=batch_size, device=dev, progress=rep,
@@ -173,6 +180,8 @@ def evaluate(name: str | Path, attacks: list[str] | str | None = None, *, n: int
                                 options=options, health=health, eps_sweep=sweep,
                                 sweep_attack=sweep_attack)
     report.update(dataset=spec.name, split="test", checkpoint=runs.MODEL_FILE, precision=prec)
+    if fallback:
+        report["precision_fallback"] = {"reason": fallback, "max_abs_drift_points": check["max_abs_drift_points"]}
     if suite:
         report["suite"] = suite
     if plot is not None:

@@ -22,6 +22,8 @@ Semantics (documented in docs/performance.md):
   ``optimizer.step()`` (a step pre-hook), so their weights stay identical.
 * Per-example state is merged by the objective's ``sync_state()`` at the end of each epoch.
 * Only rank 0 writes files, prints and validates; metrics are summed over processes.
+* ``sync_bn=true`` (CUDA) makes BatchNorm normalise over the global batch
+  (:func:`convert_sync_batchnorm`); by default each process normalises its own share.
 """
 
 from __future__ import annotations
@@ -139,6 +141,35 @@ def wrap_model(model: nn.Module, info: DistInfo, device: torch.device) -> nn.Mod
     if device.type == "cuda":
         kwargs["device_ids"] = [device.index]
     return DDP(model, **kwargs)
+
+
+def has_batchnorm(model: nn.Module) -> bool:
+    """Whether ``model`` holds a BatchNorm layer (of any dimension, synchronised or not)."""
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+
+
+def convert_sync_batchnorm(model: nn.Module, info: DistInfo, device: torch.device) -> nn.Module:
+    """``model`` with every BatchNorm layer a ``SyncBatchNorm`` for a multi-process run.
+
+    Each training forward then normalises with the statistics of the global batch (one
+    all-reduce per layer), so N processes of B/N examples train as one process of B.
+    Parameters and buffers are the same tensors under the same names, so the checkpoints
+    load into the plain model. One process: ``model`` unchanged.
+
+    Every rank must then run the same number of train-mode forwards per step (each is a
+    collective): attacks in train mode (``attack_bn=train``) always run all their steps;
+    eval-mode forwards (validation, FAT's early-stopped search) never synchronise.
+
+    Raises:
+        UsageError: a CPU run whose model has BatchNorm layers (torch's SyncBatchNorm has no
+            CPU implementation).
+    """
+    if not info.enabled or not has_batchnorm(model):
+        return model
+    if device.type == "cpu":
+        raise UsageError("sync_bn=true needs CUDA devices: PyTorch's SyncBatchNorm has no CPU kernel "
+                         "(drop --set sync_bn=true; each CPU process then normalises its own share)")
+    return nn.SyncBatchNorm.convert_sync_batchnorm(model)
 
 
 def unwrap(model: nn.Module) -> nn.Module:

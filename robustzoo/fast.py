@@ -25,14 +25,17 @@ fixed shape (``drop_last``), and ``mode='reduce-overhead'`` records CUDA graphs.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import json
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn as nn
 
 from .errors import UsageError
+from .runs import write_json
 
 PRECISIONS = ("auto", "bf16", "fp32")
 COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
@@ -52,6 +55,65 @@ def resolve_precision(precision: str | None, device: torch.device | str) -> str:
     if p == "auto":
         return "bf16" if torch.device(device).type == "cuda" else "fp32"
     return p
+
+
+#: Largest drift of bf16 from exact fp32 robust accuracy, in percentage points, that lets an
+#: evaluation with ``precision='auto'`` stay in bf16 (docs/performance.md's target).
+DRIFT_TOLERANCE = 0.1
+#: Where a run directory keeps the result of its bf16-versus-fp32 check.
+PRECISION_CHECK_FILE = "precision_check.json"
+
+
+def eval_precision(precision: str | None, device: torch.device | str, check: dict[str, Any] | None,
+                   tolerance: float = DRIFT_TOLERANCE) -> tuple[str, str | None]:
+    """The precision an evaluation runs in, and why when a precision check overrules 'auto'.
+
+    'auto' means bf16 on CUDA, unless ``check`` (a bf16-versus-fp32 comparison of this model,
+    ``{"max_abs_drift_points": ..., "n": ...}``) found bf16 drifting more than ``tolerance``
+    points from fp32: then the evaluation falls back to exact fp32. An explicit 'bf16' or
+    'fp32' is always obeyed.
+
+    Returns:
+        ``(precision, reason)``: 'bf16' or 'fp32', and a one-line reason when it fell back
+        (None otherwise).
+    """
+    resolved = resolve_precision(precision, device)
+    if (precision or "auto").lower() != "auto" or resolved != "bf16" or not check:
+        return resolved, None
+    drift = float(check.get("max_abs_drift_points", 0.0))
+    if drift <= tolerance:
+        return resolved, None
+    return "fp32", (f"bf16 robust accuracy drifted {drift:g} points from fp32 on this model (more than "
+                    f"{tolerance:g}; precision check on {check.get('n', '?')} examples): evaluating in fp32")
+
+
+def read_precision_check(run_dir: str | Path, fingerprint: Callable[[], str] | None = None
+                         ) -> dict[str, Any] | None:
+    """The saved bf16-versus-fp32 check of a run directory, or None when it has none.
+
+    ``fingerprint`` returns :func:`robustzoo.eval.model_fingerprint` of the model about to be
+    evaluated (called only when there is a check): a check made on other weights (the run was
+    trained on since) is ignored.
+    """
+    path = Path(run_dir) / PRECISION_CHECK_FILE
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError):
+        return None  # an unreadable check decides nothing
+    if not isinstance(data, dict) or "max_abs_drift_points" not in data:
+        return None
+    if fingerprint is not None and data.get("model_fingerprint") not in (None, fingerprint()):
+        return None
+    return data
+
+
+def write_precision_check(run_dir: str | Path, report: dict[str, Any]) -> Path:
+    """Save a bf16-versus-fp32 check (``benchmarks/throughput.py --check-precision``) in the run."""
+    path = Path(run_dir) / PRECISION_CHECK_FILE
+    write_json(path, report)
+    return path
 
 
 def check_compile_mode(mode: str | None) -> str:
@@ -128,6 +190,46 @@ def _forward_eval_mode(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return module(x)
 
 
+_MODE_FUNCTIONS = {"train": _forward_train_mode, "eval": _forward_eval_mode}
+
+
+def _cached_graphs(fn: Any) -> int | None:
+    """Graphs torch.compile holds for ``fn``'s code (None when this PyTorch cannot tell)."""
+    try:
+        from torch._C._dynamo.eval_frame import _debug_get_cache_entry_list
+    except ImportError:  # pragma: no cover - older or newer PyTorch
+        return None
+    return len(_debug_get_cache_entry_list(fn.__code__))
+
+
+def compile_stats() -> dict[str, Any]:
+    """What torch.compile has made of :class:`FastModel` forwards in this process so far.
+
+    Counted since the last ``torch._dynamo.reset()``, over every FastModel of the process:
+
+    * ``graphs``: graphs per BatchNorm mode ('train', 'eval'); each beyond the first is a
+      recompile (a new shape, dtype, layout or ``requires_grad`` pattern);
+    * ``recompile_limit`` and ``at_limit``: the modes whose graphs reached
+      ``torch._dynamo.config.recompile_limit``, past which calls silently run eagerly;
+    * ``unique_graphs`` and ``graph_breaks``: dynamo's own counters (all compiled code);
+    * ``cudagraph_skips``: graphs inductor compiled but could not record as CUDA graphs
+      (mode 'reduce-overhead'), each then replayed without them.
+    """
+    from torch._dynamo.utils import counters  # deferred: loads the compiler stack
+
+    graphs = {mode: _cached_graphs(fn) for mode, fn in _MODE_FUNCTIONS.items()}
+    limit = int(torch._dynamo.config.recompile_limit)
+    return {
+        "graphs": graphs,
+        "recompiles": {m: (max(n - 1, 0) if n is not None else None) for m, n in graphs.items()},
+        "recompile_limit": limit,
+        "at_limit": [m for m, n in graphs.items() if n is not None and n >= limit],
+        "unique_graphs": int(counters["stats"]["unique_graphs"]),
+        "graph_breaks": int(sum(counters["graph_break"].values())),
+        "cudagraph_skips": int(counters["inductor"]["cudagraph_skips"]),
+    }
+
+
 class FastModel(nn.Module):
     """What objectives and attacks call during fast training or evaluation.
 
@@ -188,19 +290,21 @@ class FastPath:
         precision: 'bf16' or 'fp32' (resolved, never 'auto').
         compile: a compile mode ('off' by default).
         backend: torch.compile backend.
+        nhwc: use channels_last on CUDA (False: NCHW, to measure what the layout brings).
     """
 
     device: torch.device
     precision: str = "fp32"
     compile: str = "off"
     backend: str = "inductor"
+    nhwc: bool = True
 
     @classmethod
     def create(cls, device: torch.device, precision: str | None = "auto", compile: str | None = "off",
-               backend: str | None = "inductor") -> FastPath:
+               backend: str | None = "inductor", channels_last: bool = True) -> FastPath:
         """Resolve 'auto' precision and validate the compile mode for ``device``."""
         return cls(torch.device(device), resolve_precision(precision, device), check_compile_mode(compile),
-                   backend or "inductor")
+                   backend or "inductor", bool(channels_last))
 
     @property
     def cuda(self) -> bool:
@@ -209,7 +313,7 @@ class FastPath:
     @property
     def channels_last(self) -> bool:
         """channels_last only pays on CUDA (cuDNN NHWC kernels); CPU keeps NCHW."""
-        return self.cuda
+        return self.cuda and self.nhwc
 
     @property
     def fused_optimizer(self) -> bool:
@@ -263,7 +367,14 @@ class FastPath:
                          backend=self.backend)
 
     def step_begin(self) -> None:
-        """Mark a new training iteration for CUDA-graph trees (outputs of the last may be reused)."""
+        """Mark a new iteration for CUDA-graph trees: the outputs of the last may be overwritten.
+
+        Once marked by hand, CUDA-graph trees start a generation only at a mark, so every
+        compiled forward and backward of one training step (the K attack steps, the θ-step,
+        an objective's after_step) is one recorded path, replayed step after step; nothing
+        of a step is read after the next mark. The trainer marks each training step and each
+        validation batch (else the validation batches would chain onto one long path).
+        """
         if self.uses_cudagraphs:
             torch.compiler.cudagraph_mark_step_begin()
 

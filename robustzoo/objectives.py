@@ -17,6 +17,8 @@ Objectives never call pluggy: batch-level behaviour lives here, outside the plug
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -43,6 +45,8 @@ class ObjectiveContext:
         device: where tensors live.
         dataset: dataset name.
         seed: run seed.
+        fixed_shapes: the model is compiled, so batches keep one shape (each new shape would
+            be another graph); an objective then never shrinks a batch mid-step.
     """
 
     eps: float
@@ -55,6 +59,7 @@ class ObjectiveContext:
     device: torch.device = torch.device("cpu")
     dataset: str = ""
     seed: int = 0
+    fixed_shapes: bool = False
 
 
 @dataclass(frozen=True)
@@ -199,6 +204,26 @@ class Objective:
 
     def sync_state(self) -> None:
         """Make per-example state identical across distributed ranks (default: nothing)."""
+
+
+@contextlib.contextmanager
+def frozen_bn_statistics(model: nn.Module) -> Iterator[None]:
+    """Inside the block BatchNorm keeps its running statistics: nothing is copied or restored.
+
+    A module in train mode still normalises each batch with that batch's statistics, exactly
+    as a training forward does, but neither its running mean and variance nor its
+    ``num_batches_tracked`` move (its ``track_running_stats`` is off for the block). In eval
+    mode nothing changes: the running statistics normalise, as always.
+    """
+    tracked = [m for m in model.modules()
+               if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    for m in tracked:
+        m.track_running_stats = False
+    try:
+        yield
+    finally:
+        for m in tracked:
+            m.track_running_stats = True
 
 
 def coerce(value: Any, default: Any, key: str) -> Any:

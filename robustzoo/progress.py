@@ -19,12 +19,31 @@ the methods below on it; the command line passes one that draws rich progress ba
 A task is one pass over examples (a training epoch, one attack); its handle is whatever
 :meth:`Progress.task_start` returned. The engines report only from one process (rank 0
 under ``torchrun``).
+
+Running figures (a training epoch's loss and accuracy) cost a host sync on a GPU each
+time they are read, so the trainer sends them at most once per ``refresh_seconds`` (an
+optional attribute of the progress object; default :data:`REFRESH_SECONDS`) and at the
+end of the task. A progress object that shows nothing while a task runs (bars on a
+stderr that is not a terminal) sets ``refresh_seconds = None``: it then gets only the
+task's final update.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any, Protocol
+
+#: Seconds between a task's running updates when the progress object sets no
+#: ``refresh_seconds`` of its own: a few a second, each a host sync on a GPU.
+REFRESH_SECONDS = 0.25
+
+
+def refresh_seconds(progress: Any) -> float | None:
+    """How often ``progress`` wants running figures, in seconds (None: only at the end)."""
+    if progress is None:
+        return None
+    value = getattr(progress, "refresh_seconds", REFRESH_SECONDS)
+    return None if value is None else max(float(value), 0.0)
 
 
 class Progress(Protocol):

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -80,6 +81,28 @@ def save_weights(path: str | Path, tensors: dict[str, torch.Tensor], metadata: d
     clean = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     with atomic_path(path) as tmp:
         save_file(clean, str(tmp), metadata=meta)
+
+
+def link_file(src: str | Path, dst: str | Path) -> None:
+    """Make ``dst`` hold the bytes of ``src`` without writing them again, atomically.
+
+    A hard link (a copy where the filesystem has none). Safe because files here are only
+    ever replaced by a rename, never rewritten in place: the next write of ``src`` gives it
+    a new file and leaves ``dst`` as it was.
+    """
+    with atomic_path(dst) as tmp:
+        tmp.unlink(missing_ok=True)  # atomic_path may hand over an existing empty file
+        try:
+            os.link(src, tmp)
+        except OSError:  # no hard links here (some network and FAT filesystems)
+            shutil.copyfile(src, tmp)
+
+
+def save_state(path: str | Path, state: dict[str, Any]) -> None:
+    """Atomically ``torch.save`` resumable state (tensors, numbers and strings only: it is
+    read back with ``weights_only=True``)."""
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
 
 
 def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:

@@ -1,9 +1,11 @@
 """The training loop. Reads top to bottom: resolve settings, load data, build model and
 objective, then per epoch: train, validate, checkpoint (atomically), log a JSON line.
 
-``--resume`` restarts from the last finished epoch; each epoch re-seeds its random streams
-from (seed, epoch), so an interrupted and resumed run ends with the same weights as an
-uninterrupted one.
+``--resume`` restarts from the last resume state written (after every epoch by default;
+``resume_every`` / ``resume_every_minutes`` write it less often); each epoch re-seeds its
+random streams from (seed, epoch), so an interrupted and resumed run ends with the same
+weights as an uninterrupted one. Checkpoints are written from CPU copies in a background
+thread while the next epoch trains.
 """
 
 from __future__ import annotations
@@ -11,7 +13,9 @@ from __future__ import annotations
 import json
 import math
 import platform
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -33,7 +37,7 @@ from .fast import FastPath, check_compile_mode, eval_model, resolve_precision
 from .models import build_model
 from .objectives import Objective, ObjectiveContext
 from .plugins import registry
-from .progress import Progress
+from .progress import Progress, refresh_seconds
 
 
 def build_config(objective: str | None = None, recipe: str | None = None,
@@ -95,6 +99,9 @@ def resolve(cfg: TrainConfig) -> Resolved:
     if not 0 < c.train_eps_factor < float("inf") or c.eps * c.train_eps_factor > 1:
         raise UsageError(f"train_eps_factor={c.train_eps_factor} must be positive and keep the training "
                          f"ε = {c.eps:.4g}·factor within [0, 1] (e.g. --set train_eps_factor=4/3)")
+    if c.resume_every < 0 or not 0 <= c.resume_every_minutes < float("inf"):
+        raise UsageError(f"resume_every={c.resume_every} (epochs) and resume_every_minutes="
+                         f"{c.resume_every_minutes} must be >= 0 (e.g. --set resume_every=5)")
     if c.epochs < 1 or c.batch_size < 1 or c.lr <= 0:
         raise UsageError("epochs, batch size and learning rate must be positive")
     if c.optimizer not in ("sgd", "adam"):
@@ -173,13 +180,19 @@ def versions() -> dict[str, str]:
             "python": platform.python_version()}
 
 
-def validate(model: nn.Module, data, cfg: TrainConfig, batch_size: int = 500) -> tuple[float, float]:
-    """Clean and PGD accuracy on the validation split (eval mode; training ε, uniform start)."""
+def validate(model: nn.Module, data, cfg: TrainConfig, batch_size: int = 500,
+             step_begin: Callable[[], None] | None = None) -> tuple[float, float]:
+    """Clean and PGD accuracy on the validation split (eval mode; training ε, uniform start).
+
+    ``step_begin`` is called before each batch (:meth:`robustzoo.fast.FastPath.step_begin`).
+    """
     model.eval()
     clean = robust = 0
     gen_state = torch.get_rng_state()
     torch.manual_seed(cfg.seed + 7919)  # fixed attack noise: comparable across epochs
     for x, y, _ in data.batches(batch_size):
+        if step_begin is not None:
+            step_begin()
         with torch.no_grad():
             clean += int((model(x).argmax(1) == y).sum())
         x_adv = pgd(model, x, y, eps=cfg.eps, alpha=cfg.alpha if cfg.steps else cfg.eps / 4,
@@ -189,6 +202,54 @@ def validate(model: nn.Module, data, cfg: TrainConfig, batch_size: int = 500) ->
     torch.set_rng_state(gen_state)
     n = max(len(data), 1)
     return clean / n, robust / n
+
+
+def host_copy(obj: Any) -> Any:
+    """``obj`` (nested dicts, lists and tuples of tensors) with every tensor copied to the CPU.
+
+    Copied even when already there: training goes on changing the originals in place while
+    a background thread writes the copy.
+    """
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return type(obj)((k, host_copy(v)) for k, v in obj.items())
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(host_copy(v) for v in obj)
+    return obj
+
+
+class CheckpointWriter:
+    """Writes one epoch's checkpoint files in a background thread while training goes on.
+
+    One write at a time: :meth:`submit` first waits for the previous one, and
+    :meth:`join` (at the end of training, before anything reads the files) waits for the
+    last and re-raises its error, if any. Every file is written atomically, so a process
+    killed mid-write leaves the previous complete files.
+    """
+
+    def __init__(self) -> None:
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    def submit(self, write: Callable[[], None]) -> None:
+        self.join()
+        self._thread = threading.Thread(target=self._run, args=(write,), name="robustzoo-checkpoint")
+        self._thread.start()
+
+    def _run(self, write: Callable[[], None]) -> None:
+        try:
+            write()
+        except BaseException as exc:  # noqa: BLE001 - handed to the training thread by join()
+            self._error = exc
+
+    def join(self, raise_error: bool = True) -> None:
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        error, self._error = self._error, None
+        if error is not None and raise_error:
+            raise error
 
 
 class Trainer:
@@ -219,7 +280,8 @@ class Trainer:
         self.progress = progress if self.dist.is_main else None
         self.local_batch_size = distributed.per_process_batch_size(self.cfg.batch_size, self.dist.world_size)
         self.cfg.precision = resolve_precision(self.cfg.precision, self.device)
-        self.fast = FastPath.create(self.device, self.cfg.precision, self.cfg.compile, self.cfg.compile_backend)
+        self.fast = FastPath.create(self.device, self.cfg.precision, self.cfg.compile, self.cfg.compile_backend,
+                                    channels_last=self.cfg.channels_last)
         self.fast.setup_backends()
         torch.manual_seed(self.cfg.seed)
         self.splits: Splits = load_splits(self.spec, data_dir=self.cfg.data_dir, subset=self.cfg.subset,
@@ -229,11 +291,13 @@ class Trainer:
         c, h, w = self.spec.shape
         self.model = build_model(self.cfg.arch, num_classes=self.spec.num_classes, in_chans=c,
                                  input_size=(h, w), mean=self.spec.mean, std=self.spec.std).to(self.device)
+        if self.cfg.sync_bn:  # before the optimiser: SyncBatchNorm keeps the same parameters
+            self.model = distributed.convert_sync_batchnorm(self.model, self.dist, self.device)
         ctx = ObjectiveContext(eps=self.cfg.eps * self.cfg.train_eps_factor, alpha=self.cfg.alpha,
                                steps=self.cfg.steps,
                                num_classes=self.spec.num_classes, input_shape=self.spec.shape,
                                num_train=len(self.train_data), epochs=self.cfg.epochs, device=self.device,
-                               dataset=self.spec.name, seed=self.cfg.seed)
+                               dataset=self.spec.name, seed=self.cfg.seed, fixed_shapes=self.fast.drop_last)
         self.objective: Objective = r.objective_cls(self.settings, ctx)
         self.extra = {k: self.fast.prepare_model(m.to(self.device))
                       for k, m in self.objective.extra_modules().items()}
@@ -264,6 +328,8 @@ class Trainer:
         self.start_epoch = 0
         self.best_score = -1.0
         self.best_epoch = -1
+        self.writer = CheckpointWriter()
+        self._resume_written = time.monotonic()  # when the resume state was last written
 
     # -- run directory --------------------------------------------------------------------
     def robustzoo_block(self) -> dict[str, Any]:
@@ -302,6 +368,8 @@ class Trainer:
             self.start_epoch = int(blob["epoch"])
             self.best_score = float(blob["best_score"])
             self.best_epoch = int(blob["best_epoch"])
+            if self.dist.is_main:
+                self._forget_metrics_after(self.start_epoch)
             return
         if cfg_path.exists():
             raise UsageError(f"{self.out} already holds a run; continue it with "
@@ -327,6 +395,16 @@ class Trainer:
                            f"version of robustzoo) build it with {mine['optimizer']}; the run cannot be "
                            f"resumed exactly (start a new run with `robustzoo train --out DIR`)")
 
+    def _forget_metrics_after(self, epoch: int) -> None:
+        """Drop metrics.jsonl rows of epochs after the resume state's (they are trained again)."""
+        path = self.out / runs.METRICS_FILE
+        if not path.is_file():
+            return
+        lines = path.read_text(encoding="utf-8").splitlines()
+        keep = [ln for ln in lines if ln.strip() and json.loads(ln).get("epoch", 0) <= epoch]
+        if len(keep) != len(lines):
+            runs.write_text(path, "".join(ln + "\n" for ln in keep))
+
     def _weights_metadata(self, epoch: int) -> dict[str, Any]:
         return {"format": runs.FORMAT_VERSION, "architecture": self.cfg.arch, "epoch": epoch,
                 "dataset": self.spec.name, "objective": self.cfg.objective,
@@ -338,24 +416,48 @@ class Trainer:
         out.update({f"state.{k}": t for k, t in self.objective.state_tensors().items()})
         return out
 
-    def _save_epoch(self, epoch: int, is_best: bool) -> None:
-        meta = self._weights_metadata(epoch + 1)
-        runs.save_weights(self.out / runs.LAST_FILE, self.model.state_dict(), meta)
-        if is_best:
-            runs.save_weights(self.out / runs.MODEL_FILE, self.model.state_dict(), meta)
-            aux = self.aux_tensors()
-            if aux:
-                runs.save_weights(self.out / runs.AUX_FILE, aux, meta)
-        blob = {
-            "epoch": epoch + 1, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-            "extra": {k: m.state_dict() for k, m in self.extra.items()},
-            "extra_optim": {k: o.state_dict() for k, o in self.objective.optimizers.items()},
-            "extra_optim_settings": {k: self.optim_settings[k] for k in self.objective.optimizers},
-            "state": self.objective.state_tensors(), "best_score": self.best_score,
-            "best_epoch": self.best_epoch,
-        }
-        with runs.atomic_path(self.out / runs.RESUME_FILE) as tmp:
-            torch.save(blob, tmp)
+    def _resume_due(self, epoch: int, stop: int) -> bool:
+        """Whether the resume state is written after 0-based ``epoch`` (this call ends at ``stop``)."""
+        done, cfg = epoch + 1, self.cfg
+        if done >= stop or (cfg.resume_every and done % cfg.resume_every == 0):
+            return True
+        minutes = cfg.resume_every_minutes
+        return bool(minutes) and time.monotonic() - self._resume_written >= 60.0 * minutes
+
+    def _save_epoch(self, epoch: int, is_best: bool, write_resume: bool = True) -> None:
+        """Checkpoint the finished ``epoch``: copy the state to the CPU (the only wait) and
+        write it in the background.
+
+        last.safetensors every epoch; model.safetensors, when this epoch is the best, as a
+        hard link to it (the same bytes are not written twice); aux.safetensors with the
+        best; the resume state when ``write_resume``, last, so that it is never newer than
+        the weights files beside it.
+        """
+        out, meta = self.out, self._weights_metadata(epoch + 1)
+        weights = host_copy(self.model.state_dict())
+        aux = host_copy(self.aux_tensors()) if is_best else {}
+        blob = None
+        if write_resume:
+            blob = host_copy({
+                "epoch": epoch + 1, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "extra": {k: m.state_dict() for k, m in self.extra.items()},
+                "extra_optim": {k: o.state_dict() for k, o in self.objective.optimizers.items()},
+                "extra_optim_settings": {k: self.optim_settings[k] for k in self.objective.optimizers},
+                "state": self.objective.state_tensors(), "best_score": self.best_score,
+                "best_epoch": self.best_epoch,
+            })
+            self._resume_written = time.monotonic()
+
+        def write() -> None:
+            runs.save_weights(out / runs.LAST_FILE, weights, meta)
+            if is_best:
+                runs.link_file(out / runs.LAST_FILE, out / runs.MODEL_FILE)
+                if aux:
+                    runs.save_weights(out / runs.AUX_FILE, aux, meta)
+            if blob is not None:
+                runs.save_state(out / runs.RESUME_FILE, blob)
+
+        self.writer.submit(write)
 
     # -- the loop ---------------------------------------------------------------------------
     def _set_lr(self, epoch: int, frac: float) -> float:
@@ -382,6 +484,10 @@ class Trainer:
         n_batches = n_local // bs_local if fp.drop_last else math.ceil(n_local / bs_local)
         task = progress.task_start(f"epoch {epoch + 1}/{cfg.epochs}", total=n_batches) \
             if progress is not None else None
+        # Running figures are read (a host sync on a GPU) only for a progress object that
+        # shows them, at most once per `every` seconds, and once at the end of the epoch.
+        every = refresh_seconds(progress) if task is not None else None
+        next_update = time.monotonic()
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device)
         seen = 0
@@ -397,20 +503,24 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             res.loss.backward()
             self.optimizer.step()
-            metrics = dict(res.metrics)
-            with fp.autocast():
-                metrics.update(self.objective.after_step(self.net, x, y, idx, res))
             bs = len(y)
+            # Read the step's outputs before after_step runs more forwards (a compiled model's
+            # outputs live in CUDA-graph memory until the next step's mark).
             loss_sum += res.loss.detach() * bs
             if res.logits is not None:
                 yy = res.y if res.y is not None else y
                 correct += (res.logits.detach().argmax(1) == yy).sum()
+            metrics = dict(res.metrics)
+            with fp.autocast():
+                metrics.update(self.objective.after_step(self.net, x, y, idx, res))
             seen += bs
             for k, v in metrics.items():
                 term = v.detach().double() * bs if isinstance(v, torch.Tensor) else float(v) * bs
                 extra_sums[k] = extra_sums[k] + term if k in extra_sums else term
-            if task is not None and (i % 10 == 0 or i == n_batches - 1):
+            due = every is not None and time.monotonic() >= next_update
+            if task is not None and (due or i == n_batches - 1):
                 progress.task_update(task, i + 1, loss=float(loss_sum) / seen, acc=float(correct) / seen)
+                next_update = time.monotonic() + (every or 0.0)
         if task is not None:
             progress.task_end(task)
         self.objective.sync_state()
@@ -434,7 +544,22 @@ class Trainer:
         self._prepare_dir()
         cfg = self.cfg
         stop = cfg.epochs if until_epoch is None else min(until_epoch, cfg.epochs)
-        progress = self.progress
+        self._resume_written = time.monotonic()
+        try:
+            self._train_epochs(stop)
+        except BaseException:
+            self.writer.join(raise_error=False)  # finish the write under way; the error wins
+            raise
+        self.writer.join()
+        distributed.barrier(self.dist)  # rank 0 has written the last checkpoint
+        distributed.teardown(self.dist)
+        if stop < cfg.epochs or not self.dist.is_main:
+            return None
+        return self.final_eval()
+
+    def _train_epochs(self, stop: int) -> None:
+        """Epochs start_epoch..stop-1: train, validate, checkpoint, log."""
+        cfg, progress = self.cfg, self.progress
         for epoch in range(self.start_epoch, stop):
             t0 = time.perf_counter()
             factor = lr_factor(cfg, epoch, 0.0)
@@ -448,7 +573,7 @@ class Trainer:
             last = epoch + 1 == cfg.epochs
             if (epoch + 1) % cfg.val_every == 0 or last:
                 with self.fast.autocast():
-                    vc, vr = validate(self.eval_net, self.val_data, cfg)
+                    vc, vr = validate(self.eval_net, self.val_data, cfg, step_begin=self.fast.step_begin)
                 row.update(val_clean=vc, val_pgd=vr)
                 score = vc + vr
                 is_best = score > self.best_score
@@ -458,15 +583,10 @@ class Trainer:
                 is_best = self.best_epoch < 0
             row["best"] = is_best
             row["seconds"] = round(time.perf_counter() - t0, 3)
-            self._save_epoch(epoch, is_best)
+            self._save_epoch(epoch, is_best, self._resume_due(epoch, stop))
             runs.append_jsonl(self.out / runs.METRICS_FILE, row)
             if progress is not None:
                 progress.epoch_end(row)
-        distributed.barrier(self.dist)  # rank 0 has written the last checkpoint
-        distributed.teardown(self.dist)
-        if stop < cfg.epochs or not self.dist.is_main:
-            return None
-        return self.final_eval()
 
     def final_eval(self) -> dict[str, Any]:
         """Evaluate model.safetensors (best on validation) on the test set; write eval.json."""

@@ -58,6 +58,11 @@ class RichProgress:
         self._bars: Progress | None = None
         self._finished: list[Any] = []
 
+    @property
+    def refresh_seconds(self) -> float | None:
+        """Running figures four times a second on a terminal; none when no bar is drawn."""
+        return 0.25 if self._console.file.isatty() else None
+
     def __enter__(self) -> RichProgress:
         return self
 

@@ -201,6 +201,55 @@ def test_mask_step_leaves_classifier_unchanged_and_moves_mask_net(digits_batch):
     assert float(out["mask_loss"]) > 0
 
 
+def test_mask_step_equals_the_step_that_restored_every_buffer(digits_batch):
+    """Batch statistics without a running-statistics update give the φ-step of the version that
+    cloned and restored every BatchNorm buffer, bit for bit."""
+    x, y = digits_batch
+    runs = []
+    for restore in (True, False):
+        obj = make_objective()
+        model = TinyBNNet().train()
+        res = obj.loss(model, x, y, torch.arange(len(y)))
+        if restore:  # the former after_step
+            x_adv, m = res.cache["x_adv"], res.cache["mask"]
+            buffers = {k: b.clone() for k, b in model.named_buffers()}
+            with torch.no_grad():
+                logits_adv = model(x_adv)
+            loss = calibrated_mask_loss(logits_adv, model(obj.calibrate(x, x_adv, m)), y, 0.05)
+            params = list(obj.mask_net.parameters())
+            grads = torch.autograd.grad(loss, params)
+            with torch.no_grad():
+                for k, b in model.named_buffers():
+                    b.copy_(buffers[k])
+            for p, g in zip(params, grads):
+                p.grad = g
+            obj.optimizers["mask_net"].step()
+        else:
+            loss = obj.after_step(model, x, y, torch.arange(len(y)), res)["mask_loss"]
+        runs.append((float(loss.detach()), _snapshot(obj.mask_net), _snapshot(model)))
+    assert runs[0][0] == runs[1][0]
+    assert _same(runs[0][1], runs[1][1]) and _same(runs[0][2], runs[1][2])
+
+
+def test_frozen_bn_statistics_uses_batch_statistics_and_keeps_the_running_ones():
+    from robustzoo.objectives import frozen_bn_statistics
+
+    torch.manual_seed(0)
+    for bn in (nn.BatchNorm2d(4), nn.SyncBatchNorm(4)):  # SyncBatchNorm: no process group, no sync
+        bn.train()
+        x = torch.randn(8, 4, 3, 3)
+        before = {k: v.clone() for k, v in bn.state_dict().items()}
+        with frozen_bn_statistics(nn.Sequential(bn)):
+            out = bn(x)
+        assert _same(before, bn.state_dict()) and bn.track_running_stats
+        assert torch.equal(out, bn(x))  # the training forward, which does update them
+        assert int(bn.num_batches_tracked) == 1 and not torch.equal(bn.running_mean, before["running_mean"])
+        bn.eval()
+        with frozen_bn_statistics(bn):
+            assert torch.equal(bn(x), nn.functional.batch_norm(x, bn.running_mean, bn.running_var,
+                                                               bn.weight, bn.bias, False, 0.0, bn.eps))
+
+
 def test_mask_step_uses_beta1_and_the_updated_classifier(digits_batch):
     """The φ-step gradient follows L_g = KL(p(x')‖p(x_cal)) + β1·CE(f(x_cal), y) with the current θ."""
     from robustzoo_calibrated.masknet import mask_net_input

@@ -63,6 +63,53 @@ def test_crop_flip_keeps_shape_and_range():
     assert not torch.equal(x, y)
 
 
+def _crop_flip_one_by_one(x: torch.Tensor, g: torch.Generator, pad: int = 4) -> torch.Tensor:
+    """The augmentation written per image, with the draws crop_flip always made on the CPU:
+    all shifts (rows, then columns), then all flips, from one generator."""
+    b, _, h, w = x.shape
+    shifts = torch.randint(0, 2 * pad + 1, (2, b), generator=g)
+    flips = torch.rand(b, generator=g) < 0.5
+    padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
+    out = torch.stack([padded[i, :, shifts[0, i]:shifts[0, i] + h, shifts[1, i]:shifts[1, i] + w]
+                       for i in range(b)])
+    return torch.where(flips[:, None, None, None], out.flip(3), out)
+
+
+def test_crop_flip_on_the_cpu_draws_what_it_always_drew():
+    """CPU runs are unchanged by drawing on the data's device: same generator, same draws."""
+    from robustzoo.data.core import augment_generator
+
+    x = torch.rand(7, 3, 10, 10)
+    got = crop_flip(x, torch.Generator().manual_seed(4))
+    assert torch.equal(got, _crop_flip_one_by_one(x, torch.Generator().manual_seed(4)))
+    g = torch.Generator()
+    assert augment_generator(g, "cpu") is g and augment_generator(None, "cpu") is None
+    # batches(): the shuffle, then the augmentation, from the one CPU generator per epoch
+    d = TensorData((torch.rand(12, 3, 10, 10) * 255).to(torch.uint8), torch.arange(12))
+    (xb, _, idx), = d.batches(12, shuffle=True, generator=torch.Generator().manual_seed(9), augment="crop_flip")
+    g = torch.Generator().manual_seed(9)
+    order = torch.randperm(12, generator=g)
+    assert torch.equal(idx, order)
+    assert torch.equal(xb, _crop_flip_one_by_one(d.x[order].float() / 255, g))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_crop_flip_on_a_gpu_draws_there_without_host_syncs():
+    d = TensorData((torch.rand(64, 3, 32, 32) * 255).to(torch.uint8), torch.arange(64)).to("cuda")
+    batches = d.batches(32, shuffle=True, generator=torch.Generator().manual_seed(0), augment="crop_flip")
+    first = next(batches)  # the order's one copy to the device happens here
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        x, _, _ = next(batches)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert x.is_cuda and first[0].shape == x.shape
+    again = next(iter(d.batches(32, shuffle=True, generator=torch.Generator().manual_seed(0),
+                                augment="crop_flip")))
+    assert torch.equal(again[0], first[0])  # reproducible from the seed
+
+
 @pytest.mark.skipif(not FMNIST_SYSTEM_DIR.is_dir(), reason="apt-get install dataset-fashion-mnist")
 def test_fashion_mnist_from_debian_package():
     s = load_splits(spec("fashion-mnist"), subset=500)

@@ -99,6 +99,45 @@ def _ddp_semantics(rank: int, world: int, root: Path) -> None:
                root / f"semantics.rank{rank}.pt")
 
 
+def _sync_bn_job(rank: int, world: int, root: Path) -> None:
+    """--set sync_bn=true under DDP: the conversion, and the one-line error on the CPU."""
+    import torch.nn as nn
+
+    from robustzoo.errors import RobustzooError
+    from robustzoo.models import build_model
+    from robustzoo.train import Trainer, build_config
+
+    info = distributed.DistInfo(rank=rank, world_size=world)
+    torch.manual_seed(0)
+    plain = build_model("preact_resnet18", num_classes=10, in_chans=1, input_size=(8, 8), mean=(0.0,), std=(1.0,))
+    params = {k: p for k, p in plain.named_parameters()}
+    keys = list(plain.state_dict())
+    x = torch.rand(4, 1, 8, 8)
+    with torch.no_grad():
+        expected = plain.eval()(x)
+    with pytest.raises(UsageError, match="needs CUDA"):
+        distributed.convert_sync_batchnorm(plain, info, torch.device("cpu"))
+    synced = distributed.convert_sync_batchnorm(plain, info, torch.device("cuda"))  # converts, runs nowhere
+    kinds = {type(m).__name__ for m in synced.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)}
+    with torch.no_grad():
+        same_eval = torch.equal(synced.eval()(x), expected)  # eval mode: no collective, any device
+    same_params = all(p is params[k] for k, p in synced.named_parameters())
+    one = distributed.convert_sync_batchnorm(plain, distributed.DistInfo(), torch.device("cuda"))
+    errors = []
+    for arch in ("preact_resnet18", "cnn_mnist"):  # with BatchNorm layers, and without
+        cfg = build_config("at", None, {"sync_bn": "true"}, **dict(COMMON, arch=arch))
+        try:
+            trainer = Trainer(cfg, root / "sync_bn" / arch)
+            errors.append(None)
+            assert trainer.robustzoo_block()["config"]["sync_bn"] is True
+        except RobustzooError as exc:
+            errors.append(str(exc))
+    torch.save({"kinds": kinds, "same_eval": same_eval, "same_params": same_params,
+                "state_keys": list(synced.state_dict()) == keys,
+                "one_process_unchanged": one is plain, "errors": errors},
+               root / "sync_bn" / f"rank{rank}.pt")
+
+
 def _train_job(job: str, rank: int, root: Path) -> None:
     from robustzoo.train import Trainer
 
@@ -120,6 +159,8 @@ def _worker(rank: int, world: int, port: int, root: str, jobs: list[str]) -> Non
         for job in jobs:
             if job == "semantics":
                 _ddp_semantics(rank, world, Path(root))
+            elif job == "sync_bn":
+                _sync_bn_job(rank, world, Path(root))
             else:
                 _train_job(job, rank, Path(root))
     finally:
@@ -269,6 +310,20 @@ def test_ddp_with_a_compiled_model(tmp_path):
     for k, v in one.items():
         assert torch.equal(comp[0][k], comp[1][k]), f"ranks disagree on {k}"
         assert _max_rel_diff(comp[0][k], v) < 1e-5, k
+
+
+def test_sync_bn_converts_under_ddp_and_says_why_not_on_the_cpu(tmp_path):
+    """`--set sync_bn=true` on two gloo processes. PyTorch 2.14's SyncBatchNorm has no CPU
+    kernel (a train-mode forward raises under a process group), so on the CPU this checks the
+    conversion and the config path; the synchronised forward itself needs CUDA."""
+    _spawn(tmp_path, ["sync_bn"])
+    for r in range(2):
+        res = torch.load(tmp_path / "sync_bn" / f"rank{r}.pt", weights_only=False)
+        assert res["kinds"] == {"SyncBatchNorm"} and res["same_eval"] and res["same_params"]
+        assert res["state_keys"] and res["one_process_unchanged"]
+        bn_error, no_bn = res["errors"]
+        assert "sync_bn=true needs CUDA" in bn_error and "\n" not in bn_error
+        assert no_bn is None  # nothing to synchronise: the run goes on
 
 
 @pytest.mark.slow

@@ -195,7 +195,7 @@ def test_compile_keeps_a_bounded_number_of_graphs(tmp_path):
         compiled = Trainer(build_config("at", None, {}, **opts, compile="default", compile_backend="eager"),
                            tmp_path / "c")
         assert isinstance(compiled.net, fast.FastModel) and compiled.net.compiled
-        graphs = []
+        graphs, stats = [], []
         for epoch in range(2):
             compiled.train_epoch(epoch)
             with compiled.fast.autocast():
@@ -203,6 +203,7 @@ def test_compile_keeps_a_bounded_number_of_graphs(tmp_path):
 
                 validate(compiled.eval_net, compiled.val_data, compiled.cfg)
             graphs.append(counters["stats"]["unique_graphs"])
+            stats.append(fast.compile_stats())
         plain = Trainer(build_config("at", None, {}, **opts), tmp_path / "p")
         for epoch in range(2):
             plain.train_epoch(epoch)
@@ -211,9 +212,66 @@ def test_compile_keeps_a_bounded_number_of_graphs(tmp_path):
     # another stride on 1-channel digits). Nothing new after the first epoch.
     assert graphs[0] == graphs[1], f"recompiled after the first epoch: {graphs}"
     assert 4 <= graphs[0] <= 6, graphs
+    # per BatchNorm mode (the graphs cached on each compiled callable's code)
+    assert stats[0] == stats[1], stats
+    assert stats[0]["graphs"]["train"] == 2 and 2 <= stats[0]["graphs"]["eval"] <= 4, stats[0]
+    assert sum(stats[0]["graphs"].values()) == stats[0]["unique_graphs"] == graphs[0]
+    assert stats[0]["at_limit"] == [] and stats[0]["graph_breaks"] == 0 and stats[0]["cudagraph_skips"] == 0
     for (k, a), b in zip(compiled.model.state_dict().items(), plain.model.state_dict().values()):
         assert torch.allclose(a, b, atol=1e-6), k
     torch._dynamo.reset()
+
+
+def test_cuda_graph_steps_are_marked_and_nothing_is_read_across_a_mark(tmp_path, monkeypatch):
+    """CUDA-graph trees may overwrite every compiled output of a step once the next step is
+    marked. Emulated on the CPU: each mark fills the outputs of the compiled forwards since
+    the previous mark with NaN. A compiled run (eager backend) must then train exactly as
+    without the emulation, with one mark per training step and per validation batch."""
+    import torch._dynamo
+
+    from robustzoo.train import Trainer, build_config
+
+    opts = dict(TINY, subset=400, batch_size=60, steps=2, val_steps=1, epochs=2, eval_attacks=["clean"],
+                eval_n=16, compile="default", compile_backend="eager")
+
+    def run(name: str, emulate: bool) -> tuple[Trainer, int]:
+        outputs: list[torch.Tensor] = []
+        marks = [0]
+        forward = fast.FastModel.forward
+
+        def recording_forward(self, x):
+            out = forward(self, x)
+            outputs.append(out)
+            return out
+
+        def mark():
+            marks[0] += 1
+            with torch.no_grad():
+                for t in outputs:
+                    t.detach().fill_(float("nan"))
+            outputs.clear()
+
+        with monkeypatch.context() as m:
+            m.setattr(fast.FastPath, "uses_cudagraphs", property(lambda self: True))
+            m.setattr(torch.compiler, "cudagraph_mark_step_begin", mark)
+            if emulate:
+                m.setattr(fast.FastModel, "forward", recording_forward)
+            trainer = Trainer(build_config("at", None, {}, **opts), tmp_path / name)
+            with one_thread():
+                trainer.fit()
+        return trainer, marks[0]
+
+    torch._dynamo.reset()
+    plain, _ = run("plain", emulate=False)
+    emulated, marks = run("emulated", emulate=True)
+    torch._dynamo.reset()
+    n_train, n_val = len(emulated.train_data) // 60, -(-len(emulated.val_data) // 500)
+    assert marks == 2 * (n_train + n_val) == 14
+    rows = [[{k: v for k, v in json.loads(line).items() if k != "seconds"}
+             for line in (t.out / "metrics.jsonl").read_text().splitlines()] for t in (plain, emulated)]
+    assert rows[0] == rows[1]
+    for (k, a), b in zip(plain.model.state_dict().items(), emulated.model.state_dict().values()):
+        assert torch.equal(a, b), k
 
 
 def test_compare_precisions_on_cpu(at_run):
@@ -255,21 +313,46 @@ def test_throughput_benchmark_quick_on_cpu(tmp_path):
     out = tmp_path / "bench.json"
     with one_thread():
         bench.main(["--device", "cpu", "--quick", "--arch", "smallcnn", "--batch-size", "4", "--iters", "1",
-                    "--warmup", "1", "--steps", "2", "--eval-n", "4", "--eval-batch", "4", "--aa-n", "2",
-                    "--aa-attack", "square", "--square-queries", "5", "--peak-tflops", "1", "--out", str(out)])
+                    "--rounds", "2", "--warmup", "1", "--steps", "2", "--eval-n", "4", "--eval-batch", "4",
+                    "--aa-n", "2", "--aa-attack", "square", "--square-queries", "5", "--peak-tflops", "1",
+                    "--in-process", "--out", str(out)])
     rep = json.loads(out.read_text())
     r = rep["archs"]["smallcnn"]
     assert rep["device_type"] == "cpu" and r["forward_equivalents_per_image"] == 7  # PGD-2: 2·2F + 3F
     assert r["forward_gflops"] > 0
-    for key in ("fast", "reference"):
+    for key in ("fast", "fp32_nchw", "reference"):
         t = r["train"][key]
-        assert t["images_per_s"] > 0 and t["images"] == 4
+        assert t["images_per_s"] > 0 and t["images"] == 8 and len(t["rounds_images_per_s"]) == 2
         assert 0 < t["fraction_of_limit"] < 1
     assert r["train"]["fast"]["fast_path"]["precision"] == "fp32"
+    assert r["train"]["fp32_nchw"]["fast_path"]["channels_last"] is False
+    ref = r["train"]["reference"]["fast_path"]
+    assert ref["attack"].startswith(".backward()") and ref["precision"] == "fp32"
     assert r["train"]["speedup_vs_reference"] == pytest.approx(
+        r["train"]["fast"]["images_per_s"] / r["train"]["reference"]["images_per_s"])
+    b = r["train"]["breakdown"]
+    assert b["flop_structure_and_data"] * b["precision_and_layout"] == pytest.approx(
         r["train"]["fast"]["images_per_s"] / r["train"]["reference"]["images_per_s"])
     assert r["pgd20_eval"]["fast"]["images"] == 4 and r["pgd20_eval"]["reference"]["images_per_s"] > 0
     assert r["autoattack"]["attack"] == "square" and r["autoattack"]["seconds"] > 0
+
+
+def test_benchmark_reference_runs_in_a_process_of_its_own():
+    """The reference loop in a worker process: paper-repository switches, not the trainer's."""
+    bench = _load_benchmark()
+    spec = dict(kind="reference", arch="smallcnn", batch_size=2, steps=1, max_steps=2, device="cpu",
+                workers=0, threads=1)
+    w = bench.Worker("reference", spec)
+    try:
+        assert w.ready(timeout=120), w.error
+        assert w.info["backends"] == {"cudnn_benchmark": False, "cudnn_allow_tf32": False,
+                                      "matmul_allow_tf32": False}
+        res = w.call("train", timeout=120, steps=2)
+        assert res["images"] == 4 and res["seconds"] > 0
+        assert "error" in w.call("no_such_command", timeout=60)
+    finally:
+        w.close()
+    assert w.proc.returncode == 0
 
 
 def test_benchmark_forward_flops_match_the_notes():
@@ -279,12 +362,70 @@ def test_benchmark_forward_flops_match_the_notes():
 
 
 def test_benchmark_check_precision(at_run, tmp_path, capsys):
+    import shutil
+
     bench = _load_benchmark()
+    run = tmp_path / "run"  # the check is recorded in the run: never into the shared fixture
+    shutil.copytree(at_run, run)
     out = tmp_path / "p.json"
-    rep = bench.main(["--check-precision", str(at_run), "--n", "16", "--attacks", "clean",
+    rep = bench.main(["--check-precision", str(run), "--n", "16", "--attacks", "clean",
                       "--device", "cpu", "--out", str(out)])
     assert rep["precisions"] == ["fp32", "bf16"] and rep["tolerance_points"] == 0.1
     assert json.loads(out.read_text())["results"][0]["attack"] == "clean"
+    saved = json.loads((run / fast.PRECISION_CHECK_FILE).read_text())
+    assert saved == {k: v for k, v in rep.items() if k != "recorded"}
+    assert rep["decision"] == "fp32"  # on the CPU 'auto' is fp32 anyway
+
+
+def test_eval_precision_falls_back_to_fp32_when_bf16_drifts():
+    drift = {"max_abs_drift_points": 0.3, "n": 1000}
+    close = {"max_abs_drift_points": 0.1, "n": 1000}
+    assert fast.eval_precision("auto", "cuda", None) == ("bf16", None)
+    assert fast.eval_precision("auto", "cuda", close) == ("bf16", None)  # 0.1 points is within
+    prec, why = fast.eval_precision("auto", "cuda", drift)
+    assert prec == "fp32" and "0.3 points" in why and "1000 examples" in why
+    assert fast.eval_precision("bf16", "cuda", drift) == ("bf16", None)  # asked for: obeyed
+    assert fast.eval_precision("auto", "cpu", drift) == ("fp32", None)  # fp32 already
+    assert fast.eval_precision("auto", "cuda", drift, tolerance=0.5) == ("bf16", None)
+
+
+def test_robustzoo_eval_follows_the_runs_precision_check(at_run, tmp_path, monkeypatch):
+    """The check measured on the CPU with bf16 autocast, then `robustzoo eval --precision auto`
+    as on a GPU (auto = bf16): bf16 while the drift is within 0.1 points, fp32 (and says so)
+    beyond it, and a check of other weights is ignored."""
+    import shutil
+
+    from helpers import Recorder
+
+    from robustzoo.api import evaluate
+
+    run = tmp_path / "run"
+    shutil.copytree(at_run, run)
+    with one_thread():
+        check = _load_benchmark().compare_precisions(run, "clean,pgd20", n=32, device="cpu", record=True)
+    path = run / fast.PRECISION_CHECK_FILE
+    assert check["recorded"] == str(path) and check["model_fingerprint"]
+    resolve = fast.resolve_precision
+    monkeypatch.setattr(fast, "resolve_precision",  # 'auto' as on a CUDA device
+                        lambda p, d: "bf16" if (p or "auto") == "auto" else resolve(p, d))
+    kw = dict(n=16, device="cpu", write=False, health=False)
+
+    def auto_eval():
+        rec = Recorder()
+        with one_thread():
+            rep = evaluate(run, ["clean"], progress=rec, **kw)
+        return rep, [e[1] for e in rec.of("note")]
+
+    rep, notes = auto_eval()
+    expected = "fp32" if check["max_abs_drift_points"] > 0.1 else "bf16"
+    assert rep["precision"] == expected and ("precision_fallback" in rep) == (expected == "fp32")
+    path.write_text(json.dumps(dict(check, max_abs_drift_points=0.5)))
+    rep, notes = auto_eval()
+    assert rep["precision"] == "fp32" and rep["precision_fallback"]["max_abs_drift_points"] == 0.5
+    assert len(notes) == 1 and "0.5 points" in notes[0] and "evaluating in fp32" in notes[0]
+    path.write_text(json.dumps(dict(check, max_abs_drift_points=0.5, model_fingerprint="0" * 16)))
+    rep, notes = auto_eval()
+    assert rep["precision"] == "bf16" and notes == []  # made on other weights: not this model's
 
 
 def test_bf16_outcomes_are_not_resumed_as_fp32(at_run, tmp_path, capsys):
@@ -300,3 +441,74 @@ def test_bf16_outcomes_are_not_resumed_as_fp32(at_run, tmp_path, capsys):
         rep = evaluate(run, ["clean"], n=16, device="cpu", precision="bf16", health=False, show_progress=True)
     assert "different autocast" in capsys.readouterr().err
     assert rep["precision"] == "bf16"
+
+
+def _load_gpu_check():
+    import sys
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    spec = importlib.util.spec_from_file_location("gpu_check", ROOT / "benchmarks" / "gpu_check.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_gpu_check_smoke_run_fills_every_figure(tmp_path):
+    """benchmarks/gpu_check.py --smoke: every phase on the CPU with tiny sizes, one JSON."""
+    out = tmp_path / "check.json"
+    with one_thread():
+        _load_gpu_check().main(["--smoke", "--out", str(out), "--budget-seconds", "600"])
+    r = json.loads(out.read_text())
+    assert r["schema"] == 1 and r["smoke"] and r["errors"] == {} and r["skipped"] == []
+    assert set(r["seconds"]) == {"throughput", "host_syncs", "fat_compaction", "precision_drift", "compile"}
+    t = r["throughput"]
+    assert set(t["contenders"]) == {"fast", "fp32_nchw", "reference"}
+    for c in t["contenders"].values():
+        assert c["images_per_s"] > 0 and {"warmup_s", "step_ms", "rounds_images_per_s", "fast_path"} <= set(c)
+    assert {"speedup_vs_reference", "breakdown", "epoch_50k_s", "forward_gflops", "device_name"} <= set(t)
+    assert {"flop_structure_and_data", "precision_and_layout", "flop_ratio_33F_over_23F"} <= set(t["breakdown"])
+    assert r["host_syncs"]["available"] is False and "CUDA" in r["host_syncs"]["reason"]
+    fat = r["fat_compaction"]
+    assert set(fat["contenders"]) == {"compact_on", "compact_off"} and fat["speedup_compact_over_full"] > 0
+    d = r["precision_drift"]
+    assert {"max_abs_drift_points", "decision", "ok", "n", "results", "dataset", "train_seconds",
+            "fallback_to_fp32", "resolution_points"} <= set(d)
+    assert [x["attack"] for x in d["results"]] == ["clean", "pgd20"] and d["decision"] == "fp32"
+    assert d["auto_eval"] == {"precision": "fp32", "fallback": None}  # the CPU: fp32 anyway
+    cm = r["compile"]
+    assert cm["images_per_s"] > 0 and cm["graphs_after_warmup"] == {"train": 0, "eval": 0}
+    assert {"graphs", "recompiles", "at_limit", "cudagraph_skips", "graph_breaks"} <= set(cm["stats"])
+    assert cm["stats"]["graphs"]["train"] >= 1 and cm["cudagraph_skips_after_warmup"] == 0
+
+
+def test_gpu_check_script_is_valid_bash():
+    import subprocess
+
+    res = subprocess.run(["bash", "-n", str(ROOT / "benchmarks" / "gpu_check.sh")], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+
+
+@pytest.mark.slow
+def test_gpu_check_smoke_with_a_process_per_contender(tmp_path):
+    """The smoke sizes through the GPU run's path: every contender in a worker process."""
+    out = tmp_path / "check.json"
+    _load_gpu_check().main(["--smoke", "--processes", "--out", str(out), "--budget-seconds", "900"])
+    r = json.loads(out.read_text())
+    assert r["errors"] == {} and r["skipped"] == [], (r["errors"], r["skipped"])
+    assert all(r[p] for p in ("throughput", "host_syncs", "fat_compaction", "precision_drift", "compile"))
+    assert r["compile"]["graphs_after_warmup"] == {"train": 0, "eval": 0}
+
+
+@pytest.mark.slow
+def test_gpu_check_script_passes_smoke_and_writes_the_json(tmp_path):
+    import os
+    import subprocess
+
+    out = tmp_path / "o" / "check.json"
+    env = dict(os.environ, GPU_CHECK_SMOKE="1", OMP_NUM_THREADS="1")
+    res = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_check.sh"), str(out), "--only", "host_syncs"],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    r = json.loads(out.read_text())
+    assert r["smoke"] and r["host_syncs"]["available"] is False and r["throughput"] is None
+    assert "installing" not in res.stderr and "pip" not in res.stderr  # a smoke run installs nothing

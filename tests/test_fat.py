@@ -176,6 +176,76 @@ def test_omega_noise_changes_the_path_but_not_the_budget():
     assert (b - x).abs().max() <= 0.1 + 1e-6
 
 
+def cnn_net() -> nn.Module:
+    """The digits' default net (float32, no BatchNorm)."""
+    from robustzoo.models import build_model
+
+    torch.manual_seed(1)
+    return build_model("cnn_mnist", num_classes=10, in_chans=1, input_size=(8, 8), mean=(0.0,), std=(1.0,))
+
+
+@pytest.mark.parametrize("net", [cnn_net, conv_bn_net], ids=["no-bn", "bn"])
+@pytest.mark.parametrize("tau", [0, 1, 3])
+@pytest.mark.parametrize("rand_init,omega,kl", [("uniform", 0.01, False), ("normal", 0.0, True),
+                                                ("none", 0.0, False)])
+def test_compaction_gives_every_example_the_same_x_adv(net, tau, rand_init, omega, kl):
+    """Attacking only the rows still attacking changes nothing an example sees: the same x',
+    the same steps, the same noise, and the random stream ends where it did."""
+    model = net().eval()  # FAT attacks in eval mode
+    x = digits(64)
+    y = torch.arange(64) % 10
+    eps = torch.full((64,), 0.3)
+    eps[::5] = 0.1  # per-example budgets are gathered with their rows
+    kw = dict(eps=eps, alpha=0.03, steps=10, tau=tau, rand_init=rand_init, omega=omega, bn_mode="eval")
+    if kl:
+        with torch.no_grad():
+            kw.update(loss=kl_attack_loss, loss_target=model(x))
+    out = []
+    for compact in (False, True):
+        torch.manual_seed(7)
+        x_adv, taken = early_stopped_pgd(model, x, y, compact=compact, **kw)
+        out.append((x_adv, taken, torch.rand(4)))
+    (a, ta, ra), (b, tb, rb) = out
+    assert torch.equal(a, b) and torch.equal(ta, tb) and torch.equal(ra, rb)
+    assert len(set(ta.tolist())) >= 2 or tau == 3
+
+
+def test_compaction_leaves_a_train_mode_search_whole():
+    """BatchNorm's batch statistics tie the rows of a train-mode search together: it keeps the batch."""
+    model = conv_bn_net().train()
+    x, y = digits(16), torch.arange(16) % 10
+    kw = dict(eps=0.1, alpha=0.02, steps=4, tau=0, rand_init="none", bn_mode="train")
+    a, ta = early_stopped_pgd(model, x, y, **kw)
+    b, tb = early_stopped_pgd(model, x, y, compact=True, **kw)
+    assert torch.equal(a, b) and torch.equal(ta, tb)
+
+
+def test_fat_compacts_unless_the_model_is_compiled():
+    def fat(fixed_shapes: bool, **settings):
+        ctx = ObjectiveContext(eps=0.1, alpha=0.02, steps=10, num_classes=10, input_shape=(1, 8, 8),
+                               num_train=10, epochs=1, fixed_shapes=fixed_shapes)
+        return FAT(FAT.resolve_settings(settings), ctx)
+
+    assert fat(False).compacts and not fat(True).compacts
+    assert fat(True, compact="on").compacts and not fat(False, compact="off").compacts
+    with pytest.raises(UsageError, match="compact"):
+        FAT.resolve_settings({"compact": "sometimes"})
+
+
+def test_fat_training_with_and_without_compaction_is_identical(tmp_path):
+    from robustzoo.testing import train_tiny
+
+    runs = []
+    for compact in ("on", "off"):
+        run, _ = train_tiny(tmp_path / compact, "fat", tau=0, compact=compact, eval_attacks=["clean"],
+                            eval_n=16, subset=300)
+        runs.append(run)
+    from robustzoo.runs import read_weights
+
+    a, b = (read_weights(r / "last.safetensors")[0] for r in runs)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 # -- τ schedule and settings ----------------------------------------------------------------
 
 def test_tau_schedule_parse_and_lookup():

@@ -33,8 +33,13 @@ CASES: dict[str, tuple[str, dict, float]] = {
     "mart": ("mart", {}, 26.0),
     # τ = K: the same work as TRADES; the early-stop bookkeeping costs no FLOPs
     "fat-trades": ("fat", {"variant": "trades", "tau": STEPS}, 27.0),
-    # finished examples stay in the batch, so any τ costs the same as τ = K
-    "fat-trades-tau0": ("fat", {"variant": "trades", "tau": 0}, 27.0),
+    # τ = 0: the untrained net misclassifies all 8 digits at the start, so each stops after
+    # the first step's forward and backward (2F) and the search ends there: 1F + 2F + 6F
+    "fat-trades-tau0": ("fat", {"variant": "trades", "tau": 0}, 9.0),
+    # the same without compaction: finished examples ride along for all 10 steps
+    "fat-trades-tau0-full": ("fat", {"variant": "trades", "tau": 0, "compact": "off"}, 27.0),
+    "fat-at-tau0": ("fat", {"variant": "at", "tau": 0}, 5.0),
+    "fat-at-tau0-full": ("fat", {"variant": "at", "tau": 0, "compact": "off"}, 23.0),
     "fat-at": ("fat", {"variant": "at", "tau": STEPS}, 23.0),
     "fat-mart": ("fat", {"variant": "mart", "tau": STEPS}, 26.0),
     # classifier: 10 × 2F + θ-step on x and x_cal 6F + φ-step (no-grad f(x') 1F, f(x_cal)
@@ -128,3 +133,58 @@ def test_counter_sees_the_attack():
             pgd(model, x, y, eps=0.1, alpha=0.02, steps=steps)
         costs.append(fc.get_total_flops())
     assert costs[1] == pytest.approx(3 * costs[0], rel=1e-6)
+
+
+def test_fat_compaction_pays_only_for_the_rows_still_attacking():
+    """On a trained net whose examples stop at different steps, the compacted search costs
+    2F per row it runs (rows left, padded to a multiple of 8) instead of 2F per row and step,
+    and gives the same x'."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from eval_helpers import digits, trained_mlp
+    from robustzoo_fat import early_stopped_pgd
+
+    model = trained_mlp().eval()
+    x, y, _ = next(iter(digits().test.batches(64)))
+    with flop_counter() as fc, torch.no_grad():
+        model(x[:1])
+    one = fc.get_total_flops()
+    kw = dict(eps=0.3, alpha=0.1, steps=STEPS, tau=0, rand_init="none", bn_mode="eval")
+    runs = {}
+    for compact in (False, True):
+        with flop_counter() as fc:
+            runs[compact] = early_stopped_pgd(model, x, y, compact=compact, **kw)
+        runs[compact] += (fc.get_total_flops() / len(y) / one,)
+    (full_x, full_taken, full_f), (x_adv, taken, f) = runs[False], runs[True]
+    assert torch.equal(x_adv, full_x) and torch.equal(taken, full_taken)
+    left = [int((taken >= k).sum()) for k in range(STEPS)]  # rows in step k's forward
+    assert len(set(left)) >= 4, f"the test needs examples stopping at different steps: {left}"
+    rows = [min(64, -(-n // 8) * 8) for n in left if n]
+    assert full_f == pytest.approx(2 * STEPS, rel=0.01)
+    assert f == pytest.approx(2 * sum(rows) / 64, rel=0.01) and f < full_f / 2, (f, rows)
+
+
+def test_a_compiled_attack_costs_what_the_eager_one_does():
+    """torch.compile (AOT autograd, 'aot_eager' backend) adds no weight gradients to the
+    attack's input-only backward: PGD stays at 2F per step."""
+    import torch._dynamo
+
+    from robustzoo.attacks import pgd
+    from robustzoo.fast import FastModel
+
+    x, y = _batch()
+    model = _model().eval()
+    torch._dynamo.reset()
+    try:
+        compiled = FastModel(model, compile_mode="default", backend="aot_eager").eval()
+        pgd(compiled, x, y, eps=0.1, alpha=0.02, steps=1)  # compile outside the count
+        costs = []
+        for net in (model, compiled):
+            with flop_counter() as fc:
+                pgd(net, x, y, eps=0.1, alpha=0.02, steps=3)
+            costs.append(fc.get_total_flops())
+    finally:
+        torch._dynamo.reset()
+    assert costs[1] == costs[0] > 0

@@ -1,13 +1,14 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
 
 from robustzoo import runs
 from robustzoo.config import TrainConfig
-from robustzoo.testing import check_objective, train_tiny
+from robustzoo.testing import TINY, check_objective, train_tiny
 from robustzoo.train import build_config, lr_factor
 
 
@@ -116,3 +117,162 @@ def test_the_python_api_is_quiet_unless_asked_and_reports_progress_events(tmp_pa
     assert capsys.readouterr().err == ""
     with pytest.raises(UsageError, match="not both"):
         robustzoo.train("at", out=tmp_path / "both", show_progress=True, progress=rec, **opts)
+
+
+@pytest.mark.parametrize("refresh,expected", [(None, "last"), (0.0, "every"), (3600.0, "first and last")])
+def test_running_figures_are_read_only_as_often_as_they_are_shown(tmp_path, refresh, expected):
+    """Each running update reads the loss (a host sync on a GPU): none for a progress object
+    that shows nothing but the end, at most one per refresh_seconds otherwise."""
+    from helpers import Recorder
+
+    import robustzoo
+    from robustzoo.testing import TINY
+
+    rec = Recorder()
+    rec.refresh_seconds = refresh
+    robustzoo.train("at", out=tmp_path / "r", progress=rec, **dict(TINY, subset=200, epochs=1,
+                                                                  batch_size=30, eval_attacks=["clean"], eval_n=8))
+    total = rec.of("start")[0][2]
+    done = [c for c, fields in rec.updates("epoch 1/1")]
+    assert total == 6 and all(set(f) == {"loss", "acc"} for _, f in rec.updates("epoch 1/1"))
+    assert done == {"last": [6], "every": [1, 2, 3, 4, 5, 6], "first and last": [1, 6]}[expected]
+
+
+def test_rich_bars_off_a_terminal_ask_for_no_running_figures():
+    import io
+
+    from rich.console import Console
+
+    from robustzoo.progress import REFRESH_SECONDS, refresh_seconds
+    from robustzoo.ui import RichProgress
+
+    assert refresh_seconds(RichProgress(Console(file=io.StringIO()))) is None
+    assert refresh_seconds(object()) == REFRESH_SECONDS and refresh_seconds(None) is None
+
+
+# -- checkpoints --------------------------------------------------------------------------------
+CKPT = dict(subset=200, epochs=4, batch_size=60, steps=2, val_steps=1, eval_attacks=["clean"], eval_n=16)
+
+
+class _Killed(Exception):
+    """Stands for a kill -9 right after an epoch's files were written."""
+
+
+class _KillAt:
+    """A progress object that ends the process (raises) when epoch ``epoch`` is logged."""
+
+    refresh_seconds = None
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def task_start(self, label, total, completed=0):
+        return label
+
+    def task_update(self, task, completed, **fields):
+        pass
+
+    def task_end(self, task):
+        pass
+
+    def note(self, message):
+        pass
+
+    def epoch_end(self, row):
+        if row["epoch"] == self.epoch:
+            raise _Killed
+
+
+def _rows(run) -> list[dict]:
+    return [{k: v for k, v in json.loads(line).items() if k != "seconds"}
+            for line in (run / runs.METRICS_FILE).read_text().splitlines()]
+
+
+def _weights(path) -> dict[str, torch.Tensor]:
+    return runs.read_weights(path)[0]
+
+
+def test_resume_every_n_epochs_replays_from_the_last_state_bit_exactly(tmp_path):
+    from robustzoo.train import Trainer
+
+    cfg = build_config("at", None, {"resume_every": "2"}, **dict(TINY, **CKPT))
+    full = Trainer(cfg, tmp_path / "full")
+    full.fit()
+    with pytest.raises(_Killed):  # killed after epoch 3: the resume state is epoch 2's
+        Trainer(cfg, tmp_path / "part", progress=_KillAt(3)).fit()
+    part = tmp_path / "part"
+    assert torch.load(part / runs.RESUME_FILE, weights_only=True)["epoch"] == 2
+    assert len(_rows(part)) == 3
+    Trainer(cfg, part, resume=True).fit()
+    assert _rows(part) == _rows(tmp_path / "full")  # epoch 3's row was dropped, then trained again
+    for name in (runs.LAST_FILE, runs.MODEL_FILE):
+        a, b = _weights(tmp_path / "full" / name), _weights(part / name)
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+    # the same weights as a run that wrote its resume state every epoch (the default)
+    every = Trainer(build_config("at", None, {}, **dict(TINY, **CKPT)), tmp_path / "every")
+    every.fit()
+    a, b = _weights(tmp_path / "every" / runs.LAST_FILE), _weights(part / runs.LAST_FILE)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("sets,resume_epochs", [
+    ({}, [1, 2, 3, 4]),                                                 # the default: every epoch
+    ({"resume_every": "2"}, [2, 4]),
+    ({"resume_every": "0", "resume_every_minutes": "1e6"}, [4]),         # only after the last epoch
+    ({"resume_every": "0", "resume_every_minutes": "1e-9"}, [1, 2, 3, 4]),
+])
+def test_checkpoint_files_written_per_epoch(tmp_path, monkeypatch, sets, resume_epochs):
+    """last.safetensors once per epoch, model.safetensors never written again (a hard link to
+    last when the epoch is the best), the resume state as often as asked."""
+    import os
+
+    from robustzoo.train import Trainer
+
+    writes: list[tuple[str, int]] = []
+    for fn in ("save_weights", "link_file", "save_state"):
+        real = getattr(runs, fn)
+
+        def counted(path, *args, _real=real, _fn=fn, **kwargs):
+            if _fn == "save_state":
+                writes.append(("resume", args[0]["epoch"]))
+            elif _fn == "link_file":
+                writes.append(("link " + Path(args[0]).name, 0))
+            else:
+                writes.append((Path(path).name, 0))
+            return _real(path, *args, **kwargs)
+
+        monkeypatch.setattr(runs, fn, counted)
+    out = tmp_path / "r"
+    trainer = Trainer(build_config("at", None, sets, **dict(TINY, **CKPT)), out)
+    trainer.fit()
+    names = [w for w, _ in writes]
+    assert names.count(runs.LAST_FILE) == 4 and runs.MODEL_FILE not in names
+    best = [r["epoch"] for r in _rows(out) if r["best"]]
+    assert names.count(f"link {runs.MODEL_FILE}") == len(best) >= 1
+    assert [e for w, e in writes if w == "resume"] == resume_epochs
+    same = os.stat(out / runs.MODEL_FILE).st_ino == os.stat(out / runs.LAST_FILE).st_ino
+    assert same == (best[-1] == 4)
+    _, meta = runs.read_weights(out / runs.MODEL_FILE)
+    assert int(meta["robustzoo.epoch"]) == best[-1] == trainer.best_epoch
+
+
+def test_a_failed_background_write_stops_training(tmp_path, monkeypatch):
+    from robustzoo.train import Trainer
+
+    def full_disk(path, state):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(runs, "save_state", full_disk)
+    trainer = Trainer(build_config("at", None, {}, **dict(TINY, **CKPT)), tmp_path / "r")
+    with pytest.raises(OSError, match="No space"):
+        trainer.fit()
+    assert len(_rows(tmp_path / "r")) <= 2  # stopped at the next epoch's write at the latest
+
+
+@pytest.mark.parametrize("sets", [{"resume_every": "-1"}, {"resume_every_minutes": "-5"}])
+def test_resume_every_must_not_be_negative(sets):
+    from robustzoo.errors import UsageError
+    from robustzoo.train import resolve
+
+    with pytest.raises(UsageError, match="resume_every"):
+        resolve(build_config("at", None, sets, **TINY))

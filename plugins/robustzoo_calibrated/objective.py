@@ -27,7 +27,13 @@ import torch.nn as nn
 
 from robustzoo.attacks import pgd
 from robustzoo.errors import RunError, UsageError
-from robustzoo.objectives import Objective, OptimizerSpec, StepResult, train_attack_loss
+from robustzoo.objectives import (
+    Objective,
+    OptimizerSpec,
+    StepResult,
+    frozen_bn_statistics,
+    train_attack_loss,
+)
 
 from .losses import calibrated_classifier_loss, calibrated_mask_loss
 from .masknet import build_mask_net, mask_net_input
@@ -249,9 +255,9 @@ class CalibratedAT(Objective):
         p(x') is recomputed with the updated θ (no gradient) so that both sides of
         KL(p(x')‖p(x_cal)) come from the same classifier, as in the authors' code where the
         generator step follows the classifier step. The classifier runs in its current
-        (train) mode, so BatchNorm normalises with batch statistics as in the θ-step; its
-        running statistics are restored afterwards, so the φ-step leaves θ and its buffers
-        untouched.
+        (train) mode, so BatchNorm normalises with batch statistics as in the θ-step, but its
+        running statistics are not updated (:func:`robustzoo.objectives.frozen_bn_statistics`),
+        so the φ-step leaves θ and its buffers untouched.
         """
         if self.mask_net is None or self.epoch < self.settings["mask_warmup"]:
             # Warm-up: φ is not trained yet. Against a near-random classifier KL(p(x')‖p(x_cal))
@@ -266,19 +272,14 @@ class CalibratedAT(Objective):
         m = result.cache.get("mask")
         if m is None or not m.requires_grad:
             m = self.mask(x, x_adv)
-        buffers = {k: b.clone() for k, b in model.named_buffers()}
-        try:
+        with frozen_bn_statistics(model):
             with torch.no_grad():
                 logits_adv = model(x_adv)
             logits_cal = model(self.calibrate(x, x_adv, m))
-            loss = calibrated_mask_loss(logits_adv, logits_cal, y, self.settings["beta1"])
-            params = [p for p in self.mask_net.parameters() if p.requires_grad]
-            # Gradients w.r.t. φ only: the classifier's .grad fields are not touched.
-            grads = torch.autograd.grad(loss, params)
-        finally:
-            with torch.no_grad():
-                for k, b in model.named_buffers():
-                    b.copy_(buffers[k])
+        loss = calibrated_mask_loss(logits_adv, logits_cal, y, self.settings["beta1"])
+        params = [p for p in self.mask_net.parameters() if p.requires_grad]
+        # Gradients w.r.t. φ only: the classifier's .grad fields are not touched.
+        grads = torch.autograd.grad(loss, params)
         opt.zero_grad(set_to_none=True)
         for p, g in zip(params, grads):
             p.grad = g

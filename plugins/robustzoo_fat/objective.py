@@ -47,8 +47,10 @@ class FAT(Objective):
     prediction, TRADES loss on (x, x')), ``mart`` (CE attack, MART loss on (x, x')). τ follows
     a per-epoch schedule (``tau_schedule``) unless ``tau`` fixes it.
 
-    Cost per image at K = 10 whatever τ is (finished examples stay in the batch): ``at`` 23F,
-    ``trades`` 27F, ``mart`` 26F — the same as the methods they modify (tests/test_flops.py).
+    Cost per image at K = 10 and τ = K: ``at`` 23F, ``trades`` 27F, ``mart`` 26F, the same as
+    the methods they modify. A smaller τ costs less: the early-stopped search runs each step
+    only on the examples still attacking (``compact``; tests/test_flops.py), with the same
+    x' for every example as the full batch would give.
     """
 
     name = "fat"
@@ -56,9 +58,9 @@ class FAT(Objective):
     paper = ("Zhang, Xu, Han, Niu, Cui, Sugiyama, Kankanhalli. Attacks Which Do Not Kill Training Make "
              "Adversarial Learning Stronger. ICML 2020")
     defaults = {"variant": "at", "tau_schedule": AUTO, "tau": -1, "omega": AUTO, "rand_init": AUTO,
-                "attack_bn": "eval", "beta": 6.0, "lam": 6.0}
+                "attack_bn": "eval", "beta": 6.0, "lam": 6.0, "compact": AUTO}
     choices = {"variant": tuple(VARIANTS), "rand_init": (AUTO, "uniform", "normal", "none"),
-               "attack_bn": ("eval", "train")}
+               "attack_bn": ("eval", "train"), "compact": (AUTO, "on", "off")}
     help = {"variant": "at (CE), trades (KL attack + TRADES loss) or mart (CE attack + MART loss)",
             "tau_schedule": "τ per epoch as τ@last_epoch,...,τ; auto = the paper's: at 0@50,1@90,2; "
                             "trades 0@30,1@50,2@70,3; mart 0@20,1@40,2@60,3@80,4",
@@ -67,7 +69,10 @@ class FAT(Objective):
             "rand_init": "attack start; auto = uniform U(-ε,ε) (at) or normal x+0.001·N (trades, mart)",
             "attack_bn": "BatchNorm mode during the early-stopped attack (paper: eval)",
             "beta": "TRADES β (variant trades; paper: 6)",
-            "lam": "MART λ (variant mart; paper: 6)"}
+            "lam": "MART λ (variant mart; paper: 6)",
+            "compact": "attack only the examples still attacking at each step (same x', fewer FLOPs at small τ; "
+                       "one host sync per step); auto = on unless the model is compiled (fixed shapes); "
+                       "the search must run in eval mode (attack_bn=eval)"}
 
     @classmethod
     def resolve_settings(cls, overrides: dict[str, Any]) -> dict[str, Any]:
@@ -96,6 +101,12 @@ class FAT(Objective):
         self.schedule = TauSchedule.parse(self.settings["tau_schedule"])
         self.tau = self.tau_for_epoch(0)
 
+    @property
+    def compacts(self) -> bool:
+        """Whether the search runs on the examples still attacking only (setting ``compact``)."""
+        mode = self.settings["compact"]
+        return mode == "on" or (mode == AUTO and not self.ctx.fixed_shapes)
+
     def tau_for_epoch(self, epoch: int) -> int:
         """τ used in 0-based ``epoch``."""
         fixed = int(self.settings["tau"])
@@ -113,7 +124,8 @@ class FAT(Objective):
             attack_loss, target = kl_attack_loss, clean_target(model, x, s["attack_bn"])
         x_adv, taken = early_stopped_pgd(
             model, x, y, eps=c.eps, alpha=c.alpha, steps=c.steps, tau=self.tau, loss=attack_loss,
-            loss_target=target, rand_init=s["rand_init"], omega=s["omega"], bn_mode=s["attack_bn"])
+            loss_target=target, rand_init=s["rand_init"], omega=s["omega"], bn_mode=s["attack_bn"],
+            compact=self.compacts)
         if variant == "at":
             logits_adv = model(x_adv)
             loss = F.cross_entropy(logits_adv, y)

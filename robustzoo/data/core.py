@@ -105,7 +105,8 @@ class TensorData:
             batch_size: images per batch.
             shuffle: new random order each call, drawn from ``generator`` (on the CPU so the
                 order does not depend on the device).
-            augment: 'crop_flip' applies a random 4-pixel-padded crop and flip per image.
+            augment: 'crop_flip' applies a random 4-pixel-padded crop and flip per image,
+                drawn on the data's device (:func:`augment_generator`).
             drop_last: skip the last incomplete batch (fixed shapes for compiled models).
             shard: (rank, world_size): every rank sees a disjoint, equal-sized slice: every
                 world_size-th example of the shared order, so with ``batch_size`` = global
@@ -120,12 +121,13 @@ class TensorData:
             order = order[rank::world][:per]
             n = per
         order = order.to(self.x.device)
+        aug = augment_generator(generator, self.x.device) if augment == "crop_flip" else None
         stop = n - n % batch_size if drop_last else n
         for start in range(0, stop, batch_size):
             rows = order[start:start + batch_size]
             x = self.x[rows].float().div_(255.0)
             if augment == "crop_flip":
-                x = crop_flip(x, generator)
+                x = crop_flip(x, aug)
             yield x, self.y[rows], self.index[rows]
 
 
@@ -144,12 +146,31 @@ def select_examples(data: TensorData, n: int | None, seed: int = 0) -> TensorDat
     return data.take(rows.to(data.x.device))
 
 
+def augment_generator(generator: torch.Generator | None, device: torch.device | str) -> torch.Generator | None:
+    """The generator that draws augmentations on ``device``.
+
+    ``generator`` itself when it lives there (the CPU: the same draws as ever). For data on a
+    GPU, a generator on that GPU seeded from one draw of ``generator``: shifts and flips are
+    then drawn where the images are, with no host-to-device copy and no host sync per batch,
+    and still follow the run's seed. None stays None (the device's default generator).
+    """
+    device = torch.device(device)
+    if generator is None or generator.device == device:
+        return generator
+    seed = int(torch.randint(0, 2**62, (), generator=generator))
+    return torch.Generator(device=device).manual_seed(seed)
+
+
 def crop_flip(x: torch.Tensor, generator: torch.Generator | None = None, pad: int = 4) -> torch.Tensor:
-    """Random ``pad``-pixel translation (zero padding) and horizontal flip, batched on device."""
+    """Random ``pad``-pixel translation (zero padding) and horizontal flip, batched on device.
+
+    The shifts and flips are drawn on ``x``'s device, so ``generator`` must live there
+    (:func:`augment_generator` makes one); nothing waits for the host.
+    """
     b, _, h, w = x.shape
     dev = x.device
-    shifts = torch.randint(0, 2 * pad + 1, (2, b), generator=generator).to(dev)
-    flips = (torch.rand(b, generator=generator) < 0.5).to(dev)
+    shifts = torch.randint(0, 2 * pad + 1, (2, b), generator=generator, device=dev)
+    flips = torch.rand(b, generator=generator, device=dev) < 0.5
     padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
     rows = (torch.arange(h, device=dev)[None, :] + shifts[0][:, None])  # b,h
     cols = (torch.arange(w, device=dev)[None, :] + shifts[1][:, None])  # b,w

@@ -90,25 +90,34 @@ def _batch_seed(seed: int, start: int) -> int:
 def run_attack(model: nn.Module, data: TensorData, spec: Any, ctx: AttackContext,
                batch_size: int = 256, progress: Progress | None = None, only: torch.Tensor | None = None, *,
                resume: tuple[torch.Tensor, torch.Tensor] | None = None, checkpoint: Any = None,
-               label: str | None = None) -> AttackResult:
+               label: str | None = None, checkpoint_interval: float = 0.0) -> AttackResult:
     """Run one registered attack over ``data``; returns per-example correctness.
+
+    The outcomes stay on the data's device while the attack runs: which examples of a batch
+    to attack is decided on the host (``only``, ``resume``), their positions are sent to the
+    device, and nothing is read back until a checkpoint or the end, so batches follow one
+    another without a host sync.
 
     Args:
         only: optional bool mask; examples outside it are not attacked and count as wrong
             (used to attack only what is still robust).
         resume: ``(flags, done)`` from an interrupted run: batches whose examples are all
             ``done`` are skipped and keep their flags.
-        checkpoint: ``checkpoint(flags, attacked, done)`` called after every batch.
+        checkpoint: ``checkpoint(flags, attacked, done)`` (CPU tensors), called after a batch
+            when ``checkpoint_interval`` seconds have passed since the last call (0: after
+            every batch); each call reads the outcomes back from the device.
         label: the task's name in ``progress`` events (default: the attack's name).
     """
     model.eval()
     n = len(data)
+    dev = data.x.device
     attacked = torch.ones(n, dtype=torch.bool) if only is None else only.detach().cpu().bool().clone()
-    flags = torch.zeros(n, dtype=torch.bool)
+    flags = torch.zeros(n, dtype=torch.bool, device=dev)  # on the device until read back
     done = torch.zeros(n, dtype=torch.bool)
     if resume is not None:
-        flags, done = resume[0].clone().bool(), resume[1].clone().bool()
+        flags, done = resume[0].to(dev).bool().clone(), resume[1].clone().bool()
     t0 = time.perf_counter()
+    last_checkpoint = time.monotonic()
     bs = spec.batch_size or batch_size
     task = (progress.task_start(label or spec.name, total=n, completed=int(done.sum()))
             if progress is not None else None)
@@ -120,25 +129,31 @@ def run_attack(model: nn.Module, data: TensorData, spec: Any, ctx: AttackContext
             start += len(y)
             if done[sl].all():
                 continue
-            todo = attacked[sl] & ~done[sl]
+            todo = attacked[sl] & ~done[sl]  # host-side masks: deciding costs no sync
             if todo.any():
                 torch.manual_seed(_batch_seed(ctx.seed, sl.start))
-                dev_todo = todo.to(x.device)
-                xs, ys = x[dev_todo], y[dev_todo]
+                if todo.all():
+                    xs, ys, rows = x, y, None
+                else:  # positions computed on the host, gathered on the device
+                    rows = todo.nonzero().squeeze(1).to(x.device, non_blocking=True)
+                    xs, ys = x.index_select(0, rows), y.index_select(0, rows)
                 x_adv = xs if spec.name == "clean" else spec.run(model, xs, ys, ctx)
                 with torch.no_grad():
-                    ok = (model(x_adv).argmax(1) == ys).cpu()
-                part = flags[sl].clone()
-                part[todo] = ok
-                flags[sl] = part
+                    ok = model(x_adv).argmax(1) == ys
+                if rows is None:
+                    flags[sl] = ok
+                else:
+                    flags.index_copy_(0, rows + sl.start, ok)
             done[sl] = True
             completed += len(y)
             if task is not None:
                 progress.task_update(task, completed)
-            if checkpoint is not None:
-                checkpoint(flags, attacked, done)
+            if checkpoint is not None and time.monotonic() - last_checkpoint >= checkpoint_interval:
+                checkpoint(flags.cpu(), attacked, done)
+                last_checkpoint = time.monotonic()
     if task is not None:
         progress.task_end(task)
+    flags = flags.cpu()  # the one read-back of an uninterrupted attack
     return AttackResult(attack=spec.name, correct=int(flags.sum()), n=n, settings=spec.settings(ctx),
                         seconds=time.perf_counter() - t0, flags=flags, attacked=attacked,
                         kind=getattr(spec, "kind", "white-box"), notes=list(notes))
@@ -167,8 +182,11 @@ def run_keyed(model: nn.Module, data: TensorData, spec: Any, ctx: AttackContext,
         store.put(key, settings, after, flags, attacked, done, complete=False, force=False,
                   seconds=prev_seconds + time.perf_counter() - t0)
 
+    # Partial outcomes are read back only as often as the store may save them, and never
+    # for a store that keeps nothing on disk.
     res = run_attack(model, data, spec, ctx, batch_size, progress, only=only, resume=resume,
-                     checkpoint=checkpoint, label=label)
+                     checkpoint=checkpoint if store.path is not None else None, label=label,
+                     checkpoint_interval=store.min_interval)
     res.seconds += prev_seconds
     res.resumed = resume is not None
     store.put(key, settings, after, res.flags, res.attacked, torch.ones(len(data), dtype=torch.bool),
