@@ -273,6 +273,7 @@ def eval_cmd(model, suite, attacks, n, eps, seed, cascade, eps_sweep, plot, sets
                           precision=precision)
     if plot:
         err.print(f"wrote {plot}")
+    _say_record(model, report)
     if json_out == "-":
         _emit_json(report, "-")
         return
@@ -283,6 +284,19 @@ def eval_cmd(model, suite, attacks, n, eps, seed, cascade, eps_sweep, plot, sets
         stdout.print(sweep_table(report))
     if json_out:
         _emit_json(report, json_out)
+
+
+def _say_record(model: str, report: dict[str, Any]) -> None:
+    """Which history record an evaluation wrote, and which record eval.json now holds."""
+    rec = report.get("record")
+    if not rec:
+        return
+    run = Path(model)
+    if rec.get("migrated"):
+        err.print(f"kept the earlier {run / 'eval.json'} as {run / 'evals' / rec['migrated']}.json", soft_wrap=True)
+    err.print(f"wrote {run / rec['path']}", soft_wrap=True)
+    why = "this evaluation" if rec["is_canonical"] else "kept: a stronger protocol (docs/evaluation.md)"
+    err.print(f"canonical record {run / 'eval.json'} = {rec['canonical_path']} ({why})", soft_wrap=True)
 
 
 @cli.command()
