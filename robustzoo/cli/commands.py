@@ -307,13 +307,17 @@ def _say_record(model: str, report: dict[str, Any]) -> None:
 @click.option("--private", is_flag=True, help="create the repo private")
 @click.option("--alias", help="zoo alias to record in the card and the suggested zoo entry")
 @click.option("--license", "license_", default="apache-2.0", show_default=True, help="licence of the weights")
+@click.option("--allow-partial", is_flag=True,
+              help="publish an evaluation that is not a real protocol; the card says so")
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output (includes a zoo entry)")
-def push(run_dir, repo_id, endpoint, token, private, alias, license_, as_json) -> None:
+def push(run_dir, repo_id, endpoint, token, private, alias, license_, allow_partial, as_json) -> None:
     """Publish an evaluated RUN_DIR to the Hub in one commit.
 
     Uploads model.safetensors, aux.safetensors (if any), config.json and a model card rendered
-    from config.json and eval.json; prints the commit sha and the sha256 of every file (pin
-    them in the zoo index).
+    from config.json and eval.json (the canonical record); prints the commit sha and the
+    sha256 of every file (pin them in the zoo index). The record must be a real protocol:
+    clean and PGD-20/100, APGD or AutoAttack on the whole test set or at least 1,000 images
+    (--allow-partial publishes anything, marked partial; docs/zoo.md).
 
     \b
     Examples:
@@ -323,7 +327,7 @@ def push(run_dir, repo_id, endpoint, token, private, alias, license_, as_json) -
     from ..hub import push as push_run  # deferred: imports torch
 
     res = push_run(run_dir, repo_id, endpoint=endpoint, token=token, private=private, alias=alias,
-                   license=license_)
+                   license=license_, allow_partial=allow_partial)
     if as_json:
         click.echo(json.dumps(res.to_dict(), indent=2))
         return
