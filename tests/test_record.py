@@ -104,8 +104,8 @@ def test_push_refuses_a_partial_record_with_one_line_and_allow_partial_marks_the
     api.evaluate(run, "clean,fgsm", n=40, seed=3)
     args = ["push", run, "--repo-id", "me/x", "--endpoint", hub_server.endpoint, "--token", TEST_TOKEN]
     code, _, err = run_cli(args, capsys)
-    line = assert_one_line_error(code, err, "partial protocol", "fgsm on 40 of 360 test images",
-                                 f"robustzoo eval {run} --suite quick", "--allow-partial")
+    assert_one_line_error(code, err, "partial protocol", "fgsm on 40 of 360 test images",
+                          f"robustzoo eval {run} --suite quick", "--allow-partial")
     with pytest.raises(KeyError):  # refused before anything was sent: no repo was created
         hub_server.commits("me/x")
 
@@ -250,3 +250,21 @@ def test_every_report_names_its_examples(full_run, tmp_path):
     assert hashlib.sha256(rows.numpy().astype("<i8").tobytes()).hexdigest() == ex["index_sha256"]
     test = load_splits(registry("datasets").get("digits")).test
     assert len(test) == ex["of"]
+
+
+def test_a_subset_split_is_not_the_whole_test_set():
+    """Training with --subset evaluates a seeded subset of the test set: n == of is not enough."""
+    from eval_helpers import ALPHA, EPS, digits
+
+    from robustzoo.eval import evaluate_model
+
+    test = digits().test
+    rows = torch.randperm(len(test), generator=torch.Generator().manual_seed(1))[:100]
+    sub = test.take(rows)  # as load_splits(subset=100) builds it
+    rep = evaluate_model(trained_mlp(), sub, ["clean", "pgd20"], eps=EPS, alpha=ALPHA, num_classes=10,
+                         health=False)
+    assert rep["examples"]["of"] == rep["n"] == 100 and rep["examples"]["split_is_subset"] is True
+    assert not publishable(rep)[0]
+    whole = evaluate_model(trained_mlp(), test, ["clean", "pgd20"], eps=EPS, alpha=ALPHA, num_classes=10,
+                           health=False)
+    assert "split_is_subset" not in whole["examples"] and publishable(whole)[0]

@@ -206,17 +206,21 @@ def run_keyed(model: nn.Module, data: TensorData, spec: Any, ctx: AttackContext,
     return res
 
 
-def examples_block(data: TensorData, of: int, seed: int) -> dict[str, Any]:
+def examples_block(data: TensorData, of: int, seed: int, split_is_subset: bool = False) -> dict[str, Any]:
     """Which examples an evaluation used: count, seed, the rule that regenerates them, a hash.
 
-    ``index_sha256`` is the sha256 of the examples' rows in the test split (little-endian
-    int64): with the rule (:data:`robustzoo.eval.SAMPLE_RULE`) anyone can regenerate the rows
-    from ``of``, ``n`` and ``seed`` and check them against it.
+    ``index_sha256`` is the sha256 of the examples' rows in the dataset's test set
+    (little-endian int64): with the rule (:data:`robustzoo.eval.SAMPLE_RULE`) anyone can
+    regenerate them from ``of``, ``n`` and ``seed`` and check them against it.
+    ``split_is_subset``: the split itself is a seeded subset of the test set (``--subset``),
+    so ``n == of`` is not the whole test set.
     """
     rows = data.index.detach().cpu().to(torch.int64).contiguous()
     digest = hashlib.sha256(rows.numpy().astype("<i8").tobytes()).hexdigest()
-    return {"n": len(data), "of": int(of), "seed": int(seed), "rule": SAMPLE_RULE,
-            "index_sha256": digest}
+    out = {"n": len(data), "of": int(of), "seed": int(seed), "rule": SAMPLE_RULE, "index_sha256": digest}
+    if split_is_subset:
+        out["split_is_subset"] = True
+    return out
 
 
 def _components(spec: Any, ctx: AttackContext) -> tuple[str, ...] | None:
@@ -247,7 +251,7 @@ def evaluate_model(model: nn.Module, data: TensorData, attacks: list[str], *, ep
         options: attack options put in ``AttackContext.options`` (kappa, square_queries, ...).
         health: run the gradient-masking checks (:func:`robustzoo.eval.apply_health`) and mark
             suspect rows.
-        eps_sweep: also measure accuracy at each ε (:func:`robustzoo.eval.run_sweep`)
+        eps_sweep: also measure accuracy at each of these ε (:func:`robustzoo.eval.run_sweep`)
             with ``sweep_attack`` (default: the first non-clean attack, else pgd20).
         checkpoint_interval: seconds between mid-attack saves of ``flags_path``.
 
@@ -265,6 +269,8 @@ def evaluate_model(model: nn.Module, data: TensorData, attacks: list[str], *, ep
         sweep_name = sweep_attack or next((a for a in names if a != "clean"), "pgd20")
         sweep_spec = reg.get(sweep_name)
     of = len(data)
+    # A split whose rows are not 0..of-1 was drawn from the test set (load_splits' subset).
+    split_is_subset = not torch.equal(data.index.detach().cpu(), torch.arange(of))
     data = select_examples(data, n, seed).to(device)
     ctx = AttackContext(eps=eps, alpha=alpha, num_classes=num_classes, seed=seed, device=str(device),
                         options=dict(options or {}))
@@ -363,7 +369,7 @@ def evaluate_model(model: nn.Module, data: TensorData, attacks: list[str], *, ep
     robust = [r for r in results if r.attack != "clean"]
     out: dict[str, Any] = {"eps": eps, "alpha": alpha, "n": len(data), "seed": seed,
                            "num_classes": num_classes, "mode": "cascade" if cascade else "standalone",
-                           "model": fingerprint, "examples": examples_block(data, of, seed),
+                           "model": fingerprint, "examples": examples_block(data, of, seed, split_is_subset),
                            "results": [r.to_dict() for r in results]}
     if ctx.options:
         out["options"] = dict(ctx.options)

@@ -52,9 +52,10 @@ UNKNOWN_TIER = 2
 #: The attacks a publishable record needs at least one of (next to clean).
 PUBLISHABLE_ATTACKS = ("pgd20", "pgd100", "apgd-ce", "apgd-dlr", "apgd-t", "autoattack")
 #: How ``examples`` were chosen (robustzoo.data.select_examples), written into every report.
-SAMPLE_RULE = ("rows = torch.randperm(of, generator=torch.Generator().manual_seed(seed))[:n].sort() "
-               "of the test split (all rows in order when n >= of); index_sha256 = sha256 of the rows as "
-               "little-endian int64")
+SAMPLE_RULE = ("positions = torch.randperm(of, generator=torch.Generator().manual_seed(seed))[:n].sort() "
+               "in the test split (all, in order, when n >= of); index_sha256 = sha256 of the examples' rows "
+               "in the dataset's test set as little-endian int64 (the positions themselves unless the run "
+               "used --subset)")
 RULE = ("complete (has clean) > whole test set or n >= 1,000 > attack tier (AutoAttack > APGD/FAB > "
         "PGD/CW/Square > FGSM > clean only) > larger n > more attacks > not migrated > record id")
 
@@ -108,9 +109,10 @@ def attack_tier(report: dict[str, Any]) -> int:
 
 
 def whole_test_set(report: dict[str, Any]) -> bool:
-    """True when the report's examples are the whole split (known from ``examples.of``)."""
-    of = (report.get("examples") or {}).get("of")
-    return of is not None and report.get("n") == of
+    """True when the report's examples are the whole test set (known from ``examples.of``)."""
+    examples = report.get("examples") or {}
+    of = examples.get("of")
+    return of is not None and report.get("n") == of and not examples.get("split_is_subset")
 
 
 def publishable_size(report: dict[str, Any]) -> bool:
