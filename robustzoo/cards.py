@@ -361,13 +361,17 @@ def _health_section(report: Mapping[str, Any]) -> str:
 
 
 def partial_reason(report: Mapping[str, Any]) -> str | None:
-    """Why a report is not a real protocol (``robustzoo.eval.publishable``), or None when it is."""
-    if report.get("partial"):
-        return str(report["partial"])
-    from .eval import publishable  # deferred: the evaluation package imports torch
+    """Why a report is not a real protocol (``robustzoo.eval.partial_problems``), or None.
 
-    ok, reason = publishable(dict(report))
-    return None if ok else reason
+    Also for a report that ``push --allow-partial`` marked ``partial``. No local paths: the
+    text goes on a public card.
+    """
+    from .eval import describe, partial_problems  # deferred: the evaluation package imports torch
+
+    problems = partial_problems(dict(report))
+    if not problems and not report.get("partial"):
+        return None
+    return f"the evaluation is {describe(dict(report))}" + (f" ({'; '.join(problems)})" if problems else "")
 
 
 def headline_text(report: Mapping[str, Any]) -> str | None:

@@ -576,7 +576,7 @@ def check_publishable(report: dict[str, Any], run_dir: Path, allow_partial: bool
         return report
     if not allow_partial:
         raise RunError(f"{reason}; or publish it marked partial with `robustzoo push {run_dir} --allow-partial`")
-    return dict(report, partial=reason)
+    return dict(report, partial=True)
 
 
 def push(run_dir: str | Path, repo_id: str, *, endpoint: str | None = None, token: str | None = None,

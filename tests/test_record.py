@@ -117,7 +117,8 @@ def test_push_refuses_a_partial_record_with_one_line_and_allow_partial_marks_the
     local = hub.pull(f"hf-hub:me/x@{res['revision']}", endpoint=hub_server.endpoint,
                      cache_dir=str(tmp_path / "cache"))
     text = (local / "README.md").read_text(encoding="utf-8")
-    assert "**Partial evaluation.**" in text
+    assert "**Partial evaluation.** The evaluation is fgsm on 40 of 360 test images (no PGD-20/100" in text
+    assert str(tmp_path) not in text  # no local path on a public card
     assert "robust accuracy (FGSM) on 40 images (95% CI" in text
     meta = ModelCard(text).data.to_dict()
     assert meta["robustzoo"]["partial"] is True and "40 of 360" in meta["robustzoo"]["partial_reason"]

@@ -243,7 +243,32 @@ def read_canonical(run_dir: str | Path) -> dict[str, Any]:
 
 # -- what may be published, and what a card leads with ----------------------------------------
 
-def _describe(report: dict[str, Any]) -> str:
+def partial_problems(report: dict[str, Any] | None) -> list[str]:
+    """What keeps a record from being a real protocol (empty when it is one); no paths, no commands.
+
+    A real protocol: the health report did not fail, and the record has the clean row and at
+    least one of PGD-20, PGD-100, APGD-CE, APGD-DLR, APGD-T or AutoAttack, on the whole test
+    set or at least :data:`PUBLISHABLE_N` examples.
+    """
+    if not report or not isinstance(report.get("results"), list):
+        return ["no evaluation"]
+    attacks = {r.get("attack") for r in report["results"]}
+    problems = []
+    health = report.get("health") or {}
+    if health.get("status") == "failed":
+        failed = ", ".join(c["name"] for c in health.get("checks", []) if c.get("status") == "failed")
+        problems.append(f"the health report failed ({failed}): a degenerate model")
+    if "clean" not in attacks:
+        problems.append("no clean accuracy")
+    if not attacks & set(PUBLISHABLE_ATTACKS):
+        problems.append("no PGD-20/100, APGD or AutoAttack")
+    if not publishable_size(report):
+        problems.append(f"fewer than {PUBLISHABLE_N:,} examples and not the whole test set")
+    return problems
+
+
+def describe(report: dict[str, Any]) -> str:
+    """'fgsm on 40 of 360 test images': the attacks and examples of a record."""
     robust = [r["attack"] for r in report.get("results", []) if r.get("attack") != "clean"]
     of = (report.get("examples") or {}).get("of")
     size = f"{report.get('n')} of {of}" if of and of != report.get("n") else f"{report.get('n')}"
@@ -253,32 +278,19 @@ def _describe(report: dict[str, Any]) -> str:
 def publishable(report: dict[str, Any] | None, run_dir: str | Path | None = None) -> tuple[bool, str]:
     """Whether a canonical record is a real protocol, and if not, one line saying what to run.
 
-    Publishable: the health report did not fail, and the record has the clean row and at
-    least one of PGD-20, PGD-100, APGD-CE, APGD-DLR, APGD-T or AutoAttack, on the whole test
-    set or at least 1,000 examples.
+    See :func:`partial_problems` for the rule.
     """
     target = str(run_dir) if run_dir is not None else "RUN_DIR"
-    fix = f"run `robustzoo eval {target} --suite quick` (or --suite autoattack)"
-    if not report or not isinstance(report.get("results"), list):
-        return False, f"{target} has no evaluation; {fix}"
-    attacks = {r.get("attack") for r in report["results"]}
-    health = (report.get("health") or {}).get("status")
-    if health == "failed":
-        failed = ", ".join(c["name"] for c in (report.get("health") or {}).get("checks", [])
-                           if c.get("status") == "failed")
-        return False, (f"the health report of {target}/eval.json failed ({failed}): the model is "
-                       "degenerate; retrain it, or look at `robustzoo eval` before publishing")
-    problems = []
-    if "clean" not in attacks:
-        problems.append("no clean accuracy")
-    if not attacks & set(PUBLISHABLE_ATTACKS):
-        problems.append("no PGD-20/100, APGD or AutoAttack")
-    if not publishable_size(report):
-        problems.append(f"fewer than {PUBLISHABLE_N:,} examples and not the whole test set")
-    if problems:
-        return False, (f"{target}/eval.json holds only a partial protocol ({_describe(report)}: "
-                       f"{'; '.join(problems)}); {fix}")
-    return True, ""
+    problems = partial_problems(report)
+    if not problems:
+        return True, ""
+    if problems == ["no evaluation"]:
+        return False, f"{target} has no evaluation; run `robustzoo eval {target} --suite quick`"
+    if any(p.startswith("the health report failed") for p in problems):
+        return False, (f"{target}/eval.json: {problems[0]}; its robust numbers mean nothing: retrain "
+                       f"it, and see `robustzoo eval {target}`")
+    return False, (f"{target}/eval.json holds only a partial protocol ({describe(report)}: "
+                   f"{'; '.join(problems)}); run `robustzoo eval {target} --suite quick` (or --suite autoattack)")
 
 
 def headline(report: dict[str, Any]) -> dict[str, Any] | None:
