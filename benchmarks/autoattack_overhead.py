@@ -13,8 +13,11 @@ examples of a run's test set:
   (about 60 forward-backward passes per probe image), so C is reported beside, not against, A.
 
 Both use the same batch size, seed, ε and Square budget, and must give the same robust count
-(checked). Prints the median seconds of each and the ratios B/A (and C/A); the machine may be
-shared and noisy, so read the ratios, not the seconds.
+(checked). Prints the median wall-clock seconds of each and the ratios B/A (and C/A); on a
+CPU also the median CPU seconds of the process (``time.process_time``) and their ratios, which
+a shared, loaded machine disturbs far less than wall-clock time (use ``--threads 1`` there:
+several threads on busy cores spin and multiply the wall-clock time). Read the ratios, not the
+seconds.
 
 Examples::
 
@@ -104,32 +107,46 @@ def main(argv: list[str] | None = None) -> int:
         # Warm-up: first calls pay for kernel selection and allocator growth; not timed.
         direct(10, x[:8], y[:8])
         wrapper(n_queries=10, n=8)
-        runs_: dict[str, list[float]] = {"A": [], "B": []} | ({"C": []} if args.with_health else {})
-        counts: dict[str, set[int]] = {k_: set() for k_ in runs_}
+        names = ["A", "B"] + (["C"] if args.with_health else [])
+        wall: dict[str, list[float]] = {k_: [] for k_ in names}
+        cpu: dict[str, list[float]] = {k_: [] for k_ in names}
+        counts: dict[str, set[int]] = {k_: set() for k_ in names}
         jobs = {"A": direct, "B": wrapper, "C": lambda: wrapper(health=True)}
+        cuda = torch.device(args.device).type == "cuda"
         for _ in range(args.repeats):
-            for name in runs_:
-                t0 = time.perf_counter()
+            for name in names:
+                if cuda:
+                    torch.cuda.synchronize()
+                t0, c0 = time.perf_counter(), time.process_time()
                 counts[name].add(jobs[name]())
-                runs_[name].append(time.perf_counter() - t0)
-    med = {k_: statistics.median(v) for k_, v in runs_.items()}
+                if cuda:
+                    torch.cuda.synchronize()
+                wall[name].append(time.perf_counter() - t0)
+                cpu[name].append(time.process_time() - c0)
+    med = {k_: statistics.median(v) for k_, v in wall.items()}
+    med_cpu = {k_: statistics.median(v) for k_, v in cpu.items()}
     out = {"n": args.n, "repeats": args.repeats, "batch_size": args.batch_size,
            "square_queries": args.square_queries, "eps": eps, "threads": torch.get_num_threads(),
            "device": args.device, "run": str(run_dir) if args.run else "tiny digits AT run (trained here)",
-           "seconds": runs_, "median_seconds": med, "robust_correct": {k_: sorted(v) for k_, v in counts.items()},
-           "ratio_wrapper_over_direct": med["B"] / med["A"]}
+           "seconds": wall, "cpu_seconds": cpu, "median_seconds": med, "median_cpu_seconds": med_cpu,
+           "robust_correct": {k_: sorted(v) for k_, v in counts.items()},
+           "ratio_wrapper_over_direct": med["B"] / med["A"],
+           "cpu_ratio_wrapper_over_direct": med_cpu["B"] / med_cpu["A"]}
     if "C" in med:
         out["ratio_with_health_over_direct"] = med["C"] / med["A"]
+        out["cpu_ratio_with_health_over_direct"] = med_cpu["C"] / med_cpu["A"]
     same = len(counts["A"] | counts["B"]) == 1
     print(f"AutoAttack (standard, {args.square_queries} Square queries) on {args.n} examples, batch "
           f"{args.batch_size}, {torch.get_num_threads()} threads, {args.repeats} interleaved runs each")
-    print(f"  A pyautoattack run_standard_evaluation: median {med['A']:.2f} s  robust {sorted(counts['A'])}")
-    print(f"  B robustzoo evaluate_model (no health):  median {med['B']:.2f} s  robust {sorted(counts['B'])}")
-    if "C" in med:
-        print(f"  C robustzoo evaluate_model (health):     median {med['C']:.2f} s")
-    print(f"  ratio B/A = {out['ratio_wrapper_over_direct']:.3f}"
-          + (f", C/A = {out['ratio_with_health_over_direct']:.3f}" if "C" in med else "")
-          + ("" if same else "   (robust counts differ!)"))
+    labels = {"A": "A pyautoattack run_standard_evaluation", "B": "B robustzoo evaluate_model (no health)",
+              "C": "C robustzoo evaluate_model (health)    "}
+    for name in names:
+        print(f"  {labels[name]}: median {med[name]:.2f} s wall, {med_cpu[name]:.2f} s CPU"
+              f"  robust {sorted(counts[name])}")
+    for kind, m in (("wall", med), ("CPU", med_cpu)):
+        print(f"  {kind}: ratio B/A = {m['B'] / m['A']:.3f}" + (f", C/A = {m['C'] / m['A']:.3f}" if "C" in m else ""))
+    if not same:
+        print("  robust counts differ between A and B!")
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
     return 0 if same else 1
