@@ -226,7 +226,7 @@ def _relaunch_args(ctx: click.Context) -> list[str]:
 @click.option("--eps-sweep", metavar="LIST", help="also measure accuracy at each ε, e.g. 0,2/255,4/255,8/255")
 @click.option("--plot", type=click.Path(), help="write the accuracy-vs-ε plot of --eps-sweep to this PNG")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
-              help="attack option: kappa, square_queries, apgd_restarts")
+              help="attack option: kappa, cw_rand_init, square_queries, apgd_restarts, eot_iter, aa_version")
 @click.option("--no-health", is_flag=True, help="skip the gradient-masking checks")
 @click.option("--no-resume", is_flag=True, help="ignore RUN_DIR/eval_flags.safetensors and start afresh")
 @click.option("--batch-size", type=int, default=256, show_default=True)
