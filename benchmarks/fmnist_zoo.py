@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -111,9 +110,10 @@ def eval_commands(out: Path, reduced: bool, sweep: str, device: str) -> list[lis
     """The evaluations still missing for every finished run (one with eval.json) under ``out``.
 
     Full protocol: the ``paper`` and ``autoattack`` suites on the whole test set. Reduced:
-    see REDUCED_EVAL. The training's RUN/eval.json is first copied to RUN/eval-final.json;
-    the evaluations write RUN/eval-{paper,autoattack,sweep}.json. docs/make_results.py reads
-    all four. An existing file is kept (delete it to re-run).
+    see REDUCED_EVAL. The evaluations write RUN/eval-{paper,autoattack,sweep}.json; the
+    training's own evaluation stays in the run's history (RUN/evals/, ``"source": "train"``),
+    whatever later evaluations do to RUN/eval.json. docs/make_results.py reads all four. An
+    existing file is kept (delete it to re-run).
     """
     r = REDUCED_EVAL if reduced else dict(n=None, aa_n=None, sweep_n=None)
     jobs = {
@@ -122,12 +122,6 @@ def eval_commands(out: Path, reduced: bool, sweep: str, device: str) -> list[lis
         "sweep": (r["sweep_n"], ["--attacks", "pgd20", "--eps-sweep", sweep]),
     }
     finished = sorted(p for p in out.iterdir() if (p / "eval.json").is_file()) if out.is_dir() else []
-    for run in finished:
-        # `robustzoo eval` replaces RUN/eval.json when n differs: keep the end-of-training
-        # evaluation (clean and PGD-20 on the whole test set) first.
-        final = run / "eval-final.json"
-        if not final.is_file():
-            shutil.copyfile(run / "eval.json", final)
     cmds = []
     # Suite by suite, so that parallel jobs work on different run directories (each
     # evaluation also updates RUN/eval.json and RUN/eval_flags.safetensors).

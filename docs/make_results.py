@@ -2,7 +2,8 @@
 
     python docs/make_results.py runs/fmnist
 
-Reads each run's config.json, metrics.jsonl, eval-final.json (the end-of-training eval.json),
+Reads each run's config.json, metrics.jsonl, the end-of-training evaluation (its record in
+RUN/evals/, or RUN/eval-final.json in run directories made before the history),
 eval-paper.json, eval-autoattack.json and eval-sweep.json (written by
 ``benchmarks/fmnist_zoo.py eval``) and the directory's protocol.json, and regenerates:
 
@@ -50,12 +51,31 @@ def _load(path: Path) -> dict[str, Any] | None:
 
 def _by_attack(report: dict[str, Any] | None, largest: bool = False) -> dict[str, dict[str, Any]]:
     """attack -> result; ``largest``: of the rows of one attack keep the one on the most images
-    (RUN/eval.json also collects every later ``robustzoo eval`` of the run, on fewer images)."""
+    (an eval.json of a run made before the evaluation history may have merged later
+    evaluations on fewer images into it)."""
     out: dict[str, dict[str, Any]] = {}
     for r in (report or {}).get("results", []):
         if not largest or r["attack"] not in out or r["n"] > out[r["attack"]]["n"]:
             out[r["attack"]] = r
     return out
+
+
+def training_eval(run: Path) -> dict[str, Any] | None:
+    """The run's end-of-training evaluation (clean and PGD-20 on the whole test set).
+
+    Run directories made before the evaluation history kept it in eval-final.json; newer ones
+    keep it in RUN/evals/ (``"source": "train"``, or the record migrated from the first
+    eval.json, which only training writes here); else eval.json itself.
+    """
+    old = _load(run / "eval-final.json")
+    if old is not None:
+        return old
+    records = [json.loads(p.read_text()) for p in sorted((run / "evals").glob("*.json"))]
+    for pick in (lambda r: r.get("source") == "train", lambda r: r.get("migrated")):
+        found = [r for r in records if pick(r)]
+        if found:
+            return max(found, key=lambda r: r.get("n") or 0)
+    return _load(run / "eval.json")
 
 
 def collect(root: Path) -> dict[str, list[dict[str, Any]]]:
@@ -70,9 +90,7 @@ def collect(root: Path) -> dict[str, list[dict[str, Any]]]:
                     flags.add(c["name"])
         cfg = json.loads((run / "config.json").read_text())
         metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line]
-        # The end-of-training evaluation (whole test set), saved by fmnist_zoo.py eval before
-        # later evaluations replace eval.json.
-        final = _load(run / "eval-final.json") or _load(run / "eval.json")
+        final = training_eval(run)
         runs[run.name.rsplit("-s", 1)[0]].append({
             "dir": run, "config": cfg, "seed": cfg["robustzoo"]["config"]["seed"], "metrics": metrics,
             "paper": _by_attack(reports["paper"]), "aa": _by_attack(reports["autoattack"]),

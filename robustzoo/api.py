@@ -24,12 +24,12 @@ from .errors import NotFoundError, UsageError
 from .eval import (
     FLAGS_FILE,
     evaluate_model,
-    merge_eval,
     model_fingerprint,
     parse_attack_options,
     parse_eps_list,
     plot_sweep,
     resolve_suite,
+    write_record,
 )
 from .fast import eval_model, eval_precision, precision_scope, read_precision_check
 from .plugins import registry
@@ -129,8 +129,11 @@ def evaluate(name: str | Path, attacks: list[str] | str | None = None, *, n: int
     """Evaluate a model on its dataset's test set under ``attacks`` (or a named ``suite``).
 
     Returns the eval.json dictionary; with ``write`` and a local run directory it is also
-    merged into RUN_DIR/eval.json (results of the same attack, ε, n and seed are replaced)
-    and the per-example outcomes go to RUN_DIR/eval_flags.safetensors, from which a later
+    kept in the run's history ``RUN_DIR/evals/`` (one report per protocol key; nothing else is
+    replaced), ``RUN_DIR/eval.json`` is rewritten with the canonical record (the strongest
+    complete protocol evaluated, :mod:`robustzoo.eval` ``write_record``), and
+    ``report["record"]`` says which record was written and which is canonical. The per-example
+    outcomes go to RUN_DIR/eval_flags.safetensors, from which a later
     call with ``resume`` reuses every attack already done on the same examples. See
     :func:`robustzoo.eval.evaluate_model` for ``cascade``, ``options``, ``health`` and
     ``eps_sweep``; ``plot`` writes the accuracy-vs-ε PNG there. ``precision``: 'auto' (bf16
@@ -189,7 +192,7 @@ def evaluate(name: str | Path, attacks: list[str] | str | None = None, *, n: int
                                        f"n={report['n']})")
         report["plot"] = str(plot)
     if local:
-        merge_eval(run_dir / runs.EVAL_FILE, report)
+        write_record(run_dir, report, source="eval", test_size=len(splits.test))
     return report
 
 

@@ -80,9 +80,11 @@ def _pgd_eval(steps: int, rand_init: str = "none"):
 
 
 def _cw_eval(model, x, y, ctx):
+    # No random start by default, as pgd20 / pgd100 (the Calibrated AT protocol evaluates
+    # without one); --set cw_rand_init=uniform starts from U(-ε, ε).
     kappa = ctx.options.get("kappa", 50.0)
-    return pgd(model, x, y, eps=ctx.eps, alpha=ctx.alpha, steps=30, norm=ctx.norm, rand_init="uniform",
-               loss=cw_loss(kappa))
+    return pgd(model, x, y, eps=ctx.eps, alpha=ctx.alpha, steps=30, norm=ctx.norm,
+               rand_init=ctx.options.get("cw_rand_init", "none"), loss=cw_loss(kappa))
 
 
 @hookimpl
@@ -99,9 +101,10 @@ def register_attacks(register):
                             "(Calibrated AT protocol)",
                             settings=lambda c, s=steps: {"eps": c.eps, "alpha": c.alpha, "steps": s,
                                                          "rand_init": "none"}))
-    register(AttackSpec("cw", _cw_eval, "PGD on the CW margin (CW∞), 30 steps, κ=50, random start",
+    register(AttackSpec("cw", _cw_eval, "PGD on the CW margin (CW∞), 30 steps, κ=50, no random start",
                         settings=lambda c: {"eps": c.eps, "alpha": c.alpha, "steps": 30,
-                                            "kappa": c.options.get("kappa", 50.0)}))
+                                            "kappa": c.options.get("kappa", 50.0),
+                                            "rand_init": c.options.get("cw_rand_init", "none")}))
     register_autoattack(register)  # apgd-ce, apgd-dlr, apgd-t, fab-t, square, autoattack
 
 

@@ -306,9 +306,21 @@ def _robustzoo_block(config: Mapping[str, Any], report: Mapping[str, Any], *, al
     }
     if report.get("suite"):
         block["evaluation"]["suite"] = report["suite"]
+    partial = partial_reason(report)
+    block["partial"] = bool(partial)
+    if partial:
+        block["partial_reason"] = partial
+    from .eval import headline  # deferred: the evaluation package imports torch
+
+    head = headline(dict(report))
+    if head is not None:
+        block["headline"] = {"attack": head["attack"], "attacks": list(head["label_attacks"]),
+                             "accuracy": _pct(head["accuracy"]), "n": int(head["n"]),
+                             "ci95": [_pct(x) for x in head["ci95"]]}
     wc = report.get("worst_case")
     if isinstance(wc, Mapping) and wc.get("attacks"):
-        block["robust_accuracy"] = _pct(wc["accuracy"])
+        # The headline number: AutoAttack when present, else the worst case.
+        block["robust_accuracy"] = _pct(head["accuracy"] if head is not None else wc["accuracy"])
         block["worst_case"] = {"accuracy": _pct(wc["accuracy"]), "attacks": list(wc["attacks"]),
                                "n": int(wc["n"]), "ci95": [_pct(x) for x in wc.get("ci95", [])]}
     suspects = [r["attack"] for r in _results(report) if r.get("suspect")]
@@ -329,9 +341,10 @@ def run_card_data(config: Mapping[str, Any], report: Mapping[str, Any], *, repo_
     rz = config["robustzoo"]
     ds_id, _ = _dataset_meta(rz["dataset"])
     norm = rz.get("threat_model", {}).get("norm", "linf")
+    tags = _tags(rz["objective"], norm, rz["dataset"]) + (["partial-evaluation"] if partial_reason(report) else [])
     return ModelCardData(
         library_name=LIBRARY, license=license, pipeline_tag="image-classification",
-        tags=_tags(rz["objective"], norm, rz["dataset"]), datasets=[ds_id] if ds_id else None,
+        tags=tags, datasets=[ds_id] if ds_id else None,
         metrics=[CLEAN_METRIC, ROBUST_METRIC], model_name=name or alias or repo_id,
         eval_results=eval_results(config, report, source_url=source_url),
         robustzoo=_robustzoo_block(config, report, alias=alias, files=files, repo_id=repo_id))
@@ -428,6 +441,40 @@ def _training_log(metrics: list[Mapping[str, Any]] | None) -> str:
             + _table(["epoch", *keys, "best"], rows))
 
 
+def partial_reason(report: Mapping[str, Any]) -> str | None:
+    """Why a report is not a real protocol (``robustzoo.eval.partial_problems``), or None.
+
+    Also for a report that ``push --allow-partial`` marked ``partial``. No local paths: the
+    text goes on a public card.
+    """
+    from .eval import describe, partial_problems  # deferred: the evaluation package imports torch
+
+    problems = partial_problems(dict(report))
+    if not problems and not report.get("partial"):
+        return None
+    return f"the evaluation is {describe(dict(report))}" + (f" ({'; '.join(problems)})" if problems else "")
+
+
+def headline_text(report: Mapping[str, Any]) -> str | None:
+    """'53.10% robust accuracy (AutoAttack) on 1000 images (95% CI 50.00–56.18%)', or None.
+
+    AutoAttack when the report has it, otherwise the worst case over the attacks (named), or
+    the single attack; always with its n and 95% interval.
+    """
+    from .eval import headline  # deferred: the evaluation package imports torch
+
+    h = headline(dict(report))
+    if h is None:
+        return None
+    if h["attack"] == "worst-case":
+        label = "worst case over " + ", ".join(attack_label(a) for a in h["label_attacks"])
+    else:
+        label = attack_label(h["attack"])
+    lo, hi = (h["ci95"] or [0.0, 0.0])[:2]
+    return (f"{_pct(h['accuracy']):.2f}% robust accuracy ({label}) on {h['n']} images "
+            f"(95% CI {_pct(lo):.2f}–{_pct(hi):.2f}%)")
+
+
 def render_run_card(config: Mapping[str, Any], report: Mapping[str, Any], *, repo_id: str | None,
                     files: Mapping[str, str], alias: str | None = None,
                     license: str = DEFAULT_LICENSE, endpoint: str = OFFICIAL_ENDPOINT,
@@ -484,18 +531,22 @@ def render_run_card(config: Mapping[str, Any], report: Mapping[str, Any], *, rep
     headline = []
     wc = report.get("worst_case")
     if clean:
-        headline.append(f"{_pct(clean['accuracy']):.2f}% clean accuracy"
-                        + (f" on {clean['n']} images" if mixed else ""))
-    if isinstance(wc, Mapping) and wc.get("attacks"):
-        headline.append(f"{_pct(wc['accuracy']):.2f}% robust accuracy (worst case over "
-                        f"{', '.join(attack_label(a) for a in wc['attacks'])})"
-                        + (f" on {wc['n']} images" if mixed else ""))
-    tail = (f" ({split} set)." if mixed else f" on {report.get('n')} {split} images.")
+        lo, hi = (clean.get("ci95") or [0.0, 0.0])[:2]
+        headline.append(f"{_pct(clean['accuracy']):.2f}% clean accuracy on {clean['n']} images "
+                        f"(95% CI {_pct(lo):.2f}–{_pct(hi):.2f}%)")
+    robust_text = headline_text(report)
+    if robust_text:
+        headline.append(robust_text)
     summary = (f"A {ARCH_LABELS.get(arch, arch)} (`{arch}`) image classifier for {ds_name}, trained with "
                f"robustzoo's `{method}` objective against {NORM_LABELS.get(norm, norm)} perturbations of "
-               f"size ε = {eps_text(train_eps)}" + (f"; {' and '.join(headline)}{tail}" if headline else "."))
+               f"size ε = {eps_text(train_eps)}"
+               + (f"; {' and '.join(headline)} of the {split} set." if headline else "."))
     if published and alias:
         summary += f" Zoo alias: `{alias}`."
+    partial = partial_reason(report)
+    if partial:
+        summary = (f"**Partial evaluation.** {partial[0].upper() + partial[1:]}. The numbers below are not a "
+                   f"complete robustness evaluation; do not rank this model by them.\n\n" + summary)
     if not published:
         summary = ("**Not published.** These weights are a local run: they are not on the Hugging Face "
                    "Hub and `robustzoo pull` cannot fetch them. The card records what the run scored and "
@@ -596,6 +647,8 @@ def render_run_card(config: Mapping[str, Any], report: Mapping[str, Any], *, rep
     ])
 
     limitations = "\n\n" + "\n".join(x for x in [
+        "This card was published with `--allow-partial`: its evaluation is not a real protocol "
+        "(docs/zoo.md)." if partial else "",
         f"Robust accuracy was measured on {' or '.join(map(str, sizes))} images; the 95% intervals above show how "
         f"much it can move with the sample." if robust else
         "No attack was run on this model: it has no measured robustness.",

@@ -723,9 +723,25 @@ def _config_bytes(path: Path, license: str) -> bytes:
     return data
 
 
+def check_publishable(report: dict[str, Any], run_dir: Path, allow_partial: bool) -> dict[str, Any]:
+    """The report to publish: refused unless it is a real protocol, or marked partial.
+
+    See :func:`robustzoo.eval.publishable` (clean and PGD-20/100, APGD or AutoAttack on the
+    whole test set or at least 1,000 examples, health not failed).
+    """
+    from .eval import publishable  # deferred: the evaluation package imports torch
+
+    ok, reason = publishable(report, run_dir)
+    if ok:
+        return report
+    if not allow_partial:
+        raise RunError(f"{reason}; or publish it marked partial with `robustzoo push {run_dir} --allow-partial`")
+    return dict(report, partial=True)
+
+
 def push(run_dir: str | Path, repo_id: str, *, endpoint: str | None = None, token: str | None = None,
          private: bool = False, alias: str | None = None, license: str = "apache-2.0",
-         commit_message: str | None = None) -> PushResult:
+         commit_message: str | None = None, allow_partial: bool = False) -> PushResult:
     """Publish a run in one commit: weights, aux state, config.json, robustbench.json and a model
     card rendered from config.json and eval.json that lists the sha256 of every other file.
 
@@ -737,9 +753,12 @@ def push(run_dir: str | Path, repo_id: str, *, endpoint: str | None = None, toke
         private: create the repo private.
         alias: zoo alias recorded in the card and the suggested zoo entry.
         license: licence of the weights (card metadata and config.json).
+        allow_partial: publish a canonical record that is not a real protocol anyway; the
+            card and its metadata mark it partial.
 
     Raises:
-        RunError: no eval.json, or weights that do not load into the architecture.
+        RunError: no eval.json, a partial protocol (without ``allow_partial``), or weights that
+            do not load into the architecture.
         UsageError, HubError: bad repo id, upload failures.
     """
     from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
@@ -760,6 +779,7 @@ def push(run_dir: str | Path, repo_id: str, *, endpoint: str | None = None, toke
     if report.get("dataset", cfg["robustzoo"]["dataset"]) != cfg["robustzoo"]["dataset"]:
         raise RunError(f"{run_dir}/eval.json is for dataset {report.get('dataset')!r}, not the run's "
                        f"{cfg['robustzoo']['dataset']!r}; re-run `robustzoo eval {run_dir} --suite paper`")
+    report = check_publishable(report, run_dir, allow_partial)
     runs.load_run(run_dir)  # publish only weights that load strictly into the architecture
     endpoint = (endpoint or default_endpoint()).rstrip("/")
     blobs: dict[str, bytes | Path] = {runs.CONFIG_FILE: _config_bytes(run_dir / runs.CONFIG_FILE, license)}

@@ -32,7 +32,7 @@ from .config import TrainConfig, apply_sets, check_threat_model
 from .data import DatasetSpec, Splits, load_splits
 from .devices import resolve_device
 from .errors import NotFoundError, RunError, UsageError
-from .eval import evaluate_model
+from .eval import evaluate_model, migrate, model_fingerprint, write_record
 from .fast import FastPath, check_compile_mode, eval_model, resolve_precision
 from .models import build_model
 from .objectives import Objective, ObjectiveContext
@@ -368,6 +368,10 @@ class Trainer:
             self.start_epoch = int(blob["epoch"])
             self.best_score = float(blob["best_score"])
             self.best_epoch = int(blob["best_epoch"])
+            if self.dist.is_main and (self.out / runs.EVAL_FILE).is_file():
+                # An eval.json from before the run's history: keep it as the record of the
+                # weights it was made for, before training changes them.
+                migrate(self.out, model_fingerprint(runs.load_run(self.out)[0]), len(self.splits.test))
             if self.dist.is_main:
                 self._forget_metrics_after(self.start_epoch)
             return
@@ -603,7 +607,9 @@ class Trainer:
         report["best_epoch"] = self.best_epoch
         report["dataset"] = self.spec.name
         report["split"] = "test"
-        runs.write_json(self.out / runs.EVAL_FILE, report)
+        # Into the run's history; eval.json becomes the canonical record (this one, unless an
+        # earlier evaluation of the same weights is stronger).
+        write_record(self.out, report, source="train", test_size=len(test))
         return report
 
 

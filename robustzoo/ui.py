@@ -145,7 +145,10 @@ def results_table(report: dict[str, Any], title: str = "Evaluation") -> Table:
                   "per example, over " + ",".join(w["attacks"]))
     h = report.get("health")
     if h:
-        if h.get("flagged"):
+        if h.get("failed"):
+            t.caption = (f"[red]health: FAILED[/red] — {', '.join(h['failed'])}: the model is degenerate, its "
+                         "robust numbers mean nothing; see the health table / eval.json")
+        elif h.get("flagged"):
             t.caption = (f"[red]health: suspect[/red] — {', '.join(h['flagged'])} flagged (possible "
                          "gradient masking); see the health table / eval.json")
         else:
@@ -168,14 +171,23 @@ def health_table(report: dict[str, Any]) -> Table:
     """A rich Table of ``report['health']``: one row per check."""
     h = report.get("health") or {}
     status = h.get("status", "not run")
-    colour = {"suspect": "red", "passed": "green"}.get(status, "yellow")
+    colour = {"suspect": "red", "failed": "bold red", "passed": "green"}.get(status, "yellow")
     t = Table(title=f"gradient-masking health: [{colour}]{status}[/{colour}]")
-    for col in ("check", "status", "finding"):
+    for col in ("check", "status", "finding", "detects"):
         t.add_column(col, overflow="fold")
-    style = {"flagged": "[red]flagged[/red]", "passed": "[green]passed[/green]", "skipped": "[dim]skipped[/dim]"}
+    style = {"flagged": "[red]flagged[/red]", "failed": "[bold red]FAILED[/bold red]",
+             "passed": "[green]passed[/green]", "skipped": "[dim]skipped[/dim]"}
     for c in h.get("checks", []):
-        t.add_row(c["name"], style.get(c["status"], c["status"]), c["explanation"])
+        t.add_row(c["name"], style.get(c["status"], c["status"]), c["explanation"], _detectable(c))
     return t
+
+
+def _detectable(check: Mapping[str, Any]) -> str:
+    """'≥ 5.0 pts at n=1000': the smallest gap a check could detect at the n it had."""
+    d = check.get("detectable") or {}
+    if d.get("gap") is None:
+        return "—"
+    return f"≥ {100 * d['gap']:.1f} pts at n={d.get('n')}"
 
 
 #: Settings on the [0,1] pixel scale, shown as k/255 when they are whole multiples of 1/255.

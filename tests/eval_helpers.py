@@ -125,7 +125,27 @@ def write_run(out: Path, model: nn.Module, eps: float = EPS) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     cfg = runs.model_config("digits_mlp", 10, (1, 8, 8), (0.0,), (1.0,),
                             {"dataset": "digits", "objective": "at", "threat_model": {"eps": eps, "norm": "linf"},
-                             "config": {"seed": 0}})
+                             "config": {"seed": 0, "objective": "at"}})
     runs.write_json(out / runs.CONFIG_FILE, cfg)
     runs.save_weights(out / runs.MODEL_FILE, model.state_dict(), {"architecture": "digits_mlp"})
     return out
+
+
+class NoisyInput(nn.Module):
+    """A randomised defence: x + U(−0.03, 0.03) noise on every forward pass (the issue's model)."""
+
+    def __init__(self, model: nn.Module, radius: float = 0.03):
+        super().__init__()
+        self.model, self.radius = model, radius
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x + (torch.rand_like(x) * 2 - 1) * self.radius)
+
+
+def nan_mlp() -> DigitsMLP:
+    """The trained MLP with every weight NaN (the issue's degenerate model)."""
+    model = trained_mlp()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.fill_(float("nan"))
+    return model

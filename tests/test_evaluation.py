@@ -276,14 +276,17 @@ def test_an_attack_interrupted_mid_way_resumes_at_the_next_batch(tmp_path, test_
         _evaluate(model, test_set, ["flaky"], **kw)
     tensors, meta = _saved_flags(path)
     assert meta["entries"]["flaky"]["complete"] is False
-    assert int(tensors["done::flaky"].sum()) == 32  # two batches of 16 finished
+    clean_ok = tensors["flags::clean"].bool()
+    # The correctly classified examples are gathered into full batches: two batches of 16 of
+    # them finished; the misclassified ones are final from the start (never attacked).
+    done = tensors["done::flaky"].bool()
+    assert int((done & clean_ok).sum()) == 32 and bool(done[~clean_ok].all())
     attacked_before = flaky.examples
+    assert attacked_before == 32
     flaky.fail_on_call = None
     report = _evaluate(model, test_set, ["flaky"], **kw)
-    clean_ok = tensors["flags::clean"].bool()
-    # Only the last two batches' correctly classified examples were attacked on resume.
-    assert attacked_before == int(clean_ok[:32].sum())
-    assert flaky.examples - attacked_before == int(clean_ok[32:].sum())
+    # Only the remaining correctly classified examples were attacked on resume.
+    assert flaky.examples - attacked_before == int(clean_ok.sum()) - 32
     whole = _evaluate(model, test_set, ["flaky"], n=64, batch_size=16)
     assert _row(report, "flaky")["correct"] == _row(whole, "flaky")["correct"]
 
@@ -315,10 +318,13 @@ def test_progress_events_per_attack_and_a_note_when_saved_flags_are_not_reused(t
     _evaluate(model, test_set, ["clean", "fgsm"], n=40, eps=0.05, batch_size=16, flags_path=path,
               progress=rec)
     assert rec.of("note") == [("note", f"{path}: not reused (made with a different eps); evaluating afresh")]
-    assert [e[1:] for e in rec.of("start")] == [("clean", 40, 0), ("fgsm", 40, 0)]
-    for task in ("clean", "fgsm"):  # a batch of 16 at a time, then the end
-        assert [c for c, _ in rec.updates(task)] == [16, 32, 40]
-        assert rec.events.index(("end", task)) > rec.events.index(("update", task, 40, {}))
+    # fgsm runs on (and counts) only the correctly classified examples, gathered into full batches.
+    ok = _row(_evaluate(model, test_set, ["clean"], n=40, eps=0.05), "clean")["correct"]
+    assert ok < 40
+    assert [e[1:] for e in rec.of("start")] == [("clean", 40, 0), ("fgsm", ok, 0)]
+    for task, total in (("clean", 40), ("fgsm", ok)):  # a batch of 16 at a time, then the end
+        assert [c for c, _ in rec.updates(task)] == [16, 32, total]
+        assert rec.events.index(("end", task)) > rec.events.index(("update", task, total, {}))
     assert capsys.readouterr().err == ""  # the engine reports, it does not print
 
 
@@ -372,7 +378,8 @@ def test_cli_suite_json_to_stdout_and_unknown_suite(tmp_path):
     run = write_run(tmp_path / "run", trained_mlp())
     res = CliRunner().invoke(cli, ["eval", str(run), "--suite", "quick", "--n", "60", "--json", "-"])
     assert res.exit_code == 0, res.output
-    rep = json.loads(res.output)
+    rep = json.loads(res.stdout)  # stderr names the record written and the canonical one
+    assert "canonical record" in res.stderr
     assert [r["attack"] for r in rep["results"]] == ["clean", "pgd20", "apgd-dlr"]
     assert rep["suite"] == "quick" and rep["n"] == 60
     assert rep["health"]["status"] in ("passed", "suspect")
@@ -407,3 +414,75 @@ def test_python_api_suite_sweep_and_resume(tmp_path):
     assert saved["health"]["status"] in ("passed", "suspect") and saved["suite"] == "quick"
     with pytest.raises(UsageError, match="eps-sweep"):
         robustzoo.evaluate(run, plot=tmp_path / "x.png")
+
+
+# --- AutoAttack: no duplicate work, the authors' batches -------------------------------------
+
+def test_apgd_ce_runs_once_when_autoattack_is_asked_for_too(monkeypatch, test_set):
+    """APGD-CE's outcome is shared with AutoAttack's first component (same examples, seed and
+    settings), in either order; the numbers equal two separate evaluations'."""
+    from robustzoo.attacks import autoattack
+
+    calls = []
+    real = autoattack.run_component
+
+    def counting(aa, name, x, y):
+        calls.append((name, len(y)))
+        return real(aa, name, x, y)
+
+    monkeypatch.setattr(autoattack, "run_component", counting)
+    model = trained_mlp(adversarial=False)
+    kw = dict(n=32, seed=2, batch_size=32, eps=0.25, options={"square_queries": 100})
+    for order in (["clean", "apgd-ce", "autoattack"], ["clean", "autoattack", "apgd-ce"]):
+        calls.clear()
+        both = _evaluate(model, test_set, order, **kw)
+        assert [c for c, _ in calls].count("apgd-ce") == 1, calls
+        comp = _row(both, "autoattack")["components"][0]
+        assert comp["attack"] == "apgd-ce" and (comp.get("reused") or _row(both, "apgd-ce").get("reused"))
+    apgd = _evaluate(model, test_set, ["clean", "apgd-ce"], **kw)
+    aa = _evaluate(model, test_set, ["clean", "autoattack"], **kw)
+    assert _row(both, "apgd-ce")["correct"] == _row(apgd, "apgd-ce")["correct"]
+    assert _row(both, "autoattack")["correct"] == _row(aa, "autoattack")["correct"]
+    assert [c["correct"] for c in _row(both, "autoattack")["components"]] == \
+        [c["correct"] for c in _row(aa, "autoattack")["components"]]
+    assert both["worst_case"]["correct"] == aa["worst_case"]["correct"]
+
+
+def test_autoattack_sees_the_authors_batches_over_several_batches(tmp_path, test_set):
+    """With the same batch size the still-robust examples are batched as in run_standard_evaluation,
+    so every example's outcome matches the authors' code, not only the count."""
+    from pyautoattack import AutoAttack
+
+    model = trained_mlp(adversarial=False)
+    n, bs = 48, 16
+    path = tmp_path / FLAGS_FILE
+    _evaluate(model, test_set, ["clean", "autoattack"], n=n, seed=5, batch_size=bs, eps=0.2,
+              flags_path=path, options={"square_queries": 50})
+    x, y = _xy(test_set, n, seed=5)
+    aa = AutoAttack(model, version="standard", eps=0.2, seed=5, norm="Linf")
+    aa.verbose = False
+    aa.square.n_queries = 50
+    _, y_adv = aa.run_standard_evaluation(x, y, batch_size=bs)
+    tensors, _ = _saved_flags(path)
+    assert torch.equal(tensors["flags::autoattack/square"].bool(), y_adv == y)
+
+
+# --- CW without random start; options ----------------------------------------------------------
+
+def test_cw_starts_without_random_noise_by_default(test_set):
+    model = trained_mlp()
+    a = _evaluate(model, test_set, ["cw"], n=60, seed=0)
+    b = _evaluate(model, test_set, ["cw"], n=60, seed=0, batch_size=7)  # other batches, same numbers
+    assert _row(a, "cw")["settings"]["rand_init"] == "none"
+    assert _row(a, "cw")["correct"] == _row(b, "cw")["correct"]
+    u = _evaluate(model, test_set, ["cw"], n=60, seed=0, options={"cw_rand_init": "uniform"})
+    assert _row(u, "cw")["settings"]["rand_init"] == "uniform"
+
+
+def test_attack_options_with_choices_are_checked():
+    from robustzoo.eval import parse_attack_options
+
+    assert parse_attack_options(["cw_rand_init=uniform", "aa_version=rand", "eot_iter=5"]) == {
+        "cw_rand_init": "uniform", "aa_version": "rand", "eot_iter": 5}
+    with pytest.raises(UsageError, match="uniform"):
+        parse_attack_options(["cw_rand_init=unifrom"])

@@ -166,5 +166,154 @@ def test_probe_checks_and_flagged_checks_helper():
     flagged = flagged_checks(rep)
     assert [c["name"] for c in flagged] == ["eps0"] and flagged[0]["explanation"]
     for c in rep["health"]["checks"]:
-        assert set(c) == {"name", "status", "evidence", "explanation", "affects"}
-        assert c["status"] in ("passed", "flagged", "skipped")
+        assert set(c) == {"name", "status", "evidence", "explanation", "affects", "detectable"}
+        assert c["status"] in ("passed", "flagged", "failed", "skipped")
+
+
+# --- degenerate and randomised models -----------------------------------------------------------
+
+def test_nan_weights_fail_the_report(test_set):
+    from eval_helpers import nan_mlp
+
+    from robustzoo.eval import publishable
+
+    rep = _evaluate(nan_mlp(), test_set, ["clean", "pgd20"], n=100)
+    check = next(c for c in rep["health"]["checks"] if c["name"] == "degenerate")
+    assert rep["health"]["status"] == "failed" and rep["health"]["failed"] == ["degenerate"]
+    assert check["status"] == "failed" and "non-finite weights" in check["explanation"]
+    assert check["evidence"]["nonfinite_parameters"] == sum(p.numel() for p in nan_mlp().parameters())
+    assert _row(rep, "pgd20")["suspect"] and "degenerate" in _row(rep, "pgd20")["suspect_because"]
+    assert not publishable(dict(rep, examples={"of": 100}))[0]
+    console = Console(record=True, width=200)
+    console.print(results_table(rep))
+    assert "health: FAILED" in console.export_text()
+
+
+def test_constant_predictions_and_chance_accuracy_fail_an_otherwise_finite_model(test_set):
+    constant = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+    with torch.no_grad():  # every image gets the logits of class 3
+        constant[1].weight.zero_()
+        constant[1].bias.copy_(torch.nn.functional.one_hot(torch.tensor(3), 10).float())
+    rep = _evaluate(constant, test_set, ["clean", "fgsm"], n=100)
+    check = next(c for c in rep["health"]["checks"] if c["name"] == "degenerate")
+    assert check["status"] == "failed"
+    assert "the same class" in check["explanation"] and "not above chance" in check["explanation"]
+    assert _status(_evaluate(trained_mlp(), test_set, ["clean"], n=100))["degenerate"] == "passed"
+
+
+def test_randomised_model_is_flagged_and_autoattack_runs_its_rand_version(test_set):
+    from eval_helpers import NoisyInput
+
+    rep = _evaluate(NoisyInput(trained_mlp()), test_set, ["clean", "pgd20"], n=60)
+    check = next(c for c in rep["health"]["checks"] if c["name"] == "randomised")
+    assert check["status"] == "flagged" and "EoT" in check["explanation"]
+    assert rep["health"]["probes"]["randomness"]["randomised"] is True
+    assert _row(rep, "pgd20")["suspect"] and "randomised" in _row(rep, "pgd20")["suspect_because"]
+    honest = _evaluate(trained_mlp(), test_set, ["clean", "pgd20"], n=60)
+    assert _status(honest)["randomised"] == "passed"
+
+    # AutoAttack's own advice for such a model is its rand version: APGD-CE and APGD-DLR with EoT.
+    rep = _evaluate(NoisyInput(trained_mlp()), test_set, ["clean", "autoattack"], n=12, health=False)
+    aa = _row(rep, "autoattack")
+    assert aa["settings"]["version"] == "rand" and aa["settings"]["eot_iter"] == 20
+    assert [c["attack"] for c in aa["components"]] == ["apgd-ce", "apgd-dlr"]
+
+
+# --- paired tests: a planted gap, an honest one -----------------------------------------------
+
+def _flags(n, robust):
+    f = torch.zeros(n, dtype=torch.bool)
+    f[list(robust)] = True
+    return f
+
+
+def _paired_report(n, clean, pgd, apgd):
+    """Rows and per-example flags: ``pgd`` and ``apgd`` are the examples each leaves robust."""
+    flags = {"clean": _flags(n, clean), "pgd20": _flags(n, pgd), "apgd-dlr": _flags(n, apgd)}
+    rows = [_r("clean", len(clean), n, kind="none"), _r("pgd20", len(pgd), n, steps=20),
+            _r("apgd-dlr", len(apgd), n)]
+    rep = {"n": n, "num_classes": 10, "results": rows}
+    return apply_health(rep, flags=flags, probes={}), rep
+
+
+def test_a_planted_five_point_pgd_versus_apgd_gap_at_n_1000_is_flagged_by_the_paired_test():
+    n = 1000
+    # APGD breaks 50 examples PGD-20 leaves robust (5 points) and nothing the other way.
+    rep, _ = _paired_report(n, range(850), range(550), range(500))
+    check = rep["health"]["checks"][0]
+    assert check["status"] == "flagged" and check["evidence"]["paired"] is True
+    assert (check["evidence"]["ce_only"], check["evidence"]["reference_only"]) == (50, 0)
+    assert check["evidence"]["p_value"] < 1e-10 and check["evidence"]["p_threshold"] == 0.01
+    assert check["detectable"]["gap"] == 0.05 and check["detectable"]["n"] == n
+    assert _row(rep, "pgd20")["suspect"] and not _row(rep, "apgd-dlr").get("suspect")
+    # The same accuracies without per-example flags: the two intervals overlap, nothing is seen.
+    unpaired = _report(_r("clean", 850, kind="none"), _r("pgd20", 550, steps=20), _r("apgd-dlr", 500))
+    assert _status(unpaired)["pgd_vs_apgd"] == "passed"
+    assert unpaired["health"]["checks"][0]["detectable"]["gap"] > 0.06
+
+
+def test_an_honest_gap_and_noise_are_not_flagged_by_the_paired_test():
+    # 3.5 points at n = 1,000, all one way: APGD is simply stronger (TRADES: 56.6 vs 53.1).
+    rep, _ = _paired_report(1000, range(850), range(560), range(525))
+    assert _status(rep)["pgd_vs_apgd"] == "passed"
+    # 5 and 6 points at n = 100, all one way: p = 1/32 and 1/64, not below 0.01; 7 is.
+    for k, status in ((5, "passed"), (6, "passed"), (7, "flagged")):
+        rep, _ = _paired_report(100, range(90), range(60), range(60 - k))
+        check = rep["health"]["checks"][0]
+        assert check["status"] == status, (k, check)
+        assert check["evidence"]["p_value"] == pytest.approx(0.5 ** k, rel=1e-2)
+    # 5 points net, but 255 examples one way and 205 the other: p = 0.011, an unstable
+    # attack pair rather than a masked loss.
+    pgd = list(range(100)) + list(range(100, 355))
+    apgd = list(range(100)) + list(range(355, 560))
+    rep, _ = _paired_report(1000, range(850), pgd, apgd)
+    ev = rep["health"]["checks"][0]["evidence"]
+    assert (ev["ce_only"], ev["reference_only"]) == (255, 205) and ev["gap"] == pytest.approx(0.05)
+    assert ev["p_value"] == pytest.approx(0.0111, abs=1e-4) and _status(rep)["pgd_vs_apgd"] == "passed"
+
+
+def test_paired_tests_see_small_gaps_at_small_n():
+    """At n = 150 the interval rule needed a gap of about 16 points; the paired test needs 5.3."""
+    n = 150
+    rep, _ = _paired_report(n, range(130), range(80), range(72))  # 8 examples = 5.3 points
+    check = rep["health"]["checks"][0]
+    assert check["status"] == "flagged" and check["detectable"]["gap"] == round(8 / 150, 6)
+    unpaired = _report(_r("clean", 130, n, kind="none"), _r("pgd20", 80, n, steps=20), _r("apgd-dlr", 72, n))
+    assert unpaired["health"]["checks"][0]["detectable"]["gap"] > 0.15
+
+
+def test_more_steps_is_paired_too():
+    n = 1000
+    flags = {"clean": _flags(n, range(850)), "pgd20": _flags(n, range(500)),
+             "pgd100": _flags(n, list(range(500)) + list(range(800, 815)))}  # PGD-100 "unbreaks" 15
+    rows = [_r("clean", 850, kind="none"), _r("pgd20", 500, steps=20), _r("pgd100", 515, steps=100)]
+    rep = apply_health({"n": n, "num_classes": 10, "results": rows}, flags=flags, probes={})
+    check = rep["health"]["checks"][2]
+    assert check["status"] == "flagged" and check["evidence"]["paired"]["pgd100>pgd20"]["longer_only"] == 15
+    assert _row(rep, "pgd100")["suspect"]
+
+
+def test_every_check_reports_the_smallest_gap_it_could_detect(test_set):
+    rep = _evaluate(trained_mlp(), test_set, ["clean", "pgd20", "apgd-dlr", "square"], n=100,
+                    options={"square_queries": 50})
+    for c in rep["health"]["checks"]:
+        if c["status"] != "skipped":
+            assert c["detectable"] and c["detectable"]["n"], c["name"]
+    by = {c["name"]: c for c in rep["health"]["checks"]}
+    assert by["pgd_vs_apgd"]["detectable"]["gap"] == 0.07  # 7 discordant examples of 100 for p < 0.01
+    assert by["blackbox_vs_whitebox"]["detectable"]["gap"] == 0.03  # 3 of 100: > 1 point and p < 0.01
+    console = Console(record=True, width=220)
+    from robustzoo.ui import health_table
+
+    console.print(health_table(rep))
+    assert "≥ 7.0 pts at n=100" in console.export_text()
+
+
+def test_exact_tests_match_hand_computed_values():
+    from robustzoo.eval import binomial_tail, mcnemar_exact
+
+    assert mcnemar_exact(7, 0) == pytest.approx(1 / 128)
+    assert mcnemar_exact(3, 1) == pytest.approx(5 / 16)  # P(X >= 3), X ~ Bin(4, 1/2)
+    assert mcnemar_exact(0, 5) == 1.0
+    assert binomial_tail(1, 2, 0.5) == pytest.approx(0.75)
+    assert binomial_tail(2, 3, 0.1) == pytest.approx(3 * 0.01 * 0.9 + 0.001)

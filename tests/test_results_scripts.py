@@ -43,8 +43,8 @@ def test_reduced_evaluations_use_one_seeded_sample_at_three_sizes(tmp_path):
     (a / "eval-sweep.json").write_text("{}")  # done before: kept, not repeated
     cmds = zoo.eval_commands(tmp_path, reduced=True, sweep="0,0.1", device="cpu")
     assert all(str(a) in c for c in cmds) and len(cmds) == 2
-    # the training's own evaluation is kept before later evaluations replace eval.json
-    assert (a / "eval-final.json").read_text() == "{}"
+    # the training's own evaluation stays in the run's history: no copy is needed any more
+    assert not (a / "eval-final.json").exists()
     paper, aa = cmds
     assert _opt(paper, "--n") == "1000" and _opt(paper, "--attacks") == zoo.REDUCED_ATTACKS
     assert _opt(paper, "--json") == str(a / "eval-paper.json")
@@ -93,7 +93,6 @@ def test_make_results_builds_page_cards_and_figure(at_run, tmp_path, monkeypatch
     root = tmp_path / "runs"
     run = root / "at-s0"
     shutil.copytree(at_run, run)
-    shutil.copyfile(run / "eval.json", run / "eval-final.json")  # as fmnist_zoo.py eval does
     final = {r["attack"]: r for r in json.loads((run / "eval.json").read_text())["results"]}
     for name, attacks, n in (("paper", "clean,fgsm,pgd20,apgd-ce,apgd-dlr", 40),
                              ("autoattack", "clean,pgd20,autoattack", 8), ("sweep", None, 40)):
@@ -132,6 +131,20 @@ def test_make_results_builds_page_cards_and_figure(at_run, tmp_path, monkeypatch
     card = (tmp_path / "cards" / "at-cnn-fmnist-run.md").read_text()
     assert "--attacks autoattack --n 8 --seed 0" in card and "--n 40 --seed 0" in card
     assert not (tmp_path / "cards" / "mart-cnn-fmnist-run.md").exists()  # stale card removed
+
+
+def test_the_training_evaluation_is_found_in_old_and_new_run_directories(tmp_path):
+    mr = _script("docs/make_results.py")
+    run = tmp_path / "run"
+    (run / "evals").mkdir(parents=True)
+    (run / "eval.json").write_text(json.dumps({"n": 8, "results": [], "source": "eval"}))
+    (run / "evals" / "b.json").write_text(json.dumps({"n": 8, "results": [], "source": "eval"}))
+    (run / "evals" / "a.json").write_text(json.dumps({"n": 360, "results": [], "migrated": True}))
+    assert mr.training_eval(run)["n"] == 360  # migrated from the first eval.json: the training's
+    (run / "evals" / "c.json").write_text(json.dumps({"n": 100, "results": [], "source": "train"}))
+    assert mr.training_eval(run)["n"] == 100
+    (run / "eval-final.json").write_text(json.dumps({"n": 7, "results": []}))  # before the history
+    assert mr.training_eval(run)["n"] == 7
 
 
 def test_make_results_without_runs_is_a_one_line_error(tmp_path, capsys):

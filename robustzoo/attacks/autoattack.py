@@ -12,6 +12,13 @@ authors' code gives on the same examples. What we change, and why:
   and with fewer than 10 classes there are only ``num_classes - 1`` other classes to target.
 * The Square budget can be lowered with the option ``square_queries`` (default 5,000, the
   standard one); it is shown in the results table.
+* The version: ``standard`` (APGD-CE, APGD-T, FAB-T, Square) or, for a randomised model,
+  the authors' ``rand`` version (APGD-CE and APGD-DLR, each with Expectation over
+  Transformation over 20 gradient samples). The evaluation chooses it from its randomness
+  check (option ``aa_version``: auto, standard, rand) — the package's own
+  ``check_randomized`` only warns and advises ``version='rand'``.
+* ``eot_iter`` (option; default 1) averages the APGD gradient over that many forward passes,
+  as the ``rand`` version does with 20.
 
 The model is in eval mode and maps [0,1] images to logits, which is what the package expects.
 """
@@ -21,6 +28,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -31,6 +39,10 @@ from .core import AttackContext, AttackSpec
 
 #: The components of standard AutoAttack, in the order the authors run them.
 STANDARD_COMPONENTS = ("apgd-ce", "apgd-t", "fab-t", "square")
+#: The authors' version for randomised defences: APGD-CE and APGD-DLR with EoT.
+RAND_COMPONENTS = ("apgd-ce", "apgd-dlr")
+RAND_EOT_ITER = 20
+AA_VERSIONS = ("standard", "rand")
 #: Square Attack of the standard version: 5,000 queries, p_init 0.8, one restart.
 SQUARE_QUERIES = 5000
 SQUARE_P_INIT = 0.8
@@ -74,7 +86,22 @@ def make_adversary(model: nn.Module, ctx: AttackContext, device: torch.device | 
     aa.square.n_queries = square_queries(ctx)
     aa.square.p_init = SQUARE_P_INIT
     aa.apgd.n_restarts = int(ctx.options.get("apgd_restarts", 1))
+    aa.apgd.eot_iter = aa.apgd_targeted.eot_iter = eot_iter(ctx)
     return aa
+
+
+def eot_iter(ctx: AttackContext) -> int:
+    """Gradient samples APGD averages per step (``ctx.options['eot_iter']``, default 1)."""
+    k = int(ctx.options.get("eot_iter", 1))
+    if k < 1:
+        raise UsageError(f"eot_iter must be at least 1, got {k}")
+    return k
+
+
+def aa_version(ctx: AttackContext) -> str:
+    """The AutoAttack version ``ctx`` asks for ('standard' unless the evaluation chose 'rand')."""
+    v = str(ctx.options.get("aa_version", "standard"))
+    return "standard" if v == "auto" else v
 
 
 def run_component(aa: Any, name: str, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -146,24 +173,34 @@ def _component_attack(name: str):
 
 
 class AutoAttackRun:
-    """Standard AutoAttack on one batch: each component only on what is still robust.
+    """AutoAttack on one batch: each component only on what is still robust.
 
-    ``components`` tells :func:`robustzoo.eval.evaluate_model` to run the components one
-    by one over the whole evaluation set instead (as the authors do), so each component's
-    result is saved, resumable and reported.
+    ``components_for(ctx)`` tells :func:`robustzoo.eval.evaluate_model` to run the
+    components one by one over the whole evaluation set instead (as the authors do), so each
+    component's result is saved, resumable and reported; ``component_context(ctx)`` is the
+    context they run under (EoT for the ``rand`` version).
     """
 
     def __init__(self, components: tuple[str, ...] = STANDARD_COMPONENTS):
         self.components = components
 
+    def components_for(self, ctx: AttackContext) -> tuple[str, ...]:
+        return RAND_COMPONENTS if aa_version(ctx) == "rand" else self.components
+
+    def component_context(self, ctx: AttackContext) -> AttackContext:
+        if aa_version(ctx) == "rand":
+            return replace(ctx, options=dict(ctx.options, eot_iter=RAND_EOT_ITER))
+        return ctx
+
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, ctx: AttackContext) -> torch.Tensor:
-        for c in self.components:
+        comps = self.components_for(ctx)
+        for c in comps:
             _check_classes(c, ctx)
-        aa = make_adversary(model, ctx, x.device)
+        aa = make_adversary(model, self.component_context(ctx), x.device)
         x_adv = x.clone()
         with torch.no_grad():
             robust = model(x).argmax(1) == y
-        for c in self.components:
+        for c in comps:
             idx = robust.nonzero().flatten()
             if len(idx) == 0:
                 break
@@ -177,8 +214,11 @@ class AutoAttackRun:
 
 def _apgd_settings(loss: str):
     def settings(ctx: AttackContext) -> dict[str, Any]:
-        return {"eps": ctx.eps, "loss": loss, "iterations": APGD_ITERATIONS,
-                "restarts": int(ctx.options.get("apgd_restarts", 1))}
+        out = {"eps": ctx.eps, "loss": loss, "iterations": APGD_ITERATIONS,
+               "restarts": int(ctx.options.get("apgd_restarts", 1))}
+        if eot_iter(ctx) > 1:  # named only when used: standard settings (and saved outcomes) stay as they were
+            out["eot_iter"] = eot_iter(ctx)
+        return out
     return settings
 
 
@@ -187,6 +227,9 @@ def _square_settings(ctx: AttackContext) -> dict[str, Any]:
 
 
 def _aa_settings(ctx: AttackContext) -> dict[str, Any]:
+    if aa_version(ctx) == "rand":
+        return {"eps": ctx.eps, "version": "rand", "components": "+".join(RAND_COMPONENTS),
+                "eot_iter": RAND_EOT_ITER}
     return {"eps": ctx.eps, "version": "standard", "components": "+".join(STANDARD_COMPONENTS),
             "targets": n_targets(ctx.num_classes), "square_queries": square_queries(ctx)}
 
@@ -202,7 +245,8 @@ def register_autoattack(register: Any) -> None:
     register(AttackSpec("apgd-t", _component_attack("apgd-t"),
                         "targeted APGD on the DLR loss, 100 iterations, min(9, C-1) target classes",
                         settings=lambda c: {"eps": c.eps, "iterations": APGD_ITERATIONS,
-                                            "targets": n_targets(c.num_classes)}))
+                                            "targets": n_targets(c.num_classes),
+                                            **({"eot_iter": eot_iter(c)} if eot_iter(c) > 1 else {})}))
     register(AttackSpec("fab-t", _component_attack("fab-t"),
                         "targeted FAB (minimum-norm), 100 iterations, min(9, C-1) target classes",
                         settings=lambda c: {"eps": c.eps, "iterations": FAB_ITERATIONS,
@@ -211,5 +255,6 @@ def register_autoattack(register: Any) -> None:
                         "Square Attack: score-based black box, 5,000 queries, p_init 0.8",
                         settings=_square_settings, kind="black-box"))
     register(AttackSpec("autoattack", AutoAttackRun(),
-                        "standard AutoAttack: APGD-CE, APGD-T, FAB-T, Square-5000; worst case per image",
+                        "AutoAttack: standard (APGD-CE, APGD-T, FAB-T, Square-5000), or rand (APGD-CE, "
+                        "APGD-DLR with EoT-20) for a randomised model; worst case per image",
                         settings=_aa_settings, kind="ensemble"))

@@ -226,7 +226,7 @@ def _relaunch_args(ctx: click.Context) -> list[str]:
 @click.option("--eps-sweep", metavar="LIST", help="also measure accuracy at each ε, e.g. 0,2/255,4/255,8/255")
 @click.option("--plot", type=click.Path(), help="write the accuracy-vs-ε plot of --eps-sweep to this PNG")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
-              help="attack option: kappa, square_queries, apgd_restarts")
+              help="attack option: kappa, cw_rand_init, square_queries, apgd_restarts, eot_iter, aa_version")
 @click.option("--no-health", is_flag=True, help="skip the gradient-masking checks")
 @click.option("--no-resume", is_flag=True, help="ignore RUN_DIR/eval_flags.safetensors and start afresh")
 @click.option("--batch-size", type=int, default=256, show_default=True)
@@ -273,6 +273,7 @@ def eval_cmd(model, suite, attacks, n, eps, seed, cascade, eps_sweep, plot, sets
                           precision=precision)
     if plot:
         err.print(f"wrote {plot}")
+    _say_record(model, report)
     if json_out == "-":
         _emit_json(report, "-")
         return
@@ -285,6 +286,19 @@ def eval_cmd(model, suite, attacks, n, eps, seed, cascade, eps_sweep, plot, sets
         _emit_json(report, json_out)
 
 
+def _say_record(model: str, report: dict[str, Any]) -> None:
+    """Which history record an evaluation wrote, and which record eval.json now holds."""
+    rec = report.get("record")
+    if not rec:
+        return
+    run = Path(model)
+    if rec.get("migrated"):
+        err.print(f"kept the earlier {run / 'eval.json'} as {run / 'evals' / rec['migrated']}.json", soft_wrap=True)
+    err.print(f"wrote {run / rec['path']}", soft_wrap=True)
+    why = "this evaluation" if rec["is_canonical"] else "kept: a stronger protocol (docs/evaluation.md)"
+    err.print(f"canonical record {run / 'eval.json'} = {rec['canonical_path']} ({why})", soft_wrap=True)
+
+
 @cli.command()
 @click.argument("run_dir", type=click.Path())
 @click.option("--repo-id", required=True, metavar="ORG/NAME", help="Hub repo to publish to (created if missing)")
@@ -293,13 +307,17 @@ def eval_cmd(model, suite, attacks, n, eps, seed, cascade, eps_sweep, plot, sets
 @click.option("--private", is_flag=True, help="create the repo private")
 @click.option("--alias", help="zoo alias to record in the card and the suggested zoo entry")
 @click.option("--license", "license_", default="apache-2.0", show_default=True, help="licence of the weights")
+@click.option("--allow-partial", is_flag=True,
+              help="publish an evaluation that is not a real protocol; the card says so")
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output (includes a zoo entry)")
-def push(run_dir, repo_id, endpoint, token, private, alias, license_, as_json) -> None:
+def push(run_dir, repo_id, endpoint, token, private, alias, license_, allow_partial, as_json) -> None:
     """Publish an evaluated RUN_DIR to the Hub in one commit.
 
     Uploads model.safetensors, aux.safetensors (if any), config.json and a model card rendered
-    from config.json and eval.json; prints the commit sha and the sha256 of every file (pin
-    them in the zoo index).
+    from config.json and eval.json (the canonical record); prints the commit sha and the
+    sha256 of every file (pin them in the zoo index). The record must be a real protocol:
+    clean and PGD-20/100, APGD or AutoAttack on the whole test set or at least 1,000 images
+    (--allow-partial publishes anything, marked partial; docs/zoo.md).
 
     \b
     Examples:
@@ -309,7 +327,7 @@ def push(run_dir, repo_id, endpoint, token, private, alias, license_, as_json) -
     from ..hub import push as push_run  # deferred: imports torch
 
     res = push_run(run_dir, repo_id, endpoint=endpoint, token=token, private=private, alias=alias,
-                   license=license_)
+                   license=license_, allow_partial=allow_partial)
     if as_json:
         click.echo(json.dumps(res.to_dict(), indent=2))
         return

@@ -10,9 +10,10 @@ One concern a file, behind this face:
 * ``_flagstore`` — the saved per-example flags that let an evaluation resume;
 * ``_suites`` — named attack lists (quick, paper, autoattack) and ``--eps-sweep`` parsing;
 * ``_sweep`` — robust accuracy against ε, and its plot;
-* ``_stats`` — intervals of accuracies;
-* ``_health`` — the gradient-masking checks and their probes;
-* ``_record`` — merging a report into ``RUN_DIR/eval.json``.
+* ``_stats`` — intervals of accuracies and exact paired tests (McNemar, binomial tails);
+* ``_health`` — the degenerate-model, randomness and gradient-masking checks and their probes;
+* ``_record`` — the run's history ``RUN_DIR/evals/``, the canonical ``RUN_DIR/eval.json``,
+  what may be published and what a card leads with.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from ._evaluate import (
     ATTACK_OPTIONS,
     AttackResult,
     evaluate_model,
+    examples_block,
     parse_attack_options,
     run_attack,
     run_keyed,
@@ -29,18 +31,39 @@ from ._flagstore import FLAGS_FILE, FlagStore, model_fingerprint
 from ._health import THRESHOLDS as HEALTH_THRESHOLDS
 from ._health import apply as apply_health
 from ._health import assess as assess_health
-from ._health import flagged_checks, run_probes
-from ._record import merge_eval
-from ._stats import wilson_interval
+from ._health import degenerate_probe, flagged_checks, randomness_probe, run_probes
+from ._record import (
+    HISTORY_DIR,
+    PUBLISHABLE_N,
+    SAMPLE_RULE,
+    canonical_rank,
+    choose_canonical,
+    describe,
+    headline,
+    history,
+    migrate,
+    partial_problems,
+    protocol_key,
+    publishable,
+    read_canonical,
+    record_id,
+    write_record,
+)
+from ._stats import binomial_tail, mcnemar_exact, wilson_interval
 from ._suites import SUITES, Suite, get_suite, parse_eps_list
 from ._suites import resolve as resolve_suite
 from ._sweep import plot_sweep, run_sweep
 
 __all__ = [
-    "ATTACK_OPTIONS", "AttackResult", "evaluate_model", "parse_attack_options", "run_attack", "run_keyed",
+    "ATTACK_OPTIONS", "AttackResult", "evaluate_model", "examples_block", "parse_attack_options",
+    "run_attack", "run_keyed",
     "FLAGS_FILE", "FlagStore", "model_fingerprint",
-    "HEALTH_THRESHOLDS", "apply_health", "assess_health", "flagged_checks", "run_probes",
-    "merge_eval", "wilson_interval",
+    "HEALTH_THRESHOLDS", "apply_health", "assess_health", "degenerate_probe", "flagged_checks",
+    "randomness_probe", "run_probes",
+    "HISTORY_DIR", "PUBLISHABLE_N", "SAMPLE_RULE", "canonical_rank", "choose_canonical", "describe",
+    "headline", "history", "migrate", "partial_problems", "protocol_key", "publishable", "read_canonical",
+    "record_id", "write_record",
+    "binomial_tail", "mcnemar_exact", "wilson_interval",
     "SUITES", "Suite", "get_suite", "parse_eps_list", "resolve_suite",
     "plot_sweep", "run_sweep",
 ]

@@ -20,8 +20,9 @@ Which examples an attack runs on:
 
 from __future__ import annotations
 
+import hashlib
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,7 @@ import torch
 import torch.nn as nn
 
 from ..attacks import AttackContext
-from ..attacks.autoattack import capture_notes
+from ..attacks.autoattack import AA_VERSIONS, capture_notes
 from ..data import TensorData, select_examples
 from ..errors import UsageError, did_you_mean
 from ..fast import autocast_dtype
@@ -38,6 +39,7 @@ from ..plugins import registry
 from ..progress import Progress
 from . import _health
 from ._flagstore import FlagStore, model_fingerprint
+from ._record import SAMPLE_RULE
 from ._stats import wilson_interval
 from ._sweep import run_sweep
 
@@ -59,6 +61,7 @@ class AttackResult:
     components: list[AttackResult] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     resumed: bool = False
+    reused: str | None = None  # the key of the row of this evaluation whose outcome it shares
 
     @property
     def accuracy(self) -> float:
@@ -79,6 +82,8 @@ class AttackResult:
             out["notes"] = list(self.notes)
         if self.resumed:
             out["resumed"] = True
+        if self.reused:
+            out["reused"] = self.reused
         return out
 
 
@@ -162,7 +167,13 @@ def run_attack(model: nn.Module, data: TensorData, spec: Any, ctx: AttackContext
 def run_keyed(model: nn.Module, data: TensorData, spec: Any, ctx: AttackContext, store: FlagStore,
               key: str, only: torch.Tensor | None, after: list[str], batch_size: int = 256,
               progress: Progress | None = None, label: str | None = None) -> AttackResult:
-    """:func:`run_attack` with its outcome saved under ``key`` and reused when it matches."""
+    """:func:`run_attack` with its outcome saved under ``key`` and reused when it matches.
+
+    The examples to attack (``only``) are gathered into full batches first, as AutoAttack's
+    ``run_standard_evaluation`` gathers the still-robust points: no batch is half empty
+    because its other examples were already broken, and with the same batch size an
+    AutoAttack component sees exactly the batches the authors' code gives it.
+    """
     settings = spec.settings(ctx)
     saved = store.get(key, settings, after)
     prev_seconds = 0.0
@@ -182,16 +193,63 @@ def run_keyed(model: nn.Module, data: TensorData, spec: Any, ctx: AttackContext,
         store.put(key, settings, after, flags, attacked, done, complete=False, force=False,
                   seconds=prev_seconds + time.perf_counter() - t0)
 
+    n = len(data)
+    mask = only.detach().cpu().bool() if only is not None else None
     # Partial outcomes are read back only as often as the store may save them, and never
     # for a store that keeps nothing on disk.
-    res = run_attack(model, data, spec, ctx, batch_size, progress, only=only, resume=resume,
-                     checkpoint=checkpoint if store.path is not None else None, label=label,
-                     checkpoint_interval=store.min_interval)
+    on_disk = store.path is not None
+    if mask is None or bool(mask.all()):
+        res = run_attack(model, data, spec, ctx, batch_size, progress, only=only, resume=resume,
+                         checkpoint=checkpoint if on_disk else None, label=label,
+                         checkpoint_interval=store.min_interval)
+    else:
+        rows = mask.nonzero().flatten()
+
+        def scatter(sub: torch.Tensor, outside: bool) -> torch.Tensor:
+            out = torch.full((n,), outside, dtype=torch.bool)
+            out[rows] = sub.detach().cpu().bool()
+            return out
+
+        def checkpoint_rows(flags: torch.Tensor, attacked: torch.Tensor, done: torch.Tensor) -> None:
+            # Examples outside ``only`` are final (not robust) from the start.
+            checkpoint(scatter(flags, False), mask.clone(), scatter(done, True))
+
+        sub_resume = (resume[0][rows], resume[1][rows]) if resume is not None else None
+        res = run_attack(model, data.take(rows.to(data.x.device)), spec, ctx, batch_size, progress,
+                         resume=sub_resume, checkpoint=checkpoint_rows if on_disk else None, label=label,
+                         checkpoint_interval=store.min_interval)
+        res.flags, res.attacked, res.n = scatter(res.flags, False), mask.clone(), n
     res.seconds += prev_seconds
     res.resumed = resume is not None
     store.put(key, settings, after, res.flags, res.attacked, torch.ones(len(data), dtype=torch.bool),
               complete=True, seconds=res.seconds, notes=res.notes)
     return res
+
+
+def examples_block(data: TensorData, of: int, seed: int, split_is_subset: bool = False) -> dict[str, Any]:
+    """Which examples an evaluation used: count, seed, the rule that regenerates them, a hash.
+
+    ``index_sha256`` is the sha256 of the examples' rows in the dataset's test set
+    (little-endian int64): with the rule (:data:`robustzoo.eval.SAMPLE_RULE`) anyone can
+    regenerate them from ``of``, ``n`` and ``seed`` and check them against it.
+    ``split_is_subset``: the split itself is a seeded subset of the test set (``--subset``),
+    so ``n == of`` is not the whole test set.
+    """
+    rows = data.index.detach().cpu().to(torch.int64).contiguous()
+    digest = hashlib.sha256(rows.numpy().astype("<i8").tobytes()).hexdigest()
+    out = {"n": len(data), "of": int(of), "seed": int(seed), "rule": SAMPLE_RULE, "index_sha256": digest}
+    if split_is_subset:
+        out["split_is_subset"] = True
+    return out
+
+
+def _components(spec: Any, ctx: AttackContext) -> tuple[str, ...] | None:
+    """The components a composite attack (AutoAttack) runs under ``ctx``, or None."""
+    run = spec.run
+    if hasattr(run, "components_for"):
+        return tuple(run.components_for(ctx))
+    comps = getattr(run, "components", None)
+    return tuple(comps) if comps else None
 
 
 def evaluate_model(model: nn.Module, data: TensorData, attacks: list[str], *, eps: float, alpha: float,
@@ -204,7 +262,8 @@ def evaluate_model(model: nn.Module, data: TensorData, attacks: list[str], *, ep
 
     Args:
         attacks: registered attack names, in order ('clean' adds the clean row).
-        n, seed: evaluate the first ``n`` of a seeded permutation of ``data`` (None: all).
+        n, seed: evaluate the first ``n`` of a seeded permutation of ``data`` (None: all); the
+            report's ``examples`` names them (count, rule, hash of their indices).
         progress: receives a task per attack, and a note when saved outcomes are not
             reused (:class:`robustzoo.progress.Progress`; None: silent).
         cascade: attack only what every earlier attack failed on (see the module docstring).
@@ -215,6 +274,10 @@ def evaluate_model(model: nn.Module, data: TensorData, attacks: list[str], *, ep
         eps_sweep: also measure accuracy at each of these ε (:func:`robustzoo.eval.run_sweep`)
             with ``sweep_attack`` (default: the first non-clean attack, else pgd20).
         checkpoint_interval: seconds between mid-attack saves of ``flags_path``.
+
+    An attack whose outcome on the same examples, with the same settings, this evaluation
+    already has (APGD-CE standalone and as AutoAttack's first component, in either order) is
+    not run twice: the row shares the outcome (``"reused"`` names the row it came from).
     """
     reg = registry("attacks")
     names = list(dict.fromkeys(attacks))
@@ -225,11 +288,15 @@ def evaluate_model(model: nn.Module, data: TensorData, attacks: list[str], *, ep
     if eps_sweep:
         sweep_name = sweep_attack or next((a for a in names if a != "clean"), "pgd20")
         sweep_spec = reg.get(sweep_name)
+    of = len(data)
+    # A split whose rows are not 0..of-1 was drawn from the test set (load_splits' subset).
+    split_is_subset = not torch.equal(data.index.detach().cpu(), torch.arange(of))
     data = select_examples(data, n, seed).to(device)
     ctx = AttackContext(eps=eps, alpha=alpha, num_classes=num_classes, seed=seed, device=str(device),
                         options=dict(options or {}))
     model = model.to(device).eval()
-    header = {"model": model_fingerprint(model) if flags_path is not None else None, "eps": eps,
+    fingerprint = model_fingerprint(model)
+    header = {"model": fingerprint if flags_path is not None else None, "eps": eps,
               "alpha": alpha, "seed": seed, "n": len(data), "norm": ctx.norm, "num_classes": num_classes,
               "autocast": autocast_dtype(device)}  # bf16 outcomes are never resumed as fp32 ones
     # Attack options (kappa, square_queries, ...) are not in the header: each attack's settings,
@@ -237,9 +304,40 @@ def evaluate_model(model: nn.Module, data: TensorData, attacks: list[str], *, ep
     store = FlagStore(flags_path, header, data.index, min_interval=checkpoint_interval)
     if store.discarded and progress is not None:
         progress.note(f"{flags_path}: not reused ({store.discarded}); evaluating afresh")
+    # Randomness first (a few forward passes): AutoAttack's version depends on it, as the
+    # authors' own check_randomized advises version='rand' (EoT) for a randomised model.
+    wants_aa = any(_components(s, ctx) for s in specs)
+    sample = _probe_sample(data, seed) if health or wants_aa else None
+    randomness = None
+    if health or (wants_aa and ctx.options.get("aa_version", "auto") == "auto"):
+        randomness = _health.randomness_probe(model, sample[0], sample[1], seed=seed, batch_size=batch_size)
+    aa_version = ctx.options.get("aa_version", "auto")
+    if aa_version == "auto":
+        aa_version = "rand" if randomness and randomness["randomised"] else "standard"
+    if aa_version not in AA_VERSIONS:
+        raise UsageError(f"aa_version {aa_version!r} is not one of {', '.join(AA_VERSIONS)} or auto")
     clean_spec = reg.get("clean")
     results: list[AttackResult] = []
-    clean = run_keyed(model, data, clean_spec, ctx, store, "clean", None, [], batch_size, progress)
+    # Outcomes of this call by (attack, settings): an attack on the same examples is run once.
+    ran: list[tuple[str, dict[str, Any], torch.Tensor, str, AttackResult]] = []
+
+    def run_once(spec: Any, actx: AttackContext, key: str, only: torch.Tensor | None, after: list[str],
+                 label: str | None = None) -> AttackResult:
+        settings = spec.settings(actx)
+        mask = only if only is not None else torch.ones(len(data), dtype=torch.bool)
+        for name, sett, o, k, r in ran:
+            if name == spec.name and sett == settings and torch.equal(o, mask):
+                shared = replace(r, flags=r.flags.clone(), attacked=r.attacked.clone(), seconds=0.0,
+                                 notes=list(r.notes), reused=k, components=[])
+                store.put(key, settings, after, shared.flags, shared.attacked,
+                          torch.ones(len(data), dtype=torch.bool), complete=True, seconds=0.0,
+                          notes=shared.notes)
+                return shared
+        res = run_keyed(model, data, spec, actx, store, key, only, after, batch_size, progress, label=label)
+        ran.append((spec.name, settings, mask.clone(), key, res))
+        return res
+
+    clean = run_once(clean_spec, ctx, "clean", None, [])
     running = clean.flags.clone()
     chain = ["clean"]
     for spec in specs:
@@ -249,24 +347,25 @@ def evaluate_model(model: nn.Module, data: TensorData, attacks: list[str], *, ep
         only = running if cascade else clean.flags
         after = list(chain) if cascade else ["clean"]
         key = spec.name if not cascade or len(after) == 1 else f"{spec.name}<{'+'.join(after[1:])}"
-        comps = getattr(spec.run, "components", None)
+        sctx = replace(ctx, options=dict(ctx.options, aa_version=aa_version)) if _components(spec, ctx) else ctx
+        comps = _components(spec, sctx)
         if comps:
+            cctx = spec.run.component_context(sctx) if hasattr(spec.run, "component_context") else sctx
             sub_only, sub_after, parts = only, list(after), []
             for c in comps:
                 ckey = f"{key}/{c}"
-                r = run_keyed(model, data, reg.get(c), ctx, store, ckey, sub_only, sub_after,
-                              batch_size, progress, label=f"{spec.name}: {c}")
+                r = run_once(reg.get(c), cctx, ckey, sub_only, sub_after, label=f"{spec.name}: {c}")
                 r.flags = r.flags & sub_only
                 r.correct = int(r.flags.sum())
                 parts.append(r)
                 sub_only, sub_after = r.flags, sub_after + [ckey]
             res = AttackResult(attack=spec.name, correct=int(sub_only.sum()), n=len(data),
-                               settings=spec.settings(ctx), seconds=sum(p.seconds for p in parts),
+                               settings=spec.settings(sctx), seconds=sum(p.seconds for p in parts),
                                flags=sub_only.clone(), attacked=only.clone(), kind=spec.kind,
                                components=parts, notes=[m for p in parts for m in p.notes],
                                resumed=all(p.resumed for p in parts))
         else:
-            res = run_keyed(model, data, spec, ctx, store, key, only, after, batch_size, progress)
+            res = run_once(spec, ctx, key, only, after)
         res.cascaded = cascade and len(after) > 1
         res.after = after
         results.append(res)
@@ -279,14 +378,18 @@ def evaluate_model(model: nn.Module, data: TensorData, attacks: list[str], *, ep
         sweep_rows = run_sweep(run, sweep_spec, ctx, list(eps_sweep), clean.flags)
     probes = None
     if health:
-        # ε = 0 probe: the cheapest white-box attack of the list (PGD family first).
-        white = [s for s in specs if s.kind == "white-box" and not getattr(s.run, "components", None)]
-        probe_spec = next((s for s in white if s.name in ("fgsm", "pgd", "pgd20", "cw", "pgd100")),
-                          white[0] if white else None)
-        probes = _probes(model, data, ctx, probe_spec, seed, batch_size)
+        # ε = 0 probe: the cheapest PGD-family attack of the list, else FGSM (one step; running
+        # a 100-iteration APGD or an unlisted PGD-20 at ε = 0 would cost more than every other
+        # probe together, and randomness has its own check).
+        cheap = {s.name: s for s in specs if s.kind == "white-box" and not _components(s, ctx)}
+        probe_spec = next((cheap[a] for a in ("fgsm", "pgd", "pgd20", "cw", "pgd100") if a in cheap),
+                          reg.get("fgsm"))
+        probes = _probes(model, sample, ctx, probe_spec, batch_size)
+        probes["randomness"] = randomness
     robust = [r for r in results if r.attack != "clean"]
     out: dict[str, Any] = {"eps": eps, "alpha": alpha, "n": len(data), "seed": seed,
                            "num_classes": num_classes, "mode": "cascade" if cascade else "standalone",
+                           "model": fingerprint, "examples": examples_block(data, of, seed, split_is_subset),
                            "results": [r.to_dict() for r in results]}
     if ctx.options:
         out["options"] = dict(ctx.options)
@@ -309,13 +412,20 @@ def evaluate_model(model: nn.Module, data: TensorData, attacks: list[str], *, ep
     return out
 
 
-def _probes(model: nn.Module, data: TensorData, ctx: AttackContext, spec: Any, seed: int,
-            batch_size: int) -> dict[str, Any]:
-    """The health probes on a seeded sample of the evaluated examples."""
+def _probe_sample(data: TensorData, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A seeded sample of the evaluated examples for the health probes (at most probe_n)."""
     sample = select_examples(data, int(_health.THRESHOLDS["probe_n"]), seed + 1)
     x, y, _ = next(iter(sample.batches(len(sample))))
+    return x, y
+
+
+def _probes(model: nn.Module, sample: tuple[torch.Tensor, torch.Tensor], ctx: AttackContext, spec: Any,
+            batch_size: int) -> dict[str, Any]:
+    """The health probes on the probe sample."""
+    x, y = sample
     with capture_notes() as notes:  # the ε = 0 probe may be an AutoAttack component
         out = _health.run_probes(model, x, y, ctx, spec, batch_size=batch_size)
+    out["degenerate"] = _health.degenerate_probe(model, x, y, batch_size=batch_size)
     if notes:
         out["notes"] = notes
     return out
@@ -326,6 +436,15 @@ ATTACK_OPTIONS: dict[str, tuple[type, str]] = {
     "kappa": (float, "CW∞ margin κ of the 'cw' attack (default 50)"),
     "square_queries": (int, "Square Attack query budget, also inside autoattack (default 5000)"),
     "apgd_restarts": (int, "restarts of apgd-ce / apgd-dlr (default 1, AutoAttack standard)"),
+    "cw_rand_init": (str, "start of the 'cw' attack: none (default, as pgd20/pgd100) or uniform"),
+    "eot_iter": (int, "gradient samples per APGD step, Expectation over Transformation (default 1)"),
+    "aa_version": (str, "AutoAttack version: auto (default: rand when the model is randomised), "
+                        "standard or rand"),
+}
+#: Options whose value is one of a few names.
+OPTION_CHOICES: dict[str, tuple[str, ...]] = {
+    "cw_rand_init": ("none", "uniform"),
+    "aa_version": ("auto", *AA_VERSIONS),
 }
 
 
@@ -349,4 +468,7 @@ def parse_attack_options(pairs: dict[str, str] | list[str] | tuple[str, ...]) ->
             out[k] = typ(v)
         except ValueError:
             raise UsageError(f"--set {k}={v!r} is not a valid {typ.__name__}") from None
+        if k in OPTION_CHOICES and out[k] not in OPTION_CHOICES[k]:
+            raise UsageError(f"--set {k}={v!r}{did_you_mean(str(v), OPTION_CHOICES[k])}; choose one of "
+                             f"{', '.join(OPTION_CHOICES[k])}")
     return out

@@ -27,6 +27,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import RunError
+from ..fast import FastModel
 from ..runs import read_weights, save_weights
 
 FLAGS_FILE = "eval_flags.safetensors"
@@ -34,7 +35,13 @@ FORMAT = 1
 
 
 def model_fingerprint(model: nn.Module) -> str:
-    """sha256 of the model's state (names, dtypes, shapes and bytes), 16 hex digits."""
+    """sha256 of the model's state (names, dtypes, shapes and bytes), 16 hex digits.
+
+    The same weights give the same fingerprint with or without the evaluation's fast-path
+    wrapper (:class:`robustzoo.fast.FastModel`, channels_last on CUDA).
+    """
+    if isinstance(model, FastModel):
+        model = model.model
     h = hashlib.sha256()
     for name, t in sorted(model.state_dict().items()):
         t = t.detach().cpu().contiguous()

@@ -5,29 +5,46 @@ randomness) makes gradient attacks fail without being robust; the number then me
 attack, not the model. Each check below is a known signature of that (Athalye et al. 2018;
 Carlini et al. 2019, "On evaluating adversarial robustness"; Croce & Hein 2020). The checks
 are pure functions of an eval.json dictionary (plus, when given, the per-example flags and
-three cheap probes from :func:`run_probes`); every check returns its name, a status
-(``passed`` / ``flagged`` / ``skipped``), the numbers it used and a one-line explanation.
-A flagged check marks the results it casts doubt on as ``"suspect": true``.
+the cheap probes of :func:`run_probes`, :func:`randomness_probe` and
+:func:`degenerate_probe`); every check returns its name, a status (``passed`` /
+``flagged`` / ``failed`` / ``skipped``), the numbers it used, a one-line explanation and
+``detectable``: the smallest gap it could have detected at the n used. A flagged check marks
+the results it casts doubt on as ``"suspect": true``; a failed one (a degenerate model) fails
+the whole report (status ``failed``, stronger than ``suspect``).
 
-Thresholds (:data:`THRESHOLDS`; fractions of the evaluated examples, so 0.05 = 5 points):
+Thresholds (:data:`THRESHOLDS`; fractions of the evaluated examples, so 0.05 = 5 points).
+Where two attacks ran on the same examples the comparison is *paired*: it counts the
+discordant examples (robust under one attack, broken by the other) and asks an exact
+one-sided McNemar test whether they lean one way more than chance explains, at
+p < ``p_value`` (0.01). Without per-example flags (a report read back from disk) the older
+unpaired rule applies: the two 95% Wilson intervals must not overlap.
 
-* ``pgd_vs_apgd`` — the strongest iterative CE attack (pgd, pgd20, pgd100, apgd-ce) is more
-  than 5 points above APGD-DLR / APGD-T / AutoAttack *and* the two 95% Wilson intervals do
-  not overlap. Honest models show 2–5 points between PGD-20 and AutoAttack (TRADES
-  WRN-34-10: 56.6 vs 53.1); CE-specific masking shows tens of points (Customized AT
-  re-implemented: 68.1 under PGD-20, 23.9 under APGD-DLR). FGSM is not the comparison (it
-  is weak by design) but is marked suspect with the others when it is as far above.
-* ``blackbox_vs_whitebox`` — Square (no gradients) breaks more than 1% (and at least 3) of
-  the examples that survived every gradient attack (paired, from the per-example flags), or
-  AutoAttack's own Square component does so after APGD-CE, APGD-T and FAB-T. A black box
-  should not beat white-box attacks that see the model; AutoAttack's own check warns at 0.2
-  points, we ask for a bit more before calling a number suspect.
-* ``more_steps`` — (i) an attack with more PGD steps leaves significantly *more* examples
-  robust (> 1 point, non-overlapping intervals), or (ii) with at least 100 examples and a
-  clean accuracy 10+ points above chance, the best multi-step CE attack lowers accuracy by
-  less than 1 point from clean: iterating achieves nothing. Equal PGD-20 and PGD-100
-  numbers are *not* flagged (a converged attack on an honest model gives exactly that), nor
-  is PGD equal to FGSM (on a nearly linear model FGSM is already optimal).
+* ``degenerate`` (fails) — non-finite weights or outputs, one predicted class for every
+  probe image, or a clean accuracy whose 95% interval reaches down to chance (1/C): there is
+  no model to attack, and every robust number is meaningless.
+* ``randomised`` — five forward passes of the same probe images give different logits
+  (normalised, more than 1e-4 apart, AutoAttack's own ``check_randomized`` rule) or
+  predictions. The attacks then see a moving target: evaluate with Expectation over
+  Transformation (AutoAttack's ``rand`` version, which the evaluation then runs itself;
+  ``--set eot_iter=20`` for APGD).
+* ``pgd_vs_apgd`` — the strongest iterative CE attack (pgd, pgd20, pgd100, apgd-ce) leaves
+  at least 5 points more examples robust than APGD-DLR / APGD-T / AutoAttack, and (paired)
+  McNemar's p < 0.01. Honest models show 2–5 points between PGD-20 and AutoAttack (TRADES
+  WRN-34-10: 56.6 vs 53.1); CE-specific masking shows 3 points to tens of points
+  (Customized AT re-implemented: 68.1 under PGD-20, 23.9 under APGD-DLR). FGSM is not the
+  comparison (it is weak by design) but is marked suspect with the others when it is as far
+  above.
+* ``blackbox_vs_whitebox`` — Square (no gradients) breaks more than 1% of the examples that
+  survived every gradient attack (paired, from the per-example flags), or AutoAttack's own
+  Square component does so after APGD-CE, APGD-T and FAB-T, and an exact binomial test
+  says that share is above AutoAttack's own tolerance of 0.2 points (p < 0.01). A black box
+  should not beat white-box attacks that see the model.
+* ``more_steps`` — (i) an attack with more PGD steps leaves at least 1 point more examples
+  robust (paired: McNemar's p < 0.01), or (ii) with at least 100 examples and a clean
+  accuracy 10+ points above chance, the best multi-step CE attack lowers accuracy by less
+  than 1 point from clean: iterating achieves nothing. Equal PGD-20 and PGD-100 numbers are
+  *not* flagged (a converged attack on an honest model gives exactly that), nor is PGD equal
+  to FGSM (on a nearly linear model FGSM is already optimal).
 * ``large_eps`` — PGD-20 (random start, α = 2.5·ε'/20) at ε' = 4ε on a sample still leaves
   accuracy whose Wilson lower bound is more than 5 points above chance (1/C). Run with CE
   and with DLR: CE alone failing marks the CE attacks, both failing every gradient attack.
@@ -41,6 +58,7 @@ Thresholds (:data:`THRESHOLDS`; fractions of the evaluated examples, so 0.05 = 5
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 from typing import Any
 
@@ -49,12 +67,19 @@ import torch.nn as nn
 
 from ..attacks import ce_loss, pgd
 from ..plugins import registry
-from ._stats import wilson_interval
+from ._stats import (
+    binomial_tail,
+    mcnemar_exact,
+    paired_counts,
+    smallest_sign_count,
+    wilson_interval,
+)
 
 THRESHOLDS: dict[str, float] = {
+    "p_value": 0.01,
     "pgd_vs_apgd_gap": 0.05,
     "blackbox_share": 0.01,
-    "blackbox_min_examples": 3,
+    "blackbox_tolerance": 0.002,
     "more_steps_gap": 0.01,
     "more_steps_min_n": 100,
     "substantial_above_chance": 0.10,
@@ -63,6 +88,8 @@ THRESHOLDS: dict[str, float] = {
     "eps0_share": 0.005,
     "eps0_min_examples": 2,
     "zero_grad_share": 0.05,
+    "randomness_passes": 5,
+    "randomness_logit_diff": 1e-4,
     "probe_n": 256,
 }
 
@@ -71,12 +98,14 @@ CE_ATTACKS = ("fgsm", "pgd", "pgd20", "pgd100", "apgd-ce")
 #: Attacks on scale-invariant / targeted losses that CE masking does not fool.
 STRONG_ATTACKS = ("apgd-dlr", "apgd-t", "autoattack")
 GRADIENT_KINDS = ("white-box", "ensemble")
+#: Overall status by strength: a failed check beats a flagged one.
+STATUSES = ("passed", "suspect", "failed")
 
 
 def _check(name: str, status: str, explanation: str, evidence: dict[str, Any] | None = None,
-           affects: list[str] | None = None) -> dict[str, Any]:
+           affects: list[str] | None = None, detectable: dict[str, Any] | None = None) -> dict[str, Any]:
     return {"name": name, "status": status, "evidence": evidence or {}, "explanation": explanation,
-            "affects": affects or []}
+            "affects": affects or [], "detectable": detectable}
 
 
 def _rows(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -96,9 +125,93 @@ def _pts(v: float) -> str:
     return f"{100 * v:.1f} points"
 
 
-def check_pgd_vs_apgd(report: dict[str, Any]) -> dict[str, Any]:
+def _at_least(share: float, n: int) -> int:
+    """Fewest examples of ``n`` that make up at least ``share`` of them."""
+    return max(1, math.ceil(share * n - 1e-9))
+
+
+def _paired(flags: dict[str, torch.Tensor] | None, *names: str) -> bool:
+    return flags is not None and all(a in flags and flags[a] is not None for a in names)
+
+
+def _paired_gap(name: str, gap_t: float, n: int) -> dict[str, Any]:
+    """Smallest gap a paired test can flag at n: the points threshold or McNemar's minimum."""
+    k = max(_at_least(gap_t, n), smallest_sign_count(THRESHOLDS["p_value"]))
+    return {"gap": round(k / n, 6) if n else None, "n": n, "paired": True,
+            "note": f"{k} discordant examples of {n}, all one way ({name})"}
+
+
+def _unpaired_gap(ref_correct: int, n: int, gap_t: float) -> dict[str, Any]:
+    """Smallest gap above the reference accuracy that separates the two 95% intervals."""
+    hi = wilson_interval(ref_correct, n)[1]
+    for k in range(_at_least(gap_t, n), n - ref_correct + 1):
+        if k / n > gap_t and wilson_interval(ref_correct + k, n)[0] > hi:
+            return {"gap": round(k / n, 6), "n": n, "paired": False,
+                    "note": "separate 95% intervals (no per-example flags)"}
+    return {"gap": None, "n": n, "paired": False, "note": "no gap is detectable at this n"}
+
+
+def check_degenerate(report: dict[str, Any], probes: dict[str, Any] | None) -> dict[str, Any]:
+    """No finite, non-constant model above chance: fail the report."""
+    p = (probes or {}).get("degenerate")
+    rows = _rows(report)
+    clean = rows.get("clean")
+    chance = _chance(report)
+    if not p and clean is None:
+        return _check("degenerate", "skipped", "needs the clean row or the degenerate-model probe")
+    ev: dict[str, Any] = dict(p or {}, chance=round(chance, 6))
+    problems = []
+    if p:
+        if p.get("nonfinite_parameters"):
+            problems.append(f"{p['nonfinite_parameters']} non-finite weights")
+        if p.get("nonfinite_outputs"):
+            problems.append(f"non-finite logits on {p['nonfinite_outputs']} of {p['n']} probe images")
+        if p.get("distinct_predictions") == 1 and p.get("distinct_labels", 0) > 1:
+            problems.append(f"the same class for all {p['n']} probe images")
+    detectable = None
+    if clean is not None:
+        lo = clean["ci95"][0]
+        ev.update(clean_accuracy=clean["accuracy"], clean_ci95=clean["ci95"])
+        if lo <= chance:
+            problems.append(f"clean accuracy {_pct(clean['accuracy'])} is not above chance ({_pct(chance)}) "
+                            f"on {clean['n']} images")
+        n = int(clean["n"])
+        k = next((k for k in range(n + 1) if wilson_interval(k, n)[0] > chance), None)
+        detectable = {"gap": round(k / n - chance, 6) if k is not None and n else None, "n": n,
+                      "note": "clean accuracy above chance needed to pass"}
+    if problems:
+        return _check("degenerate", "failed", "degenerate model: " + "; ".join(problems) + ": its robust "
+                      "numbers mean nothing", ev, [a for a in rows if a != "clean"], detectable)
+    return _check("degenerate", "passed", "finite weights and outputs, varied predictions, clean accuracy "
+                  "above chance", ev, detectable=detectable)
+
+
+def check_randomised(report: dict[str, Any], probes: dict[str, Any] | None) -> dict[str, Any]:
+    """Repeated forward passes on the same inputs must give the same logits."""
+    p = (probes or {}).get("randomness")
+    if not p:
+        return _check("randomised", "skipped", "no randomness probe was run")
+    detectable = {"gap": round(1 / p["n"], 6) if p.get("n") else None, "n": p.get("n"),
+                  "note": f"one changed prediction, or normalised logits {p['threshold']:g} apart"}
+    if p["randomised"]:
+        affected = [r["attack"] for r in report.get("results", [])
+                    if r["attack"] != "clean" and not _uses_eot(r)]
+        return _check("randomised", "flagged", f"{p['passes']} forward passes of the same {p['n']} images gave "
+                      f"different logits (max difference {p['max_logit_diff']:.3g}, {p['changed']} predictions "
+                      "changed): a randomised model; evaluate with EoT (AutoAttack's rand version, "
+                      "--set eot_iter=20 for APGD)", p, affected, detectable)
+    return _check("randomised", "passed", f"{p['passes']} forward passes gave identical logits", p,
+                  detectable=detectable)
+
+
+def _uses_eot(row: dict[str, Any]) -> bool:
+    s = row.get("settings") or {}
+    return int(s.get("eot_iter", 1) or 1) > 1
+
+
+def check_pgd_vs_apgd(report: dict[str, Any], flags: dict[str, torch.Tensor] | None = None) -> dict[str, Any]:
     """The strongest iterative CE attack well above a DLR / targeted / AutoAttack number."""
-    t = THRESHOLDS["pgd_vs_apgd_gap"]
+    t, alpha = THRESHOLDS["pgd_vs_apgd_gap"], THRESHOLDS["p_value"]
     rows = _rows(report)
     ce = [r for a, r in rows.items() if a in CE_ATTACKS]
     iterative = [r for r in ce if r["attack"] != "fgsm"]
@@ -108,29 +221,64 @@ def check_pgd_vs_apgd(report: dict[str, Any]) -> dict[str, Any]:
                       "or autoattack on the same examples (e.g. --suite quick)")
     ref = min(strong, key=lambda r: r["accuracy"])
     best_ce = min(iterative, key=lambda r: r["accuracy"])
+    n = int(ref["n"])
     gap = best_ce["accuracy"] - ref["accuracy"]
-    ev = {"ce_attack": best_ce["attack"], "ce_accuracy": best_ce["accuracy"], "ce_ci95": best_ce["ci95"],
-          "reference": ref["attack"], "reference_accuracy": ref["accuracy"], "reference_ci95": ref["ci95"],
-          "gap": round(gap, 6), "threshold": t,
-          "cascaded": bool(ref.get("cascaded") or best_ce.get("cascaded"))}
-    if gap > t and best_ce["ci95"][0] > ref["ci95"][1]:
+    ev: dict[str, Any] = {
+        "ce_attack": best_ce["attack"], "ce_accuracy": best_ce["accuracy"], "ce_ci95": best_ce["ci95"],
+        "reference": ref["attack"], "reference_accuracy": ref["accuracy"], "reference_ci95": ref["ci95"],
+        "gap": round(gap, 6), "threshold": t,
+        "cascaded": bool(ref.get("cascaded") or best_ce.get("cascaded"))}
+    paired = _paired(flags, best_ce["attack"], ref["attack"]) and best_ce["n"] == n
+
+    def fires(r: dict[str, Any]) -> tuple[bool, dict[str, Any]]:
+        if paired and _paired(flags, r["attack"]):
+            b, c = paired_counts(flags[r["attack"]], flags[ref["attack"]])
+            p = mcnemar_exact(b, c)
+            return (b - c >= _at_least(t, n) and p < alpha,
+                    {"ce_only": b, "reference_only": c, "p_value": float(f"{p:.3g}")})
+        return (r["accuracy"] - ref["accuracy"] > t and r["ci95"][0] > ref["ci95"][1], {})
+
+    hit, stats = fires(best_ce)
+    if paired:
+        ev.update(stats, paired=True, p_threshold=alpha)
+        detectable = _paired_gap("CE attack robust, reference broken", t, n)
+        rule = f"flagged at {_pts(t)} or more with McNemar's p < {alpha:g}"
+    else:
+        ev["paired"] = False
+        detectable = _unpaired_gap(int(ref["correct"]), n, t)
+        rule = f"flagged above {_pts(t)} with separate 95% intervals"
+    if hit:
         # Every CE row at least as far above the reference is suspect (FGSM included).
-        affected = [r["attack"] for r in ce
-                    if r["accuracy"] - ref["accuracy"] > t and r["ci95"][0] > ref["ci95"][1]]
+        affected = [r["attack"] for r in ce if fires(r)[0]]
         return _check("pgd_vs_apgd", "flagged", f"{best_ce['attack']} leaves {_pts(gap)} more examples "
-                      f"robust than {ref['attack']}: the CE loss is likely masked", ev, affected)
+                      f"robust than {ref['attack']}" + (f" (p = {stats['p_value']:.2g})" if paired else "")
+                      + ": the CE loss is likely masked", ev, affected, detectable)
     return _check("pgd_vs_apgd", "passed", f"{best_ce['attack']} is {_pts(gap)} above {ref['attack']} "
-                  f"(flagged above {_pts(t)} with separate 95% intervals)", ev)
+                  f"({rule})", ev, detectable=detectable)
+
+
+def _blackbox_fires(k: int, n: int) -> tuple[bool, float]:
+    """k black-box-only breaks of n: more than 1 point, and above AutoAttack's tolerance (p)."""
+    p = binomial_tail(k, n, THRESHOLDS["blackbox_tolerance"])
+    return bool(n) and k / n > THRESHOLDS["blackbox_share"] and p < THRESHOLDS["p_value"], p
+
+
+def _blackbox_detectable(n: int) -> dict[str, Any]:
+    k = next((k for k in range(1, n + 1) if _blackbox_fires(k, n)[0]), None)
+    return {"gap": round(k / n, 6) if k else None, "n": n, "paired": True,
+            "note": f"{k} examples broken only by the black box" if k else "not detectable at this n"}
 
 
 def check_blackbox(report: dict[str, Any], flags: dict[str, torch.Tensor] | None = None) -> dict[str, Any]:
     """Square breaking examples that every gradient attack missed."""
-    share_t, min_k = THRESHOLDS["blackbox_share"], int(THRESHOLDS["blackbox_min_examples"])
+    share_t, alpha = THRESHOLDS["blackbox_share"], THRESHOLDS["p_value"]
     rows = _rows(report)
     n = int(report.get("n", 0))
-    ev: dict[str, Any] = {"threshold": share_t, "min_examples": min_k}
+    ev: dict[str, Any] = {"threshold": share_t, "tolerance": THRESHOLDS["blackbox_tolerance"],
+                          "p_threshold": alpha}
     affected: list[str] = []
     found = False
+    detectable = None
     black = [r for r in rows.values() if r.get("kind") == "black-box"]
     white = [r for r in rows.values() if r.get("kind") == "white-box"]
     for b in black:
@@ -138,17 +286,22 @@ def check_blackbox(report: dict[str, Any], flags: dict[str, torch.Tensor] | None
             break
         found = True
         names = [w["attack"] for w in white]
-        if flags is not None and b["attack"] in flags and all(a in flags for a in names):
+        if _paired(flags, b["attack"], *names):
             survived = torch.stack([flags[a] for a in names]).all(0)
-            k = int((survived & ~flags[b["attack"]]).sum())
-            ev[b["attack"]] = {"broken_only_by_blackbox": k, "whitebox": names, "n": n, "paired": True}
-            if n and k >= min_k and k / n > share_t:
+            # k: survived every gradient attack, broken by the black box; c: the reverse.
+            c, k = paired_counts(flags[b["attack"]], survived)
+            hit, p = _blackbox_fires(k, n)
+            ev[b["attack"]] = {"broken_only_by_blackbox": k, "broken_only_by_whitebox": c, "whitebox": names,
+                               "n": n, "paired": True, "p_value": float(f"{p:.3g}")}
+            detectable = _blackbox_detectable(n)
+            if hit:
                 affected += names
-        else:  # no per-example flags (e.g. a merged eval.json): compare the accuracies
+        else:  # no per-example flags (e.g. a report read back from disk): compare the accuracies
             best = min(white, key=lambda r: r["accuracy"])
             gap = best["accuracy"] - b["accuracy"]
             ev[b["attack"]] = {"gap_to_best_whitebox": round(gap, 6), "whitebox": best["attack"],
                                "paired": False}
+            detectable = detectable or _unpaired_gap(int(b["correct"]), n, share_t)
             if gap > share_t and b["ci95"][1] < best["ci95"][0]:
                 affected += names
     aa = rows.get("autoattack")
@@ -158,8 +311,11 @@ def check_blackbox(report: dict[str, Any], flags: dict[str, torch.Tensor] | None
         found = True
         i = names.index("square")
         k = comps[i - 1]["correct"] - comps[i]["correct"]
-        ev["autoattack"] = {"broken_only_by_square": k, "n": aa["n"], "after": names[:i]}
-        if aa["n"] and k >= min_k and k / aa["n"] > share_t:
+        hit, p = _blackbox_fires(k, int(aa["n"]))
+        ev["autoattack"] = {"broken_only_by_square": k, "n": aa["n"], "after": names[:i],
+                            "p_value": float(f"{p:.3g}")}
+        detectable = detectable or _blackbox_detectable(int(aa["n"]))
+        if hit:
             affected.append("autoattack")
     if not found:
         return _check("blackbox_vs_whitebox", "skipped", "needs square next to a gradient attack, or "
@@ -167,14 +323,14 @@ def check_blackbox(report: dict[str, Any], flags: dict[str, torch.Tensor] | None
     if affected:
         return _check("blackbox_vs_whitebox", "flagged", "the black-box Square attack broke examples "
                       "that the gradient attacks could not: their gradients mislead them", ev,
-                      sorted(set(affected)))
-    return _check("blackbox_vs_whitebox", "passed", "Square found (almost) nothing the gradient "
-                  "attacks missed", ev)
+                      sorted(set(affected)), detectable)
+    return _check("blackbox_vs_whitebox", "passed", f"Square found (almost) nothing the gradient attacks "
+                  f"missed (flagged above {_pts(share_t)} with p < {alpha:g})", ev, detectable=detectable)
 
 
-def check_more_steps(report: dict[str, Any]) -> dict[str, Any]:
+def check_more_steps(report: dict[str, Any], flags: dict[str, torch.Tensor] | None = None) -> dict[str, Any]:
     """More PGD steps must not leave more examples robust, and iterating must achieve something."""
-    gap_t = THRESHOLDS["more_steps_gap"]
+    gap_t, alpha = THRESHOLDS["more_steps_gap"], THRESHOLDS["p_value"]
     rows = _rows(report)
     steps = {a: int(r["settings"]["steps"]) for a, r in rows.items()
              if a in CE_ATTACKS and isinstance(r.get("settings", {}).get("steps"), (int, float))}
@@ -184,10 +340,24 @@ def check_more_steps(report: dict[str, Any]) -> dict[str, Any]:
     ev: dict[str, Any] = {"steps": steps, "accuracy": {a: rows[a]["accuracy"] for a in steps}}
     affected: list[str] = []
     reasons = []
+    detectable = None
     for a in steps:  # (i) significantly more robust examples under the longer attack
         for b in steps:
             ra, rb = rows[a], rows[b]
-            if steps[a] < steps[b] and rb["accuracy"] - ra["accuracy"] > gap_t and rb["ci95"][0] > ra["ci95"][1]:
+            if steps[a] >= steps[b]:
+                continue
+            n = int(rb["n"])
+            if _paired(flags, a, b) and ra["n"] == rb["n"]:
+                more, fewer = paired_counts(flags[b], flags[a])  # b robust where a broke, and back
+                p = mcnemar_exact(more, fewer)
+                ev.setdefault("paired", {})[f"{b}>{a}"] = {"longer_only": more, "shorter_only": fewer,
+                                                          "p_value": float(f"{p:.3g}")}
+                hit = more - fewer >= _at_least(gap_t, n) and p < alpha
+                detectable = _paired_gap("longer attack robust, shorter broke", gap_t, n)
+            else:
+                hit = rb["accuracy"] - ra["accuracy"] > gap_t and rb["ci95"][0] > ra["ci95"][1]
+                detectable = detectable or _unpaired_gap(int(ra["correct"]), n, gap_t)
+            if hit:
                 affected.append(b)
                 reasons.append(f"{b} ({steps[b]} steps) {_pct(rb['accuracy'])} > {a} ({steps[a]}) "
                                f"{_pct(ra['accuracy'])}")
@@ -202,14 +372,22 @@ def check_more_steps(report: dict[str, Any]) -> dict[str, Any]:
         if substantial and big_enough and drop < gap_t and not rows[best].get("cascaded"):
             affected += multi
             reasons.append(f"{best} lowers accuracy by only {_pts(drop)} from clean")
+        detectable = detectable or {"gap": round(gap_t, 6), "n": int(rows[best]["n"]), "paired": True,
+                                    "note": "a drop from clean below this is flagged"}
     if affected:
         return _check("more_steps", "flagged", "; ".join(reasons) + ": iterating does not help, so "
-                      "the gradients do not lead to adversarial examples", ev, sorted(set(affected)))
+                      "the gradients do not lead to adversarial examples", ev, sorted(set(affected)), detectable)
     if len(steps) < 2 and clean is None:
         return _check("more_steps", "skipped", "needs two CE attacks with different step counts or "
                       "the clean accuracy")
     return _check("more_steps", "passed", "more steps never left significantly more examples robust, "
-                  f"and {best} lowers accuracy", ev)
+                  f"and {best} lowers accuracy", ev, detectable=detectable)
+
+
+def _large_eps_detectable(n: int, limit: float) -> dict[str, Any]:
+    k = next((k for k in range(n + 1) if wilson_interval(k, n)[0] > limit), None)
+    return {"gap": round(k / n - limit + THRESHOLDS["large_eps_margin"], 6) if k is not None and n else None,
+            "n": n, "note": "accuracy above chance at 4ε needed to flag"}
 
 
 def check_large_eps(report: dict[str, Any], probes: dict[str, Any] | None) -> dict[str, Any]:
@@ -221,16 +399,17 @@ def check_large_eps(report: dict[str, Any], probes: dict[str, Any] | None) -> di
     limit = chance + THRESHOLDS["large_eps_margin"]
     ev = dict(p, chance=round(chance, 6), limit=round(limit, 6))
     ce = p.get("by_loss", {}).get("ce", p)
+    detectable = _large_eps_detectable(int(p["n"]), limit)
     if p["ci95"][0] > limit:  # neither loss gets anywhere: every gradient attack is in doubt
         return _check("large_eps", "flagged", f"PGD-20 at ε={p['eps']:.4g} (4× the budget) still leaves "
                       f"{_pct(p['accuracy'])} correct under both CE and DLR, well above chance "
-                      f"({_pct(chance)})", ev, _gradient_rows(report))
+                      f"({_pct(chance)})", ev, _gradient_rows(report), detectable)
     if ce["ci95"][0] > limit:
         return _check("large_eps", "flagged", f"PGD-20 on CE at ε={p['eps']:.4g} (4× the budget) still "
                       f"leaves {_pct(ce['accuracy'])} correct (DLR: {_pct(p['accuracy'])}): the CE loss is "
-                      "masked", ev, _ce_rows(report))
+                      "masked", ev, _ce_rows(report), detectable)
     return _check("large_eps", "passed", f"accuracy at 4ε is {_pct(p['accuracy'])} (chance {_pct(chance)})",
-                  ev)
+                  ev, detectable=detectable)
 
 
 def check_eps0(report: dict[str, Any], probes: dict[str, Any] | None) -> dict[str, Any]:
@@ -239,11 +418,17 @@ def check_eps0(report: dict[str, Any], probes: dict[str, Any] | None) -> dict[st
     if not p:
         return _check("eps0", "skipped", "no ε = 0 probe was run")
     k, n = p["differ"], p["n"]
+    need = max(int(THRESHOLDS["eps0_min_examples"]), math.floor(THRESHOLDS["eps0_share"] * n) + 1)
+    detectable = {"gap": round(need / n, 6) if n else None, "n": n, "note": f"{need} changed predictions"}
     if k >= THRESHOLDS["eps0_min_examples"] and n and k / n > THRESHOLDS["eps0_share"]:
-        affected = [r["attack"] for r in report.get("results", []) if r["attack"] != "clean"]
+        randomised = bool(((probes or {}).get("randomness") or {}).get("randomised"))
+        # A randomised model explains the change; rows measured with EoT handle it.
+        affected = [r["attack"] for r in report.get("results", [])
+                    if r["attack"] != "clean" and not (randomised and _uses_eot(r))]
         return _check("eps0", "flagged", f"{p['attack']} with ε = 0 changed {k} of {n} predictions: the "
-                      "model is randomised or stateful, or the attack leaves the ε-ball", p, affected)
-    return _check("eps0", "passed", f"{p['attack']} with ε = 0 changed {k} of {n} predictions", p)
+                      "model is randomised or stateful, or the attack leaves the ε-ball", p, affected, detectable)
+    return _check("eps0", "passed", f"{p['attack']} with ε = 0 changed {k} of {n} predictions", p,
+                  detectable=detectable)
 
 
 def check_zero_grad(report: dict[str, Any], probes: dict[str, Any] | None) -> dict[str, Any]:
@@ -254,15 +439,18 @@ def check_zero_grad(report: dict[str, Any], probes: dict[str, Any] | None) -> di
     t = THRESHOLDS["zero_grad_share"]
     ce = p.get("ce", {}).get("share", 0.0)
     dlr = p.get("dlr", {}).get("share", ce)
+    need = math.floor(t * p["n"]) + 1
+    detectable = {"gap": round(need / p["n"], 6), "n": p["n"], "note": f"{need} examples with zero gradient"}
     if dlr > t and ce > t:
         return _check("zero_grad", "flagged", f"{_pct(min(ce, dlr))} of correctly classified examples have "
                       "an exactly-zero input gradient for CE and DLR: gradient attacks cannot move them",
-                      p, _gradient_rows(report))
+                      p, _gradient_rows(report), detectable)
     if ce > t:
         return _check("zero_grad", "flagged", f"{_pct(ce)} of correctly classified examples have an "
                       f"exactly-zero CE input gradient (DLR: {_pct(dlr)}): CE attacks cannot move them",
-                      p, _ce_rows(report))
-    return _check("zero_grad", "passed", f"{_pct(ce)} of examples have an all-zero CE gradient", p)
+                      p, _ce_rows(report), detectable)
+    return _check("zero_grad", "passed", f"{_pct(ce)} of examples have an all-zero CE gradient", p,
+                  detectable=detectable)
 
 
 def _ce_rows(report: dict[str, Any]) -> list[str]:
@@ -280,14 +468,22 @@ def assess(report: dict[str, Any], flags: dict[str, torch.Tensor] | None = None,
     Args:
         report: the evaluation dictionary (``results`` rows with accuracy, ci95, n, kind, settings).
         flags: optional per-example "still correct" flags by attack name (paired comparisons).
-        probes: output of :func:`run_probes` (defaults to ``report['health']['probes']``).
+        probes: the probes (:func:`run_probes` plus ``degenerate`` and ``randomness``;
+            defaults to ``report['health']['probes']``).
+
+    Returns:
+        ``{"status", "flagged", "failed", "checks", "probes", "thresholds"}``; status is
+        ``failed`` when a check failed, else ``suspect`` when one is flagged, else ``passed``.
     """
     if probes is None:
         probes = (report.get("health") or {}).get("probes")
-    checks = [check_pgd_vs_apgd(report), check_blackbox(report, flags), check_more_steps(report),
-              check_large_eps(report, probes), check_eps0(report, probes), check_zero_grad(report, probes)]
+    checks = [check_pgd_vs_apgd(report, flags), check_blackbox(report, flags), check_more_steps(report, flags),
+              check_large_eps(report, probes), check_eps0(report, probes), check_zero_grad(report, probes),
+              check_randomised(report, probes), check_degenerate(report, probes)]
     flagged = [c["name"] for c in checks if c["status"] == "flagged"]
-    return {"status": "suspect" if flagged else "passed", "flagged": flagged, "checks": checks,
+    failed = [c["name"] for c in checks if c["status"] == "failed"]
+    status = "failed" if failed else "suspect" if flagged else "passed"
+    return {"status": status, "flagged": flagged, "failed": failed, "checks": checks,
             "probes": probes or {}, "thresholds": dict(THRESHOLDS)}
 
 
@@ -301,7 +497,7 @@ def apply(report: dict[str, Any], flags: dict[str, torch.Tensor] | None = None,
         r.pop("suspect_because", None)
     rows = _rows(report)
     for c in health["checks"]:
-        if c["status"] != "flagged":
+        if c["status"] not in ("flagged", "failed"):
             continue
         for a in c["affects"]:
             if a in rows:
@@ -314,8 +510,8 @@ def apply(report: dict[str, Any], flags: dict[str, torch.Tensor] | None = None,
 
 
 def flagged_checks(report: dict[str, Any]) -> list[dict[str, Any]]:
-    """The flagged checks of an evaluated report (for model cards): name, explanation, evidence."""
-    return [c for c in (report.get("health") or {}).get("checks", []) if c["status"] == "flagged"]
+    """The flagged and failed checks of an evaluated report (for model cards)."""
+    return [c for c in (report.get("health") or {}).get("checks", []) if c["status"] in ("flagged", "failed")]
 
 
 # --- probes -----------------------------------------------------------------------------------
@@ -407,3 +603,55 @@ def run_probes(model: nn.Module, x: torch.Tensor, y: torch.Tensor, ctx: Any, att
                             "correct": int(both.sum()), "accuracy": round(float(both.float().mean()), 6),
                             "ci95": [round(lo, 6), round(hi, 6)], "by_loss": per_loss}
     return out
+
+
+def randomness_probe(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, seed: int = 0,
+                     batch_size: int = 256, passes: int | None = None) -> dict[str, Any]:
+    """Forward the same images several times: do the logits (or predictions) change?
+
+    The rule of AutoAttack's ``check_randomized``: logits normalised to unit L2 norm differ by
+    more than ``randomness_logit_diff`` (1e-4) between two passes, or a prediction changes.
+    Run under ``torch.manual_seed(seed)`` so a randomised model's result is reproducible.
+    """
+    passes = int(passes or THRESHOLDS["randomness_passes"])
+    thr = float(THRESHOLDS["randomness_logit_diff"])
+    model.eval()
+    torch.manual_seed(int(seed) * 7919 + 17)
+    max_diff, changed = 0.0, 0
+    with torch.no_grad():
+        for s in range(0, len(y), batch_size):
+            xb = x[s:s + batch_size]
+            outs = []
+            for _ in range(passes):
+                o = model(xb).float()
+                outs.append(o / (o.flatten(1).norm(dim=1, keepdim=True) + 1e-10))
+            preds = torch.stack([o.argmax(1) for o in outs])
+            changed += int((preds != preds[0]).any(0).sum())
+            for i in range(passes - 1):
+                for j in range(i + 1, passes):
+                    d = (outs[i] - outs[j]).flatten(1).norm(dim=1)
+                    d = torch.nan_to_num(d, nan=0.0)  # NaN logits are the degenerate check's job
+                    max_diff = max(max_diff, float(d.max()) if len(d) else 0.0)
+    return {"n": len(y), "passes": passes, "max_logit_diff": float(f"{max_diff:.4g}"), "changed": changed,
+            "threshold": thr, "randomised": bool(changed > 0 or max_diff > thr)}
+
+
+def degenerate_probe(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: int = 256
+                     ) -> dict[str, Any]:
+    """Non-finite weights and outputs, and how many classes the model predicts on (x, y)."""
+    bad_params = 0
+    for t in list(model.parameters()) + list(model.buffers()):
+        if t.is_floating_point():
+            bad_params += int((~torch.isfinite(t.detach())).sum())
+    bad_out = 0
+    preds = []
+    model.eval()
+    with torch.no_grad():
+        for s in range(0, len(y), batch_size):
+            o = model(x[s:s + batch_size]).float()
+            bad_out += int((~torch.isfinite(o)).flatten(1).any(1).sum())
+            preds.append(o.argmax(1).cpu())
+    pred = torch.cat(preds) if preds else torch.zeros(0, dtype=torch.long)
+    return {"n": len(y), "nonfinite_parameters": bad_params, "nonfinite_outputs": bad_out,
+            "distinct_predictions": int(pred.unique().numel()), "distinct_labels": int(y.unique().numel())}
+

@@ -1,40 +1,318 @@
-"""The record of a run's evaluations: ``RUN_DIR/eval.json``.
+"""The record of a run's evaluations: ``RUN_DIR/evals/`` (history) and ``RUN_DIR/eval.json``.
 
-Evaluations of one run accumulate: a later ``robustzoo eval`` with the same ε, n and seed
-adds its attacks to the record (replacing rows of the same attack) instead of overwriting
-what an earlier one measured; a record made with another ε, n or seed is replaced.
+Every evaluation of a run directory is kept. ``RUN_DIR/evals/`` holds one report per
+*protocol key* — everything that changes the numbers: the model's fingerprint, the examples
+(their count, seed and a hash of their indices), ε, α, the attacks and each one's settings
+(which include the options they use), standalone or cascaded, the ε sweep, the precision,
+the dataset, split and checkpoint. Re-running the same key rewrites that key's own report
+(the same protocol measured again); a different key never touches another report.
+
+``RUN_DIR/eval.json`` is the *canonical* record: a copy of the strongest complete report of
+the run's current model, chosen by :func:`canonical_rank` (never by recency):
+
+1. complete first: a report with the clean row (push needs clean accuracy);
+2. the publishable size: the whole test set, or at least 1,000 examples;
+3. the attack tier of its strongest attack: AutoAttack (5) > APGD-CE / APGD-DLR / APGD-T /
+   FAB-T (4) > PGD-20 / PGD-100 / PGD-10 / CW∞ / Square (3) > FGSM and attacks robustzoo does
+   not know (2) > clean only (1);
+4. more examples;
+5. more attacks;
+6. measured by this version over migrated from an eval.json older than the history;
+7. the record id (alphabetical), so ties always resolve the same way.
+
+A run evaluated before the history existed (eval.json, no evals/) is migrated on the next
+write: its eval.json becomes a history entry, marked ``"migrated": true``.
+
+:func:`publishable` says whether a record is a real protocol (what ``robustzoo push``
+publishes by default) and :func:`headline` which of its numbers a model card leads with.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any
 
-from ..runs import write_json
-from . import _health
+from ..errors import RunError
+from ..runs import EVAL_FILE, write_json
+
+HISTORY_DIR = "evals"
+#: Examples needed for a publishable number when the test set is larger (95% interval ±3 points).
+PUBLISHABLE_N = 1000
+#: Attack tiers of the canonical rule (higher is stronger); unknown attacks count as FGSM.
+TIERS: dict[str, int] = {
+    "autoattack": 5,
+    "apgd-ce": 4, "apgd-dlr": 4, "apgd-t": 4, "fab-t": 4,
+    "pgd20": 3, "pgd100": 3, "pgd": 3, "cw": 3, "square": 3,
+    "fgsm": 2,
+}
+UNKNOWN_TIER = 2
+#: The attacks a publishable record needs at least one of (next to clean).
+PUBLISHABLE_ATTACKS = ("pgd20", "pgd100", "apgd-ce", "apgd-dlr", "apgd-t", "autoattack")
+#: How ``examples`` were chosen (robustzoo.data.select_examples), written into every report.
+SAMPLE_RULE = ("positions = torch.randperm(of, generator=torch.Generator().manual_seed(seed))[:n].sort() "
+               "in the test split (all, in order, when n >= of); index_sha256 = sha256 of the examples' rows "
+               "in the dataset's test set as little-endian int64 (the positions themselves unless the run "
+               "used --subset)")
+RULE = ("complete (has clean) > whole test set or n >= 1,000 > attack tier (AutoAttack > APGD/FAB > "
+        "PGD/CW/Square > FGSM > clean only) > larger n > more attacks > not migrated > record id")
 
 
-def merge_eval(path: Path, report: dict[str, Any]) -> dict[str, Any]:
-    """Merge ``report`` into an existing eval.json with the same ε, n and seed, else replace it."""
-    if path.is_file():
+# -- protocol keys ---------------------------------------------------------------------------
+
+def protocol_key(report: dict[str, Any]) -> dict[str, Any]:
+    """What the numbers of ``report`` depend on: two reports with equal keys measure the same thing."""
+    rows = [r for r in report.get("results", []) if isinstance(r, dict)]
+    cascade = report.get("mode") == "cascade"
+    attacks = [r["attack"] for r in rows]
+    examples = report.get("examples") or {}
+    return {
+        "model": report.get("model"),
+        "dataset": report.get("dataset"),
+        "split": report.get("split", "test"),
+        "checkpoint": report.get("checkpoint"),
+        "examples": examples.get("index_sha256"),
+        "n": report.get("n"),
+        "seed": report.get("seed"),
+        "eps": report.get("eps"),
+        "alpha": report.get("alpha"),
+        "num_classes": report.get("num_classes"),
+        "mode": report.get("mode", "standalone"),
+        # Standalone rows do not depend on their order; cascaded ones do.
+        "attacks": attacks if cascade else sorted(attacks),
+        "settings": {r["attack"]: r.get("settings") or {} for r in rows},
+        "options": report.get("options") or {},
+        "precision": report.get("precision"),
+        "eps_sweep": [r["eps"] for r in report.get("eps_sweep") or []],
+        "eps_sweep_attack": report.get("eps_sweep_attack"),
+    }
+
+
+def record_id(report: dict[str, Any]) -> str:
+    """A readable, stable file name for a report's protocol key: ``clean+pgd20-n360-s0-<hash>``."""
+    key = protocol_key(report)
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    attacks = "+".join(key["attacks"]) or "none"
+    slug = re.sub(r"[^A-Za-z0-9+.-]+", "-", f"{attacks}-n{key['n']}-s{key['seed']}")[:80]
+    sweep = "-sweep" if key["eps_sweep"] else ""
+    return f"{slug}{sweep}-{digest}"
+
+
+# -- the canonical rule ----------------------------------------------------------------------
+
+def attack_tier(report: dict[str, Any]) -> int:
+    """The tier of the strongest attack of a report (1: clean only; see :data:`TIERS`)."""
+    robust = [r["attack"] for r in report.get("results", []) if r.get("attack") != "clean"]
+    return max((TIERS.get(a, UNKNOWN_TIER) for a in robust), default=1)
+
+
+def whole_test_set(report: dict[str, Any]) -> bool:
+    """True when the report's examples are the whole test set (known from ``examples.of``)."""
+    examples = report.get("examples") or {}
+    of = examples.get("of")
+    return of is not None and report.get("n") == of and not examples.get("split_is_subset")
+
+
+def publishable_size(report: dict[str, Any]) -> bool:
+    """The whole test set, or at least :data:`PUBLISHABLE_N` examples."""
+    return whole_test_set(report) or int(report.get("n") or 0) >= PUBLISHABLE_N
+
+
+def _has_clean(report: dict[str, Any]) -> bool:
+    return any(r.get("attack") == "clean" for r in report.get("results", []))
+
+
+def canonical_rank(report: dict[str, Any], rid: str) -> tuple:
+    """Sort key of the canonical rule (smallest first wins); see the module docstring."""
+    return (not _has_clean(report), not publishable_size(report), -attack_tier(report),
+            -int(report.get("n") or 0), -len(report.get("results", [])), bool(report.get("migrated")),
+            rid)
+
+
+def choose_canonical(records: dict[str, dict[str, Any]], model: str | None = None) -> str | None:
+    """The id of the canonical record among ``records`` (id -> report) of the model ``model``.
+
+    Records of another model fingerprint (the run's weights changed since) are never chosen;
+    with ``model=None`` every record is a candidate.
+    """
+    ids = [i for i, r in records.items() if model is None or r.get("model") in (model, None)]
+    if not ids:
+        return None
+    return min(ids, key=lambda i: canonical_rank(records[i], i))
+
+
+# -- reading and writing ---------------------------------------------------------------------
+
+def history(run_dir: str | Path) -> dict[str, dict[str, Any]]:
+    """Every report of ``RUN_DIR/evals/`` by record id (unreadable files are skipped)."""
+    out: dict[str, dict[str, Any]] = {}
+    d = Path(run_dir) / HISTORY_DIR
+    if not d.is_dir():
+        return out
+    for p in sorted(d.glob("*.json")):
         try:
-            old = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError:
-            old = None
-        if old and all(old.get(k) == report.get(k) for k in ("eps", "n", "seed")):
-            mine = {r["attack"] for r in report["results"]}
-            kept = [r for r in old.get("results", []) if r["attack"] not in mine]
-            merged = dict(old)
-            merged.update({k: v for k, v in report.items() if k != "results"})
-            merged["results"] = kept + report["results"]
-            if "worst_case" in old and "worst_case" in report:
-                merged["worst_case"] = report["worst_case"] if len(report["worst_case"]["attacks"]) >= len(
-                    old["worst_case"]["attacks"]) else old["worst_case"]
-            if kept and "health" in report:
-                # The kept rows come from an earlier call: re-check all rows together
-                # (accuracies only: per-example flags of both calls are not at hand here).
-                _health.apply(merged, probes=report["health"].get("probes"))
-            report = merged
-    write_json(path, report)
-    return report
+            data = json.loads(p.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError, OSError):
+            continue
+        if isinstance(data, dict) and isinstance(data.get("results"), list):
+            out[p.stem] = data
+    return out
+
+
+def migrate(run_dir: str | Path, model: str | None = None, test_size: int | None = None) -> str | None:
+    """Turn the eval.json of a run evaluated before the history into its first history entry.
+
+    Args:
+        model: fingerprint of the weights the eval.json belongs to (the run's model.safetensors
+            when it is migrated), so the canonical rule keeps considering it.
+        test_size: size of the test split, so a whole-test-set report is recognised as one.
+
+    Returns:
+        The new record's id, or None when there was nothing to migrate (evals/ exists, or no
+        readable eval.json).
+    """
+    run_dir = Path(run_dir)
+    path = run_dir / EVAL_FILE
+    if (run_dir / HISTORY_DIR).is_dir() or not path.is_file():
+        return None
+    try:
+        old = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    if not isinstance(old, dict) or not isinstance(old.get("results"), list):
+        return None
+    old = dict(old, migrated=True)
+    old.pop("record", None)
+    if model is not None and not old.get("model"):
+        old["model"] = model
+    if test_size is not None and "examples" not in old and old.get("n") is not None:
+        old["examples"] = {"n": old["n"], "of": int(test_size), "seed": old.get("seed", 0),
+                           "rule": SAMPLE_RULE}
+    rid = record_id(old)
+    write_json(run_dir / HISTORY_DIR / f"{rid}.json", dict(old, record_id=rid, protocol=protocol_key(old)))
+    return rid
+
+
+def write_record(run_dir: str | Path, report: dict[str, Any], *, source: str = "eval",
+                 test_size: int | None = None) -> dict[str, Any]:
+    """Add ``report`` to the run's history and rewrite eval.json with the canonical record.
+
+    Args:
+        report: a finished evaluation (``evaluate_model``'s dictionary with dataset, split,
+            checkpoint and precision filled in).
+        source: what made it ('eval', 'train'), kept in the history entry.
+        test_size: size of the test split (used when migrating an older eval.json).
+
+    Returns:
+        ``{"id", "path", "canonical", "canonical_path", "is_canonical", "records", "rule",
+        "migrated"}`` — also stored as ``report["record"]``.
+    """
+    run_dir = Path(run_dir)
+    migrated = migrate(run_dir, report.get("model"), test_size)
+    rid = record_id(report)
+    entry = {k: v for k, v in report.items() if k != "record"}
+    entry.update(record_id=rid, source=source, protocol=protocol_key(report))
+    write_json(run_dir / HISTORY_DIR / f"{rid}.json", entry)
+    records = history(run_dir)
+    canonical = choose_canonical(records, report.get("model")) or rid
+    info = {"id": rid, "path": f"{HISTORY_DIR}/{rid}.json", "canonical": canonical,
+            "canonical_path": f"{HISTORY_DIR}/{canonical}.json", "is_canonical": canonical == rid,
+            "records": len(records), "rule": RULE, "migrated": migrated}
+    best = dict(records[canonical])
+    best.pop("protocol", None)
+    best["record"] = {"id": canonical, "canonical": True, "history": HISTORY_DIR, "records": len(records),
+                      "rule": RULE}
+    write_json(run_dir / EVAL_FILE, best)
+    report["record"] = dict(info)
+    return info
+
+
+def read_canonical(run_dir: str | Path) -> dict[str, Any]:
+    """``RUN_DIR/eval.json`` as a dictionary (RunError when it is missing or not JSON)."""
+    path = Path(run_dir) / EVAL_FILE
+    if not path.is_file():
+        raise RunError(f"{run_dir} has no {EVAL_FILE}; evaluate it first: `robustzoo eval {run_dir} "
+                       f"--suite quick`")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise RunError(f"{path} is not valid JSON; re-run `robustzoo eval {run_dir} --suite quick`") from None
+
+
+# -- what may be published, and what a card leads with ----------------------------------------
+
+def partial_problems(report: dict[str, Any] | None) -> list[str]:
+    """What keeps a record from being a real protocol (empty when it is one); no paths, no commands.
+
+    A real protocol: the health report did not fail, and the record has the clean row and at
+    least one of PGD-20, PGD-100, APGD-CE, APGD-DLR, APGD-T or AutoAttack, on the whole test
+    set or at least :data:`PUBLISHABLE_N` examples.
+    """
+    if not report or not isinstance(report.get("results"), list):
+        return ["no evaluation"]
+    attacks = {r.get("attack") for r in report["results"]}
+    problems = []
+    health = report.get("health") or {}
+    if health.get("status") == "failed":
+        failed = ", ".join(c["name"] for c in health.get("checks", []) if c.get("status") == "failed")
+        problems.append(f"the health report failed ({failed}): a degenerate model")
+    if "clean" not in attacks:
+        problems.append("no clean accuracy")
+    if not attacks & set(PUBLISHABLE_ATTACKS):
+        problems.append("no PGD-20/100, APGD or AutoAttack")
+    if not publishable_size(report):
+        problems.append(f"fewer than {PUBLISHABLE_N:,} examples and not the whole test set")
+    return problems
+
+
+def describe(report: dict[str, Any]) -> str:
+    """'fgsm on 40 of 360 test images': the attacks and examples of a record."""
+    robust = [r["attack"] for r in report.get("results", []) if r.get("attack") != "clean"]
+    of = (report.get("examples") or {}).get("of")
+    size = f"{report.get('n')} of {of}" if of and of != report.get("n") else f"{report.get('n')}"
+    return f"{', '.join(robust) or 'clean only'} on {size} test images"
+
+
+def publishable(report: dict[str, Any] | None, run_dir: str | Path | None = None) -> tuple[bool, str]:
+    """Whether a canonical record is a real protocol, and if not, one line saying what to run.
+
+    See :func:`partial_problems` for the rule.
+    """
+    target = str(run_dir) if run_dir is not None else "RUN_DIR"
+    problems = partial_problems(report)
+    if not problems:
+        return True, ""
+    if problems == ["no evaluation"]:
+        return False, f"{target} has no evaluation; run `robustzoo eval {target} --suite quick`"
+    if any(p.startswith("the health report failed") for p in problems):
+        return False, (f"{target}/eval.json: {problems[0]}; its robust numbers mean nothing: retrain "
+                       f"it, and see `robustzoo eval {target}`")
+    return False, (f"{target}/eval.json holds only a partial protocol ({describe(report)}: "
+                   f"{'; '.join(problems)}); run `robustzoo eval {target} --suite quick` (or --suite autoattack)")
+
+
+def headline(report: dict[str, Any]) -> dict[str, Any] | None:
+    """The robust number a model card leads with: AutoAttack when present, else the worst case.
+
+    Returns:
+        ``{"attack", "label_attacks", "accuracy", "correct", "n", "ci95"}`` (``attack`` is
+        'autoattack', 'worst-case' or the single attack's name; ``label_attacks`` the attacks
+        it covers), or None when no attack was run.
+    """
+    rows = {r["attack"]: r for r in report.get("results", []) if isinstance(r, dict)}
+    if "autoattack" in rows:
+        r = rows["autoattack"]
+        return {"attack": "autoattack", "label_attacks": ["autoattack"], "accuracy": r["accuracy"],
+                "correct": r["correct"], "n": r["n"], "ci95": list(r.get("ci95") or [])}
+    robust = [a for a in rows if a != "clean"]
+    if not robust:
+        return None
+    wc = report.get("worst_case")
+    if len(robust) > 1 and isinstance(wc, dict) and wc.get("attacks"):
+        return {"attack": "worst-case", "label_attacks": list(wc["attacks"]), "accuracy": wc["accuracy"],
+                "correct": wc["correct"], "n": wc["n"], "ci95": list(wc.get("ci95") or [])}
+    r = rows[robust[0]]
+    return {"attack": r["attack"], "label_attacks": [r["attack"]], "accuracy": r["accuracy"],
+            "correct": r["correct"], "n": r["n"], "ci95": list(r.get("ci95") or [])}
