@@ -167,9 +167,9 @@ def _optimizer_kind(state: dict[str, Any]) -> str | None:
 
 def versions() -> dict[str, str]:
     """Package versions recorded with every run."""
-    import timm  # deferred: slow to import, and only a new run needs its version
+    from importlib.metadata import version  # timm's version without importing timm (seconds)
 
-    return {"robustzoo": __version__, "torch": torch.__version__, "timm": timm.__version__,
+    return {"robustzoo": __version__, "torch": torch.__version__, "timm": version("timm"),
             "python": platform.python_version()}
 
 

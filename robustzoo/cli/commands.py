@@ -438,11 +438,9 @@ def plugins(as_json: bool) -> None:
 
 def env_info() -> dict[str, Any]:
     """Versions, device and plugins, for bug reports."""
-    # deferred: heavy libraries that only this command needs
-    import huggingface_hub
-    import safetensors
-    import timm
-    import torch
+    from importlib.metadata import version
+
+    import torch  # deferred: only this command needs it (the device); the rest are versions
 
     cuda = torch.cuda.is_available()
     return {
@@ -455,9 +453,7 @@ def env_info() -> dict[str, Any]:
         "devices": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if cuda else [],
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
-        "timm": timm.__version__,
-        "huggingface_hub": huggingface_hub.__version__,
-        "safetensors": safetensors.__version__,
+        **{dist: version(dist) for dist in ("timm", "huggingface_hub", "safetensors")},
         "plugins": {i.name: f"{i.distribution} {i.version}" for i in plugin_infos()},
         "env": {k: v for k, v in os.environ.items() if k.startswith(("ROBUSTZOO_", "HF_HUB_", "HF_ENDPOINT"))},
     }
