@@ -49,6 +49,7 @@ LAYERS: dict[str, str] = {
     "robustzoo.progress": "base",
     "robustzoo.papers": "base",  # bibliographic facts of methods and nets (plain data)
     "robustzoo.lazy": "base",  # deferred imports: lazy re-exports, the post-import hook for timm
+    "robustzoo.files": "base",  # atomic writes with the umask, the output-path convention
     # pieces: what training and evaluation are made of
     "robustzoo.data": "pieces",
     "robustzoo.models": "pieces",
