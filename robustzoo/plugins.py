@@ -150,9 +150,10 @@ def _build(kind: str, pm: pluggy.PluginManager) -> Registry[Any]:
     reg: Registry[Any] = Registry(kind)
     caller = getattr(pm.hook, f"register_{kind}")
     trace = os.environ.get("ROBUSTZOO_TRACE_PLUGINS")
-    # Call each implementation ourselves so every entry records the plugin that added it;
-    # pluggy lists them last-registered first, so reversed() gives the built-ins first.
-    for impl in reversed(caller.get_hookimpls()):
+    # Call each implementation ourselves so every entry records the plugin that added it, in
+    # the order the plugins were registered (pluggy's list; it calls them in reverse): the
+    # built-ins first, so a later plugin cannot take their names.
+    for impl in caller.get_hookimpls():
         owner = impl.plugin_name
 
         def register(entry: Any, factory: Any = None, _owner: str = owner, **info: Any) -> None:
@@ -163,9 +164,9 @@ def _build(kind: str, pm: pluggy.PluginManager) -> Registry[Any]:
             name = entry if isinstance(entry, str) else entry.name
             if name in reg and not strict():
                 # One line, as for a plugin that fails to import; the first registration stays.
-                _warn(f"plugin {_owner!r}{_dist_of(_owner)} registers {kind[:-1]} {name!r}, which "
-                      f"{reg.owner(name)!r}{_dist_of(reg.owner(name))} registered first; skipped "
-                      f"it", _owner)
+                warn_plugin(f"plugin {_owner!r}{_dist_of(_owner)} registers {kind[:-1]} {name!r}, "
+                            f"which {reg.owner(name)!r}{_dist_of(reg.owner(name))} registered first; "
+                            f"skipped it", _owner)
                 return
             reg.add(name, entry, owner=_owner)  # DuplicateNameError under ROBUSTZOO_STRICT_PLUGINS
 
@@ -176,8 +177,8 @@ def _build(kind: str, pm: pluggy.PluginManager) -> Registry[Any]:
         except Exception as exc:  # noqa: BLE001 - a bad plugin must not break every command
             if strict() or owner in BUILTIN_MODULES:
                 raise
-            _warn(f"plugin {owner!r}{_dist_of(owner)} failed to register its {kind}: "
-                  f"{type(exc).__name__}: {exc}", owner)
+            warn_plugin(f"plugin {owner!r}{_dist_of(owner)} failed to register its {kind}: "
+                        f"{type(exc).__name__}: {exc}", owner)
     return reg
 
 
@@ -186,7 +187,8 @@ def _dist_of(plugin: str) -> str:
     return f" ({dist[0]} {dist[1]})" if dist and plugin not in BUILTIN_MODULES else ""
 
 
-def _warn(message: str, plugin: str) -> None:
+def warn_plugin(message: str, plugin: str) -> None:
+    """One warning line on stderr about ``plugin``, with the two switches that change it."""
     # stderr, not warnings.warn: its once-per-location filter would hide repeats across rebuilds.
     sys.stderr.write(f"warning: {message} (ROBUSTZOO_STRICT_PLUGINS=1 raises instead; "
                      f"ROBUSTZOO_DISABLE_PLUGINS={plugin} silences)\n")

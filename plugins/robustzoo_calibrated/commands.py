@@ -41,4 +41,5 @@ def add_commands(cli: Any) -> None:
 
         info = mask_figure(run_dir, out, n=n, seed=seed, data_dir=data_dir, device=resolve_device(device))
         w, h = info["size_px"]
-        click.echo(f"wrote {info['path']} ({w}x{h} px; mean mask {info['mask_mean']:.3f})")
+        again = "; replaced the file that was there" if info["replaced"] else ""
+        click.echo(f"wrote {info['path']} ({w}x{h} px; mean mask {info['mask_mean']:.3f}{again})")

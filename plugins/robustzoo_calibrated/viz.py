@@ -13,6 +13,7 @@ import torch
 
 from robustzoo.data import load_splits, select_examples
 from robustzoo.errors import NotFoundError, RunError, UsageError
+from robustzoo.files import check_output_file
 from robustzoo.objectives import ObjectiveContext
 from robustzoo.plugins import registry
 from robustzoo.runs import AUX_FILE, atomic_path, load_run, load_state_strict, read_weights
@@ -80,7 +81,8 @@ def mask_figure(run_dir: str | Path, out: str | Path, n: int = 8, seed: int = 0,
         device: torch device.
 
     Returns:
-        Summary: path, size in pixels, labels, predictions on x' and x_cal, mean mask.
+        Summary: path, size in pixels, labels, predictions on x' and x_cal, mean mask, and
+        whether a file at ``out`` was replaced.
     """
     import matplotlib  # deferred: slow to import, and only this command draws
 
@@ -89,6 +91,7 @@ def mask_figure(run_dir: str | Path, out: str | Path, n: int = 8, seed: int = 0,
 
     if n < 1:
         raise UsageError(f"--n must be at least 1, got {n}")
+    replaced = check_output_file(out, "--out")  # before the attack: a missing folder is refused
     model, objective, cfg = load_calibrated_run(run_dir, device)
     rz = cfg["robustzoo"]
     spec = registry("datasets").get(rz["dataset"])
@@ -137,4 +140,4 @@ def mask_figure(run_dir: str | Path, out: str | Path, n: int = 8, seed: int = 0,
         plt.close(fig)
     return {"path": str(out), "size_px": list(figure_size_px(k)), "labels": y.tolist(),
             "pred_adv": pred_adv.tolist(), "pred_cal": pred_cal.tolist(),
-            "mask_mean": float(m.mean())}
+            "mask_mean": float(m.mean()), "replaced": replaced}
