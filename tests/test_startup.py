@@ -10,8 +10,6 @@ import json
 import subprocess
 import sys
 
-import pytest
-
 # Runs the commands in-process, one after another, then prints which heavy libraries loaded.
 _RUN = """
 import contextlib, io, json, sys
@@ -52,10 +50,10 @@ def test_list_plugins_and_env_do_not_import_timm():
     assert all("timm" not in libs and "torchvision" not in libs for libs in loaded.values()), loaded
 
 
-@pytest.mark.parametrize("order", ["robustzoo first", "timm first"])
-def test_timm_finds_the_nets_once_robustzoo_is_imported(order):
-    imports = "import robustzoo, timm" if order == "robustzoo first" else "import timm, robustzoo"
-    code = (f"{imports}\n"
+def test_timm_finds_the_nets_once_robustzoo_is_imported():
+    code = ("import robustzoo, sys\n"
+            "assert 'timm' not in sys.modules\n"
+            "import timm  # the post-import hook registers the nets now\n"
             "m = timm.create_model('preact_resnet18', num_classes=10)\n"
             "from robustzoo.models import timm_bridge\n"
             "assert timm_bridge._verifier is not None  # hf-hub: weights are checked as pull does\n"
@@ -63,6 +61,24 @@ def test_timm_finds_the_nets_once_robustzoo_is_imported(order):
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     assert res.stdout.split() == ["PreActResNet18", "fc", "True"]
+
+
+def test_when_imported_runs_after_the_module_and_once(tmp_path, monkeypatch):
+    from robustzoo.lazy import when_imported
+
+    (tmp_path / "rz_hooked_mod.py").write_text("VALUE = 42\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    seen = []
+    finders = len(sys.meta_path)
+    when_imported("rz_hooked_mod", lambda mod: seen.append(mod.VALUE))
+    assert seen == [] and len(sys.meta_path) == finders + 1  # nothing imported yet
+    import rz_hooked_mod
+
+    assert seen == [42] and rz_hooked_mod.__spec__.loader.__class__.__name__ == "SourceFileLoader"
+    assert len(sys.meta_path) == finders  # the finder stepped aside
+    when_imported("rz_hooked_mod", lambda mod: seen.append(-mod.VALUE))  # imported already: at once
+    assert seen == [42, -42]
+    sys.modules.pop("rz_hooked_mod")
 
 
 def test_the_api_functions_survive_the_submodule_of_the_same_name():
