@@ -149,9 +149,9 @@ def train(ctx: click.Context, recipe, objective, dataset, arch, attack, eps, alp
                                        data_dir=data_dir, device=device, seed=seed, precision=precision,
                                        compile=compile_mode)).config
             distributed.per_process_batch_size(cfg.batch_size, nproc)
-            files.check_run_dir(out or default_out_dir(cfg), "--out", create_parent=not out)
+            target = Path(out) if out else default_out_dir(cfg)
+            files.check_run_dir(target, "--out", create_parent=not out)
             if not out:
-                target = default_out_dir(cfg)
                 files.make_dir(target.parent)  # robustzoo's own runs/: the processes check --out
                 args = ["train", f"--out={target}", *args[1:]]
         err.print(f"launching {nproc} processes: {' '.join(distributed.launch_command(nproc, args)[2:])}")
