@@ -16,7 +16,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from . import hub, runs
+from . import files, hub, runs
 from .config import TrainConfig
 from .data import load_splits
 from .devices import resolve_device
@@ -80,6 +80,7 @@ def train(objective: str | None = None, *, dataset: str | None = None, out: str 
             sets = {k: v for k, v in settings.items() if k not in fields}
             cfg = build_config(objective, recipe, sets, dataset=dataset, **options)
             run_dir = Path(out) if out else default_out_dir(cfg)
+            files.check_run_dir(run_dir, "out", create_parent=not out)  # docs/cli.md, "Output files"
             trainer = Trainer(cfg, run_dir, progress=rep)
         report = trainer.fit()
     return run_dir, report  # type: ignore[return-value]
@@ -154,6 +155,10 @@ def evaluate(name: str | Path, attacks: list[str] | str | None = None, *, n: int
     sweep = parse_eps_list(eps_sweep) if eps_sweep is not None else None
     if plot is not None and not sweep:
         raise UsageError("--plot draws the ε sweep; add --eps-sweep 0,2/255,4/255,8/255")
+    if plot is not None:
+        files.check_output_file(plot, "--plot")  # before the attacks, not after them
+    if batch_size < 1:
+        raise UsageError(f"batch size {batch_size} must be at least 1")
     reg = registry("attacks")
     for a in attacks:
         reg.get(a)

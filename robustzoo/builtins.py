@@ -1,21 +1,17 @@
 """The core's own plugin: datasets, architectures, attacks, the erm/at objectives, their
 recipes and the zoo index. Registered through the same plugin manager as third-party
-plugins, so the core never special-cases them."""
+plugins, so the core never special-cases them.
+
+Each hook imports the pieces it registers (torch and all) when it runs: loading the plugin
+costs nothing, and a registry is built only when a command asks for it, so ``robustzoo
+--help``, ``list recipes`` and ``list zoo`` never import torch."""
 
 from __future__ import annotations
 
 import json
 from importlib import resources
 
-from .attacks import AttackSpec, ce_loss, cw_loss, pgd
-from .attacks.autoattack import register_autoattack
-from .attacks.core import fgsm
-from .data import DatasetSpec
-from .data import sources as src
 from .hookspecs import hookimpl
-from .models import ArchitectureSpec
-from .models.nets import CNNMnist, PreActResNet18, SmallCNN, WideResNet
-from .objectives import ERM, MadryAT
 from .recipes import Recipe
 
 MNIST_LIKE = dict(mean=(0.0,), std=(1.0,), default_arch="cnn_mnist", optimizer="adam", lr=1e-3,
@@ -30,6 +26,9 @@ CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog
 
 @hookimpl
 def register_datasets(register):
+    from .data import DatasetSpec  # deferred, as every piece here: imports torch
+    from .data import sources as src
+
     register(DatasetSpec(
         name="digits", num_classes=10, shape=(1, 8, 8), load=src.load_digits,
         eps=0.1, alpha=0.02, steps=10, epochs=15, batch_size=64,
@@ -60,6 +59,9 @@ def register_datasets(register):
 
 @hookimpl
 def register_architectures(register):
+    from .models import ArchitectureSpec  # deferred: imports torch
+    from .models.nets import CNNMnist, PreActResNet18, SmallCNN, WideResNet
+
     register(ArchitectureSpec("preact_resnet18", PreActResNet18, "PreAct ResNet-18 for 32x32 (Rice et al.)",
                               input_size="32x32", params="11.17M"))
     register(ArchitectureSpec("wrn34_10", lambda **kw: WideResNet(depth=34, widen=10, **kw),
@@ -73,22 +75,32 @@ def register_architectures(register):
 
 
 def _pgd_eval(steps: int, rand_init: str = "none"):
+    from .attacks import ce_loss, pgd  # deferred: imports torch (called by register_attacks)
+
     def run(model, x, y, ctx):
         return pgd(model, x, y, eps=ctx.eps, alpha=ctx.alpha, steps=steps, norm=ctx.norm,
                    rand_init=rand_init, loss=ce_loss)
     return run
 
 
-def _cw_eval(model, x, y, ctx):
-    # No random start by default, as pgd20 / pgd100 (the Calibrated AT protocol evaluates
-    # without one); --set cw_rand_init=uniform starts from U(-ε, ε).
-    kappa = ctx.options.get("kappa", 50.0)
-    return pgd(model, x, y, eps=ctx.eps, alpha=ctx.alpha, steps=30, norm=ctx.norm,
-               rand_init=ctx.options.get("cw_rand_init", "none"), loss=cw_loss(kappa))
+def _cw_eval():
+    from .attacks import cw_loss, pgd  # deferred: imports torch (called by register_attacks)
+
+    def run(model, x, y, ctx):
+        # No random start by default, as pgd20 / pgd100 (the Calibrated AT protocol evaluates
+        # without one); --set cw_rand_init=uniform starts from U(-ε, ε).
+        kappa = ctx.options.get("kappa", 50.0)
+        return pgd(model, x, y, eps=ctx.eps, alpha=ctx.alpha, steps=30, norm=ctx.norm,
+                   rand_init=ctx.options.get("cw_rand_init", "none"), loss=cw_loss(kappa))
+    return run
 
 
 @hookimpl
 def register_attacks(register):
+    from .attacks import AttackSpec  # deferred: imports torch
+    from .attacks.autoattack import register_autoattack
+    from .attacks.core import fgsm
+
     register(AttackSpec("clean", lambda m, x, y, c: x, "no attack: accuracy on clean images",
                         kind="none"))
     register(AttackSpec("fgsm", lambda m, x, y, c: fgsm(m, x, y, eps=c.eps),
@@ -101,7 +113,7 @@ def register_attacks(register):
                             "(Calibrated AT protocol)",
                             settings=lambda c, s=steps: {"eps": c.eps, "alpha": c.alpha, "steps": s,
                                                          "rand_init": "none"}))
-    register(AttackSpec("cw", _cw_eval, "PGD on the CW margin (CW∞), 30 steps, κ=50, no random start",
+    register(AttackSpec("cw", _cw_eval(), "PGD on the CW margin (CW∞), 30 steps, κ=50, no random start",
                         settings=lambda c: {"eps": c.eps, "alpha": c.alpha, "steps": 30,
                                             "kappa": c.options.get("kappa", 50.0),
                                             "rand_init": c.options.get("cw_rand_init", "none")}))
@@ -110,6 +122,8 @@ def register_attacks(register):
 
 @hookimpl
 def register_objectives(register):
+    from .objectives import ERM, MadryAT  # deferred: imports torch
+
     register(ERM)
     register(MadryAT)
 

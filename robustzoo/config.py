@@ -100,10 +100,7 @@ def apply_sets(config: TrainConfig, pairs: dict[str, Any], objective_defaults: d
             if key == "eval_attacks" and isinstance(value, str):
                 value = [v.strip() for v in value.split(",") if v.strip()]
             elif key in ("eps", "alpha", "lr", "train_eps_factor") and isinstance(value, str):
-                try:
-                    value = parse_number(value)
-                except ValueError:
-                    raise UsageError(f"{key}={value!r} is not a number") from None
+                value = parse_number(value, key)
             elif isinstance(value, str) and value.lower() in ("none", "null") and key in (
                     "subset", "val_size", "eval_n", "arch", "augment"):
                 value = None
@@ -135,7 +132,7 @@ def check_threat_model(eps: float, alpha: float, steps: int) -> None:
     if not 0.0 <= eps <= 1.0:
         raise UsageError(f"epsilon {eps} is outside [0, 1]; it is on the [0,1] pixel scale "
                          f"(for 8/255 pass --eps 8/255)")
-    if alpha < 0 or alpha > 1:
+    if not 0.0 <= alpha <= 1.0:  # also NaN
         raise UsageError(f"step size alpha {alpha} is outside [0, 1] (pixel scale)")
     if steps < 0:
         raise UsageError(f"attack steps must be >= 0, got {steps}")

@@ -38,6 +38,12 @@ class HubError(RobustzooError):
     """Talking to the Hugging Face Hub failed."""
 
 
+class Interrupted(RobustzooError):
+    """Ctrl-C: the message says what was kept and how to continue."""
+
+    exit_code = 130  # 128 + SIGINT, as a shell reports it
+
+
 def close_matches(name: str, candidates: Iterable[str], n: int = 3) -> list[str]:
     """Return up to ``n`` candidates that look like ``name`` (for 'did you mean')."""
     candidates = list(candidates)

@@ -44,7 +44,7 @@ from typing import Any
 
 from . import runs
 from .errors import HubError, IntegrityError, NotFoundError, RunError, UsageError, did_you_mean
-from .zoo import COMMIT_RE, PUBLISHABLE_FILES, REPO_ID_RE, SHA256_RE, ZooEntry, validate_entry
+from .zoo import COMMIT_RE, PUBLISHABLE_FILES, SHA256_RE, ZooEntry, repo_id_problem, validate_entry
 
 HUB_PREFIX = "hf-hub:"
 OFFICIAL_ENDPOINT = "https://huggingface.co"
@@ -90,24 +90,34 @@ def offline_mode() -> bool:
 
 @contextmanager
 def client_settings(endpoint: str) -> Iterator[None]:
-    """Switch off Xet and telemetry in huggingface_hub while talking to a non-Hub endpoint.
+    """huggingface_hub's settings for one push or pull: its progress bars off, and for a
+    non-Hub endpoint Xet and telemetry off too.
 
-    Both are read from ``huggingface_hub.constants`` at call time; Xet uploads answer 404
-    anywhere but huggingface.co, and telemetry fetches an agent registry from huggingface.co
-    whatever ``endpoint=`` says. The previous values are restored afterwards.
+    robustzoo reports its own progress; huggingface_hub's tqdm bars would be drawn beside it
+    on stderr. Xet and telemetry are read from ``huggingface_hub.constants`` at call time;
+    Xet uploads answer 404 anywhere but huggingface.co, and telemetry fetches an agent
+    registry from huggingface.co whatever ``endpoint=`` says. Everything is restored
+    afterwards.
     """
     from huggingface_hub import constants
+    from huggingface_hub.utils import (
+        are_progress_bars_disabled,
+        disable_progress_bars,
+        enable_progress_bars,
+    )
 
-    if is_official(endpoint):
-        yield
-        return
+    bars_were_off = are_progress_bars_disabled()
+    disable_progress_bars()
     saved = constants.HF_HUB_DISABLE_XET, constants.HF_HUB_DISABLE_TELEMETRY
-    constants.HF_HUB_DISABLE_XET = True
-    constants.HF_HUB_DISABLE_TELEMETRY = True
+    if not is_official(endpoint):
+        constants.HF_HUB_DISABLE_XET = True
+        constants.HF_HUB_DISABLE_TELEMETRY = True
     try:
         yield
     finally:
         constants.HF_HUB_DISABLE_XET, constants.HF_HUB_DISABLE_TELEMETRY = saved
+        if not bars_were_off:
+            enable_progress_bars()
 
 
 def _token_for(endpoint: str, token: str | None) -> str | bool | None:
@@ -223,9 +233,10 @@ def parse_name(name: str, revision: str | None = None) -> Target:
     repo_id, _, rev = body.partition("@")
     if rev and revision and rev != revision:
         raise UsageError(f"{text!r} names revision {rev!r} but --revision says {revision!r}; give one")
-    if not REPO_ID_RE.match(repo_id):
-        raise NotFoundError(f"{text!r} is not a run directory, a zoo alias or a Hub model id "
-                            f"(hf-hub:org/name[@revision]); see `robustzoo list zoo`")
+    why = repo_id_problem(repo_id)
+    if why:
+        raise NotFoundError(f"{text} is not a run directory, a zoo alias or a Hub model id "
+                            f"(hf-hub:org/name[@revision]): {why}; see `robustzoo list zoo`")
     return Target(text, repo_id, _check_revision(rev or revision or "main"))
 
 
@@ -454,7 +465,8 @@ def pull_model(name: str, *, revision: str | None = None, endpoint: str | None =
                      verify=verify, expected=expected)
     except (NotFoundError, HubError) as exc:
         text = str(name)
-        if text.startswith(HUB_PREFIX) or "/" not in text or text.startswith(("/", ".", "~")):
+        if (text.startswith(HUB_PREFIX) or "/" not in text or text.startswith(("/", ".", "~"))
+                or "is not a run directory" in str(exc)):
             raise
         # 'org/name' may as well be a mistyped run directory: say both.
         raise type(exc)(f"{text} is not a run directory, and as a Hub model: {exc}") from None
@@ -769,8 +781,9 @@ def push(run_dir: str | Path, repo_id: str, *, endpoint: str | None = None, toke
     from .zoo import ALIAS_RE
 
     run_dir = Path(run_dir)
-    if not REPO_ID_RE.match(repo_id or ""):
-        raise UsageError(f"--repo-id {repo_id!r} is not org/name")
+    why = repo_id_problem(repo_id or "")
+    if why:
+        raise UsageError(f"--repo-id {why}; e.g. my-org/cat-cw-wrn34")
     if alias is not None and not ALIAS_RE.match(alias):
         raise UsageError(f"--alias {alias!r} must be lower-case words joined by '-', e.g. cat-cw-wrn34")
     cfg = runs.read_config(run_dir)

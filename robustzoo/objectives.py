@@ -18,6 +18,7 @@ Objectives never call pluggy: batch-level behaviour lives here, outside the plug
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -243,21 +244,39 @@ def coerce(value: Any, default: Any, key: str) -> Any:
         if isinstance(default, int):
             return int(value)
         if isinstance(default, float):
-            return parse_number(value)
+            return parse_number(value, key)
         if isinstance(default, (list, tuple)):
-            return [parse_number(v) for v in value.split(",") if v.strip()]
+            return [parse_number(v, key) for v in value.split(",") if v.strip()]
+    except UsageError:
+        raise
     except ValueError:
         raise UsageError(f"{key}={value!r} is not a valid {type(default).__name__}") from None
     return value
 
 
-def parse_number(text: str) -> float:
-    """Parse '0.03', '8/255' or '2e-3' into a float."""
+def parse_number(text: str, name: str = "value") -> float:
+    """Parse '0.03', '8/255' or '2e-3' into a finite float.
+
+    Raises:
+        UsageError: not a number, a division by zero, or NaN/infinity; the message names
+            ``name`` (the option or setting) and gives an example.
+    """
+    raw = text
     text = text.strip()
-    if "/" in text:
-        num, den = text.split("/", 1)
-        return float(num) / float(den)
-    return float(text)
+    example = "give a number such as 0.1, 2e-3 or 8/255"
+    try:
+        if "/" in text:
+            num, den = text.split("/", 1)
+            value = float(num) / float(den)
+        else:
+            value = float(text)
+    except ZeroDivisionError:
+        raise UsageError(f"{name} {raw!r} divides by zero; {example}") from None
+    except ValueError:
+        raise UsageError(f"{name} {raw!r} is not a number; {example}") from None
+    if not math.isfinite(value):
+        raise UsageError(f"{name} {raw!r} is not a finite number; {example}")
+    return value
 
 
 def train_attack_loss(name: str, kappa: float) -> Any:

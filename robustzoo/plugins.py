@@ -1,9 +1,12 @@
 """Plugin manager: built-ins first, then each entry point on its own.
 
-A plugin that fails to import prints one warning naming it and is skipped, so one broken
-package never takes the CLI down. Environment switches:
+A plugin that fails to import prints one warning naming it and is skipped, and so does a
+name a plugin registers when an earlier plugin (the built-ins come first) has taken it: one
+broken package never takes the CLI down. Each registry is built on first use, from every
+plugin's hook of its kind, so a command pays only for the kinds it reads (``list recipes``
+imports no torch). Environment switches:
 
-* ``ROBUSTZOO_STRICT_PLUGINS=1`` re-raises the import error instead;
+* ``ROBUSTZOO_STRICT_PLUGINS=1`` re-raises the import error (or the duplicate name) instead;
 * ``ROBUSTZOO_DISABLE_PLUGINS=a,b`` skips the named entry points;
 * ``ROBUSTZOO_TRACE_PLUGINS=1`` prints every hook call to stderr.
 """
@@ -50,12 +53,17 @@ class PluginInfo:
 _ENTRY_TYPES: dict[str, Callable[..., Any]] = {}
 
 _pm: pluggy.PluginManager | None = None
-_registries: dict[str, Registry[Any]] | None = None
+_registries: dict[str, Registry[Any]] = {}  # kind -> registry, each built on first use
 _dists: dict[str, tuple[str, str]] = {}
 
 
 def _env_list(var: str) -> set[str]:
     return {s.strip() for s in os.environ.get(var, "").split(",") if s.strip()}
+
+
+def strict() -> bool:
+    """True when ``ROBUSTZOO_STRICT_PLUGINS`` asks for plugin errors to be raised."""
+    return os.environ.get("ROBUSTZOO_STRICT_PLUGINS", "") not in ("", "0")
 
 
 def get_plugin_manager() -> pluggy.PluginManager:
@@ -69,14 +77,13 @@ def get_plugin_manager() -> pluggy.PluginManager:
         pm.register(importlib.import_module(modname), name=modname)
         _dists[modname] = ("robustzoo", __version__)
     disabled = _env_list("ROBUSTZOO_DISABLE_PLUGINS")
-    strict = os.environ.get("ROBUSTZOO_STRICT_PLUGINS", "") not in ("", "0")
     for ep in metadata.entry_points(group=GROUP):
         if ep.name in disabled or pm.has_plugin(ep.name):
             continue
         try:
             plugin = ep.load()
         except Exception as exc:  # noqa: BLE001 - any import failure must not kill the CLI
-            if strict:
+            if strict():
                 raise
             # One line on stderr (not warnings.warn: its once-per-location filter would
             # hide the message when the manager is rebuilt in the same process).
@@ -102,8 +109,7 @@ def register_plugin(plugin: ModuleType | object, name: str, distribution: str = 
     pm = get_plugin_manager()
     pm.register(plugin, name=name)
     _dists[name] = (distribution, version)
-    global _registries
-    _registries = None
+    _registries.clear()
 
 
 def unregister_plugin(name: str) -> None:
@@ -112,15 +118,14 @@ def unregister_plugin(name: str) -> None:
     plugin = pm.get_plugin(name)
     if plugin is not None:
         pm.unregister(plugin)
-    global _registries
-    _registries = None
+    _registries.clear()
 
 
 def reset() -> None:
     """Forget the plugin manager and registries (tests use this after changing the env)."""
-    global _pm, _registries
+    global _pm
     _pm = None
-    _registries = None
+    _registries.clear()
 
 
 def declare_entry_type(kind: str, make: Callable[..., Any]) -> None:
@@ -145,39 +150,63 @@ def _build(kind: str, pm: pluggy.PluginManager) -> Registry[Any]:
     reg: Registry[Any] = Registry(kind)
     caller = getattr(pm.hook, f"register_{kind}")
     trace = os.environ.get("ROBUSTZOO_TRACE_PLUGINS")
-    make = _ENTRY_TYPES.get(kind)
-    # Call each implementation ourselves so every entry records the plugin that added it.
-    for impl in reversed(caller.get_hookimpls()):
+    # Call each implementation ourselves so every entry records the plugin that added it, in
+    # the order the plugins were registered (pluggy's list; it calls them in reverse): the
+    # built-ins first, so a later plugin cannot take their names.
+    for impl in caller.get_hookimpls():
         owner = impl.plugin_name
 
         def register(entry: Any, factory: Any = None, _owner: str = owner, **info: Any) -> None:
+            # Looked up per call: the built-in hook imports the piece that declares the type.
+            make = _ENTRY_TYPES.get(kind)
             if make is not None:
                 entry = make(entry, factory, **info)
             name = entry if isinstance(entry, str) else entry.name
-            reg.add(name, entry, owner=_owner)
+            if name in reg and not strict():
+                # One line, as for a plugin that fails to import; the first registration stays.
+                warn_plugin(f"plugin {_owner!r}{_dist_of(_owner)} registers {kind[:-1]} {name!r}, "
+                            f"which {reg.owner(name)!r}{_dist_of(reg.owner(name))} registered first; "
+                            f"skipped it", _owner)
+                return
+            reg.add(name, entry, owner=_owner)  # DuplicateNameError under ROBUSTZOO_STRICT_PLUGINS
 
         if trace:
             sys.stderr.write(f"robustzoo: {owner}.register_{kind}()\n")
-        impl.function(register=register)
+        try:
+            impl.function(register=register)
+        except Exception as exc:  # noqa: BLE001 - a bad plugin must not break every command
+            if strict() or owner in BUILTIN_MODULES:
+                raise
+            warn_plugin(f"plugin {owner!r}{_dist_of(owner)} failed to register its {kind}: "
+                        f"{type(exc).__name__}: {exc}", owner)
     return reg
 
 
+def _dist_of(plugin: str) -> str:
+    dist = _dists.get(plugin)
+    return f" ({dist[0]} {dist[1]})" if dist and plugin not in BUILTIN_MODULES else ""
+
+
+def warn_plugin(message: str, plugin: str) -> None:
+    """One warning line on stderr about ``plugin``, with the two switches that change it."""
+    # stderr, not warnings.warn: its once-per-location filter would hide repeats across rebuilds.
+    sys.stderr.write(f"warning: {message} (ROBUSTZOO_STRICT_PLUGINS=1 raises instead; "
+                     f"ROBUSTZOO_DISABLE_PLUGINS={plugin} silences)\n")
+
+
 def registries() -> dict[str, Registry[Any]]:
-    """All registries, built once from every loaded plugin."""
-    global _registries
-    if _registries is None:
-        pm = get_plugin_manager()
-        _registries = {kind: _build(kind, pm) for kind in KINDS}
-    return _registries
+    """All registries, each built once from every loaded plugin."""
+    return {kind: registry(kind) for kind in KINDS}
 
 
 def registry(kind: str) -> Registry[Any]:
-    """One registry by kind ('datasets', 'architectures', 'attacks', ...)."""
-    regs = registries()
-    if kind not in regs:
-        raise NotFoundError(f"unknown registry {kind!r}{did_you_mean(kind, regs)}; "
+    """One registry by kind ('datasets', 'architectures', 'attacks', ...), built on first use."""
+    if kind not in KINDS:
+        raise NotFoundError(f"unknown registry {kind!r}{did_you_mean(kind, KINDS)}; "
                             f"choose one of {', '.join(KINDS)}")
-    return regs[kind]
+    if kind not in _registries:
+        _registries[kind] = _build(kind, get_plugin_manager())
+    return _registries[kind]
 
 
 def plugin_infos() -> list[PluginInfo]:

@@ -18,8 +18,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
-from contextlib import contextmanager
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +28,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from .errors import NotFoundError, RunError
+from .files import atomic_path, write_json, write_text  # noqa: F401 - handed on (runs.write_json)
 from .models import build_model
 
 FORMAT_VERSION = "1"
@@ -41,32 +41,6 @@ METRICS_FILE = "metrics.jsonl"
 RESUME_FILE = "state/resume.pt"
 
 
-@contextmanager
-def atomic_path(path: str | Path):
-    """Yield a temporary path beside ``path``; rename it over ``path`` only on success."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_text(path: str | Path, text: str) -> None:
-    """Atomically write a text file."""
-    with atomic_path(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
-
-
-def write_json(path: str | Path, data: Any) -> None:
-    """Atomically write pretty JSON."""
-    write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
-
-
 def append_jsonl(path: str | Path, row: dict[str, Any]) -> None:
     """Rewrite a JSON-lines file with one more row (atomic: never a half line on disk)."""
     path = Path(path)
@@ -75,12 +49,38 @@ def append_jsonl(path: str | Path, row: dict[str, Any]) -> None:
 
 
 def save_weights(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, Any]) -> None:
-    """Save tensors as safetensors with ``robustzoo.*`` string metadata, atomically."""
+    """Save tensors as safetensors with ``robustzoo.*`` string metadata, atomically.
+
+    The same tensors and metadata always give the same bytes (so the same sha256): the
+    header's metadata is written in sorted key order (:func:`_canonical_header`).
+    """
     meta = {f"robustzoo.{k}": v if isinstance(v, str) else json.dumps(v) for k, v in metadata.items()}
     meta["format"] = "pt"
     clean = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     with atomic_path(path) as tmp:
         save_file(clean, str(tmp), metadata=meta)
+        _canonical_header(tmp)
+
+
+def _canonical_header(path: Path) -> None:
+    """Rewrite a safetensors header with its ``__metadata__`` keys sorted, in place.
+
+    safetensors (0.8) keeps the metadata in a hash map whose order changes from process to
+    process, so two identical runs wrote weights that differ in bytes. The header is JSON
+    after an 8-byte little-endian length; the tensors' offsets count from the end of the
+    header, so a header of the same length (the same keys and values, reordered) leaves the
+    data untouched; it is padded with spaces, as safetensors pads it.
+    """
+    with open(path, "r+b") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+        header = json.loads(f.read(n))
+        meta = header.pop("__metadata__", None)
+        ordered = ({"__metadata__": dict(sorted(meta.items()))} if meta is not None else {}) | header
+        text = json.dumps(ordered, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        if len(text) > n:  # never: the same characters in another order
+            raise RunError(f"{path}: the reordered safetensors header is longer than the original")
+        f.seek(8)
+        f.write(text + b" " * (n - len(text)))
 
 
 def link_file(src: str | Path, dst: str | Path) -> None:

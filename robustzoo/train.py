@@ -25,7 +25,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import distributed, runs
+from . import distributed, files, runs
 from ._version import __version__
 from .attacks import pgd
 from .config import TrainConfig, apply_sets, check_threat_model
@@ -99,11 +99,16 @@ def resolve(cfg: TrainConfig) -> Resolved:
     if not 0 < c.train_eps_factor < float("inf") or c.eps * c.train_eps_factor > 1:
         raise UsageError(f"train_eps_factor={c.train_eps_factor} must be positive and keep the training "
                          f"ε = {c.eps:.4g}·factor within [0, 1] (e.g. --set train_eps_factor=4/3)")
+    if c.epochs < 1 or c.batch_size < 1:
+        raise UsageError(f"epochs ({c.epochs}) and batch size ({c.batch_size}) must be at least 1")
+    if not 0 < c.lr < float("inf"):  # NaN fails too
+        raise UsageError(f"learning rate {c.lr} must be a positive finite number (e.g. --lr 0.1)")
+    for key in ("momentum", "weight_decay", "gamma", "warmup_epochs"):
+        if not 0 <= float(getattr(c, key)) < float("inf"):
+            raise UsageError(f"{key}={getattr(c, key)} must be a non-negative finite number")
     if c.resume_every < 0 or not 0 <= c.resume_every_minutes < float("inf"):
         raise UsageError(f"resume_every={c.resume_every} (epochs) and resume_every_minutes="
                          f"{c.resume_every_minutes} must be >= 0 (e.g. --set resume_every=5)")
-    if c.epochs < 1 or c.batch_size < 1 or c.lr <= 0:
-        raise UsageError("epochs, batch size and learning rate must be positive")
     if c.optimizer not in ("sgd", "adam"):
         raise UsageError(f"unknown optimizer {c.optimizer!r}; use sgd or adam")
     if c.schedule not in ("piecewise", "cosine", "constant"):
@@ -174,9 +179,9 @@ def _optimizer_kind(state: dict[str, Any]) -> str | None:
 
 def versions() -> dict[str, str]:
     """Package versions recorded with every run."""
-    import timm  # deferred: slow to import, and only a new run needs its version
+    from importlib.metadata import version  # timm's version without importing timm (seconds)
 
-    return {"robustzoo": __version__, "torch": torch.__version__, "timm": timm.__version__,
+    return {"robustzoo": __version__, "torch": torch.__version__, "timm": version("timm"),
             "python": platform.python_version()}
 
 
@@ -355,6 +360,8 @@ class Trainer:
         if self.resume:
             state = self.out / runs.RESUME_FILE
             if not state.is_file():
+                if not (self.out / runs.LAST_FILE).exists() and not (self.out / runs.METRICS_FILE).exists():
+                    return  # stopped before its first epoch ended: start at epoch 0, same settings
                 raise NotFoundError(f"{self.out} has no resumable state ({runs.RESUME_FILE}); "
                                     f"start a new run with `robustzoo train --out DIR`")
             blob = torch.load(state, map_location=self.device, weights_only=True)
@@ -375,12 +382,12 @@ class Trainer:
             if self.dist.is_main:
                 self._forget_metrics_after(self.start_epoch)
             return
-        if cfg_path.exists():
-            raise UsageError(f"{self.out} already holds a run; continue it with "
-                             f"`robustzoo train --resume {self.out}` or choose another --out")
+        # A run, a file, or a folder of other files: refused (files.check_run_dir), never mixed.
+        files.check_run_dir(self.out, create_parent=True)
         distributed.barrier(self.dist)  # every rank has checked before rank 0 writes
         if not self.dist.is_main:
             return
+        files.make_dir(self.out)
         c, h, w = self.spec.shape
         runs.write_json(cfg_path, runs.model_config(self.cfg.arch, self.spec.num_classes, (c, h, w),
                                                     self.spec.mean, self.spec.std, self.robustzoo_block()))

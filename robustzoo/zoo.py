@@ -30,7 +30,6 @@ STATUSES = ("published", "unpublished")
 NORMS = ("linf", "l2")
 
 ALIAS_RE = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
-REPO_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
 COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 
@@ -140,6 +139,25 @@ class ZooEntry:
         return float(eps) if isinstance(eps, (int, float)) else None
 
 
+def repo_id_problem(repo_id: str) -> str | None:
+    """Why ``repo_id`` is not a Hub model id ``org/name`` (None when it is one).
+
+    The Hub's own rules (:func:`huggingface_hub.utils.validate_repo_id`: characters, length,
+    no ``--`` or ``..``, no ``.git`` ending) plus the shape every robustzoo repo has: one
+    organisation or user, one name.
+    """
+    if not isinstance(repo_id, str) or repo_id.count("/") != 1 or not all(repo_id.split("/")):
+        return f"{repo_id!r} is not org/name"
+    # Local import: huggingface_hub takes a while to load; only Hub ids need it.
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as exc:
+        return f"{repo_id!r} is not a Hub repo id: {str(exc).split(': ' + repr(repo_id))[0].rstrip('.')}"
+    return None
+
+
 def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
@@ -196,8 +214,9 @@ def validate_entry(entry: ZooEntry | Mapping[str, Any],
         bad(f"card must be 'model_cards/{raw['name']}.md'")
 
     if status == "published":
-        if not REPO_ID_RE.match(raw["repo_id"]):
-            bad(f"repo_id {raw['repo_id']!r} is not org/name")
+        why = repo_id_problem(raw["repo_id"])
+        if why:
+            bad(f"repo_id {why}")
         if not COMMIT_RE.match(raw["revision"]):
             bad(f"revision {raw['revision']!r} is not a 40-hex commit sha (branches move; pin a commit)")
         files = raw["files"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 
@@ -27,6 +29,15 @@ def assert_one_line_error(code: int, err: str, *needles: str) -> None:
     assert len(lines) == 1, err
     for n in needles:
         assert n in lines[0], (n, lines[0])
+
+
+def install_dist(site: Path, dist: str, version: str, eps: dict[str, str]) -> None:
+    """Make ``site`` hold an installed-distribution record with robustzoo entry points."""
+    info = site / f"{dist.replace('-', '_')}-{version}.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n")
+    lines = "\n".join(f"{k} = {v}" for k, v in eps.items())
+    (info / "entry_points.txt").write_text(f"[robustzoo]\n{lines}\n")
 
 
 class Recorder:

@@ -48,6 +48,8 @@ LAYERS: dict[str, str] = {
     "robustzoo.zoo": "base",  # the zoo index's entry type and schema (pure Python)
     "robustzoo.progress": "base",
     "robustzoo.papers": "base",  # bibliographic facts of methods and nets (plain data)
+    "robustzoo.lazy": "base",  # deferred imports: lazy re-exports, the post-import hook for timm
+    "robustzoo.files": "base",  # atomic writes with the umask, the output-path convention
     # pieces: what training and evaluation are made of
     "robustzoo.data": "pieces",
     "robustzoo.models": "pieces",
@@ -84,10 +86,7 @@ ALLOWED: dict[tuple[str, str], str] = {}
 #: `robustzoo --help` and `import robustzoo` need not pay for them.
 SLOW_LIBRARIES = ("timm", "matplotlib", "huggingface_hub", "pyautoattack", "sklearn", "torchvision")
 #: (module, library) -> why it is imported at the top of the module.
-EAGER_OK: dict[tuple[str, str], str] = {
-    ("robustzoo.models.timm_bridge", "timm"): "the module exists to register the nets with timm "
-                                              "(timm.register_model) when it is imported",
-}
+EAGER_OK: dict[tuple[str, str], str] = {}
 
 
 @dataclass(frozen=True)

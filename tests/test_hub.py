@@ -704,3 +704,33 @@ def test_push_records_the_licence_in_config_json_too(run_dir, hub_server, hf_cac
     assert local["pretrained_cfg"]["license"] == "apache-2.0"  # the run itself is not changed
     pulled["pretrained_cfg"]["license"] = "apache-2.0"
     assert pulled == local
+
+
+def test_huggingface_hubs_own_progress_bars_are_off_during_push_and_pull(run_dir, hub_server, hf_cache,
+                                                                       monkeypatch, capsys):
+    from huggingface_hub.utils import are_progress_bars_disabled
+
+    seen: list[tuple[str, bool]] = []
+    real_download, real_commit = huggingface_hub.hf_hub_download, HfApi.create_commit
+
+    def download(*args, **kwargs):
+        seen.append(("download", are_progress_bars_disabled()))
+        return real_download(*args, **kwargs)
+
+    def commit(self, *args, **kwargs):
+        seen.append(("commit", are_progress_bars_disabled()))
+        return real_commit(self, *args, **kwargs)
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", download)
+    monkeypatch.setattr(HfApi, "create_commit", commit)
+    assert not are_progress_bars_disabled()
+    code, out, err = run_cli(["push", str(run_dir), "--repo-id", REPO, "--endpoint", hub_server.endpoint,
+                              "--token", TEST_TOKEN, "--json"], capsys)
+    assert code == 0, err
+    rev = json.loads(out)["revision"]
+    code, _, err = run_cli(["pull", f"hf-hub:{REPO}@{rev}", "--endpoint", hub_server.endpoint, "--cache-dir",
+                            str(hf_cache)], capsys)
+    assert code == 0, err
+    assert {what for what, _ in seen} == {"download", "commit"} and all(off for _, off in seen), seen
+    assert not are_progress_bars_disabled()  # restored for the rest of the process
+    assert "it/s" not in err and "%|" not in err

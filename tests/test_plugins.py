@@ -12,22 +12,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import run_cli
+from helpers import install_dist, run_cli
 
 from robustzoo import hookspecs, plugins
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "robustzoo-example-plugin"
 METHOD_PLUGINS = ("trades", "mart", "fat", "calibrated", "customized")
-
-
-def install_dist(site: Path, dist: str, version: str, eps: dict[str, str]) -> None:
-    """Make ``site`` hold an installed-distribution record with robustzoo entry points."""
-    info = site / f"{dist.replace('-', '_')}-{version}.dist-info"
-    info.mkdir(parents=True)
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n")
-    lines = "\n".join(f"{k} = {v}" for k, v in eps.items())
-    (info / "entry_points.txt").write_text(f"[robustzoo]\n{lines}\n")
 
 
 @pytest.fixture
@@ -86,6 +77,70 @@ def test_strict_plugins_reraise(broken_site, monkeypatch):
     plugins.reset()
     with pytest.raises(ImportError, match="not installed"):
         plugins.registries()
+
+
+TAKEN_NAMES = """
+import click
+
+from robustzoo import hookimpl
+
+
+@hookimpl
+def register_objectives(register):
+    from robustzoo.objectives import MadryAT
+
+    class SecondAT(MadryAT):
+        description = "an objective called 'at' too"
+
+    register(SecondAT)
+
+
+@hookimpl
+def register_recipes(register):
+    from robustzoo.recipes import Recipe
+
+    register(Recipe("at-prn18", "at", {}, description="a recipe name robustzoo has"))
+    register(Recipe("taken-free", "at", {}, description="a name of its own"))
+
+
+@hookimpl
+def register_commands(cli):
+    @cli.command("env")
+    def env():
+        click.echo("not the real env")
+"""
+
+
+@pytest.fixture
+def taken_site(tmp_path):
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "taken_rz_plugin.py").write_text(TAKEN_NAMES)
+    install_dist(site, "taken-plugin", "0.3", {"taken": "taken_rz_plugin"})
+    return site
+
+
+def test_a_plugin_taking_a_name_is_skipped_with_one_warning_per_name(taken_site):
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(taken_site), os.environ.get("PYTHONPATH", "")]))
+    res = subprocess.run([sys.executable, "-m", "robustzoo", "env", "--json"], env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    info = json.loads(res.stdout)  # the real env, not the plugin's
+    assert info["plugins"]["taken"] == "taken-plugin 0.3"
+    warnings = [ln for ln in res.stderr.splitlines() if ln.startswith("warning:")]
+    assert len(warnings) == 3 and len(res.stderr.splitlines()) == 3, res.stderr
+    for expected in ("plugin 'taken' adds a command 'env', which 'robustzoo' added first; skipped it",
+                     "plugin 'taken' (taken-plugin 0.3) registers objective 'at', which 'robustzoo.builtins' "
+                     "registered first; skipped it",
+                     "registers recipe 'at-prn18', which 'robustzoo.builtins' registered first"):
+        assert sum(expected in w for w in warnings) == 1, (expected, warnings)
+    res = subprocess.run([sys.executable, "-m", "robustzoo", "list", "recipes", "taken", "--json"], env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0 and [r["name"] for r in json.loads(res.stdout)] == ["taken-free"], res.stderr
+    res = subprocess.run([sys.executable, "-m", "robustzoo", "list", "objectives"],
+                         env=dict(env, ROBUSTZOO_STRICT_PLUGINS="1"), capture_output=True, text=True, timeout=120)
+    assert res.returncode != 0 and "Traceback" not in res.stderr, res.stderr
+    assert res.stderr.startswith("error: plugin 'taken' replaces the command 'env'"), res.stderr
 
 
 def test_cli_works_with_every_method_plugin_disabled(tmp_path):

@@ -8,11 +8,14 @@ The losses are pure functions of logits, exported for tests and reuse.
 from __future__ import annotations
 
 from robustzoo import hookimpl
+from robustzoo.lazy import lazy_exports
 from robustzoo.recipes import Recipe
 
-from .losses import batchmean_kl, calibrated_classifier_loss, calibrated_mask_loss
-from .masknet import CifarMaskNet, MnistMaskNet, build_mask_net
-from .objective import CalibratedAT
+# The objective, the losses and the mask nets import torch: handed on lazily, so loading the
+# plugin is free.
+__getattr__ = lazy_exports(__name__, {"CalibratedAT": "objective", **dict.fromkeys(
+    ("batchmean_kl", "calibrated_classifier_loss", "calibrated_mask_loss"), "losses"), **dict.fromkeys(
+    ("CifarMaskNet", "MnistMaskNet", "build_mask_net"), "masknet")})
 
 __all__ = ["CalibratedAT", "calibrated_classifier_loss", "calibrated_mask_loss", "batchmean_kl",
            "build_mask_net", "CifarMaskNet", "MnistMaskNet", "RECIPES"]
@@ -74,6 +77,8 @@ RECIPES = _recipes()
 
 @hookimpl
 def register_objectives(register):
+    from .objective import CalibratedAT  # deferred: imports torch
+
     register(CalibratedAT)
 
 
@@ -85,6 +90,6 @@ def register_recipes(register):
 
 @hookimpl
 def register_commands(cli):
-    from .viz import add_commands
+    from .commands import add_commands
 
     add_commands(cli)

@@ -9,12 +9,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import click
 import torch
 
 from robustzoo.data import load_splits, select_examples
-from robustzoo.devices import resolve_device
 from robustzoo.errors import NotFoundError, RunError, UsageError
+from robustzoo.files import check_output_file
 from robustzoo.objectives import ObjectiveContext
 from robustzoo.plugins import registry
 from robustzoo.runs import AUX_FILE, atomic_path, load_run, load_state_strict, read_weights
@@ -82,7 +81,8 @@ def mask_figure(run_dir: str | Path, out: str | Path, n: int = 8, seed: int = 0,
         device: torch device.
 
     Returns:
-        Summary: path, size in pixels, labels, predictions on x' and x_cal, mean mask.
+        Summary: path, size in pixels, labels, predictions on x' and x_cal, mean mask, and
+        whether a file at ``out`` was replaced.
     """
     import matplotlib  # deferred: slow to import, and only this command draws
 
@@ -91,6 +91,7 @@ def mask_figure(run_dir: str | Path, out: str | Path, n: int = 8, seed: int = 0,
 
     if n < 1:
         raise UsageError(f"--n must be at least 1, got {n}")
+    replaced = check_output_file(out, "--out")  # before the attack: a missing folder is refused
     model, objective, cfg = load_calibrated_run(run_dir, device)
     rz = cfg["robustzoo"]
     spec = registry("datasets").get(rz["dataset"])
@@ -139,36 +140,4 @@ def mask_figure(run_dir: str | Path, out: str | Path, n: int = 8, seed: int = 0,
         plt.close(fig)
     return {"path": str(out), "size_px": list(figure_size_px(k)), "labels": y.tolist(),
             "pred_adv": pred_adv.tolist(), "pred_cal": pred_cal.tolist(),
-            "mask_mean": float(m.mean())}
-
-
-def add_commands(cli: Any) -> None:
-    """Add ``robustzoo viz masks`` (creating the ``viz`` group unless another plugin did)."""
-    group = cli.commands.get("viz") if hasattr(cli, "commands") else None
-    if group is None:
-        @cli.group("viz")
-        def viz() -> None:
-            """Pictures of trained runs."""
-
-        group = viz
-    elif not isinstance(group, click.Group):
-        raise RuntimeError("another plugin registered a 'viz' command that is not a group")
-
-    @group.command("masks")
-    @click.argument("run_dir", type=click.Path())
-    @click.option("--out", default="masks.png", show_default=True, type=click.Path(),
-                  help="PNG file to write")
-    @click.option("--n", "n", default=8, show_default=True, type=int, help="number of test images")
-    @click.option("--seed", default=0, show_default=True, type=int, help="image choice and attack start")
-    @click.option("--data-dir", type=click.Path(), help="where the dataset files live")
-    @click.option("--device", default="auto", show_default=True, help="auto (CUDA when present), cpu, cuda")
-    def masks(run_dir, out, n, seed, data_dir, device) -> None:
-        """Save natural / adversarial / mask / calibrated images of a Calibrated AT run.
-
-        \b
-        Example:
-          robustzoo viz masks runs/calibrated-digits-... --out masks.png --n 8
-        """
-        info = mask_figure(run_dir, out, n=n, seed=seed, data_dir=data_dir, device=resolve_device(device))
-        w, h = info["size_px"]
-        click.echo(f"wrote {info['path']} ({w}x{h} px; mean mask {info['mask_mean']:.3f})")
+            "mask_mean": float(m.mean()), "replaced": replaced}

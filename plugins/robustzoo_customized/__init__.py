@@ -8,10 +8,12 @@ functions, exported for tests and reuse.
 from __future__ import annotations
 
 from robustzoo import hookimpl
+from robustzoo.lazy import lazy_exports
 from robustzoo.recipes import Recipe
 
-from .losses import customized_loss, customized_loss_per_example, logit_margin, soft_ce, soft_labels
-from .objective import CustomizedAT
+# The objective and the losses import torch: handed on lazily, so loading the plugin is free.
+__getattr__ = lazy_exports(__name__, {"CustomizedAT": "objective", **dict.fromkeys(
+    ("customized_loss", "customized_loss_per_example", "logit_margin", "soft_ce", "soft_labels"), "losses")})
 
 __all__ = ["CustomizedAT", "customized_loss", "customized_loss_per_example", "soft_labels", "soft_ce",
            "logit_margin", "RECIPES"]
@@ -67,6 +69,8 @@ RECIPES = _recipes()
 
 @hookimpl
 def register_objectives(register):
+    from .objective import CustomizedAT  # deferred: imports torch
+
     register(CustomizedAT)
 
 

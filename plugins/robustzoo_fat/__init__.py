@@ -8,11 +8,13 @@ early-stopped PGD-K-τ search, usable on its own. Documentation: docs/methods/fa
 from __future__ import annotations
 
 from robustzoo import hookimpl
+from robustzoo.lazy import lazy_exports
 from robustzoo.recipes import Recipe
 
-from .early_stop import early_stopped_pgd
-from .objective import FAT, VARIANTS, Variant
-from .schedule import TauSchedule
+# The objective and the early-stopped search import torch: handed on lazily, so loading the
+# plugin is free.
+__getattr__ = lazy_exports(__name__, {"FAT": "objective", "VARIANTS": "objective", "Variant": "objective",
+                                      "TauSchedule": "schedule", "early_stopped_pgd": "early_stop"})
 
 __all__ = ["FAT", "VARIANTS", "Variant", "TauSchedule", "early_stopped_pgd"]
 
@@ -21,6 +23,8 @@ _CODE = "github.com/zjfheart/Friendly-Adversarial-Training"
 
 @hookimpl
 def register_objectives(register):
+    from .objective import FAT  # deferred: imports torch
+
     register(FAT)
 
 

@@ -8,10 +8,12 @@ Documentation: docs/methods/mart.md.
 from __future__ import annotations
 
 from robustzoo import hookimpl
+from robustzoo.lazy import lazy_exports
 from robustzoo.recipes import Recipe
 
-from .losses import boosted_ce, mart_loss, weighted_kl
-from .objective import MART
+# The objective and the losses import torch: handed on lazily, so loading the plugin is free.
+__getattr__ = lazy_exports(__name__, {"MART": "objective", "mart_loss": "losses", "boosted_ce": "losses",
+                                      "weighted_kl": "losses"})
 
 __all__ = ["MART", "mart_loss", "boosted_ce", "weighted_kl"]
 
@@ -20,6 +22,8 @@ _CODE = "github.com/YisenWang/MART"
 
 @hookimpl
 def register_objectives(register):
+    from .objective import MART  # deferred: imports torch
+
     register(MART)
 
 

@@ -8,10 +8,13 @@ Documentation: docs/methods/trades.md.
 from __future__ import annotations
 
 from robustzoo import hookimpl
+from robustzoo.lazy import lazy_exports
 from robustzoo.recipes import Recipe
 
-from .losses import kl_attack_loss, kl_per_example, trades_loss
-from .objective import TRADES, clean_target
+# The objective and the losses import torch: handed on lazily, so loading the plugin is free.
+__getattr__ = lazy_exports(__name__, {"TRADES": "objective", "clean_target": "objective",
+                                      "trades_loss": "losses", "kl_per_example": "losses",
+                                      "kl_attack_loss": "losses"})
 
 __all__ = ["TRADES", "trades_loss", "kl_per_example", "kl_attack_loss", "clean_target"]
 
@@ -20,6 +23,8 @@ _CODE = "github.com/yaodongyu/TRADES"
 
 @hookimpl
 def register_objectives(register):
+    from .objective import TRADES  # deferred: imports torch
+
     register(TRADES)
 
 

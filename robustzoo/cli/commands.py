@@ -15,8 +15,9 @@ from click.core import ParameterSource
 from rich.console import Console
 from rich.table import Table
 
+from .. import files
 from .._version import __version__
-from ..errors import UsageError
+from ..errors import Interrupted, UsageError
 from ..plugins import plugin_infos, registry
 from ..ui import RichProgress, health_table, results_table, sweep_table
 
@@ -75,10 +76,14 @@ def _emit_json(data: Any, target: str | None) -> None:
     if target in (None, "-"):
         click.echo(text)
     else:
-        from ..runs import write_text  # deferred: imports torch
+        write_file(target, text + "\n", "--json")
 
-        write_text(target, text + "\n")
-        err.print(f"wrote {target}")
+
+def write_file(path: str, text: str, option: str) -> None:
+    """Write an output file a user named (files.check_output_file), saying so when it replaced one."""
+    existed = files.check_output_file(path, option)
+    files.write_text(path, text)
+    err.print(files.replaced_note(path, existed))
 
 
 @cli.command(context_settings=dict(CONTEXT, ignore_unknown_options=True, allow_extra_args=True))
@@ -144,8 +149,11 @@ def train(ctx: click.Context, recipe, objective, dataset, arch, attack, eps, alp
                                        data_dir=data_dir, device=device, seed=seed, precision=precision,
                                        compile=compile_mode)).config
             distributed.per_process_batch_size(cfg.batch_size, nproc)
+            target = Path(out) if out else default_out_dir(cfg)
+            files.check_run_dir(target, "--out", create_parent=not out)
             if not out:
-                args = ["train", f"--out={default_out_dir(cfg)}", *args[1:]]
+                files.make_dir(target.parent)  # robustzoo's own runs/: the processes check --out
+                args = ["train", f"--out={target}", *args[1:]]
         err.print(f"launching {nproc} processes: {' '.join(distributed.launch_command(nproc, args)[2:])}")
         code = distributed.launch(nproc, args)
         if code:
@@ -175,6 +183,8 @@ def train(ctx: click.Context, recipe, objective, dataset, arch, attack, eps, alp
                            data_dir=data_dir, device=device, seed=seed, precision=precision,
                            compile=compile_mode)
         run_dir = Path(out) if out else default_out_dir(cfg)
+        # Before the data loads: a missing folder, a file or a folder of other files is refused.
+        files.check_run_dir(run_dir, "--out", create_parent=not out)
         trainer = Trainer(cfg, run_dir, progress=bars)
         run_dir = trainer.out  # under torchrun: rank 0's choice
     c = trainer.cfg
@@ -183,8 +193,11 @@ def train(ctx: click.Context, recipe, objective, dataset, arch, attack, eps, alp
         err.print(f"training [bold]{c.objective}[/bold] on {c.dataset} ({len(trainer.train_data)} images) with "
                   f"{c.arch}, ε={c.eps:.4g}, {c.epochs} epochs, on {trainer.device}{procs} ({c.precision}"
                   f"{', compiled' if c.compile != 'off' else ''}) → {run_dir}")
-    with bars:
-        report = trainer.fit()
+    try:
+        with bars:
+            report = trainer.fit()
+    except KeyboardInterrupt:
+        raise Interrupted(interrupted_training(run_dir, c.epochs)) from None
     if report is None:  # a rank other than 0: rank 0 reports
         return
     if as_json:
@@ -193,6 +206,27 @@ def train(ctx: click.Context, recipe, objective, dataset, arch, attack, eps, alp
         stdout.print(results_table(report, title=f"{c.objective} on {c.dataset} (test, best epoch "
                                                f"{report.get('best_epoch')})"))
         stdout.print(f"run directory: {run_dir}   next: robustzoo eval {run_dir} --attacks clean,fgsm,pgd20,pgd100,cw")
+
+
+def interrupted_training(run_dir: Path, epochs: int) -> str:
+    """What a Ctrl-C during training kept in ``run_dir``, and the command that continues it."""
+    from ..runs import CONFIG_FILE, METRICS_FILE  # deferred, as at the top (torch is loaded by now)
+
+    metrics = run_dir / METRICS_FILE  # one line per finished epoch
+    rows = [ln for ln in metrics.read_text(encoding="utf-8").splitlines() if ln.strip()] \
+        if metrics.is_file() else []
+    done = json.loads(rows[-1]).get("epoch", len(rows)) if rows else 0
+    resume = f"`robustzoo train --resume {run_dir}`"
+    if not (run_dir / CONFIG_FILE).is_file():
+        return f"training had not started; nothing was written to {run_dir}"
+    if done == 0:
+        return (f"no epoch had finished, so no weights were kept ({run_dir} holds the settings); "
+                f"start it again with {resume}")
+    if done >= epochs:
+        return (f"all {epochs} epochs had finished and are kept in {run_dir}; the final evaluation was "
+                f"cut short: {resume} runs it")
+    return (f"kept epoch {done} of {epochs} in {run_dir} (last.safetensors and the optimiser state; "
+            f"model.safetensors is the best so far); continue with {resume}")
 
 
 def _relaunch_args(ctx: click.Context) -> list[str]:
@@ -217,7 +251,8 @@ def _relaunch_args(ctx: click.Context) -> list[str]:
 @click.argument("model")
 @click.option("--suite", help="named attack set: quick (clean,pgd20,apgd-dlr on 1,000), paper, autoattack")
 @click.option("--attacks", help="comma-separated attack names (default clean,pgd20; see `robustzoo list attacks`)")
-@click.option("--n", type=int, help="evaluate on N test images (seeded choice; default: the suite's, else all)")
+@click.option("--n", type=click.IntRange(min=1), help="evaluate on N test images (seeded choice; default: "
+              "the suite's, else all)")
 @click.option("--eps", help="override the run's ε (on the [0,1] scale, e.g. 8/255)")
 @click.option("--seed", type=int, default=0, show_default=True, help="chooses the N images and seeds the attacks")
 @click.option("--cascade/--full", default=False, show_default=True,
@@ -229,7 +264,7 @@ def _relaunch_args(ctx: click.Context) -> list[str]:
               help="attack option: kappa, cw_rand_init, square_queries, apgd_restarts, eot_iter, aa_version")
 @click.option("--no-health", is_flag=True, help="skip the gradient-masking checks")
 @click.option("--no-resume", is_flag=True, help="ignore RUN_DIR/eval_flags.safetensors and start afresh")
-@click.option("--batch-size", type=int, default=256, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
 @click.option("--device", default="auto", show_default=True)
 @click.option("--data-dir", type=click.Path())
 @click.option("--revision", help="Hub revision (commit sha) for hub models")
@@ -259,20 +294,21 @@ def eval_cmd(model, suite, attacks, n, eps, seed, cascade, eps_sweep, plot, sets
     from ..eval import parse_attack_options
     from ..objectives import parse_number
 
-    eps_v = None
-    if eps is not None:
-        try:
-            eps_v = parse_number(eps)
-        except (ValueError, ZeroDivisionError):
-            raise UsageError(f"--eps {eps!r} is not a number (e.g. 0.1 or 8/255)") from None
-    with RichProgress() as bars:
-        report = evaluate(model, attacks, n=n, eps=eps_v, seed=seed, batch_size=batch_size, device=device,
-                          data_dir=data_dir, progress=bars, revision=revision, endpoint=endpoint,
-                          cache_dir=cache_dir, suite=suite, cascade=cascade, options=parse_attack_options(sets),
-                          eps_sweep=eps_sweep, plot=plot, health=not no_health, resume=not no_resume,
-                          precision=precision)
+    eps_v = None if eps is None else parse_number(eps, "--eps")
+    # Output paths are checked before hours of attacks, not after (files.check_output_file).
+    replaced = {opt: files.check_output_file(path, opt) for opt, path in (("--plot", plot), ("--json", json_out))
+                if path not in (None, "-")}
+    try:
+        with RichProgress() as bars:
+            report = evaluate(model, attacks, n=n, eps=eps_v, seed=seed, batch_size=batch_size, device=device,
+                              data_dir=data_dir, progress=bars, revision=revision, endpoint=endpoint,
+                              cache_dir=cache_dir, suite=suite, cascade=cascade,
+                              options=parse_attack_options(sets), eps_sweep=eps_sweep, plot=plot,
+                              health=not no_health, resume=not no_resume, precision=precision)
+    except KeyboardInterrupt:
+        raise Interrupted(_interrupted_eval(model)) from None
     if plot:
-        err.print(f"wrote {plot}")
+        err.print(files.replaced_note(plot, replaced["--plot"]))
     _say_record(model, report)
     if json_out == "-":
         _emit_json(report, "-")
@@ -297,6 +333,19 @@ def _say_record(model: str, report: dict[str, Any]) -> None:
     err.print(f"wrote {run / rec['path']}", soft_wrap=True)
     why = "this evaluation" if rec["is_canonical"] else "kept: a stronger protocol (docs/evaluation.md)"
     err.print(f"canonical record {run / 'eval.json'} = {rec['canonical_path']} ({why})", soft_wrap=True)
+
+
+def _interrupted_eval(model: str) -> str:
+    from ..eval import FLAGS_FILE  # deferred, as at the top (torch is loaded by now)
+
+    flags = Path(model) / FLAGS_FILE
+    if flags.is_file():
+        return (f"the per-example outcomes of every finished batch are kept in {flags}; run the same "
+                f"command again to resume from them (--no-resume starts afresh)")
+    if Path(model).is_dir():
+        return "no batch had finished, so nothing was kept; run the same command again"
+    return (f"nothing was kept ({model} is not a run directory, whose evaluations keep their per-example "
+            f"outcomes); run the same command again")
 
 
 @cli.command()
@@ -456,11 +505,9 @@ def plugins(as_json: bool) -> None:
 
 def env_info() -> dict[str, Any]:
     """Versions, device and plugins, for bug reports."""
-    # deferred: heavy libraries that only this command needs
-    import huggingface_hub
-    import safetensors
-    import timm
-    import torch
+    from importlib.metadata import version
+
+    import torch  # deferred: only this command needs it (the device); the rest are versions
 
     cuda = torch.cuda.is_available()
     return {
@@ -473,9 +520,7 @@ def env_info() -> dict[str, Any]:
         "devices": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if cuda else [],
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
-        "timm": timm.__version__,
-        "huggingface_hub": huggingface_hub.__version__,
-        "safetensors": safetensors.__version__,
+        **{dist: version(dist) for dist in ("timm", "huggingface_hub", "safetensors")},
         "plugins": {i.name: f"{i.distribution} {i.version}" for i in plugin_infos()},
         "env": {k: v for k, v in os.environ.items() if k.startswith(("ROBUSTZOO_", "HF_HUB_", "HF_ENDPOINT"))},
     }

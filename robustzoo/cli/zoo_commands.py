@@ -12,20 +12,15 @@ from pathlib import Path
 from typing import Any
 
 import click
+from click.core import ParameterSource
 
-from ..errors import UsageError
-from .commands import CONTEXT, err, stdout
+from .. import files
+from ..errors import Interrupted, UsageError
+from .commands import CONTEXT, err, stdout, write_file
 
 
 def _consoles():
     return stdout, err
-
-
-def _write_file(path: str, text: str) -> None:
-    from ..runs import write_text
-
-    write_text(path, text)
-    _consoles()[1].print(f"wrote {path}")
 
 
 @click.command(context_settings=CONTEXT)
@@ -58,6 +53,8 @@ def leaderboard(runs_dir, with_zoo, as_json, html_out) -> None:
 
     if runs_dir is None and not with_zoo:
         raise UsageError("give a folder of run directories (robustzoo leaderboard runs/) or --zoo")
+    if html_out:
+        files.check_output_file(html_out, "--html")
     if runs_dir is not None and not run_dirs(runs_dir):
         raise UsageError(f"{runs_dir} holds no run directories (a run has a config.json); train one with "
                          f"`robustzoo train --out {Path(runs_dir) / 'NAME'}`")
@@ -65,7 +62,7 @@ def leaderboard(runs_dir, with_zoo, as_json, html_out) -> None:
     stdout, err = _consoles()
     if html_out:
         title = "robustzoo leaderboard" + (f": {runs_dir}" if runs_dir else ": zoo")
-        _write_file(html_out, html_page(lb, title=title, generator=f"robustzoo {__version__}"))
+        write_file(html_out, html_page(lb, title=title, generator=f"robustzoo {__version__}"), "--html")
     if as_json:
         click.echo(json.dumps(lb.to_dict(), indent=2))
         return
@@ -105,12 +102,14 @@ def export_robustbench(run_dir, out, as_json) -> None:
     from ..hub import read_eval
     from ..robustbench import robustbench_record
 
+    if out:
+        files.check_output_file(out, "--out")
     config = runs.read_config(run_dir)
     record = robustbench_record(config, read_eval(Path(run_dir)))
     text = json.dumps(record, indent=2) + "\n"
     stdout, err = _consoles()
     if out:
-        _write_file(out, text)
+        write_file(out, text, "--out")
     if record["autoattack_acc"] is None:
         err.print(f"warning: no standard AutoAttack result, so autoattack_acc is null (RobustBench ranks by "
                   f"it); run `robustzoo eval {run_dir} --suite autoattack`")
@@ -175,12 +174,26 @@ def zoo_publish(names, org, every, index_path, runs_dir, cards_dir, endpoint, to
         raise UsageError(f"--n {n} must be a positive number of test images")
     if every and names:
         raise UsageError("give entry names or --all, not both")
+    # Before any training: the cards go into an existing folder; the runs folder may be created,
+    # as robustzoo's own default runs/zoo is, but a folder you name needs an existing parent.
+    if not Path(cards_dir).is_dir():
+        raise UsageError(f"--cards-dir {cards_dir}: folder does not exist; create it (mkdir -p {cards_dir}) "
+                         f"or run from the repository, which has model_cards/")
+    given = click.get_current_context().get_parameter_source("runs_dir") == ParameterSource.COMMANDLINE
+    if given and not Path(runs_dir).is_dir() and not Path(runs_dir).parent.is_dir():
+        raise UsageError(f"--runs-dir {runs_dir}: folder {Path(runs_dir).parent} does not exist; create it "
+                         f"first (mkdir -p {Path(runs_dir).parent}) or check the path")
     stdout, err = _consoles()
-    results = publish_entries(names, org=org, every=every, index_path=index_path, runs_dir=runs_dir,
-                              cards_dir=cards_dir, endpoint=endpoint, token=token, cache_dir=cache_dir,
-                              private=private, data_dir=data_dir, device=device,
-                              train_overrides=parse_set_options(sets), n=n, republish=republish,
-                              progress=lambda name, msg: err.print(f"{name}: {msg}"))
+    try:
+        results = publish_entries(names, org=org, every=every, index_path=index_path, runs_dir=runs_dir,
+                                  cards_dir=cards_dir, endpoint=endpoint, token=token, cache_dir=cache_dir,
+                                  private=private, data_dir=data_dir, device=device,
+                                  train_overrides=parse_set_options(sets), n=n, republish=republish,
+                                  progress=lambda name, msg: err.print(f"{name}: {msg}"))
+    except KeyboardInterrupt:
+        raise Interrupted(f"entries pinned so far stay pinned, and a run in {runs_dir}/<alias> keeps its "
+                          f"finished epochs and evaluated batches; run the same command again: it skips "
+                          f"what is done and resumes the rest") from None
     if as_json:
         click.echo(json.dumps([r.to_dict() for r in results], indent=2))
         return

@@ -78,11 +78,7 @@ def parse_eps_list(text: str | list[float] | tuple[float, ...]) -> list[float]:
         for tok in str(text).split(","):
             if not tok.strip():
                 continue
-            try:
-                values.append(parse_number(tok))
-            except (ValueError, ZeroDivisionError):
-                raise UsageError(f"--eps-sweep value {tok.strip()!r} is not a number "
-                                 "(e.g. 0,2/255,8/255)") from None
+            values.append(parse_number(tok.strip(), "--eps-sweep value"))
     if not values:
         raise UsageError("--eps-sweep needs at least one ε, e.g. 0,2/255,4/255,8/255")
     for v in values:

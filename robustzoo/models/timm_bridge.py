@@ -1,7 +1,9 @@
 """Registers the native nets in timm's model registry.
 
 Once robustzoo is imported, ``timm.create_model("preact_resnet18", num_classes=10)`` builds
-our CIFAR net (timm's ImageNet stems are wrong for 32x32), and a Hub repo whose config.json
+our CIFAR net (timm's ImageNet stems are wrong for 32x32): ``import robustzoo`` does not
+import timm (it takes seconds), it asks for :func:`register_with_timm` to run as soon as timm
+is imported (:func:`robustzoo.lazy.when_imported`). A Hub repo whose config.json
 names one of them loads with ``timm.create_model("hf-hub:org/name", pretrained=True)`` —
 also with a new head (``num_classes=5``): the default configs below name each net's
 ``classifier`` and ``first_conv``, which timm needs to drop or adapt those layers.
@@ -17,8 +19,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
-
-from timm.models import build_model_with_cfg, register_model
 
 from ..papers import ARCHITECTURES, timm_paper_fields
 from .nets import CNNMnist, PreActResNet18, SmallCNN, WideResNet
@@ -85,40 +85,53 @@ def _hub_cfg(variant: str, pretrained_cfg: dict[str, Any], cache_dir: Any) -> di
 
 
 def _build(cls, variant: str, pretrained: bool, **kwargs):
+    # Local import: this module is imported without timm (runs reads default_cfgs); timm is
+    # loaded whenever these factories run, since timm calls them.
+    from timm.models import build_model_with_cfg
+
     if pretrained and isinstance(kwargs.get("pretrained_cfg"), dict):
         kwargs["pretrained_cfg"] = _hub_cfg(variant, kwargs["pretrained_cfg"], kwargs.get("cache_dir"))
     return build_model_with_cfg(cls, variant, pretrained, **kwargs)
 
 
-def _noop_registered(name: str) -> bool:
+def preact_resnet18(pretrained: bool = False, **kwargs):
+    """PreAct ResNet-18 for 32x32 inputs (robustzoo)."""
+    return _build(PreActResNet18, "preact_resnet18", pretrained, **kwargs)
+
+
+def wrn34_10(pretrained: bool = False, **kwargs):
+    """WideResNet-34-10 for 32x32 inputs (robustzoo)."""
+    return _build(WideResNet, "wrn34_10", pretrained, depth=34, widen=10, **kwargs)
+
+
+def wrn28_10(pretrained: bool = False, **kwargs):
+    """WideResNet-28-10 for 32x32 inputs (robustzoo)."""
+    return _build(WideResNet, "wrn28_10", pretrained, depth=28, widen=10, **kwargs)
+
+
+def cnn_mnist(pretrained: bool = False, **kwargs):
+    """Calibrated AT's 4-conv/2-FC MNIST net (robustzoo)."""
+    return _build(CNNMnist, "cnn_mnist", pretrained, **kwargs)
+
+
+def smallcnn(pretrained: bool = False, **kwargs):
+    """TRADES' MNIST net (robustzoo)."""
+    return _build(SmallCNN, "smallcnn", pretrained, **kwargs)
+
+
+ENTRYPOINTS = (preact_resnet18, wrn34_10, wrn28_10, cnn_mnist, smallcnn)
+
+
+def register_with_timm() -> None:
+    """Add the nets to timm's registry (with their default configs); once per process.
+
+    timm reads each entrypoint's default config from this module's ``default_cfgs`` (keyed by
+    the function's name) when it registers it.
+    """
+    # Local import: called when timm has just been imported (or by whoever wants timm now).
     import timm
+    from timm.models import register_model
 
-    return timm.is_model(name)
-
-
-if not _noop_registered("preact_resnet18"):
-
-    @register_model
-    def preact_resnet18(pretrained: bool = False, **kwargs):
-        """PreAct ResNet-18 for 32x32 inputs (robustzoo)."""
-        return _build(PreActResNet18, "preact_resnet18", pretrained, **kwargs)
-
-    @register_model
-    def wrn34_10(pretrained: bool = False, **kwargs):
-        """WideResNet-34-10 for 32x32 inputs (robustzoo)."""
-        return _build(WideResNet, "wrn34_10", pretrained, depth=34, widen=10, **kwargs)
-
-    @register_model
-    def wrn28_10(pretrained: bool = False, **kwargs):
-        """WideResNet-28-10 for 32x32 inputs (robustzoo)."""
-        return _build(WideResNet, "wrn28_10", pretrained, depth=28, widen=10, **kwargs)
-
-    @register_model
-    def cnn_mnist(pretrained: bool = False, **kwargs):
-        """Calibrated AT's 4-conv/2-FC MNIST net (robustzoo)."""
-        return _build(CNNMnist, "cnn_mnist", pretrained, **kwargs)
-
-    @register_model
-    def smallcnn(pretrained: bool = False, **kwargs):
-        """TRADES' MNIST net (robustzoo)."""
-        return _build(SmallCNN, "smallcnn", pretrained, **kwargs)
+    for fn in ENTRYPOINTS:
+        if not timm.is_model(fn.__name__):
+            register_model(fn)
