@@ -106,7 +106,8 @@ def train_commands(out: Path, seeds: list[int], methods: list[str], reduced: boo
     return cmds
 
 
-def eval_commands(out: Path, reduced: bool, sweep: str, device: str) -> list[list[str]]:
+def eval_commands(out: Path, reduced: bool, sweep: str, device: str, aa_large_n: int = 0,
+                  aa_large_methods: list[str] | None = None) -> list[list[str]]:
     """The evaluations still missing for every finished run (one with eval.json) under ``out``.
 
     Full protocol: the ``paper`` and ``autoattack`` suites on the whole test set. Reduced:
@@ -114,6 +115,10 @@ def eval_commands(out: Path, reduced: bool, sweep: str, device: str) -> list[lis
     training's own evaluation stays in the run's history (RUN/evals/, ``"source": "train"``),
     whatever later evaluations do to RUN/eval.json. docs/make_results.py reads all four. An
     existing file is kept (delete it to re-run).
+
+    ``aa_large_n`` > 0 adds standard AutoAttack (with clean and PGD-20) on that many images for
+    the runs of ``aa_large_methods`` (RUN/eval-autoattack-large.json): the same seeded images
+    for every run, so methods can be compared pair by pair on them.
     """
     r = REDUCED_EVAL if reduced else dict(n=None, aa_n=None, sweep_n=None)
     jobs = {
@@ -121,12 +126,16 @@ def eval_commands(out: Path, reduced: bool, sweep: str, device: str) -> list[lis
         "autoattack": (r["aa_n"], ["--attacks", "clean,pgd20,autoattack"] if reduced else ["--suite", "autoattack"]),
         "sweep": (r["sweep_n"], ["--attacks", "pgd20", "--eps-sweep", sweep]),
     }
+    if aa_large_n:
+        jobs["autoattack-large"] = (aa_large_n, ["--attacks", "clean,pgd20,autoattack"])
     finished = sorted(p for p in out.iterdir() if (p / "eval.json").is_file()) if out.is_dir() else []
     cmds = []
     # Suite by suite, so that parallel jobs work on different run directories (each
     # evaluation also updates RUN/eval.json and RUN/eval_flags.safetensors).
     for name, (n, args) in jobs.items():
         for run in finished:
+            if name == "autoattack-large" and run.name.rsplit("-s", 1)[0] not in (aa_large_methods or []):
+                continue
             target = run / f"eval-{name}.json"
             if not target.is_file():
                 cmds.append([sys.executable, "-m", "robustzoo", "eval", str(run), "--device", device]
@@ -170,6 +179,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--jobs", type=int, default=1, help="runs in parallel (each gets cores/jobs threads)")
     ap.add_argument("--threads", type=int, help="torch threads per run (default: cores/jobs)")
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--aa-large-n", type=int, default=0,
+                    help="eval: also standard AutoAttack on this many images for --aa-large-methods")
+    ap.add_argument("--aa-large-methods", default="", help="methods for --aa-large-n (comma-separated)")
     args = ap.parse_args(argv)
     methods = [m for m in args.methods.split(",") if m]
     unknown = [m for m in methods if m not in METHODS]
@@ -179,7 +191,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.stage == "train":
         cmds = train_commands(args.out, seeds, methods, args.reduced, args.device)
     else:
-        cmds = eval_commands(args.out, args.reduced, args.sweep, args.device)
+        cmds = eval_commands(args.out, args.reduced, args.sweep, args.device, args.aa_large_n,
+                             [m for m in args.aa_large_methods.split(",") if m])
     record_protocol(args.out, args.stage, seeds, methods, args.reduced, args.sweep)
     threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
     logs = args.out / "logs"

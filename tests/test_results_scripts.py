@@ -53,6 +53,17 @@ def test_reduced_evaluations_use_one_seeded_sample_at_three_sizes(tmp_path):
     assert "--seed" not in paper + aa  # the same default seed: the 200 are the first of the 1,000
 
 
+def test_large_autoattack_sample_only_for_the_chosen_methods(tmp_path):
+    _fake_run(tmp_path, "at-s0")
+    _fake_run(tmp_path, "mart-s0")
+    cmds = zoo.eval_commands(tmp_path, reduced=True, sweep="0,0.1", device="cpu", aa_large_n=1000,
+                             aa_large_methods=["at"])
+    large = [c for c in cmds if _opt(c, "--json").endswith("eval-autoattack-large.json")]
+    assert len(large) == 1 and str(tmp_path / "at-s0") in large[0]
+    assert _opt(large[0], "--n") == "1000" and _opt(large[0], "--attacks") == "clean,pgd20,autoattack"
+    assert len(cmds) == 2 * 3 + 1
+
+
 def test_full_protocol_runs_the_suites_on_the_whole_test_set(tmp_path):
     _fake_run(tmp_path, "at-s0")
     _fake_run(tmp_path, "mart-s0")
