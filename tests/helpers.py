@@ -67,3 +67,15 @@ class Recorder:
 
     def updates(self, task: str) -> list[tuple[int, dict]]:
         return [(e[2], e[3]) for e in self.of("update") if e[1] == task]
+
+
+def load_script(path: str):
+    """Import a script of the repository (benchmarks/..., docs/...) as a module, by its path."""
+    import importlib.util
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location(Path(path).stem, root / path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod

@@ -2,24 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 from eval_helpers import trained_mlp, write_run
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _script(path: str):
-    spec = importlib.util.spec_from_file_location(Path(path).stem, ROOT / path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+from helpers import load_script
 
 
 def test_autoattack_overhead_times_both_on_the_same_examples(tmp_path, capsys):
-    bench = _script("benchmarks/autoattack_overhead.py")
+    bench = load_script("benchmarks/autoattack_overhead.py")
     run = write_run(tmp_path / "run", trained_mlp(adversarial=False))
     out = tmp_path / "aa.json"
     assert bench.main(["--run", str(run), "--n", "6", "--repeats", "2", "--square-queries", "10",

@@ -10,6 +10,7 @@ from pathlib import Path
 import huggingface_hub
 import pytest
 import torch
+from helpers import run_cli
 from huggingface_hub import HfApi, ModelCard
 
 from robustzoo import api, cards, hub, runs
@@ -27,18 +28,6 @@ zoo_plugin = fixtures.zoo_plugin
 REPO = "robustzoo-test/tiny-at"
 
 
-def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
-    """Run the robustzoo CLI in-process; returns (exit code, stdout, stderr)."""
-    from robustzoo.cli import main
-
-    capsys.readouterr()
-    try:
-        main(args)
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def assert_one_line_error(code: int, err: str, *needles: str) -> str:

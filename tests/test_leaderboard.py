@@ -7,23 +7,11 @@ import shutil
 from pathlib import Path
 
 import pytest
+from helpers import run_cli
 
 from robustzoo import leaderboard as lb
 from robustzoo import runs
 from robustzoo.robustbench import FIELDS, robustbench_record
-
-
-def run_cli(args, capsys):
-    from robustzoo.cli import main
-
-    capsys.readouterr()
-    try:
-        main(args)
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def _result(attack: str, correct: int, n: int, **extra) -> dict:

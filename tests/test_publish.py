@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
+from helpers import run_cli
 
 from robustzoo import hub
 from robustzoo.recipes import Recipe
@@ -49,17 +50,6 @@ def zoo_dir(tmp_path, recipe_plugin) -> Path:
     return tmp_path
 
 
-def run_cli(args, capsys):
-    from robustzoo.cli import main
-
-    capsys.readouterr()
-    try:
-        main(args)
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def _args(zoo_dir: Path, hub_server, hf_cache, *extra: str) -> list[str]:

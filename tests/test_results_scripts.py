@@ -3,25 +3,15 @@ evaluations, docs/make_results.py turns run directories into the page, figures a
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 import sys
 from pathlib import Path
 
 import pytest
+from helpers import load_script
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _script(path: str):
-    spec = importlib.util.spec_from_file_location(Path(path).stem, ROOT / path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-zoo = _script("benchmarks/fmnist_zoo.py")
+zoo = load_script("benchmarks/fmnist_zoo.py")
 
 
 def _fake_run(root: Path, name: str, *, finished: bool = True) -> Path:
@@ -113,7 +103,7 @@ def test_make_results_builds_page_cards_and_figure(at_run, tmp_path, monkeypatch
     zoo.record_protocol(root, "train", [0], ["at"], True, zoo.SWEEP)
     page = tmp_path / "results.md"
     page.write_text("# Results\n\nintro\n\n<!-- generated:start -->\nold\n<!-- generated:end -->\n\nreading\n")
-    mr = _script("docs/make_results.py")
+    mr = load_script("docs/make_results.py")
     monkeypatch.setattr(mr, "PAGE", page)
     monkeypatch.setattr(mr, "IMG", tmp_path / "img")
     monkeypatch.setattr(mr, "CARDS", tmp_path / "cards")
@@ -145,7 +135,7 @@ def test_make_results_builds_page_cards_and_figure(at_run, tmp_path, monkeypatch
 
 
 def test_the_training_evaluation_is_found_in_old_and_new_run_directories(tmp_path):
-    mr = _script("docs/make_results.py")
+    mr = load_script("docs/make_results.py")
     run = tmp_path / "run"
     (run / "evals").mkdir(parents=True)
     (run / "eval.json").write_text(json.dumps({"n": 8, "results": [], "source": "eval"}))
@@ -159,7 +149,7 @@ def test_the_training_evaluation_is_found_in_old_and_new_run_directories(tmp_pat
 
 
 def test_make_results_without_runs_is_a_one_line_error(tmp_path, capsys):
-    mr = _script("docs/make_results.py")
+    mr = load_script("docs/make_results.py")
     assert mr.main([str(tmp_path / "missing")]) == 1
     assert mr.main([str(tmp_path)]) == 1
     err = capsys.readouterr().err.strip().splitlines()
