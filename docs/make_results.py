@@ -43,6 +43,8 @@ COLUMNS = [("clean", "paper", "clean"), ("fgsm", "paper", "FGSM"), ("pgd20", "pa
            ("apgd-ce", "paper", "APGD-CE"), ("apgd-dlr", "paper", "APGD-DLR"),
            ("autoattack", "aa", "AutoAttack")]
 AA_STAGES = ("apgd-ce", "apgd-t", "fab-t", "square")
+# Calibrated AT runs whose masks are drawn: the MNIST settings (β 1, β1 0.3) and the CIFAR ones (β 5, β1 0.05).
+MASK_FIGURES = ("cat-cent", "cat-cw", "cat-cent-b5-0.05", "cat-cw-b5-0.05")
 
 
 def _load(path: Path) -> dict[str, Any] | None:
@@ -82,7 +84,7 @@ def collect(root: Path) -> dict[str, list[dict[str, Any]]]:
     """method -> its finished runs (one per seed); a run without eval.json is not scored."""
     runs: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for run in sorted(p for p in root.iterdir() if (p / "eval.json").is_file()):
-        reports = {k: _load(run / f"eval-{k}.json") for k in ("paper", "autoattack", "sweep")}
+        reports = {k: _load(run / f"eval-{k}.json") for k in ("paper", "autoattack", "sweep", "autoattack-large")}
         flags: set[str] = set()
         for key in ("paper", "autoattack"):
             for c in ((reports[key] or {}).get("health") or {}).get("checks", []):
@@ -94,6 +96,7 @@ def collect(root: Path) -> dict[str, list[dict[str, Any]]]:
         runs[run.name.rsplit("-s", 1)[0]].append({
             "dir": run, "config": cfg, "seed": cfg["robustzoo"]["config"]["seed"], "metrics": metrics,
             "paper": _by_attack(reports["paper"]), "aa": _by_attack(reports["autoattack"]),
+            "aa_large": _by_attack(reports["autoattack-large"]),
             "final": _by_attack(final, largest=True),
             # model.safetensors is the last epoch marked best on validation
             "best_epoch": max((x["epoch"] for x in metrics if x.get("best")), default=None),
@@ -182,6 +185,97 @@ def gap_table(runs: dict[str, list[dict[str, Any]]]) -> str:
     return "\n".join(lines)
 
 
+def _setting(r: dict[str, Any], key: str) -> Any:
+    return r["config"]["robustzoo"].get("objective_settings", {}).get(key)
+
+
+def _pct1(result: dict[str, Any] | None) -> str:
+    return f"{100 * result['accuracy']:.1f}" if result else "—"
+
+
+def _full(r: dict[str, Any], attack: str) -> str:
+    return _pct1(r["final"].get(attack))
+
+
+def calibrated_table(runs: dict[str, list[dict[str, Any]]]) -> str:
+    """Calibrated AT's β × β1 runs next to AT and TRADES: clean, PGD-20, AutoAttack, the mask."""
+    lines = ["| run | training attack | β | β1 | mean M (last epoch) | mask collapsed | clean | PGD-20 | "
+             "AutoAttack (200) | AutoAttack (1,000) |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for m in _methods(runs):
+        for r in runs[m]:
+            obj = r["config"]["robustzoo"]["objective"]
+            if obj not in ("calibrated", "at", "trades"):
+                continue
+            rows = r["metrics"]
+            if obj == "calibrated":
+                attack = "CE (CATcent)" if _setting(r, "attack") == "cent" else "CW (CATcw)"
+                beta, beta1 = f"{_setting(r, 'beta'):g}", f"{_setting(r, 'beta1'):g}"
+                mask = f"{rows[-1]['mask_mean']:.2f}" if "mask_mean" in rows[-1] else "—"
+                collapsed = "yes" if any(x.get("mask_collapsed") for x in rows) else "no"
+            else:
+                attack = "CE (PGD)" if obj == "at" else "KL (TRADES)"
+                beta = f"{_setting(r, 'beta'):g}" if obj == "trades" else "—"
+                beta1 = mask = collapsed = "—"
+            aa, big = (_pct1(r[k].get("autoattack")) for k in ("aa", "aa_large"))
+            lines.append(f"| {m} | {attack} | {beta} | {beta1} | {mask} | {collapsed} | {_full(r, 'clean')} | "
+                         f"{_full(r, 'pgd20')} | {aa} | {big} |")
+    return "\n".join(lines)
+
+
+def _autoattack_flags(run: Path, n: int) -> tuple[Any, Any] | None:
+    """(test rows, per-example "robust under standard AutoAttack") from RUN/eval_flags.safetensors,
+    when the flags saved there are those of the n-image AutoAttack evaluation; else None."""
+    from robustzoo.runs import read_weights
+
+    path = run / "eval_flags.safetensors"
+    if not path.is_file():
+        return None
+    tensors, meta = read_weights(path)
+    info = json.loads(meta.get("robustzoo.eval_flags", "{}"))
+    if info.get("header", {}).get("n") != n:
+        return None
+    keys = [k for k in info.get("entries", {}) if k.startswith("autoattack/")]
+    if not keys or not all(info["entries"][k].get("complete") for k in keys):
+        return None
+    robust = tensors[f"flags::{keys[0]}"].bool()
+    for k in keys[1:]:  # AutoAttack cascades: robust = no component broke the example
+        robust = robust & tensors[f"flags::{k}"].bool()
+    return tensors["index"].long(), robust
+
+
+def large_aa_table(runs: dict[str, list[dict[str, Any]]]) -> str | None:
+    """Standard AutoAttack on the larger shared sample; each run against AT, example by example."""
+    from robustzoo.eval import wilson_interval
+    from robustzoo.eval._stats import mcnemar_exact, paired_counts
+
+    have = [(m, r) for m in _methods(runs) for r in runs[m] if "autoattack" in r["aa_large"]]
+    if not have:
+        return None
+    flags = {r["dir"]: _autoattack_flags(r["dir"], r["aa_large"]["autoattack"]["n"]) for _, r in have}
+    ref = next((r for m, r in have if m == "at"), None)
+    ref_flags = flags.get(ref["dir"]) if ref else None
+    lines = ["| run | clean | PGD-20 | AutoAttack (95% CI) | − AT (points) | robust only under AT / only here | "
+             "exact McNemar p (two-sided) |", "|---|---|---|---|---|---|---|"]
+    for m, r in have:
+        big = r["aa_large"]
+        aa = big["autoattack"]
+        lo, hi = wilson_interval(aa["correct"], aa["n"])
+        cells = [f"{100 * big['clean']['accuracy']:.1f}" if "clean" in big else "—",
+                 f"{100 * big['pgd20']['accuracy']:.1f}" if "pgd20" in big else "—",
+                 f"{100 * aa['accuracy']:.1f} ({100 * lo:.1f}–{100 * hi:.1f}), n = {aa['n']}"]
+        mine = flags.get(r["dir"])
+        if ref is None or r is ref or mine is None or ref_flags is None or not bool(
+                (mine[0] == ref_flags[0]).all()):
+            cells += ["—", "—", "—"]
+        else:
+            at_only, here_only = paired_counts(ref_flags[1], mine[1])
+            p = min(1.0, 2 * min(mcnemar_exact(at_only, here_only), mcnemar_exact(here_only, at_only)))
+            cells += [f"{100 * (aa['accuracy'] - ref['aa_large']['autoattack']['accuracy']):+.1f}",
+                      f"{at_only} / {here_only}", f"{p:.2g}"]
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def eps_table_summary(r: dict[str, Any]) -> str:
     """Customized AT's per-example budgets ε_i saved with the checkpoint: mean, share at ε_max."""
     from safetensors.torch import load_file
@@ -199,8 +293,8 @@ def eps_table_summary(r: dict[str, Any]) -> str:
 
 def training_table(runs: dict[str, list[dict[str, Any]]]) -> str:
     lines = ["| method | best epoch (validation) | val clean | val PGD-10 | s per epoch (wall clock; 2–5 processes "
-             "shared 2 CPU cores) | mean of the mask M by epoch | ε_i at the best epoch: mean / share at ε_max |",
-             "|---|---|---|---|---|---|---|"]
+             "shared 2 CPU cores) | mean of the mask M by epoch | mask collapsed | ε_i at the best epoch: mean / "
+             "share at ε_max |", "|---|---|---|---|---|---|---|---|"]
     for m in _methods(runs):
         for r in runs[m]:
             rows = r["metrics"]
@@ -208,9 +302,12 @@ def training_table(runs: dict[str, list[dict[str, Any]]]) -> str:
             masks = " ".join(f"{x['mask_mean']:.3f}" if "mask_mean" in x else "–" for x in rows) \
                 if any("mask_mean" in x for x in rows) else "—"
             secs = statistics.fmean(x["seconds"] for x in rows)
+            watched = [x for x in rows if "mask_collapsed" in x]
+            collapsed = ("yes, epoch " + ", ".join(str(x["epoch"]) for x in watched if x["mask_collapsed"])
+                         if any(x["mask_collapsed"] for x in watched) else "no") if watched else "—"
             lines.append(f"| {m} (seed {r['seed']}) | {best['epoch']} of {len(rows)} | "
                          f"{100 * best['val_clean']:.1f} | {100 * best['val_pgd']:.1f} | {secs:.0f} | {masks} | "
-                         f"{eps_table_summary(r)} |")
+                         f"{collapsed} | {eps_table_summary(r)} |")
     return "\n".join(lines)
 
 
@@ -314,7 +411,7 @@ def masks(runs: dict[str, list[dict[str, Any]]]) -> list[str]:
         old.unlink()
     for m in _methods(runs):
         r = best_run(runs[m])
-        if r["config"]["robustzoo"]["objective"] != "calibrated":
+        if r["config"]["robustzoo"]["objective"] != "calibrated" or m not in MASK_FIGURES:
             continue
         path = IMG / f"fmnist-masks-{m}.png"
         info = mask_figure(r["dir"], path, n=8, seed=0)
@@ -405,6 +502,19 @@ def main(argv: list[str]) -> int:
         n_sw = sorted({r["sweep"]["n"] for rs in runs.values() for r in rs if r["sweep"]})
         parts += ["## Accuracy against ε", "", f"PGD-20 (no random start) at each ε on {', '.join(map(str, n_sw))} "
                   "test images; dashed lines are Calibrated AT.", "", "![accuracy vs ε](img/fmnist-eps-curve.png)", ""]
+    if any(r["config"]["robustzoo"]["objective"] == "calibrated" for rs in runs.values() for r in rs):
+        parts += ["## Calibrated AT: β and β1", "",
+                  "Every Calibrated AT run (g_φ on SGD, the objective's default), with AT and TRADES on the same "
+                  "protocol. Clean and PGD-20 on the whole test set (end of training); AutoAttack on 200 images "
+                  "and, where run, on 1,000 (the same seeded images for every run). β weighs the KL term of the "
+                  "classifier's loss, β1 the CE term of the mask network's.", "", calibrated_table(runs), ""]
+    large = large_aa_table(runs)
+    if large:
+        n_large = _ns(runs, "aa_large", ("autoattack",))
+        parts += [f"## Standard AutoAttack on {', '.join(map(str, n_large))} images", "",
+                  "The same seeded test images for every run, so each run is compared with AT example by example: "
+                  "the discordant counts are images robust under AutoAttack for AT only and for the run only, and "
+                  "the exact McNemar test asks whether the difference is more than chance.", "", large, ""]
     parts += ["## Training", "", training_table(runs), ""]
     unfinished = sorted(p for p in root.iterdir() if (p / "config.json").is_file() and not (p / "eval.json").is_file())
     if unfinished:
