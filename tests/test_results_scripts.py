@@ -100,6 +100,8 @@ def test_make_results_builds_page_cards_and_figure(at_run, tmp_path, monkeypatch
         kw = {"eps_sweep": "0,0.1,0.3"} if name == "sweep" else {}
         report = robustzoo.evaluate(run, attacks or "pgd20", n=n, options={"square_queries": 10}, **kw)
         (run / f"eval-{name}.json").write_text(json.dumps(report))
+    # The larger AutoAttack sample of the key runs (here the same 8 images, to keep it cheap).
+    shutil.copyfile(run / "eval-autoattack.json", run / "eval-autoattack-large.json")
     zoo.record_protocol(root, "train", [0], ["at"], True, zoo.SWEEP)
     page = tmp_path / "results.md"
     page.write_text("# Results\n\nintro\n\n<!-- generated:start -->\nold\n<!-- generated:end -->\n\nreading\n")
@@ -125,6 +127,10 @@ def test_make_results_builds_page_cards_and_figure(at_run, tmp_path, monkeypatch
     assert f"| {gap:.1f} |" in gap_row
     assert gap_row.endswith(f"| {100 * final['clean']['accuracy']:.1f} / {100 * final['pgd20']['accuracy']:.1f} |")
     assert "Clean to APGD-DLR on 40 test images, AutoAttack on 8" in text
+    assert "## Calibrated AT: β and β1" not in text  # no calibrated run here
+    large = text[text.index("## Standard AutoAttack on 8 images"):]
+    big = next(line for line in large.splitlines() if line.startswith("| at |"))
+    assert f"| {100 * aa['autoattack']['accuracy']:.1f} (" in big and big.endswith("| — | — | — |")
     ranked = next(line for line in text.splitlines() if line.startswith("| 1 | at |"))
     assert f"| {100 * aa['autoattack']['accuracy']:.1f} | AutoAttack | 8 |" in ranked
     assert f"python benchmarks/fmnist_zoo.py train --out {root} --reduced --seeds 0 --methods at --jobs 2" in text
