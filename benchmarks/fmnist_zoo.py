@@ -107,7 +107,8 @@ def train_commands(out: Path, seeds: list[int], methods: list[str], reduced: boo
 
 
 def eval_commands(out: Path, reduced: bool, sweep: str, device: str, aa_large_n: int = 0,
-                  aa_large_methods: list[str] | None = None) -> list[list[str]]:
+                  aa_large_methods: list[str] | None = None,
+                  methods: list[str] | None = None) -> list[list[str]]:
     """The evaluations still missing for every finished run (one with eval.json) under ``out``.
 
     Full protocol: the ``paper`` and ``autoattack`` suites on the whole test set. Reduced:
@@ -118,7 +119,8 @@ def eval_commands(out: Path, reduced: bool, sweep: str, device: str, aa_large_n:
 
     ``aa_large_n`` > 0 adds standard AutoAttack (with clean and PGD-20) on that many images for
     the runs of ``aa_large_methods`` (RUN/eval-autoattack-large.json): the same seeded images
-    for every run, so methods can be compared pair by pair on them.
+    for every run, so methods can be compared pair by pair on them. ``methods`` (default: all)
+    keeps only those methods' runs, so that a method can be evaluated as soon as it has trained.
     """
     r = REDUCED_EVAL if reduced else dict(n=None, aa_n=None, sweep_n=None)
     jobs = {
@@ -134,6 +136,8 @@ def eval_commands(out: Path, reduced: bool, sweep: str, device: str, aa_large_n:
     # evaluation also updates RUN/eval.json and RUN/eval_flags.safetensors).
     for name, (n, args) in jobs.items():
         for run in finished:
+            if methods is not None and run.name.rsplit("-s", 1)[0] not in methods:
+                continue
             if name == "autoattack-large" and run.name.rsplit("-s", 1)[0] not in (aa_large_methods or []):
                 continue
             target = run / f"eval-{name}.json"
@@ -163,7 +167,7 @@ def record_protocol(out: Path, stage: str, seeds: list[int], methods: list[str],
             "reduced_eval": dict(REDUCED_EVAL, attacks=REDUCED_ATTACKS) if reduced else None,
             "stages": stages}
     out.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
+    tmp = path.with_suffix(f".json.{os.getpid()}.tmp")  # two invocations may run side by side
     tmp.write_text(json.dumps(data, indent=2) + "\n")
     tmp.replace(path)
 
@@ -173,7 +177,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("stage", choices=["train", "eval"])
     ap.add_argument("--out", type=Path, default=Path("runs/fmnist"))
     ap.add_argument("--seeds", default="0")
-    ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--methods", default=",".join(METHODS),
+                    help="methods to train, or whose runs to evaluate (comma-separated; default: all)")
     ap.add_argument("--reduced", action="store_true", help="CPU protocol (see REDUCED, REDUCED_EVAL)")
     ap.add_argument("--sweep", default=SWEEP, help="ε values of the accuracy-vs-ε curve")
     ap.add_argument("--jobs", type=int, default=1, help="runs in parallel (each gets cores/jobs threads)")
@@ -192,7 +197,8 @@ def main(argv: list[str] | None = None) -> int:
         cmds = train_commands(args.out, seeds, methods, args.reduced, args.device)
     else:
         cmds = eval_commands(args.out, args.reduced, args.sweep, args.device, args.aa_large_n,
-                             [m for m in args.aa_large_methods.split(",") if m])
+                             [m for m in args.aa_large_methods.split(",") if m],
+                             methods if args.methods != ",".join(METHODS) else None)
     record_protocol(args.out, args.stage, seeds, methods, args.reduced, args.sweep)
     threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
     logs = args.out / "logs"
