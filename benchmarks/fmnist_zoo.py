@@ -136,9 +136,10 @@ def eval_commands(out: Path, reduced: bool, sweep: str, device: str, aa_large_n:
     # evaluation also updates RUN/eval.json and RUN/eval_flags.safetensors).
     for name, (n, args) in jobs.items():
         for run in finished:
-            if methods is not None and run.name.rsplit("-s", 1)[0] not in methods:
+            method = run.name.rsplit("-s", 1)[0]
+            if methods is not None and method not in methods:
                 continue
-            if name == "autoattack-large" and run.name.rsplit("-s", 1)[0] not in (aa_large_methods or []):
+            if name == "autoattack-large" and method not in (aa_large_methods or []):
                 continue
             target = run / f"eval-{name}.json"
             if not target.is_file():
@@ -198,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         cmds = eval_commands(args.out, args.reduced, args.sweep, args.device, args.aa_large_n,
                              [m for m in args.aa_large_methods.split(",") if m],
-                             methods if args.methods != ",".join(METHODS) else None)
+                             methods)
     record_protocol(args.out, args.stage, seeds, methods, args.reduced, args.sweep)
     threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
     logs = args.out / "logs"

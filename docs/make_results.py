@@ -292,8 +292,8 @@ def eps_table_summary(r: dict[str, Any]) -> str:
 
 
 def training_table(runs: dict[str, list[dict[str, Any]]]) -> str:
-    lines = ["| method | best epoch (validation) | val clean | val PGD-10 | s per epoch (wall clock; 2–5 processes "
-             "shared 2 CPU cores) | mean of the mask M by epoch | mask collapsed | ε_i at the best epoch: mean / "
+    lines = ["| method | best epoch (validation) | val clean | val PGD-10 | s per epoch (wall clock; runs "
+             "shared 2 CPU cores two at a time or more) | mean of the mask M by epoch | mask collapsed | ε_i at the best epoch: mean / "
              "share at ε_max |", "|---|---|---|---|---|---|---|---|"]
     for m in _methods(runs):
         for r in runs[m]:
