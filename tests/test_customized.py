@@ -286,3 +286,31 @@ def test_cli_train_with_mix_loss_then_eval(tmp_path, capsys):
     assert 0 < row["eps_mean"] <= 0.005 + 1e-7 and 0 <= row["attack_success"] <= 1
     code, stdout, err = run_cli(["eval", out, "--attacks", "clean,pgd20", "--n", "50"], capsys)
     assert code == 0 and "pgd20" in stdout, err
+
+
+@pytest.mark.parametrize("order,first", [("start", 0.03), ("grown", 0.035)])
+def test_attack_label_is_drawn_before_the_increment_as_algorithm_1(monkeypatch, order, first):
+    import robustzoo_customized.objective as mod
+
+    drawn = []
+    real = mod.soft_labels
+
+    def spy(y, eps, *a, **k):
+        drawn.append(torch.as_tensor(eps).flatten().tolist())
+        return real(y, eps, *a, **k)
+
+    monkeypatch.setattr(mod, "soft_labels", spy)
+    obj = make({"eta": 0.005, "attack_label": order})
+    x, y, idx = _batch(label=3)
+    obj.eps_table[idx] = 0.03
+    res = obj.loss(ConstantModel(3), x, y, idx)  # always right: ε_i grows to 0.035
+    assert drawn[0] == pytest.approx([first] * len(idx))  # the attack's ỹ
+    assert drawn[1] == pytest.approx([0.035] * len(idx))  # the θ-step's ỹ, re-drawn with the new ε_i
+    assert res.cache["eps_label"].tolist() == pytest.approx([first] * len(idx))
+
+
+def test_attack_label_grown_is_refused_under_the_code_rule():
+    from robustzoo.errors import UsageError
+
+    with pytest.raises(UsageError, match="attack_label=grown"):
+        make({"rule": "code", "attack_label": "grown"})

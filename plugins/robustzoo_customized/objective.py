@@ -4,7 +4,8 @@ Every training example i owns a budget ε_i (``state_tensors()['eps']``, indexed
 dataset index, starting at 0) and a soft label ỹ_i = (1 − cε_i)·onehot(y_i) + cε_i·u_i,
 u_i ~ Dirichlet(β_D·1). Per batch:
 
-1. ε_i ← ε_i + η; draw ỹ with this ε_i; δ = 0 (no random start); K steps of
+1. draw ỹ with ε_i (Algorithm 1; ``attack_label=grown`` draws it with ε_i + η instead), then
+   ε_i ← ε_i + η; δ = 0 (no random start); K steps of
    δ ← clip_{ε_i}(δ + α·sign ∇_δ ℓ(f(x+δ), ỹ)), BatchNorm in eval mode;
 2. if the attack succeeded (argmax f(x+δ) ≠ y): ε_i ← ε_i − η ('keep') or ε_i ← 0
    ('reset'); then ε_i ← min(ε_i, ε_max);
@@ -65,9 +66,10 @@ class CustomizedAT(Objective):
         "update": "keep",
         "attack_bn": "eval",
         "rule": "paper",
+        "attack_label": "start",
     }
     choices = {"loss": ("ce", "mix"), "update": ("keep", "reset"), "attack_bn": ("train", "eval"),
-               "rule": ("paper", "code")}
+               "rule": ("paper", "code"), "attack_label": ("start", "grown")}
     help = {
         "loss": "ce = soft-label CE (CAT-CE); mix = soft CE + logit margin (CAT-MIX)",
         "eta": "budget increment η per visit, on the [0,1] scale (paper: 0.005)",
@@ -79,6 +81,8 @@ class CustomizedAT(Objective):
         "attack_bn": "BatchNorm mode while attacking (paper code: eval)",
         "rule": "paper = Algorithm 1 (default); code = the authors' released code (ε_i grows where the "
                 "attack succeeds, its own attack and loss; see docs/methods/customized.md)",
+        "attack_label": "budget the attack's soft label ỹ is drawn with (rule=paper): start = ε_i before "
+                        "the increment η (Algorithm 1, default), grown = ε_i + η (robustzoo 0.1)",
     }
 
     def __init__(self, settings: dict[str, Any], ctx):
@@ -88,6 +92,9 @@ class CustomizedAT(Objective):
         if self.settings["rule"] == "code" and self.settings["update"] != "keep":
             raise UsageError("customized: update=reset belongs to the paper's rule; rule=code has its own "
                              "update (drop --set update=reset or use rule=paper)")
+        if self.settings["rule"] == "code" and self.settings["attack_label"] != "start":
+            raise UsageError("customized: attack_label=grown belongs to the paper's rule; rule=code draws ỹ "
+                             "from its capped budget (drop --set attack_label or use rule=paper)")
         self.eps_table = torch.zeros(ctx.num_train, dtype=torch.float32, device=ctx.device)
         # For sync_state(): the table at the start of the epoch and the rows this rank touched.
         self._epoch_start: torch.Tensor | None = None
@@ -112,8 +119,11 @@ class CustomizedAT(Objective):
         s, ctx = self.settings, self.ctx
         idx = index.to(self.eps_table.device)
         eta = float(s["eta"])
-        eps_attack = self.eps_table[idx] + eta  # step 1: grow the budget of every example in the batch
-        soft = soft_labels(y, eps_attack, s["c"], ctx.num_classes, s["dirichlet"])
+        eps_start = self.eps_table[idx]
+        eps_attack = eps_start + eta  # step 1: grow the budget of every example in the batch
+        # Algorithm 1 draws the attack's ỹ before it adds η (line order: ỹ, then ε_i + η).
+        eps_label = eps_start if s["attack_label"] == "start" else eps_attack
+        soft = soft_labels(y, eps_label, s["c"], ctx.num_classes, s["dirichlet"])
 
         def attack_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
             return customized_loss_per_example(logits, y, targets, s["loss"], s["kappa"])
@@ -133,7 +143,8 @@ class CustomizedAT(Objective):
         loss = customized_loss(logits, y, soft, s["loss"], s["kappa"])
         return StepResult(loss=loss, logits=logits,
                           metrics={"eps_mean": eps_i.mean(), "attack_success": fooled.float().mean()},
-                          cache={"x_adv": x_adv, "eps_attack": eps_attack, "soft_labels": soft})
+                          cache={"x_adv": x_adv, "eps_attack": eps_attack, "eps_label": eps_label,
+                                 "soft_labels": soft})
 
     def _loss_code(self, model, x, y, index):
         """One batch under ``rule=code`` (the released code; see the module docstring)."""
