@@ -337,7 +337,8 @@ def _summary(r: dict[str, Any]) -> None:
     d = r.get("precision_drift") or {}
     if d:
         lines.append(f"  bf16 drift: {d['max_abs_drift_points']:g} points on {d['n']} ({d['dataset']}): "
-                     f"eval --precision auto uses {d['decision']}")
+                     f"eval --precision bf16 {'allowed' if d['decision'] == 'bf16' else 'refused'} "
+                     f"(auto is fp32)")
     cm = r.get("compile") or {}
     if "stats" in cm:
         lines.append(f"  compile {cm['mode']}: {cm.get('images_per_s', 0):.1f} img/s, graphs {cm['stats'].get('graphs')}, "

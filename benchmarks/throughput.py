@@ -696,44 +696,17 @@ def compare_precisions(name: str, attacks: list[str] | str = ("clean", "pgd20"),
                        low: str = "bf16", record: bool = False) -> dict[str, Any]:
     """Evaluate one model in exact fp32 and in ``low`` precision; report the drift.
 
-    Both runs use the same examples, seed and attacks. The drift of each attack is in
-    percentage points; ``ok`` is true when every drift is at most ``tolerance`` points.
-    ``decision`` is the precision ``robustzoo eval --precision auto`` then uses on this
-    device (:func:`robustzoo.fast.eval_precision`); with ``record`` and a run directory the
-    report is saved there (``precision_check.json``), where that evaluation reads it.
-
-    Args:
-        name: run directory, zoo alias or hf-hub id.
-        attacks: attack names (a list or 'a,b').
-        n: number of test examples (None = all).
-        device: 'auto', 'cuda', 'cpu', ...
-        tolerance: allowed drift in percentage points (0.1 by the performance targets).
-        low: the precision compared with fp32 ('bf16').
+    :func:`robustzoo.api.check_precision` (what ``robustzoo eval RUN --check-precision`` runs),
+    with ``decision``: the precision ``robustzoo eval --precision bf16`` would be allowed
+    (bf16 when every attack's drift is within ``tolerance`` points, else fp32). With ``record``
+    and a run directory the check is saved there (``precision_check.json``).
     """
-    from robustzoo import runs
-    from robustzoo.api import evaluate, resolve_model_dir
-    from robustzoo.devices import resolve_device
-    from robustzoo.eval import model_fingerprint
-    from robustzoo.fast import eval_precision, write_precision_check
+    from robustzoo.api import check_precision
 
-    common = dict(n=n, seed=seed, batch_size=batch_size, device=device, data_dir=data_dir,
-                  write=False, health=False)
-    ref = evaluate(name, attacks, precision="fp32", **common)
-    test = evaluate(name, attacks, precision=low, **common)
-    rows = []
-    for a, b in zip(ref["results"], test["results"]):
-        drift = round(100 * (b["accuracy"] - a["accuracy"]), 4)
-        rows.append({"attack": a["attack"], "fp32": a["accuracy"], low: b["accuracy"],
-                     "drift_points": drift, "n": a["n"]})
-    worst = max((abs(r["drift_points"]) for r in rows), default=0.0)
-    dev = resolve_device(device)
-    model, _ = runs.load_run(resolve_model_dir(name))
-    report = {"model": str(name), "model_fingerprint": model_fingerprint(model), "device": str(dev),
-              "n": ref["n"], "precisions": ["fp32", low], "tolerance_points": tolerance,
-              "max_abs_drift_points": worst, "ok": worst <= tolerance, "results": rows}
-    report["decision"] = eval_precision("auto", dev, report, tolerance)[0]
-    if record and Path(name).is_dir():
-        report["recorded"] = str(write_precision_check(name, report))
+    names = [a for a in attacks.split(",") if a] if isinstance(attacks, str) else list(attacks)
+    report = check_precision(name, names, n=n, seed=seed, batch_size=batch_size, device=device,
+                             data_dir=data_dir, tolerance=tolerance, record=record, low=low)
+    report["decision"] = "bf16" if report["ok"] and low == "bf16" else "fp32"
     return report
 
 

@@ -7,6 +7,7 @@ line does), ``progress=`` sends the events to an object of your own
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,12 +19,13 @@ import torch.nn as nn
 
 from . import files, hub, runs
 from .config import TrainConfig
-from .data import load_splits
+from .data import load_test
 from .devices import resolve_device
 from .errors import NotFoundError, UsageError
 from .eval import (
     FLAGS_FILE,
     evaluate_model,
+    mark_precision,
     model_fingerprint,
     parse_attack_options,
     parse_eps_list,
@@ -31,7 +33,14 @@ from .eval import (
     resolve_suite,
     write_record,
 )
-from .fast import eval_model, eval_precision, precision_scope, read_precision_check
+from .fast import (
+    DRIFT_TOLERANCE,
+    eval_model,
+    eval_precision,
+    precision_scope,
+    read_precision_check,
+    write_precision_check,
+)
 from .plugins import registry
 from .progress import Progress
 from .train import Trainer, build_config, config_from_run, default_out_dir
@@ -126,22 +135,25 @@ def evaluate(name: str | Path, attacks: list[str] | str | None = None, *, n: int
              suite: str | None = None, cascade: bool = False, options: dict[str, Any] | None = None,
              eps_sweep: list[float] | str | None = None, sweep_attack: str | None = None,
              plot: str | Path | None = None, health: bool = True, resume: bool = True,
-             precision: str = "auto") -> dict[str, Any]:
+             precision: str = "auto", allow_custom: bool = False) -> dict[str, Any]:
     """Evaluate a model on its dataset's test set under ``attacks`` (or a named ``suite``).
 
     Returns the eval.json dictionary; with ``write`` and a local run directory it is also
     kept in the run's history ``RUN_DIR/evals/`` (one report per protocol key; nothing else is
     replaced), ``RUN_DIR/eval.json`` is rewritten with the canonical record (the strongest
-    complete protocol evaluated, :mod:`robustzoo.eval` ``write_record``), and
+    eligible protocol evaluated, :mod:`robustzoo.eval` ``write_record``), and
     ``report["record"]`` says which record was written and which is canonical. The per-example
     outcomes go to RUN_DIR/eval_flags.safetensors, from which a later
     call with ``resume`` reuses every attack already done on the same examples. See
     :func:`robustzoo.eval.evaluate_model` for ``cascade``, ``options``, ``health`` and
-    ``eps_sweep``; ``plot`` writes the accuracy-vs-ε PNG there. ``precision``: 'auto' (bf16
-    autocast on CUDA, fp32 elsewhere; fp32 when the run's saved precision check found bf16
-    more than 0.1 points off, which the report records under ``precision_fallback``), 'bf16',
-    or 'fp32' (exact: TF32 off on CUDA); see :mod:`robustzoo.fast`. ``show_progress`` and
-    ``progress``: see the module docstring.
+    ``eps_sweep``; ``plot`` writes the accuracy-vs-ε PNG there. ``precision``: 'auto' and
+    'fp32' evaluate in exact fp32 on every device (TF32 off on CUDA); 'bf16' only after a
+    precision check of these weights covers every attack (:func:`check_precision`), and the
+    report then records the measured drift (:func:`robustzoo.fast.eval_precision`).
+    ``allow_custom``: attack options that depart from an attack's standard settings make a
+    custom protocol, kept in the history but never the canonical record unless this is set
+    (docs/evaluation.md). Only the test split is loaded. ``show_progress`` and ``progress``:
+    see the module docstring.
     """
     _check_reporting(show_progress, progress)  # before a model is pulled or loaded
     if sweep_attack is None and eps_sweep is not None:
@@ -159,6 +171,8 @@ def evaluate(name: str | Path, attacks: list[str] | str | None = None, *, n: int
         files.check_output_file(plot, "--plot")  # before the attacks, not after them
     if batch_size < 1:
         raise UsageError(f"batch size {batch_size} must be at least 1")
+    if eps is not None:
+        _check_eval_eps(eps)
     reg = registry("attacks")
     for a in attacks:
         reg.get(a)
@@ -168,28 +182,28 @@ def evaluate(name: str | Path, attacks: list[str] | str | None = None, *, n: int
     rz = cfg["robustzoo"]
     spec = registry("datasets").get(rz["dataset"])
     eps = float(rz["threat_model"]["eps"]) if eps is None else float(eps)
-    if not 0 <= eps <= 1:
-        raise UsageError(f"epsilon {eps} is outside [0, 1]; it is on the [0,1] pixel scale")
-    seed_split = int(rz.get("config", {}).get("seed", 0))
-    splits = load_splits(spec, data_dir=data_dir or rz.get("config", {}).get("data_dir"), seed=seed_split)
+    _check_eval_eps(eps)
     local = write and Path(name).is_dir()
+    # Published numbers are exact fp32 unless a precision check of these weights allows bf16.
+    check = read_precision_check(run_dir, lambda: model_fingerprint(model)) if precision == "bf16" else None
+    prec, drift = eval_precision(precision, dev, check, attacks=attacks)
+    test = load_test(spec, data_dir=data_dir or rz.get("config", {}).get("data_dir"))
     if local and not resume:
         (run_dir / FLAGS_FILE).unlink(missing_ok=True)  # start afresh; the new outcomes are saved
-    # 'auto' falls back to fp32 where the run's bf16 check drifted too far (docs/performance.md)
-    check = read_precision_check(run_dir, lambda: model_fingerprint(model))
-    prec, fallback = eval_precision(precision, dev, check)
     with precision_scope(dev, prec), _reporting(show_progress, progress) as rep:
-        if fallback and rep is not None:
-            rep.note(fallback)
-        report = evaluate_model(eval_model(model, dev, prec), splits.test, list(attacks), eps=eps,
+        report = evaluate_model(eval_model(model, dev, prec), test, list(attacks), eps=eps,
                                 alpha=spec.eval_alpha, num_classes=spec.num_classes, n=n, seed=seed,
                                 batch_size=batch_size, device=dev, progress=rep,
                                 cascade=cascade, flags_path=run_dir / FLAGS_FILE if local else None,
                                 options=options, health=health, eps_sweep=sweep,
-                                sweep_attack=sweep_attack)
+                                sweep_attack=sweep_attack, test_size=spec.test_size)
+        aa = report.get("autoattack_version")
+        if rep is not None and aa and aa["version"] != "standard":
+            rep.note(f"AutoAttack ran its {aa['version']} version ({aa['reason']}); the record says so")
     report.update(dataset=spec.name, split="test", checkpoint=runs.MODEL_FILE, precision=prec)
-    if fallback:
-        report["precision_fallback"] = {"reason": fallback, "max_abs_drift_points": check["max_abs_drift_points"]}
+    mark_precision(report, prec, drift)
+    if allow_custom and not report.get("standard", True):
+        report["allow_custom"] = True
     if suite:
         report["suite"] = suite
     if plot is not None:
@@ -197,8 +211,59 @@ def evaluate(name: str | Path, attacks: list[str] | str | None = None, *, n: int
                                        f"n={report['n']})")
         report["plot"] = str(plot)
     if local:
-        write_record(run_dir, report, source="eval", test_size=len(splits.test))
+        write_record(run_dir, report, source="eval", test_size=len(test))
     return report
+
+
+def _check_eval_eps(eps: float) -> None:
+    if not (isinstance(eps, (int, float)) and math.isfinite(eps) and 0 < eps <= 1):
+        raise UsageError(f"--eps {eps} must be in (0, 1] on the [0,1] pixel scale (8/255 = 0.0314): at ε = 0 "
+                         f"every attack is a no-op; use --attacks clean for clean accuracy")
+
+
+def check_precision(name: str | Path, attacks: list[str] | str | None = None, *, n: int | None = 1000,
+                    seed: int = 0, batch_size: int = 256, device: str = "auto", data_dir: str | None = None,
+                    tolerance: float = DRIFT_TOLERANCE, record: bool = True, low: str = "bf16",
+                    show_progress: bool = False, progress: Progress | None = None,
+                    revision: str | None = None, endpoint: str | None = None,
+                    cache_dir: str | None = None) -> dict[str, Any]:
+    """Evaluate a model in exact fp32 and in bf16 on the same examples; report each attack's drift.
+
+    The check that ``evaluate(..., precision='bf16')`` needs: saved as
+    ``RUN_DIR/precision_check.json`` (with ``record`` and a run directory) with the model's
+    fingerprint, so it applies to these weights only. ``ok`` is true when every attack's drift
+    (in percentage points) is at most ``tolerance``; ``resolution_points`` is one example of
+    ``n`` (a drift finer than that cannot be measured). ``low='fp32'`` compares fp32 with
+    itself (a sanity check: every drift must be 0) and records nothing.
+    """
+    if low not in ("bf16", "fp32"):
+        raise UsageError(f"low precision {low!r}: use bf16 (or fp32 for a sanity check)")
+    named = attacks if attacks is not None else ["clean", "pgd20"]
+    common = dict(n=n, seed=seed, batch_size=batch_size, device=device, data_dir=data_dir, write=False,
+                  health=False, revision=revision, endpoint=endpoint, cache_dir=cache_dir,
+                  show_progress=show_progress, progress=progress)
+    ref = evaluate(name, named, precision="fp32", **common)
+    run_dir = resolve_model_dir(name, revision=revision, endpoint=endpoint, cache_dir=cache_dir)
+    dev = resolve_device(device)
+    model, cfg = runs.load_run(run_dir, device=dev)
+    spec = registry("datasets").get(cfg["robustzoo"]["dataset"])
+    test = load_test(spec, data_dir=data_dir or cfg["robustzoo"].get("config", {}).get("data_dir"))
+    with precision_scope(dev, low):
+        other = evaluate_model(eval_model(model, dev, low), test, [r["attack"] for r in ref["results"]],
+                               eps=ref["eps"], alpha=ref["alpha"], num_classes=spec.num_classes, n=n, seed=seed,
+                               batch_size=batch_size, device=dev, health=False)
+    rows = []
+    for a, b in zip(ref["results"], other["results"]):
+        rows.append({"attack": a["attack"], "fp32": a["accuracy"], low: b["accuracy"],
+                     "drift_points": round(100 * (b["accuracy"] - a["accuracy"]), 4), "n": a["n"]})
+    worst = max((abs(r["drift_points"]) for r in rows), default=0.0)
+    out = {"model": str(name), "model_fingerprint": model_fingerprint(model), "device": str(dev),
+           "n": ref["n"], "precisions": ["fp32", low], "tolerance_points": tolerance,
+           "resolution_points": round(100 / ref["n"], 4) if ref["n"] else None,
+           "max_abs_drift_points": worst, "ok": worst <= tolerance, "results": rows}
+    if record and low == "bf16" and Path(name).is_dir():
+        out["recorded"] = str(write_precision_check(run_dir, out))
+    return out
 
 
 def list_names(kind: str, pattern: str | None = None) -> list[str]:

@@ -34,21 +34,21 @@ def register_datasets(register):
         eps=0.1, alpha=0.02, steps=10, epochs=15, batch_size=64,
         classes=tuple(str(i) for i in range(10)),
         description="scikit-learn's bundled 8x8 digits (1,797 images); embedded, no download",
-        source="sklearn.datasets.load_digits", **dict(MNIST_LIKE, val_size=150)))
+        source="sklearn.datasets.load_digits", test_size=360, **dict(MNIST_LIKE, val_size=150)))
     register(DatasetSpec(
         name="fashion-mnist", num_classes=10, shape=(1, 28, 28), load=src.load_fashion_mnist,
         eps=0.1, alpha=0.025, steps=10, epochs=20, batch_size=128, classes=FMNIST_CLASSES,
         description="Fashion-MNIST 28x28 (60k/10k); Debian package dataset-fashion-mnist",
-        source="Xiao et al. 2017", **MNIST_LIKE))
+        source="Xiao et al. 2017", test_size=10_000, **MNIST_LIKE))
     register(DatasetSpec(
         name="mnist", num_classes=10, shape=(1, 28, 28), load=src.load_mnist,
         eps=0.3, alpha=0.015, steps=20, epochs=40, batch_size=128,
         classes=tuple(str(i) for i in range(10)),
         description="MNIST 28x28 (60k/10k) in torchvision's layout under --data-dir",
-        source="LeCun et al. 1998", **MNIST_LIKE))
+        source="LeCun et al. 1998", test_size=10_000, **MNIST_LIKE))
     cifar = dict(shape=(3, 32, 32), mean=CIFAR_MEAN, std=CIFAR_STD, default_arch="preact_resnet18",
                  eps=8 / 255, alpha=2 / 255, steps=10, eval_alpha=0.003, epochs=200, batch_size=128,
-                 lr=0.1, optimizer="sgd", augment="crop_flip", val_size=1000)
+                 lr=0.1, optimizer="sgd", augment="crop_flip", val_size=1000, test_size=10_000)
     register(DatasetSpec(name="cifar10", num_classes=10, load=src.load_cifar10, classes=CIFAR10_CLASSES,
                          description="CIFAR-10 32x32 (50k/10k) in torchvision's layout under --data-dir",
                          source="Krizhevsky 2009", **cifar))

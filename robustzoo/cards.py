@@ -306,6 +306,15 @@ def _robustzoo_block(config: Mapping[str, Any], report: Mapping[str, Any], *, al
     }
     if report.get("suite"):
         block["evaluation"]["suite"] = report["suite"]
+    block["evaluation"]["precision"] = report.get("precision") or "unrecorded"
+    if report.get("precision_check"):
+        block["evaluation"]["precision_check"] = dict(report["precision_check"])
+    if report.get("autoattack_version"):
+        block["evaluation"]["autoattack_version"] = dict(report["autoattack_version"])
+    custom = _custom(report)
+    block["evaluation"]["standard"] = not custom
+    if custom:
+        block["evaluation"]["custom_settings"] = custom
     partial = partial_reason(report)
     block["partial"] = bool(partial)
     if partial:
@@ -439,6 +448,43 @@ def _training_log(metrics: list[Mapping[str, Any]] | None) -> str:
             + ["yes" if r.get("best") else ""] for i, r in enumerate(metrics)]
     return ("Training log (`metrics.jsonl`; `best` marks the epochs chosen on validation):\n\n"
             + _table(["epoch", *keys, "best"], rows))
+
+
+def _custom(report: Mapping[str, Any]) -> dict[str, Any]:
+    """The attacks run with settings other than their standard (``robustzoo.eval.custom_rows``)."""
+    from .eval import custom_rows  # deferred: the evaluation package imports torch
+
+    return custom_rows(dict(report))
+
+
+def protocol_notes(report: Mapping[str, Any]) -> list[str]:
+    """Sentences a card must carry about how its numbers were made: precision, custom settings,
+    AutoAttack's version (never silent)."""
+    notes = []
+    prec = report.get("precision")
+    check = report.get("precision_check")
+    if prec == "bf16" and isinstance(check, Mapping):
+        notes.append(f"Every number was measured in bf16, allowed by a precision check on {check.get('n')} "
+                     f"images that found at most {check.get('max_abs_drift_points')} points of drift from fp32 "
+                     f"(tolerance {check.get('tolerance_points')}).")
+    elif prec:
+        notes.append(f"Every number was measured in {prec}" + (" (exact: no autocast, TF32 off)." if prec == "fp32"
+                                                                else "."))
+    else:
+        notes.append("The precision these numbers were measured in was not recorded (an older evaluation).")
+    custom = _custom(report)
+    if custom:
+        what = "; ".join(f"{attack_label(a)}: " + ", ".join(f"{k} = {_fmt_value(d.get('value'))} (standard "
+                                                               f"{_fmt_value(d.get('standard'))})"
+                                                               for k, d in diff.items())
+                         for a, diff in custom.items())
+        notes.append(f"**Custom protocol**: {what}. These numbers are not the standard attacks' and are not "
+                     f"comparable with numbers measured by them.")
+    aa = report.get("autoattack_version")
+    if isinstance(aa, Mapping) and aa.get("version") == "rand":
+        notes.append(f"AutoAttack ran its **rand** version (APGD-CE and APGD-DLR with EoT over 20 samples), "
+                     f"{aa.get('reason', '')}.")
+    return notes
 
 
 def partial_reason(report: Mapping[str, Any]) -> str | None:
@@ -621,7 +667,8 @@ def render_run_card(config: Mapping[str, Any], report: Mapping[str, Any], *, rep
     for r in _results(report):
         lo, hi = (r.get("ci95") or [None, None])[:2]
         ci = f"{_pct(lo):.2f}–{_pct(hi):.2f}" if lo is not None else "—"
-        label = attack_label(r["attack"]) + (" ⚠ suspect" if r.get("suspect") else "")
+        label = (attack_label(r["attack"]) + (" ⚠ suspect" if r.get("suspect") else "")
+                 + (" (custom settings)" if r.get("standard") is False else ""))
         sett = ", ".join(f"{k}={_fmt_value(v)}" for k, v in (r.get("settings") or {}).items()) or "—"
         rows.append((label, f"{_pct(r['accuracy']):.2f}", ci, f"{r['correct']}/{r['n']}", sett))
     if isinstance(wc, Mapping) and wc.get("attacks"):
@@ -643,6 +690,7 @@ def render_run_card(config: Mapping[str, Any], report: Mapping[str, Any], *, rep
         f"{eps_text(eval_eps)}{suite}. Accuracy in percent with a 95% Wilson interval; the worst case counts "
         f"an image as robust only if every attack failed on it.",
         _table(["attack", "accuracy (%)", "95% CI (%)", "correct", "settings"], rows),
+        " ".join(protocol_notes(report)),
         f"Reproduce: {' and '.join(reproduce)}.",
     ])
 

@@ -62,7 +62,10 @@ class TrainConfig:
     # Under DDP, BatchNorm normalises over the global batch (SyncBatchNorm: one all-reduce
     # per BN layer and forward) instead of each process's share. CUDA only.
     sync_bn: bool = False
-    eval_attacks: list[str] = field(default_factory=lambda: ["clean", "pgd20"])
+    # The final evaluation: PGD-20 on the cross-entropy and CW∞ on the logit margin (30 steps,
+    # about one more PGD-20), so a masked CE loss shows in the first table a user sees (the
+    # health check ce_vs_margin compares them example by example; docs/evaluation.md).
+    eval_attacks: list[str] = field(default_factory=lambda: ["clean", "pgd20", "cw"])
     eval_n: int | None = None
     recipe: str | None = None
     objective_args: dict[str, Any] = field(default_factory=dict)

@@ -735,15 +735,24 @@ def _config_bytes(path: Path, license: str) -> bytes:
     return data
 
 
-def check_publishable(report: dict[str, Any], run_dir: Path, allow_partial: bool) -> dict[str, Any]:
-    """The report to publish: refused unless it is a real protocol, or marked partial.
+def check_publishable(report: dict[str, Any], run_dir: Path, allow_partial: bool,
+                      allow_custom: bool = False) -> dict[str, Any]:
+    """The report to publish: refused unless it is a real, standard protocol, or marked partial / custom.
 
     See :func:`robustzoo.eval.publishable` (clean and PGD-20/100, APGD or AutoAttack on the
-    whole test set or at least 1,000 examples, health not failed).
+    whole test set or at least 1,000 examples, health not failed, standard attack settings).
+    A custom protocol (``allow_custom``) is published with ``custom`` set, which the card and
+    the RobustBench record state.
     """
-    from .eval import publishable  # deferred: the evaluation package imports torch
+    from .eval import custom_rows, publishable  # deferred: the evaluation package imports torch
 
-    ok, reason = publishable(report, run_dir)
+    custom = custom_rows(report)
+    ok, reason = publishable(report, run_dir, allow_custom=allow_custom)
+    failed = (report.get("health") or {}).get("status") == "failed"
+    if not ok and (failed or (custom and not allow_custom)):
+        raise RunError(reason)  # a failed health report (no-op attack, degenerate model) is never published
+    if custom:
+        report = dict(report, custom=custom)
     if ok:
         return report
     if not allow_partial:
@@ -753,7 +762,8 @@ def check_publishable(report: dict[str, Any], run_dir: Path, allow_partial: bool
 
 def push(run_dir: str | Path, repo_id: str, *, endpoint: str | None = None, token: str | None = None,
          private: bool = False, alias: str | None = None, license: str = "apache-2.0",
-         commit_message: str | None = None, allow_partial: bool = False) -> PushResult:
+         commit_message: str | None = None, allow_partial: bool = False,
+         allow_custom: bool = False) -> PushResult:
     """Publish a run in one commit: weights, aux state, config.json, robustbench.json and a model
     card rendered from config.json and eval.json that lists the sha256 of every other file.
 
@@ -767,6 +777,8 @@ def push(run_dir: str | Path, repo_id: str, *, endpoint: str | None = None, toke
         license: licence of the weights (card metadata and config.json).
         allow_partial: publish a canonical record that is not a real protocol anyway; the
             card and its metadata mark it partial.
+        allow_custom: publish a canonical record whose attacks used custom settings; the card
+            and the RobustBench record say which.
 
     Raises:
         RunError: no eval.json, a partial protocol (without ``allow_partial``), or weights that
@@ -792,7 +804,7 @@ def push(run_dir: str | Path, repo_id: str, *, endpoint: str | None = None, toke
     if report.get("dataset", cfg["robustzoo"]["dataset"]) != cfg["robustzoo"]["dataset"]:
         raise RunError(f"{run_dir}/eval.json is for dataset {report.get('dataset')!r}, not the run's "
                        f"{cfg['robustzoo']['dataset']!r}; re-run `robustzoo eval {run_dir} --suite paper`")
-    report = check_publishable(report, run_dir, allow_partial)
+    report = check_publishable(report, run_dir, allow_partial, allow_custom)
     runs.load_run(run_dir)  # publish only weights that load strictly into the architecture
     endpoint = (endpoint or default_endpoint()).rstrip("/")
     blobs: dict[str, bytes | Path] = {runs.CONFIG_FILE: _config_bytes(run_dir / runs.CONFIG_FILE, license)}

@@ -222,6 +222,15 @@ def from_runs(root: str | Path) -> tuple[list[tuple[tuple[str, str, float], Row]
             skipped.append({"name": run_dir.name, "path": str(run_dir),
                             "why": f"not evaluated; run `robustzoo eval {run_dir} --suite autoattack`"})
             continue
+        from .eval import canonical_problems  # deferred (startup time): the evaluation package loads torch
+
+        # An eval.json written before the canonical rule knew health and custom settings may hold
+        # a failed or custom record: it is not ranked as robust accuracy.
+        problems = canonical_problems(dict(report))
+        if problems:
+            skipped.append({"name": run_dir.name, "path": str(run_dir),
+                            "why": f"{'; '.join(problems)}; run `robustzoo eval {run_dir} --suite autoattack`"})
+            continue
         rows.append(row_from_report(run_dir.name, config, report, location=str(run_dir)))
     return rows, skipped
 

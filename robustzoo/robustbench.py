@@ -99,6 +99,13 @@ def robustbench_record(config: Mapping[str, Any], report: Mapping[str, Any]) -> 
     robust = robust_accuracy(report)
     if robust is not None:
         notes.append(f"'reported' is robustzoo's lowest robust accuracy ({robust[1]}).")
+    custom = report.get("custom") or {}
+    if custom:  # only with --allow-custom (robustzoo.hub.check_publishable)
+        notes.append("Custom attack settings (not the standard protocol): " + "; ".join(
+            f"{a} " + ", ".join(f"{k}={d.get('value')} (standard {d.get('standard')})" for k, d in diff.items())
+            for a, diff in custom.items()) + ".")
+    if report.get("precision") and report.get("precision") != "fp32":
+        notes.append(f"Evaluated in {report['precision']} (RobustBench's protocol is fp32).")
     if not isinstance(report.get("health"), Mapping):
         notes.append("No gradient-masking health report.")
     elif is_unreliable(report):

@@ -32,8 +32,8 @@ from .config import TrainConfig, apply_sets, check_threat_model
 from .data import DatasetSpec, Splits, load_splits
 from .devices import resolve_device
 from .errors import NotFoundError, RunError, UsageError
-from .eval import evaluate_model, migrate, model_fingerprint, write_record
-from .fast import FastPath, check_compile_mode, eval_model, resolve_precision
+from .eval import evaluate_model, mark_precision, migrate, model_fingerprint, write_record
+from .fast import FastPath, check_compile_mode, eval_model, precision_scope, resolve_precision
 from .models import build_model
 from .objectives import Objective, ObjectiveContext
 from .plugins import registry
@@ -600,16 +600,20 @@ class Trainer:
                 progress.epoch_end(row)
 
     def final_eval(self) -> dict[str, Any]:
-        """Evaluate model.safetensors (best on validation) on the test set; write eval.json."""
+        """Evaluate model.safetensors (best on validation) on the test set; write eval.json.
+
+        In exact fp32 whatever the training precision (TF32 off on CUDA): the report becomes
+        the run's canonical record, which may be published (robustzoo.fast.eval_precision).
+        """
         model, _ = runs.load_run(self.out, device=self.device)
         test = self.splits.test
-        with self.fast.scope():  # the run's precision (bf16 on CUDA by default), no compile
-            report = evaluate_model(eval_model(model, self.device, self.fast.precision), test,
+        with precision_scope(self.device, "fp32"):  # no autocast, no TF32, no compile
+            report = evaluate_model(eval_model(model, self.device, "fp32"), test,
                                     list(self.cfg.eval_attacks), eps=self.cfg.eps,
                                     alpha=self.spec.eval_alpha, num_classes=self.spec.num_classes,
                                     n=self.cfg.eval_n, seed=self.cfg.seed, device=self.device,
-                                    progress=self.progress)
-        report["precision"] = self.fast.precision
+                                    progress=self.progress, test_size=self.spec.test_size)
+        mark_precision(report, "fp32")
         report["checkpoint"] = runs.MODEL_FILE
         report["best_epoch"] = self.best_epoch
         report["dataset"] = self.spec.name

@@ -134,6 +134,8 @@ def results_table(report: dict[str, Any], title: str = "Evaluation") -> Table:
         sett = ", ".join(f"{k}={_fmt(v, k in PIXEL_KEYS)}" for k, v in r.get("settings", {}).items())
         label = r["attack"] + (" [dim](cascaded)[/dim]" if r.get("cascaded") else "")
         label += " [red](suspect)[/red]" if r.get("suspect") else ""
+        label += " [yellow](rand version)[/yellow]" if r.get("settings", {}).get("version") == "rand" else ""
+        label += " [yellow](custom)[/yellow]" if r.get("standard") is False else ""
         t.add_row(label, f"{100 * r['accuracy']:.2f}%", _ci(r), str(r["n"]), sett)
         for c in r.get("components", []):
             t.add_row(f"  [dim]after {c['attack']}[/dim]", f"[dim]{100 * c['accuracy']:.2f}%[/dim]",
@@ -146,14 +148,30 @@ def results_table(report: dict[str, Any], title: str = "Evaluation") -> Table:
     h = report.get("health")
     if h:
         if h.get("failed"):
-            t.caption = (f"[red]health: FAILED[/red] — {', '.join(h['failed'])}: the model is degenerate, its "
-                         "robust numbers mean nothing; see the health table / eval.json")
+            why = {"degenerate": "the model is degenerate", "noop": "an attack did not act"}
+            t.caption = (f"[red]health: FAILED[/red] — {', '.join(h['failed'])}: "
+                         f"{'; '.join(why.get(c, c) for c in h['failed'])}: these robust numbers mean nothing; "
+                         "see the health table / eval.json")
         elif h.get("flagged"):
             t.caption = (f"[red]health: suspect[/red] — {', '.join(h['flagged'])} flagged (possible "
                          "gradient masking); see the health table / eval.json")
         else:
-            skipped = sum(c["status"] == "skipped" for c in h.get("checks", []))
-            t.caption = "health: no sign of gradient masking" + (f" ({skipped} checks skipped)" if skipped else "")
+            skipped = [c["name"] for c in h.get("checks", []) if c["status"] == "skipped"]
+            t.caption = "health: no sign of gradient masking" + (
+                f" (not checked: {', '.join(skipped)}; see the health table)" if skipped else "")
+    notes = []
+    if not report.get("standard", True):
+        custom = report.get("custom_settings") or {}
+        notes.append("[yellow]custom protocol[/yellow]: " + "; ".join(
+            f"{a} " + ", ".join(f"{k}={v['value']} (standard {v['standard']})" for k, v in d.items())
+            for a, d in custom.items()))
+    aa = report.get("autoattack_version")
+    if aa and aa.get("version") != "standard":
+        notes.append(f"[yellow]AutoAttack {aa['version']} version[/yellow] ({aa.get('reason', '')})")
+    if report.get("precision"):
+        notes.append(f"precision: {report['precision']}")
+    if notes:
+        t.caption = "\n".join(([t.caption] if t.caption else []) + notes)
     return t
 
 
@@ -178,7 +196,10 @@ def health_table(report: dict[str, Any]) -> Table:
     style = {"flagged": "[red]flagged[/red]", "failed": "[bold red]FAILED[/bold red]",
              "passed": "[green]passed[/green]", "skipped": "[dim]skipped[/dim]"}
     for c in h.get("checks", []):
-        t.add_row(c["name"], style.get(c["status"], c["status"]), c["explanation"], _detectable(c))
+        finding = c["explanation"]
+        if c["status"] == "skipped" and c.get("needs"):
+            finding += f" — add {', '.join(c['needs'])} to --attacks to run it"
+        t.add_row(c["name"], style.get(c["status"], c["status"]), finding, _detectable(c))
     return t
 
 

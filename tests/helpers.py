@@ -79,3 +79,13 @@ def load_script(path: str):
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
+
+
+def newest_record(run_dir: Path) -> dict:
+    """The run's most recent evaluation record in RUN_DIR/evals/ (eval.json holds only a canonical
+    one, and a tiny degenerate test run has none)."""
+    import json
+
+    paths = sorted(Path(run_dir, "evals").glob("*.json"), key=lambda p: p.stat().st_mtime)
+    assert paths, f"{run_dir} has no evaluation record"
+    return json.loads(paths[-1].read_text())

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn as nn
-from helpers import assert_one_line_error, run_cli
+from helpers import assert_one_line_error, newest_record, run_cli
 from robustzoo_calibrated import (
     CalibratedAT,
     CifarMaskNet,
@@ -661,7 +661,7 @@ def test_run_card_records_the_mask_optimiser_and_the_collapse_watch(cat_run):
     from robustzoo import cards, runs
 
     cfg = json.loads((cat_run / "config.json").read_text())
-    report = json.loads((cat_run / "eval.json").read_text())
+    report = newest_record(cat_run)
     text = cards.render_run_card(cfg, report, repo_id="org/cat", files={"model.safetensors": "0" * 64},
                                  metrics=runs.read_metrics(cat_run))
     assert "| `mask_net` | sgd | 0.01 | 0.9 | 0 |" in text and "| classifier | adam | 0.001 |" in text

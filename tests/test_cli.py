@@ -64,7 +64,7 @@ def test_train_cli_writes_a_run(tmp_path, capsys):
                               "--set", "eval_n=30", "--rand-init", "none", "--json"], capsys)
     assert code == 0, err
     data = json.loads(out)
-    assert data["run_dir"] == str(out_dir) and (out_dir / "eval.json").is_file()
+    assert data["run_dir"] == str(out_dir) and (out_dir / "evals").is_dir()
     cfg = json.loads((out_dir / "config.json").read_text())
     assert cfg["robustzoo"]["objective_settings"]["rand_init"] == "none"
 

@@ -274,7 +274,7 @@ def test_ddp_attacks_and_at_match_one_process(tmp_path):
     for k, v in one.items():
         assert _max_rel_diff(ranks[0]["state"][k], v) < 1e-5, k  # measured: ~1e-7 (float rounding)
     run = tmp_path / "at" / "ddp"
-    assert {"config.json", "model.safetensors", "last.safetensors", "metrics.jsonl", "eval.json"} <= {
+    assert {"config.json", "model.safetensors", "last.safetensors", "metrics.jsonl", "evals"} <= {
         p.name for p in run.iterdir()}
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 2  # rank 0 logged, once per epoch
 

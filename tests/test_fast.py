@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from robustzoo import fast
+from robustzoo import fast, runs
 from robustzoo.errors import UsageError
 from robustzoo.testing import TINY
 
@@ -164,7 +164,9 @@ def test_trainer_bf16_autocast_on_cpu(tmp_path):
                                      eval_attacks=["clean"], eval_n=32)
     cfg = json.loads((run_dir / "config.json").read_text())
     assert cfg["robustzoo"]["config"]["precision"] == "bf16"
-    assert report["precision"] == "bf16"
+    # The final evaluation is the run's record, which may be published: exact fp32 whatever
+    # precision the training ran in.
+    assert report["precision"] == "fp32" and report["results"][0]["precision"] == "fp32"
     assert 0.0 <= report["results"][0]["accuracy"] <= 1.0
 
 
@@ -373,69 +375,78 @@ def test_benchmark_check_precision(at_run, tmp_path, capsys):
     assert rep["precisions"] == ["fp32", "bf16"] and rep["tolerance_points"] == 0.1
     assert json.loads(out.read_text())["results"][0]["attack"] == "clean"
     saved = json.loads((run / fast.PRECISION_CHECK_FILE).read_text())
-    assert saved == {k: v for k, v in rep.items() if k != "recorded"}
-    assert rep["decision"] == "fp32"  # on the CPU 'auto' is fp32 anyway
+    assert saved == {k: v for k, v in rep.items() if k not in ("recorded", "decision")}
+    assert rep["decision"] == ("bf16" if rep["ok"] else "fp32")  # what --precision bf16 would be allowed
 
 
-def test_eval_precision_falls_back_to_fp32_when_bf16_drifts():
-    drift = {"max_abs_drift_points": 0.3, "n": 1000}
-    close = {"max_abs_drift_points": 0.1, "n": 1000}
-    assert fast.eval_precision("auto", "cuda", None) == ("bf16", None)
-    assert fast.eval_precision("auto", "cuda", close) == ("bf16", None)  # 0.1 points is within
-    prec, why = fast.eval_precision("auto", "cuda", drift)
-    assert prec == "fp32" and "0.3 points" in why and "1000 examples" in why
-    assert fast.eval_precision("bf16", "cuda", drift) == ("bf16", None)  # asked for: obeyed
-    assert fast.eval_precision("auto", "cpu", drift) == ("fp32", None)  # fp32 already
-    assert fast.eval_precision("auto", "cuda", drift, tolerance=0.5) == ("bf16", None)
+def test_eval_precision_is_fp32_unless_a_check_allows_bf16():
+    """'auto' is exact fp32 on every device, a GPU's included; bf16 only with a check of every attack."""
+    check = {"n": 1000, "results": [{"attack": "clean", "drift_points": 0.0},
+                                    {"attack": "pgd20", "drift_points": 0.1},
+                                    {"attack": "autoattack", "drift_points": -0.3}]}
+    for device in ("cuda", "cuda:1", "cpu"):
+        assert fast.eval_precision("auto", device, check, attacks=["clean", "pgd20"]) == ("fp32", None)
+        assert fast.eval_precision("fp32", device, check) == ("fp32", None)
+    prec, drift = fast.eval_precision("bf16", "cuda", check, attacks=["clean", "pgd20"])
+    assert prec == "bf16" and drift["drift_points"] == {"clean": 0.0, "pgd20": 0.1}  # 0.1 points is within
+    assert drift["max_abs_drift_points"] == 0.1 and drift["n"] == 1000
+    with pytest.raises(UsageError, match=r"autoattack drifted -0.3 points .* evaluate in fp32"):
+        fast.eval_precision("bf16", "cuda", check, attacks=["clean", "autoattack"])
+    assert fast.eval_precision("bf16", "cuda", check, attacks=["autoattack"], tolerance=0.5)[0] == "bf16"
+    with pytest.raises(UsageError, match="did not measure apgd-t, square.*--check-precision --attacks clean,"
+                                         "apgd-t,square"):
+        fast.eval_precision("bf16", "cuda", check, attacks=["clean", "apgd-t", "square"])
+    with pytest.raises(UsageError, match="needs a precision check"):
+        fast.eval_precision("bf16", "cuda", None, attacks=["clean"])
 
 
-def test_robustzoo_eval_follows_the_runs_precision_check(at_run, tmp_path, monkeypatch):
-    """The check measured on the CPU with bf16 autocast, then `robustzoo eval --precision auto`
-    as on a GPU (auto = bf16): bf16 while the drift is within 0.1 points, fp32 (and says so)
-    beyond it, and a check of other weights is ignored."""
+def test_eval_runs_bf16_only_after_a_check_of_these_weights(at_run, tmp_path):
+    """`robustzoo eval --precision bf16` (CPU autocast stands in for a GPU): refused without a
+    check, allowed with one of these weights within 0.1 points (the drift goes into the record),
+    refused for a check of other weights or one that drifted; 'auto' stays fp32."""
     import shutil
 
-    from helpers import Recorder
-
-    from robustzoo.api import evaluate
+    from robustzoo.api import check_precision, evaluate
 
     run = tmp_path / "run"
     shutil.copytree(at_run, run)
-    with one_thread():
-        check = _load_benchmark().compare_precisions(run, "clean,pgd20", n=32, device="cpu", record=True)
-    path = run / fast.PRECISION_CHECK_FILE
-    assert check["recorded"] == str(path) and check["model_fingerprint"]
-    resolve = fast.resolve_precision
-    monkeypatch.setattr(fast, "resolve_precision",  # 'auto' as on a CUDA device
-                        lambda p, d: "bf16" if (p or "auto") == "auto" else resolve(p, d))
     kw = dict(n=16, device="cpu", write=False, health=False)
-
-    def auto_eval():
-        rec = Recorder()
-        with one_thread():
-            rep = evaluate(run, ["clean"], progress=rec, **kw)
-        return rep, [e[1] for e in rec.of("note")]
-
-    rep, notes = auto_eval()
-    expected = "fp32" if check["max_abs_drift_points"] > 0.1 else "bf16"
-    assert rep["precision"] == expected and ("precision_fallback" in rep) == (expected == "fp32")
-    path.write_text(json.dumps(dict(check, max_abs_drift_points=0.5)))
-    rep, notes = auto_eval()
-    assert rep["precision"] == "fp32" and rep["precision_fallback"]["max_abs_drift_points"] == 0.5
-    assert len(notes) == 1 and "0.5 points" in notes[0] and "evaluating in fp32" in notes[0]
-    path.write_text(json.dumps(dict(check, max_abs_drift_points=0.5, model_fingerprint="0" * 16)))
-    rep, notes = auto_eval()
-    assert rep["precision"] == "bf16" and notes == []  # made on other weights: not this model's
+    with one_thread():
+        assert evaluate(run, ["clean"], **kw)["precision"] == "fp32"
+        with pytest.raises(UsageError, match="needs a precision check"):
+            evaluate(run, ["clean"], precision="bf16", **kw)
+        check = check_precision(run, ["clean", "pgd20"], n=32, device="cpu")
+    path = run / fast.PRECISION_CHECK_FILE
+    assert check["recorded"] == str(path) and check["model_fingerprint"] and check["resolution_points"] == 3.125
+    assert [r["attack"] for r in check["results"]] == ["clean", "pgd20"]
+    for r in check["results"]:
+        assert abs(r["drift_points"] - 100 * (r["bf16"] - r["fp32"])) < 1e-6
+    path.write_text(json.dumps(dict(check, results=[dict(r, drift_points=0.0) for r in check["results"]])))
+    with one_thread():
+        rep = evaluate(run, ["clean"], precision="bf16", **kw)
+    assert rep["precision"] == "bf16" and rep["results"][0]["precision"] == "bf16"
+    assert rep["precision_check"]["drift_points"] == {"clean": 0.0} and rep["precision_check"]["n"] == 32
+    path.write_text(json.dumps(dict(check, results=[dict(r, drift_points=0.5) for r in check["results"]])))
+    with pytest.raises(UsageError, match="clean drifted 0.5 points"):
+        evaluate(run, ["clean"], precision="bf16", **kw)
+    path.write_text(json.dumps(dict(check, model_fingerprint="0" * 16)))
+    with pytest.raises(UsageError, match="needs a precision check"):  # made on other weights: not this model's
+        evaluate(run, ["clean"], precision="bf16", **kw)
 
 
 def test_bf16_outcomes_are_not_resumed_as_fp32(at_run, tmp_path, capsys):
     import shutil
 
     from robustzoo.api import evaluate
+    from robustzoo.eval import model_fingerprint
 
     run = tmp_path / "run"
     shutil.copytree(at_run, run)
     evaluate(run, ["clean"], n=16, device="cpu", precision="fp32", health=False)
+    model, _ = runs.load_run(run)
+    (run / fast.PRECISION_CHECK_FILE).write_text(json.dumps(
+        {"model_fingerprint": model_fingerprint(model), "n": 16, "max_abs_drift_points": 0.0,
+         "results": [{"attack": "clean", "drift_points": 0.0}]}))
     capsys.readouterr()
     with one_thread():
         rep = evaluate(run, ["clean"], n=16, device="cpu", precision="bf16", health=False, show_progress=True)
@@ -473,8 +484,9 @@ def test_gpu_check_smoke_run_fills_every_figure(tmp_path):
     d = r["precision_drift"]
     assert {"max_abs_drift_points", "decision", "ok", "n", "results", "dataset", "train_seconds",
             "fallback_to_fp32", "resolution_points"} <= set(d)
-    assert [x["attack"] for x in d["results"]] == ["clean", "pgd20"] and d["decision"] == "fp32"
-    assert d["auto_eval"] == {"precision": "fp32", "fallback": None}  # the CPU: fp32 anyway
+    assert [x["attack"] for x in d["results"]] == ["clean", "pgd20"]
+    assert d["decision"] == ("bf16" if d["ok"] else "fp32")  # what --precision bf16 would be allowed
+    assert d["auto_eval"] == {"precision": "fp32", "fallback": None}  # auto is exact fp32 everywhere
     cm = r["compile"]
     assert cm["images_per_s"] > 0 and cm["graphs_after_warmup"] == {"train": 0, "eval": 0}
     assert {"graphs", "recompiles", "at_limit", "cudagraph_skips", "graph_breaks"} <= set(cm["stats"])

@@ -28,6 +28,10 @@ def _row(report, attack):
     return next(r for r in report["results"] if r["attack"] == attack)
 
 
+def _check(report, name):
+    return next(c for c in report["health"]["checks"] if c["name"] == name)
+
+
 # --- deliberately masked models ------------------------------------------------------------
 
 def test_saturated_softmax_is_flagged(test_set):
@@ -79,7 +83,7 @@ def test_plainly_adversarially_trained_model_is_not_flagged(test_set):
     assert not any(r.get("suspect") for r in rep["results"])
     assert all(c["status"] in ("passed", "skipped") for c in rep["health"]["checks"])
     assert _status(rep)["blackbox_vs_whitebox"] == "passed"  # it ran, with paired flags
-    assert rep["health"]["checks"][1]["evidence"]["square"]["paired"] is True
+    assert _check(rep, "blackbox_vs_whitebox")["evidence"]["square"]["paired"] is True
 
 
 def test_health_can_be_switched_off(test_set):
@@ -156,7 +160,7 @@ def test_blackbox_with_paired_flags_counts_examples_only_square_breaks():
     sq[:50] = True
     sq[60:80] = True  # square holds 20 that PGD broke but breaks 10 that PGD could not
     apply_health(rep, flags={"clean": torch.ones(100, dtype=torch.bool), "pgd20": pgd, "square": sq}, probes={})
-    check = rep["health"]["checks"][1]
+    check = _check(rep, "blackbox_vs_whitebox")
     assert check["status"] == "flagged" and check["evidence"]["square"]["broken_only_by_blackbox"] == 10
 
 
@@ -181,8 +185,11 @@ def test_probe_checks_and_flagged_checks_helper():
     flagged = flagged_checks(rep)
     assert [c["name"] for c in flagged] == ["eps0"] and flagged[0]["explanation"]
     for c in rep["health"]["checks"]:
-        assert set(c) == {"name", "status", "evidence", "explanation", "affects", "detectable"}
+        assert set(c) - {"needs"} == {"name", "status", "evidence", "explanation", "affects", "detectable"}
         assert c["status"] in ("passed", "flagged", "failed", "skipped")
+        # A check that could not run names the attacks that would let it (nothing skipped silently).
+        assert ("needs" in c) <= (c["status"] == "skipped")
+    assert _check(rep, "ce_vs_margin")["needs"] == ["cw"]
 
 
 # --- degenerate and randomised models -----------------------------------------------------------
@@ -255,7 +262,7 @@ def test_a_planted_five_point_pgd_versus_apgd_gap_at_n_1000_is_flagged_by_the_pa
     n = 1000
     # APGD breaks 50 examples PGD-20 leaves robust (5 points) and nothing the other way.
     rep, _ = _paired_report(n, range(850), range(550), range(500))
-    check = rep["health"]["checks"][0]
+    check = _check(rep, "pgd_vs_apgd")
     assert check["status"] == "flagged" and check["evidence"]["paired"] is True
     assert (check["evidence"]["ce_only"], check["evidence"]["reference_only"]) == (50, 0)
     assert check["evidence"]["p_value"] < 1e-10 and check["evidence"]["p_threshold"] == 0.01
@@ -264,7 +271,7 @@ def test_a_planted_five_point_pgd_versus_apgd_gap_at_n_1000_is_flagged_by_the_pa
     # The same accuracies without per-example flags: the two intervals overlap, nothing is seen.
     unpaired = _report(_r("clean", 850, kind="none"), _r("pgd20", 550, steps=20), _r("apgd-dlr", 500))
     assert _status(unpaired)["pgd_vs_apgd"] == "passed"
-    assert unpaired["health"]["checks"][0]["detectable"]["gap"] > 0.06
+    assert _check(unpaired, "pgd_vs_apgd")["detectable"]["gap"] > 0.06
 
 
 def test_an_honest_gap_and_noise_are_not_flagged_by_the_paired_test():
@@ -274,7 +281,7 @@ def test_an_honest_gap_and_noise_are_not_flagged_by_the_paired_test():
     # 5 and 6 points at n = 100, all one way: p = 1/32 and 1/64, not below 0.01; 7 is.
     for k, status in ((5, "passed"), (6, "passed"), (7, "flagged")):
         rep, _ = _paired_report(100, range(90), range(60), range(60 - k))
-        check = rep["health"]["checks"][0]
+        check = _check(rep, "pgd_vs_apgd")
         assert check["status"] == status, (k, check)
         assert check["evidence"]["p_value"] == pytest.approx(0.5 ** k, rel=1e-2)
     # 5 points net, but 255 examples one way and 205 the other: p = 0.011, an unstable
@@ -282,7 +289,7 @@ def test_an_honest_gap_and_noise_are_not_flagged_by_the_paired_test():
     pgd = list(range(100)) + list(range(100, 355))
     apgd = list(range(100)) + list(range(355, 560))
     rep, _ = _paired_report(1000, range(850), pgd, apgd)
-    ev = rep["health"]["checks"][0]["evidence"]
+    ev = _check(rep, "pgd_vs_apgd")["evidence"]
     assert (ev["ce_only"], ev["reference_only"]) == (255, 205) and ev["gap"] == pytest.approx(0.05)
     assert ev["p_value"] == pytest.approx(0.0111, abs=1e-4) and _status(rep)["pgd_vs_apgd"] == "passed"
 
@@ -291,10 +298,10 @@ def test_paired_tests_see_small_gaps_at_small_n():
     """At n = 150 the interval rule needed a gap of about 16 points; the paired test needs 5.3."""
     n = 150
     rep, _ = _paired_report(n, range(130), range(80), range(72))  # 8 examples = 5.3 points
-    check = rep["health"]["checks"][0]
+    check = _check(rep, "pgd_vs_apgd")
     assert check["status"] == "flagged" and check["detectable"]["gap"] == round(8 / 150, 6)
     unpaired = _report(_r("clean", 130, n, kind="none"), _r("pgd20", 80, n, steps=20), _r("apgd-dlr", 72, n))
-    assert unpaired["health"]["checks"][0]["detectable"]["gap"] > 0.15
+    assert _check(unpaired, "pgd_vs_apgd")["detectable"]["gap"] > 0.15
 
 
 def test_more_steps_is_paired_too():
@@ -303,7 +310,7 @@ def test_more_steps_is_paired_too():
              "pgd100": _flags(n, list(range(500)) + list(range(800, 815)))}  # PGD-100 "unbreaks" 15
     rows = [_r("clean", 850, kind="none"), _r("pgd20", 500, steps=20), _r("pgd100", 515, steps=100)]
     rep = apply_health({"n": n, "num_classes": 10, "results": rows}, flags=flags, probes={})
-    check = rep["health"]["checks"][2]
+    check = _check(rep, "more_steps")
     assert check["status"] == "flagged" and check["evidence"]["paired"]["pgd100>pgd20"]["longer_only"] == 15
     assert _row(rep, "pgd100")["suspect"]
 

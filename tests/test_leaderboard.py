@@ -56,7 +56,7 @@ def test_runs_are_ranked_by_autoattack_first_then_by_their_strongest_attack(runs
     real = json.loads((at_run / "eval.json").read_text())
     assert plain.ranked_by == "worst-case" and "no AutoAttack" in plain.note
     assert plain.rank_cell.accuracy == real["worst_case"]["accuracy"]
-    assert board.attacks == ["pgd20", "autoattack"]
+    assert board.attacks == ["pgd20", "cw", "autoattack"]
     assert plain.clean.accuracy == next(r["accuracy"] for r in real["results"] if r["attack"] == "clean")
     assert board_set.skipped == [{"name": "untested", "path": str(runs_dir / "untested"),
                                   "why": f"not evaluated; run `robustzoo eval {runs_dir / 'untested'} "

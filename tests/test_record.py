@@ -168,7 +168,7 @@ def test_training_writes_its_evaluation_into_the_history(at_run):
 def _rep(attacks, n, of=10000, migrated=False):
     rows = [{"attack": a, "accuracy": 0.5, "correct": n // 2, "n": n, "ci95": [0.4, 0.6], "settings": {}}
             for a in attacks]
-    out = {"eps": 0.03, "n": n, "seed": 0, "results": rows, "examples": {"n": n, "of": of}}
+    out = {"eps": 0.03, "n": n, "seed": 0, "results": rows, "examples": {"n": n, "of": of}, "standard": True}
     if migrated:
         out["migrated"] = True
     return out

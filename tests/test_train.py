@@ -32,7 +32,7 @@ def test_run_directory_layout(at_run):
     _, meta = runs.read_weights(at_run / "model.safetensors")
     assert meta["robustzoo.architecture"] == "cnn_mnist" and meta["robustzoo.objective"] == "at"
     ev = json.loads((at_run / "eval.json").read_text())
-    assert [r["attack"] for r in ev["results"]] == ["clean", "pgd20"]
+    assert [r["attack"] for r in ev["results"]] == ["clean", "pgd20", "cw"]
     assert not list(at_run.glob("**/*.tmp"))
 
 

@@ -8,10 +8,11 @@ from .core import (
     attack_bn_mode,
     ce_loss,
     cw_loss,
+    cw_margin,
     fgsm,
     pgd,
     project,
 )
 
-__all__ = ["AttackContext", "AttackSpec", "attack_bn_mode", "ce_loss", "cw_loss", "fgsm", "pgd",
+__all__ = ["AttackContext", "AttackSpec", "attack_bn_mode", "ce_loss", "cw_loss", "cw_margin", "fgsm", "pgd",
            "project"]

@@ -272,9 +272,17 @@ def _relaunch_args(ctx: click.Context) -> list[str]:
 @click.option("--cache-dir", type=click.Path(), help="Hugging Face cache directory")
 @click.option("--json", "json_out", metavar="FILE", help="also write the results as JSON ('-' for stdout)")
 @click.option("--precision", type=click.Choice(["auto", "bf16", "fp32"]), default="auto", show_default=True,
-              help="auto = bf16 autocast on CUDA, fp32 on CPU; fp32 = exact (TF32 off)")
+              help="auto = fp32 = exact fp32 on every device (TF32 off); bf16 only after --check-precision "
+                   "measured every attack within 0.1 points")
+@click.option("--check-precision", is_flag=True,
+              help="instead of evaluating, measure bf16 against fp32 for these attacks and save the check "
+                   "in RUN_DIR/precision_check.json (what --precision bf16 needs)")
+@click.option("--allow-custom", is_flag=True,
+              help="let a report with non-standard attack settings (--set) become the canonical record; "
+                   "cards and RobustBench records then say so")
 def eval_cmd(model, suite, attacks, n, eps, seed, cascade, eps_sweep, plot, sets, no_health, no_resume,
-             batch_size, device, data_dir, revision, endpoint, cache_dir, json_out, precision) -> None:
+             batch_size, device, data_dir, revision, endpoint, cache_dir, json_out, precision,
+             check_precision, allow_custom) -> None:
     """Evaluate MODEL (run directory, zoo alias or hf-hub:org/name) on its test set.
 
     Prints accuracy with 95% intervals per attack, the worst case per example, and a
@@ -298,13 +306,18 @@ def eval_cmd(model, suite, attacks, n, eps, seed, cascade, eps_sweep, plot, sets
     # Output paths are checked before hours of attacks, not after (files.check_output_file).
     replaced = {opt: files.check_output_file(path, opt) for opt, path in (("--plot", plot), ("--json", json_out))
                 if path not in (None, "-")}
+    if check_precision:
+        _check_precision_cmd(model, suite, attacks, n, seed, batch_size, device, data_dir, revision, endpoint,
+                             cache_dir, json_out)
+        return
     try:
         with RichProgress() as bars:
             report = evaluate(model, attacks, n=n, eps=eps_v, seed=seed, batch_size=batch_size, device=device,
                               data_dir=data_dir, progress=bars, revision=revision, endpoint=endpoint,
                               cache_dir=cache_dir, suite=suite, cascade=cascade,
                               options=parse_attack_options(sets), eps_sweep=eps_sweep, plot=plot,
-                              health=not no_health, resume=not no_resume, precision=precision)
+                              health=not no_health, resume=not no_resume, precision=precision,
+                              allow_custom=allow_custom)
     except KeyboardInterrupt:
         raise Interrupted(_interrupted_eval(model)) from None
     if plot:
@@ -316,6 +329,12 @@ def eval_cmd(model, suite, attacks, n, eps, seed, cascade, eps_sweep, plot, sets
     stdout.print(results_table(report, title=f"{model} ({report['dataset']} test, ε={report['eps']:.4g})"))
     if report.get("health"):
         stdout.print(health_table(report))
+        needs = [a for c in report["health"]["checks"] if c["status"] == "skipped" for a in c.get("needs", [])]
+        ran = [r["attack"] for r in report["results"]]
+        extra = [a for a in dict.fromkeys(needs) if a not in ran]
+        if extra:
+            err.print(f"to run the skipped checks: robustzoo eval {model} --attacks {','.join(ran + extra)}"
+                      + (f" --n {report['n']}" if n else ""), soft_wrap=True)
     if report.get("eps_sweep"):
         stdout.print(sweep_table(report))
     if json_out:
@@ -331,8 +350,45 @@ def _say_record(model: str, report: dict[str, Any]) -> None:
     if rec.get("migrated"):
         err.print(f"kept the earlier {run / 'eval.json'} as {run / 'evals' / rec['migrated']}.json", soft_wrap=True)
     err.print(f"wrote {run / rec['path']}", soft_wrap=True)
-    why = "this evaluation" if rec["is_canonical"] else "kept: a stronger protocol (docs/evaluation.md)"
+    if rec.get("canonical") is None:
+        err.print(f"no canonical record: this evaluation may not be one ({'; '.join(rec.get('not_canonical') or [])}) "
+                  f"and no other of these weights may; {run / 'eval.json'} is absent (docs/evaluation.md)",
+                  soft_wrap=True)
+        return
+    if rec["is_canonical"]:
+        why = "this evaluation"
+    elif rec.get("not_canonical"):
+        why = "kept: this evaluation may not be canonical: " + "; ".join(rec["not_canonical"])
+    else:
+        why = "kept: a stronger protocol (docs/evaluation.md)"
     err.print(f"canonical record {run / 'eval.json'} = {rec['canonical_path']} ({why})", soft_wrap=True)
+
+
+def _check_precision_cmd(model, suite, attacks, n, seed, batch_size, device, data_dir, revision, endpoint,
+                         cache_dir, json_out) -> None:
+    """``robustzoo eval MODEL --check-precision``: bf16 against fp32, saved for --precision bf16."""
+    from ..api import check_precision
+    from ..eval import resolve_suite
+
+    names, n = resolve_suite(suite, attacks, n)
+    with RichProgress() as bars:
+        rep = check_precision(model, names, n=n if n is not None else 1000, seed=seed, batch_size=batch_size,
+                              device=device, data_dir=data_dir, progress=bars, revision=revision,
+                              endpoint=endpoint, cache_dir=cache_dir)
+    if json_out:
+        _emit_json(rep, json_out)
+        if json_out == "-":
+            return
+    t = Table(title=f"{model}: bf16 against fp32 on {rep['n']} test images ({rep['device']})")
+    for col in ("attack", "fp32", "bf16", "drift (points)"):
+        t.add_column(col, justify="left" if col == "attack" else "right")
+    for r in rep["results"]:
+        t.add_row(r["attack"], f"{100 * r['fp32']:.2f}%", f"{100 * r['bf16']:.2f}%", f"{r['drift_points']:+.2f}")
+    t.caption = (f"tolerance {rep['tolerance_points']:g} points, resolution {rep['resolution_points']:g} "
+                 f"(one example): " + ("bf16 allowed (--precision bf16)" if rep["ok"] else "bf16 refused"))
+    stdout.print(t)
+    if rep.get("recorded"):
+        err.print(f"wrote {rep['recorded']}", soft_wrap=True)
 
 
 def _interrupted_eval(model: str) -> str:
@@ -358,8 +414,12 @@ def _interrupted_eval(model: str) -> str:
 @click.option("--license", "license_", default="apache-2.0", show_default=True, help="licence of the weights")
 @click.option("--allow-partial", is_flag=True,
               help="publish an evaluation that is not a real protocol; the card says so")
+@click.option("--allow-custom", is_flag=True,
+              help="publish an evaluation whose attacks used non-standard settings; the card and the "
+                   "RobustBench record say which")
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output (includes a zoo entry)")
-def push(run_dir, repo_id, endpoint, token, private, alias, license_, allow_partial, as_json) -> None:
+def push(run_dir, repo_id, endpoint, token, private, alias, license_, allow_partial, allow_custom,
+         as_json) -> None:
     """Publish an evaluated RUN_DIR to the Hub in one commit.
 
     Uploads model.safetensors, aux.safetensors (if any), config.json and a model card rendered
@@ -376,7 +436,7 @@ def push(run_dir, repo_id, endpoint, token, private, alias, license_, allow_part
     from ..hub import push as push_run  # deferred: imports torch
 
     res = push_run(run_dir, repo_id, endpoint=endpoint, token=token, private=private, alias=alias,
-                   license=license_, allow_partial=allow_partial)
+                   license=license_, allow_partial=allow_partial, allow_custom=allow_custom)
     if as_json:
         click.echo(json.dumps(res.to_dict(), indent=2))
         return

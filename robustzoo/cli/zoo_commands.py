@@ -83,7 +83,9 @@ def export() -> None:
 @click.argument("run_dir", type=click.Path())
 @click.option("--out", metavar="FILE", type=click.Path(), help="write the record to FILE (JSON)")
 @click.option("--json", "as_json", is_flag=True, help="print the record as JSON on stdout (what you submit)")
-def export_robustbench(run_dir, out, as_json) -> None:
+@click.option("--allow-custom", is_flag=True,
+              help="export an evaluation whose attacks used non-standard settings (the record says so)")
+def export_robustbench(run_dir, out, as_json, allow_custom) -> None:
     """RUN_DIR's record in RobustBench's model_info format (robustbench.json).
 
     The same record `robustzoo push` writes into the repository. RobustBench ranks by
@@ -99,13 +101,15 @@ def export_robustbench(run_dir, out, as_json) -> None:
     from rich.table import Table
 
     from .. import runs
-    from ..hub import read_eval
+    from ..hub import check_publishable, read_eval
     from ..robustbench import robustbench_record
 
     if out:
         files.check_output_file(out, "--out")
     config = runs.read_config(run_dir)
-    record = robustbench_record(config, read_eval(Path(run_dir)))
+    report = check_publishable(read_eval(Path(run_dir)), Path(run_dir), allow_partial=True,
+                               allow_custom=allow_custom)  # never a failed or (silently) custom record
+    record = robustbench_record(config, report)
     text = json.dumps(record, indent=2) + "\n"
     stdout, err = _consoles()
     if out:

@@ -37,6 +37,9 @@ class DatasetSpec:
         val_size: images held out of the training set for checkpoint selection.
         augment: 'crop_flip' (CIFAR: pad-4 crop + horizontal flip) or 'none'.
         classes: label names.
+        test_size: images in the dataset's canonical test set (10,000 for CIFAR and the MNISTs);
+            an evaluation on a smaller test split (a truncated file, a local copy) is then not
+            "the whole test set" for publishing. None: the loaded split is the whole test set.
     """
 
     name: str
@@ -59,6 +62,7 @@ class DatasetSpec:
     classes: tuple[str, ...] = ()
     description: str = ""
     source: str = ""
+    test_size: int | None = None
     extra: dict = field(default_factory=dict)
 
 
@@ -188,6 +192,16 @@ class Splits:
     train: TensorData
     val: TensorData
     test: TensorData
+
+
+def load_test(spec: DatasetSpec, *, data_dir: str | Path | None = None, download: bool = True) -> TensorData:
+    """The test split of a dataset alone (what an evaluation needs).
+
+    Unlike :func:`load_splits`, no validation split is drawn, so a run trained with a small
+    ``val_size`` (or ``--subset``) is evaluated on the same test set as any other run.
+    """
+    _, _, x_te, y_te = spec.load(Path(data_dir) if data_dir else None, download)
+    return TensorData(x_te, y_te)
 
 
 def load_splits(

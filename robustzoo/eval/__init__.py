@@ -20,9 +20,13 @@ from __future__ import annotations
 
 from ._evaluate import (
     ATTACK_OPTIONS,
+    AttackOption,
     AttackResult,
+    check_budget,
+    custom_settings,
     evaluate_model,
     examples_block,
+    mark_precision,
     parse_attack_options,
     run_attack,
     run_keyed,
@@ -31,15 +35,18 @@ from ._flagstore import FLAGS_FILE, FlagStore, model_fingerprint
 from ._health import THRESHOLDS as HEALTH_THRESHOLDS
 from ._health import apply as apply_health
 from ._health import assess as assess_health
-from ._health import degenerate_probe, flagged_checks, randomness_probe, run_probes
+from ._health import degenerate_probe, exact_forwards, flagged_checks, randomness_probe, run_probes
 from ._record import (
     HISTORY_DIR,
     PUBLISHABLE_N,
     SAMPLE_RULE,
+    canonical_problems,
     canonical_rank,
     choose_canonical,
+    custom_rows,
     describe,
     headline,
+    health_status,
     history,
     migrate,
     partial_problems,
@@ -55,13 +62,13 @@ from ._suites import resolve as resolve_suite
 from ._sweep import plot_sweep, run_sweep
 
 __all__ = [
-    "ATTACK_OPTIONS", "AttackResult", "evaluate_model", "examples_block", "parse_attack_options",
+    "ATTACK_OPTIONS", "AttackOption", "AttackResult", "check_budget", "custom_settings", "evaluate_model", "examples_block", "mark_precision", "parse_attack_options",
     "run_attack", "run_keyed",
     "FLAGS_FILE", "FlagStore", "model_fingerprint",
     "HEALTH_THRESHOLDS", "apply_health", "assess_health", "degenerate_probe", "flagged_checks",
-    "randomness_probe", "run_probes",
-    "HISTORY_DIR", "PUBLISHABLE_N", "SAMPLE_RULE", "canonical_rank", "choose_canonical", "describe",
-    "headline", "history", "migrate", "partial_problems", "protocol_key", "publishable", "read_canonical",
+    "randomness_probe", "run_probes", "exact_forwards",
+    "HISTORY_DIR", "PUBLISHABLE_N", "SAMPLE_RULE", "canonical_problems", "canonical_rank",
+    "choose_canonical", "custom_rows", "describe", "headline", "health_status", "history", "migrate", "partial_problems", "protocol_key", "publishable", "read_canonical",
     "record_id", "write_record",
     "binomial_tail", "mcnemar_exact", "wilson_interval",
     "SUITES", "Suite", "get_suite", "parse_eps_list", "resolve_suite",

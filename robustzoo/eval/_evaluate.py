@@ -21,6 +21,7 @@ Which examples an attack runs on:
 from __future__ import annotations
 
 import hashlib
+import math
 import time
 from dataclasses import dataclass, field, replace
 from functools import partial
@@ -39,7 +40,7 @@ from ..plugins import registry
 from ..progress import Progress
 from . import _health
 from ._flagstore import FlagStore, model_fingerprint
-from ._record import SAMPLE_RULE
+from ._record import SAMPLE_RULE, custom_settings
 from ._stats import wilson_interval
 from ._sweep import run_sweep
 
@@ -62,6 +63,7 @@ class AttackResult:
     notes: list[str] = field(default_factory=list)
     resumed: bool = False
     reused: str | None = None  # the key of the row of this evaluation whose outcome it shares
+    custom: dict[str, Any] = field(default_factory=dict)  # settings that differ from the standard
 
     @property
     def accuracy(self) -> float:
@@ -84,7 +86,28 @@ class AttackResult:
             out["resumed"] = True
         if self.reused:
             out["reused"] = self.reused
+        if self.attack != "clean":
+            out["standard"] = not self.custom
+            if self.custom:
+                out["custom"] = dict(self.custom)
         return out
+
+
+def check_budget(eps: float, alpha: float) -> None:
+    """ε in [0, 1] and α > 0, both finite (ε = 0 is allowed here: the attacks then equal clean).
+
+    Raises:
+        UsageError: naming the value and the range (ε and α are on the [0,1] pixel scale).
+    """
+    try:
+        eps, alpha = float(eps), float(alpha)
+    except (TypeError, ValueError):
+        raise UsageError(f"ε {eps!r} and α {alpha!r} must be numbers on the [0,1] pixel scale") from None
+    if not (math.isfinite(eps) and 0.0 <= eps <= 1.0):
+        raise UsageError(f"ε = {eps} is outside [0, 1]; it is on the [0,1] pixel scale (8/255 = 0.0314)")
+    if not (math.isfinite(alpha) and 0.0 < alpha <= 1.0):
+        raise UsageError(f"step size α = {alpha} must be in (0, 1] on the [0,1] pixel scale: α = 0 would "
+                         "leave every PGD step where it started")
 
 
 def _batch_seed(seed: int, start: int) -> int:
@@ -226,20 +249,25 @@ def run_keyed(model: nn.Module, data: TensorData, spec: Any, ctx: AttackContext,
     return res
 
 
-def examples_block(data: TensorData, of: int, seed: int, split_is_subset: bool = False) -> dict[str, Any]:
+def examples_block(data: TensorData, of: int, seed: int, split_is_subset: bool = False,
+                   test_size: int | None = None) -> dict[str, Any]:
     """Which examples an evaluation used: count, seed, the rule that regenerates them, a hash.
 
     ``index_sha256`` is the sha256 of the examples' rows in the dataset's test set
     (little-endian int64): with the rule (:data:`robustzoo.eval.SAMPLE_RULE`) anyone can
     regenerate them from ``of``, ``n`` and ``seed`` and check them against it.
     ``split_is_subset``: the split itself is a seeded subset of the test set (``--subset``),
-    so ``n == of`` is not the whole test set.
+    so ``n == of`` is not the whole test set. ``test_size``: the dataset's canonical test size
+    (:attr:`robustzoo.data.DatasetSpec.test_size`), kept so a smaller test split is never
+    taken for the whole test set.
     """
     rows = data.index.detach().cpu().to(torch.int64).contiguous()
     digest = hashlib.sha256(rows.numpy().astype("<i8").tobytes()).hexdigest()
     out = {"n": len(data), "of": int(of), "seed": int(seed), "rule": SAMPLE_RULE, "index_sha256": digest}
     if split_is_subset:
         out["split_is_subset"] = True
+    if test_size is not None:
+        out["test_size"] = int(test_size)
     return out
 
 
@@ -257,7 +285,8 @@ def evaluate_model(model: nn.Module, data: TensorData, attacks: list[str], *, ep
                    device: str | torch.device = "cpu", progress: Progress | None = None, cascade: bool = False,
                    flags_path: str | Path | None = None, options: dict[str, Any] | None = None,
                    health: bool = True, eps_sweep: list[float] | None = None,
-                   sweep_attack: str | None = None, checkpoint_interval: float = 10.0) -> dict[str, Any]:
+                   sweep_attack: str | None = None, checkpoint_interval: float = 10.0,
+                   test_size: int | None = None) -> dict[str, Any]:
     """Evaluate ``model`` under each named attack; returns the eval.json dictionary.
 
     Args:
@@ -274,6 +303,8 @@ def evaluate_model(model: nn.Module, data: TensorData, attacks: list[str], *, ep
         eps_sweep: also measure accuracy at each of these ε (:func:`robustzoo.eval.run_sweep`)
             with ``sweep_attack`` (default: the first non-clean attack, else pgd20).
         checkpoint_interval: seconds between mid-attack saves of ``flags_path``.
+        test_size: the dataset's canonical test size, recorded in ``examples`` (publishing
+            counts only that many examples as the whole test set).
 
     An attack whose outcome on the same examples, with the same settings, this evaluation
     already has (APGD-CE standalone and as AutoAttack's first component, in either order) is
@@ -281,6 +312,13 @@ def evaluate_model(model: nn.Module, data: TensorData, attacks: list[str], *, ep
     """
     reg = registry("attacks")
     names = list(dict.fromkeys(attacks))
+    if not names:
+        raise UsageError("no attacks to run; name at least one, e.g. attacks=['clean', 'pgd20'] "
+                         "(--attacks clean,pgd20)")
+    check_budget(eps, alpha)
+    if batch_size < 1:
+        raise UsageError(f"batch size {batch_size} must be at least 1")
+    options = parse_attack_options(dict(options or {}))  # the API's dict goes through the same rules
     specs = [reg.get(a) for a in names]  # fail fast on a misspelled name
     for s in specs:
         for c in getattr(s.run, "components", ()) or ():
@@ -312,10 +350,14 @@ def evaluate_model(model: nn.Module, data: TensorData, attacks: list[str], *, ep
     if health or (wants_aa and ctx.options.get("aa_version", "auto") == "auto"):
         randomness = _health.randomness_probe(model, sample[0], sample[1], seed=seed, batch_size=batch_size)
     aa_version = ctx.options.get("aa_version", "auto")
-    if aa_version == "auto":
+    aa_auto = aa_version == "auto"
+    if aa_auto:
         aa_version = "rand" if randomness and randomness["randomised"] else "standard"
     if aa_version not in AA_VERSIONS:
         raise UsageError(f"aa_version {aa_version!r} is not one of {', '.join(AA_VERSIONS)} or auto")
+    # The standard an attack is compared with: its settings with no options, except that the
+    # AutoAttack version the randomness probe chose is the authors' protocol for this model.
+    std_ctx = replace(ctx, options={"aa_version": aa_version} if aa_auto else {})
     clean_spec = reg.get("clean")
     results: list[AttackResult] = []
     # Outcomes of this call by (attack, settings): an attack on the same examples is run once.
@@ -368,6 +410,7 @@ def evaluate_model(model: nn.Module, data: TensorData, attacks: list[str], *, ep
             res = run_once(spec, ctx, key, only, after)
         res.cascaded = cascade and len(after) > 1
         res.after = after
+        res.custom = custom_settings(spec.settings(sctx), spec.settings(std_ctx))
         results.append(res)
         if cascade:
             running = running & res.flags
@@ -389,10 +432,20 @@ def evaluate_model(model: nn.Module, data: TensorData, attacks: list[str], *, ep
     robust = [r for r in results if r.attack != "clean"]
     out: dict[str, Any] = {"eps": eps, "alpha": alpha, "n": len(data), "seed": seed,
                            "num_classes": num_classes, "mode": "cascade" if cascade else "standalone",
-                           "model": fingerprint, "examples": examples_block(data, of, seed, split_is_subset),
+                           "model": fingerprint, "examples": examples_block(data, of, seed, split_is_subset, test_size),
                            "results": [r.to_dict() for r in results]}
     if ctx.options:
         out["options"] = dict(ctx.options)
+    custom = {r.attack: r.custom for r in results if r.custom}
+    out["standard"] = not custom
+    if custom:
+        out["custom_settings"] = custom
+    if any(_components(s, ctx) for s in specs):
+        # Which AutoAttack ran, and why: a switch to the rand version is never silent.
+        why = ("chosen by the randomness probe: " + ("the model is randomised" if aa_version == "rand" else
+               "the model is deterministic") if aa_auto else "set by --set aa_version")
+        out["autoattack_version"] = {"version": aa_version, "chosen": "auto" if aa_auto else "option",
+                                     "reason": why}
     if robust:
         worst = torch.stack([r.flags for r in robust]).all(0)
         lo, hi = wilson_interval(int(worst.sum()), len(data))
@@ -410,6 +463,15 @@ def evaluate_model(model: nn.Module, data: TensorData, attacks: list[str], *, ep
     if health:
         _health.apply(out, {r.attack: r.flags for r in results}, probes)
     return out
+
+
+def mark_precision(report: dict[str, Any], precision: str, drift: dict[str, Any] | None = None) -> None:
+    """Record which precision produced each number (and the drift that allowed bf16)."""
+    report["precision"] = precision
+    for r in report.get("results", []):
+        r["precision"] = precision
+    if drift is not None:
+        report["precision_check"] = drift
 
 
 def _probe_sample(data: TensorData, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -431,25 +493,66 @@ def _probes(model: nn.Module, sample: tuple[torch.Tensor, torch.Tensor], ctx: At
     return out
 
 
+@dataclass(frozen=True)
+class AttackOption:
+    """One attack option of ``robustzoo eval --set KEY=VALUE``: its type, range and meaning.
+
+    A value outside the range is refused where it enters (the command line or the API), so
+    no setting can turn an attack into a no-op (zero restarts, queries or EoT samples) or
+    put NaN into a record; the same bounds hold for the matching train settings.
+    """
+
+    type: type
+    help: str
+    minimum: float | None = None  # inclusive
+    choices: tuple[str, ...] = ()
+
+    def check(self, key: str, value: Any) -> Any:
+        """``value`` converted to the option's type; UsageError naming key, value and range."""
+        what = f"--set {key}={value!r}"
+        try:
+            v = self.type(value)
+        except (TypeError, ValueError):
+            raise UsageError(f"{what} is not a valid {self.type.__name__}{self._range()}") from None
+        if isinstance(v, float) and not math.isfinite(v):
+            raise UsageError(f"{what} is not a finite number{self._range()}")
+        if self.minimum is not None and v < self.minimum:
+            raise UsageError(f"{what} is out of range{self._range()}")
+        if self.choices and v not in self.choices:
+            raise UsageError(f"{what}{did_you_mean(str(v), self.choices)}; choose one of "
+                             f"{', '.join(self.choices)}")
+        return v
+
+    def _range(self) -> str:
+        if self.minimum is None:
+            return ""
+        low = int(self.minimum) if self.type is int else self.minimum
+        return f" (allowed: a {'whole number' if self.type is int else 'number'} >= {low:g})"
+
+
 #: Options an evaluation passes to the attacks (``--set KEY=VALUE`` on ``robustzoo eval``).
-ATTACK_OPTIONS: dict[str, tuple[type, str]] = {
-    "kappa": (float, "CW∞ margin κ of the 'cw' attack (default 50)"),
-    "square_queries": (int, "Square Attack query budget, also inside autoattack (default 5000)"),
-    "apgd_restarts": (int, "restarts of apgd-ce / apgd-dlr (default 1, AutoAttack standard)"),
-    "cw_rand_init": (str, "start of the 'cw' attack: none (default, as pgd20/pgd100) or uniform"),
-    "eot_iter": (int, "gradient samples per APGD step, Expectation over Transformation (default 1)"),
-    "aa_version": (str, "AutoAttack version: auto (default: rand when the model is randomised), "
-                        "standard or rand"),
-}
-#: Options whose value is one of a few names.
-OPTION_CHOICES: dict[str, tuple[str, ...]] = {
-    "cw_rand_init": ("none", "uniform"),
-    "aa_version": ("auto", *AA_VERSIONS),
+ATTACK_OPTIONS: dict[str, AttackOption] = {
+    # κ < 0 would stop the CW attack while the margin is still positive (never misclassify).
+    "kappa": AttackOption(float, "CW∞ margin κ of the 'cw' attack (default 50; >= 0)", minimum=0.0),
+    "square_queries": AttackOption(int, "Square Attack query budget, also inside autoattack (default 5000; "
+                                        ">= 1)", minimum=1),
+    "apgd_restarts": AttackOption(int, "restarts of apgd-ce / apgd-dlr (default 1, AutoAttack standard; "
+                                       ">= 1: 0 would run nothing)", minimum=1),
+    "cw_rand_init": AttackOption(str, "start of the 'cw' attack: none (default, as pgd20/pgd100) or uniform",
+                                 choices=("none", "uniform")),
+    "eot_iter": AttackOption(int, "gradient samples per APGD step, Expectation over Transformation "
+                                  "(default 1; >= 1)", minimum=1),
+    "aa_version": AttackOption(str, "AutoAttack version: auto (default: rand when the model is randomised), "
+                                    "standard or rand", choices=("auto", *AA_VERSIONS)),
 }
 
 
-def parse_attack_options(pairs: dict[str, str] | list[str] | tuple[str, ...]) -> dict[str, Any]:
-    """Typed attack options from ``KEY=VALUE`` strings (or a dict); unknown keys are errors."""
+def parse_attack_options(pairs: dict[str, Any] | list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """Typed, range-checked attack options from ``KEY=VALUE`` strings (or a dict).
+
+    Unknown keys, values of the wrong type, non-finite numbers and values that would make an
+    attack a no-op are UsageErrors naming the key, the value and the allowed range.
+    """
     if not isinstance(pairs, dict):
         items = {}
         for p in pairs:
@@ -463,12 +566,5 @@ def parse_attack_options(pairs: dict[str, str] | list[str] | tuple[str, ...]) ->
         if k not in ATTACK_OPTIONS:
             raise UsageError(f"unknown attack option {k!r}{did_you_mean(k, ATTACK_OPTIONS)}; "
                              f"known: {', '.join(ATTACK_OPTIONS)}")
-        typ = ATTACK_OPTIONS[k][0]
-        try:
-            out[k] = typ(v)
-        except ValueError:
-            raise UsageError(f"--set {k}={v!r} is not a valid {typ.__name__}") from None
-        if k in OPTION_CHOICES and out[k] not in OPTION_CHOICES[k]:
-            raise UsageError(f"--set {k}={v!r}{did_you_mean(str(v), OPTION_CHOICES[k])}; choose one of "
-                             f"{', '.join(OPTION_CHOICES[k])}")
+        out[k] = ATTACK_OPTIONS[k].check(k, v)
     return out

@@ -58,14 +58,18 @@ unpaired rule applies: the two 95% Wilson intervals must not overlap.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import warnings
+from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
 import torch
 import torch.nn as nn
 
-from ..attacks import ce_loss, pgd
+from ..attacks import ce_loss, cw_margin, pgd
+from ..fast import tf32_disabled
 from ..plugins import registry
 from ._stats import (
     binomial_tail,
@@ -90,6 +94,8 @@ THRESHOLDS: dict[str, float] = {
     "zero_grad_share": 0.05,
     "randomness_passes": 5,
     "randomness_logit_diff": 1e-4,
+    "randomness_ulps": 8.0,
+    "ce_margin_tolerance": 0.01,
     "probe_n": 256,
 }
 
@@ -97,15 +103,24 @@ THRESHOLDS: dict[str, float] = {
 CE_ATTACKS = ("fgsm", "pgd", "pgd20", "pgd100", "apgd-ce")
 #: Attacks on scale-invariant / targeted losses that CE masking does not fool.
 STRONG_ATTACKS = ("apgd-dlr", "apgd-t", "autoattack")
+#: Attacks that ascend a logit margin instead of the cross-entropy (CW∞, DLR, targeted DLR):
+#: a saturated softmax, which stalls every CE attack, does not stall them.
+MARGIN_ATTACKS = ("cw", "apgd-dlr", "apgd-t")
 GRADIENT_KINDS = ("white-box", "ensemble")
 #: Overall status by strength: a failed check beats a flagged one.
 STATUSES = ("passed", "suspect", "failed")
 
 
 def _check(name: str, status: str, explanation: str, evidence: dict[str, Any] | None = None,
-           affects: list[str] | None = None, detectable: dict[str, Any] | None = None) -> dict[str, Any]:
-    return {"name": name, "status": status, "evidence": evidence or {}, "explanation": explanation,
-            "affects": affects or [], "detectable": detectable}
+           affects: list[str] | None = None, detectable: dict[str, Any] | None = None,
+           needs: list[str] | None = None) -> dict[str, Any]:
+    out = {"name": name, "status": status, "evidence": evidence or {}, "explanation": explanation,
+           "affects": affects or [], "detectable": detectable}
+    if needs:
+        # A skipped check names the attacks that would let it run (the CLI turns them into the
+        # command that runs them): nothing is skipped silently.
+        out["needs"] = list(needs)
+    return out
 
 
 def _rows(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -158,7 +173,8 @@ def check_degenerate(report: dict[str, Any], probes: dict[str, Any] | None) -> d
     clean = rows.get("clean")
     chance = _chance(report)
     if not p and clean is None:
-        return _check("degenerate", "skipped", "needs the clean row or the degenerate-model probe")
+        return _check("degenerate", "skipped", "needs the clean row or the degenerate-model probe",
+                      needs=["clean"])
     ev: dict[str, Any] = dict(p or {}, chance=round(chance, 6))
     problems = []
     if p:
@@ -217,8 +233,9 @@ def check_pgd_vs_apgd(report: dict[str, Any], flags: dict[str, torch.Tensor] | N
     iterative = [r for r in ce if r["attack"] != "fgsm"]
     strong = [r for a, r in rows.items() if a in STRONG_ATTACKS]
     if not iterative or not strong:
+        need = ([] if iterative else ["pgd20"]) + ([] if strong else ["apgd-dlr"])
         return _check("pgd_vs_apgd", "skipped", "needs an iterative CE attack (pgd20, ...) and apgd-dlr "
-                      "or autoattack on the same examples (e.g. --suite quick)")
+                      "or autoattack on the same examples (e.g. --suite quick)", needs=need)
     ref = min(strong, key=lambda r: r["accuracy"])
     best_ce = min(iterative, key=lambda r: r["accuracy"])
     n = int(ref["n"])
@@ -293,6 +310,7 @@ def check_blackbox(report: dict[str, Any], flags: dict[str, torch.Tensor] | None
     ev: dict[str, Any] = {"threshold": share_t, "tolerance": THRESHOLDS["blackbox_tolerance"],
                           "p_threshold": alpha}
     affected: list[str] = []
+    reasons: list[str] = []
     found = False
     detectable = None
     black = [r for r in rows.values() if r.get("kind") == "black-box"]
@@ -307,11 +325,26 @@ def check_blackbox(report: dict[str, Any], flags: dict[str, torch.Tensor] | None
             # k: survived every gradient attack, broken by the black box; c: the reverse.
             c, k = paired_counts(flags[b["attack"]], survived)
             hit, p = _blackbox_fires(k, n)
+            # The paper's own argument against masking: a black box scoring below the strongest
+            # white-box attack on the same examples (paired, McNemar).
+            best = min(white, key=lambda r: r["accuracy"])
+            wb_only, bb_only = paired_counts(flags[best["attack"]], flags[b["attack"]])
+            p_best = mcnemar_exact(wb_only, bb_only)
+            below = b["accuracy"] < best["accuracy"] and p_best < alpha
             ev[b["attack"]] = {"broken_only_by_blackbox": k, "broken_only_by_whitebox": c, "whitebox": names,
-                               "n": n, "paired": True, "p_value": float(f"{p:.3g}")}
+                               "n": n, "paired": True, "p_value": float(f"{p:.3g}"),
+                               "vs_best_whitebox": {"attack": best["attack"], "whitebox_accuracy": best["accuracy"],
+                                                    "blackbox_accuracy": b["accuracy"],
+                                                    "whitebox_only_robust": wb_only, "blackbox_only_robust": bb_only,
+                                                    "p_value": float(f"{p_best:.3g}")}}
             detectable = _blackbox_detectable(n)
-            if hit:
+            if hit or below:
                 affected += names
+            if below:
+                reasons.append(f"{b['attack']} leaves {_pct(b['accuracy'])} robust, below {best['attack']}'s "
+                               f"{_pct(best['accuracy'])} on the same examples (p = {p_best:.2g})")
+            elif hit:
+                reasons.append(f"{b['attack']} broke {k} examples that survived every gradient attack")
         else:  # no per-example flags (e.g. a report read back from disk): compare the accuracies
             best = min(white, key=lambda r: r["accuracy"])
             gap = best["accuracy"] - b["accuracy"]
@@ -333,12 +366,15 @@ def check_blackbox(report: dict[str, Any], flags: dict[str, torch.Tensor] | None
         detectable = detectable or _blackbox_detectable(int(aa["n"]))
         if hit:
             affected.append("autoattack")
+            reasons.append(f"AutoAttack's Square broke {k} examples after {', '.join(names[:i])}")
     if not found:
+        need = ([] if black or aa else ["square"]) + ([] if white or aa else ["pgd20"])
         return _check("blackbox_vs_whitebox", "skipped", "needs square next to a gradient attack, or "
-                      "autoattack (e.g. --suite paper or --suite autoattack)")
+                      "autoattack (e.g. --suite paper or --suite autoattack)", needs=need)
     if affected:
-        return _check("blackbox_vs_whitebox", "flagged", "the black-box Square attack broke examples "
-                      "that the gradient attacks could not: their gradients mislead them", ev,
+        return _check("blackbox_vs_whitebox", "flagged", "; ".join(reasons or ["the black-box Square attack "
+                      "broke examples that the gradient attacks could not"]) + ": a black box that sees no "
+                      "gradients should not beat attacks that do; their gradients mislead them", ev,
                       sorted(set(affected)), detectable)
     return _check("blackbox_vs_whitebox", "passed", f"Square found (almost) nothing the gradient attacks "
                   f"missed (flagged above {_pts(share_t)} with p < {alpha:g})", ev, detectable=detectable)
@@ -352,7 +388,8 @@ def check_more_steps(report: dict[str, Any], flags: dict[str, torch.Tensor] | No
              if a in CE_ATTACKS and isinstance(r.get("settings", {}).get("steps"), (int, float))}
     multi = [a for a in steps if steps[a] > 1]
     if not multi:
-        return _check("more_steps", "skipped", "needs a multi-step CE attack (pgd20, pgd100, ...)")
+        return _check("more_steps", "skipped", "needs a multi-step CE attack (pgd20, pgd100, ...)",
+                      needs=["pgd20"])
     ev: dict[str, Any] = {"steps": steps, "accuracy": {a: rows[a]["accuracy"] for a in steps}}
     affected: list[str] = []
     reasons = []
@@ -395,9 +432,166 @@ def check_more_steps(report: dict[str, Any], flags: dict[str, torch.Tensor] | No
                       "the gradients do not lead to adversarial examples", ev, sorted(set(affected)), detectable)
     if len(steps) < 2 and clean is None:
         return _check("more_steps", "skipped", "needs two CE attacks with different step counts or "
-                      "the clean accuracy")
+                      "the clean accuracy", needs=["clean"])
     return _check("more_steps", "passed", "more steps never left significantly more examples robust, "
                   f"and {best} lowers accuracy", ev, detectable=detectable)
+
+
+def _shifted_mcnemar(b: int, c: int, n: int, tolerance: float) -> float:
+    """p-value of "the first attack leaves more than ``tolerance`` of n more examples robust".
+
+    The null hypothesis is the boundary E[b − c] = tolerance·n: given the d = b + c discordant
+    examples, b ~ Binomial(d, ½ + tolerance·n / 2d). With tolerance 0 this is McNemar's exact
+    test (:func:`robustzoo.eval.mcnemar_exact`).
+    """
+    d = int(b) + int(c)
+    if d == 0:
+        return 1.0
+    p0 = min(1.0, 0.5 + tolerance * n / (2 * d))
+    return binomial_tail(int(b), d, p0)
+
+
+def check_ce_vs_margin(report: dict[str, Any], flags: dict[str, torch.Tensor] | None = None
+                       ) -> dict[str, Any]:
+    """An iterative CE attack must not leave clearly more examples robust than a margin-loss attack.
+
+    Saturating or rescaling the softmax (label smoothing, logit scaling, calibrated or soft
+    targets) stalls the cross-entropy's gradient but not a logit margin's (CW∞, DLR). On honest
+    models the two agree within about a point; the check flags a CE attack whose surplus of
+    robust examples over the strongest margin attack on the same examples exceeds
+    ``ce_margin_tolerance`` (1 point) by more than chance explains (paired, exact test at
+    p < 0.01), and marks that CE attack suspect.
+    """
+    tol, alpha = THRESHOLDS["ce_margin_tolerance"], THRESHOLDS["p_value"]
+    rows = _rows(report)
+    ce = [r for a, r in rows.items() if a in CE_ATTACKS and a != "fgsm"]
+    margin = [r for a, r in rows.items() if a in MARGIN_ATTACKS]
+    if not ce or not margin:
+        need = ([] if ce else ["pgd20"]) + ([] if margin else ["cw"])
+        return _check("ce_vs_margin", "skipped", "needs an iterative CE attack (pgd20, ...) and a margin-loss "
+                      "attack (cw, apgd-dlr) on the same examples", needs=need)
+    ref = min(margin, key=lambda r: r["accuracy"])
+    n = int(ref["n"])
+    ev: dict[str, Any] = {"reference": ref["attack"], "reference_accuracy": ref["accuracy"],
+                          "tolerance": tol, "p_threshold": alpha, "by_attack": {}}
+    fired = []
+    for r in ce:
+        gap = r["accuracy"] - ref["accuracy"]
+        if _paired(flags, r["attack"], ref["attack"]) and int(r["n"]) == n:
+            b, c = paired_counts(flags[r["attack"]], flags[ref["attack"]])
+            p = _shifted_mcnemar(b, c, n, tol)
+            hit = (b - c) > tol * n and p < alpha
+            ev["by_attack"][r["attack"]] = {"gap": round(gap, 6), "ce_only": b, "margin_only": c,
+                                            "p_value": float(f"{p:.3g}"), "paired": True}
+        else:
+            hit = gap > tol and r["ci95"][0] > ref["ci95"][1]
+            ev["by_attack"][r["attack"]] = {"gap": round(gap, 6), "paired": False}
+        if hit:
+            fired.append((r, gap))
+    paired = all(v.get("paired") for v in ev["by_attack"].values())
+    detectable = (_paired_gap("CE attack robust, margin attack broken", tol, n) if paired
+                  else _unpaired_gap(int(ref["correct"]), n, tol))
+    if fired:
+        worst, gap = max(fired, key=lambda x: x[1])
+        p = ev["by_attack"][worst["attack"]].get("p_value")
+        return _check("ce_vs_margin", "flagged", f"{worst['attack']} leaves {_pts(gap)} more examples robust "
+                      f"than {ref['attack']} on the same examples" + (f" (p = {p:.2g} against a "
+                      f"{_pts(tol)} tolerance)" if p is not None else "") + ": the CE loss overstates "
+                      "robustness on this model (saturated or rescaled softmax); trust the margin-loss "
+                      "number", ev, [r["attack"] for r, _ in fired], detectable)
+    best = min(ce, key=lambda r: r["accuracy"])
+    return _check("ce_vs_margin", "passed", f"{best['attack']} is within {_pts(tol)} of {ref['attack']} or "
+                  "the difference is within chance", ev, detectable=detectable)
+
+
+def _loss_family(attack: str) -> str | None:
+    """'ce' or 'dlr' (a logit margin): the loss an attack's gradients come from."""
+    if attack in CE_ATTACKS:
+        return "ce"
+    if attack in MARGIN_ATTACKS:
+        return "dlr"
+    return None
+
+
+def _masked_losses(report: dict[str, Any], probes: dict[str, Any] | None) -> set[str]:
+    """The losses the probes find masked: many exactly-zero input gradients, or no progress at 4ε."""
+    p = probes or {}
+    out = set()
+    zg = p.get("zero_grad") or {}
+    limit = _chance(report) + THRESHOLDS["large_eps_margin"]
+    by_loss = (p.get("large_eps") or {}).get("by_loss") or {}
+    for loss in ("ce", "dlr"):
+        if float((zg.get(loss) or {}).get("share", 0.0)) > THRESHOLDS["zero_grad_share"]:
+            out.add(loss)
+        lo = (by_loss.get(loss) or {}).get("ci95")
+        if lo and lo[0] > limit:
+            out.add(loss)
+    return out
+
+
+def check_noop(report: dict[str, Any], flags: dict[str, torch.Tensor] | None = None,
+               probes: dict[str, Any] | None = None) -> dict[str, Any]:
+    """An attack with ε > 0 that breaks nothing while others break the same model did not run.
+
+    Its accuracy equals clean accuracy on every example, so as a robust number it is the clean
+    number. When another attack of the report, or the probe's PGD-10 at ε on a sample of the
+    same examples, breaks enough of them that the difference cannot be chance (McNemar, all
+    discordant examples one way), the report fails: a no-op must never be published.
+    """
+    rows = _rows(report)
+    clean = rows.get("clean")
+    eps = float(report.get("eps") or 0.0)
+    attacked = [r for a, r in rows.items() if a != "clean" and r.get("kind") != "none"]
+    if eps <= 0:
+        return _check("noop", "skipped", "ε = 0: every attack equals clean accuracy by definition")
+    if clean is None or not attacked:
+        return _check("noop", "skipped", "needs the clean row and an attack",
+                      needs=([] if clean else ["clean"]) + ([] if attacked else ["pgd20"]))
+    need = smallest_sign_count(THRESHOLDS["p_value"])
+
+    def broken(r: dict[str, Any]) -> int:
+        if _paired(flags, "clean", r["attack"]):
+            return int((flags["clean"].bool() & ~flags[r["attack"]].bool()).sum())
+        return int(clean["correct"]) - int(r["correct"])
+
+    counts = {r["attack"]: broken(r) for r in attacked}
+    masked = _masked_losses(report, probes)
+    probe = (probes or {}).get("at_eps") or {}
+    ev: dict[str, Any] = {"broken": counts, "needed": need,
+                          "probe": {k: probe[k] for k in ("attack", "n", "broken") if k in probe}}
+    detectable = {"gap": None, "n": int(clean["n"]), "paired": True,
+                  "note": f"an attack that breaks none of what another breaks {need}+ of"}
+    failed, excused = [], []
+    for r in attacked:
+        if counts[r["attack"]] != 0 or r.get("cascaded"):
+            continue
+        if _loss_family(r["attack"]) in masked:
+            # Its loss is measurably masked on this model (zero gradients, no progress at 4ε):
+            # gradient masking, which the masking checks flag, not an attack that did not act.
+            excused.append(r["attack"])
+            continue
+        others = {a: k for a, k in counts.items() if a != r["attack"] and k >= need}
+        ref = max(others.items(), key=lambda kv: kv[1]) if others else None
+        if ref is None and int(probe.get("broken", 0)) >= need:
+            ref = (f"PGD-10 at ε on {probe['n']} of the same examples", int(probe["broken"]))
+        if ref is not None:
+            failed.append((r["attack"], ref))
+    if failed:
+        names = [a for a, _ in failed]
+        a, (ref, k) = failed[0]
+        return _check("noop", "failed", f"{a} broke none of the {clean['correct']} correctly classified "
+                      f"examples while {ref} broke {k} of them: the attack did not act (a setting or a bug "
+                      "made it a no-op); its number is clean accuracy, not robustness", ev, names, detectable)
+    if excused:
+        ev["masked_losses"] = sorted(masked)
+        return _check("noop", "passed", f"{', '.join(excused)} broke nothing, but the probes show its loss "
+                      f"masked on this model ({', '.join(sorted(masked))}): gradient masking, flagged by the "
+                      "checks above, not an attack that did not act", ev, detectable=detectable)
+    zero = [a for a, k in counts.items() if k == 0]
+    if zero:
+        return _check("noop", "passed", f"{', '.join(zero)} broke nothing, and nothing else breaks these "
+                      "examples either", ev, detectable=detectable)
+    return _check("noop", "passed", "every attack broke some examples", ev, detectable=detectable)
 
 
 def _large_eps_detectable(n: int, limit: float) -> dict[str, Any]:
@@ -493,9 +687,10 @@ def assess(report: dict[str, Any], flags: dict[str, torch.Tensor] | None = None,
     """
     if probes is None:
         probes = (report.get("health") or {}).get("probes")
-    checks = [check_pgd_vs_apgd(report, flags), check_blackbox(report, flags), check_more_steps(report, flags),
-              check_large_eps(report, probes), check_eps0(report, probes), check_zero_grad(report, probes),
-              check_randomised(report, probes), check_degenerate(report, probes)]
+    checks = [check_pgd_vs_apgd(report, flags), check_ce_vs_margin(report, flags), check_blackbox(report, flags),
+              check_more_steps(report, flags), check_large_eps(report, probes), check_eps0(report, probes),
+              check_zero_grad(report, probes), check_randomised(report, probes), check_noop(report, flags, probes),
+              check_degenerate(report, probes)]
     flagged = [c["name"] for c in checks if c["status"] == "flagged"]
     failed = [c["name"] for c in checks if c["status"] == "failed"]
     status = "failed" if failed else "suspect" if flagged else "passed"
@@ -541,6 +736,11 @@ def dlr_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return -(z_y - other) / (srt[:, -1] - srt[:, -3] + 1e-12)
 
 
+def _neg_margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """−(z_y − max_{k≠y} z_k): ascending it lowers the margin; scale-free in its sign steps."""
+    return -cw_margin(logits, y)
+
+
 def _input_grad(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: Any
                 ) -> tuple[torch.Tensor, torch.Tensor]:
     with torch.enable_grad():
@@ -578,6 +778,7 @@ def run_probes(model: nn.Module, x: torch.Tensor, y: torch.Tensor, ctx: Any, att
     large = {k: torch.zeros(0, dtype=torch.bool) for k in losses}
     big = min(THRESHOLDS["large_eps_factor"] * float(ctx.eps), 1.0)
     big_alpha = 2.5 * big / 20  # Madry et al.'s rule: 2.5·ε / steps
+    at_eps_broken = 0  # the no-op check's reference: PGD-10 on the logit margin at the real ε
     for s in range(0, n, batch_size):
         xb, yb = x[s:s + batch_size], y[s:s + batch_size]
         torch.manual_seed(int(ctx.seed) * 7919 + s)
@@ -595,6 +796,11 @@ def run_probes(model: nn.Module, x: torch.Tensor, y: torch.Tensor, ctx: Any, att
         x0 = attack.run(model, xb, yb, replace(ctx, eps=0.0, alpha=0.0))
         with torch.no_grad():
             differ += int((model(x0).argmax(1) != pred).sum())
+        if ctx.eps > 0:
+            xm = pgd(model, xb, yb, eps=float(ctx.eps), alpha=2.5 * float(ctx.eps) / 10, steps=10, norm=ctx.norm,
+                     rand_init="uniform", loss=_neg_margin)
+            with torch.no_grad():
+                at_eps_broken += int((ok & (model(xm).argmax(1) != yb)).sum())
         if big > 0:
             for name, loss in losses.items():
                 xl = pgd(model, xb, yb, eps=big, alpha=big_alpha, steps=20, norm=ctx.norm,
@@ -607,6 +813,9 @@ def run_probes(model: nn.Module, x: torch.Tensor, y: torch.Tensor, ctx: Any, att
             "zero_examples": zero[name], "share": round(zero[name] / counted, 6) if counted else 0.0,
             "zero_entries_share": round(zero_entries[name] / total_entries, 6) if total_entries else 0.0}
     out["eps0"] = {"attack": attack.name, "n": n, "differ": differ}
+    if ctx.eps > 0:
+        out["at_eps"] = {"attack": "pgd10-margin", "eps": float(ctx.eps), "steps": 10, "n": n,
+                         "correct": counted, "broken": at_eps_broken}
     if big > 0:
         per_loss = {}
         for name, flags in large.items():
@@ -621,25 +830,56 @@ def run_probes(model: nn.Module, x: torch.Tensor, y: torch.Tensor, ctx: Any, att
     return out
 
 
+@contextlib.contextmanager
+def exact_forwards(device: torch.device | str) -> Iterator[None]:
+    """Forwards in true fp32: autocast off, TF32 off, deterministic algorithms where PyTorch has them.
+
+    Restores every switch on exit. Deterministic algorithms are asked for with ``warn_only``
+    (an op without a deterministic version still runs) and their warnings are silenced.
+    """
+    kind = torch.device(device).type
+    old_det = torch.are_deterministic_algorithms_enabled()
+    old_warn = torch.is_deterministic_algorithms_warn_only_enabled()
+    old_cudnn = torch.backends.cudnn.deterministic
+    try:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.deterministic = True
+        with warnings.catch_warnings(), tf32_disabled(kind == "cuda"), \
+                torch.autocast(device_type=kind, enabled=False):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        torch.use_deterministic_algorithms(old_det, warn_only=old_warn)
+        torch.backends.cudnn.deterministic = old_cudnn
+
+
 def randomness_probe(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, seed: int = 0,
                      batch_size: int = 256, passes: int | None = None) -> dict[str, Any]:
-    """Forward the same images several times: do the logits (or predictions) change?
+    """Forward the same images several times: does the model itself draw random numbers?
 
-    The rule of AutoAttack's ``check_randomized``: logits normalised to unit L2 norm differ by
-    more than ``randomness_logit_diff`` (1e-4) between two passes, or a prediction changes.
-    Run under ``torch.manual_seed(seed)`` so a randomised model's result is reproducible.
+    The forwards run in exact fp32 (:func:`exact_forwards`: no autocast, no TF32,
+    deterministic kernels where available), so rounding noise of reduced precision or of
+    nondeterministic kernels is not mistaken for randomness. The model is randomised when
+    logits normalised to unit L2 norm differ between two passes by more than the threshold:
+    AutoAttack's ``check_randomized`` 1e-4, or ``randomness_ulps`` (8) units of the logits'
+    dtype resolution when the model returns a coarser dtype (bf16: 8 × 2⁻⁷ ≈ 0.06), whichever
+    is larger. Prediction changes are counted and reported; alone they do not decide (a tie
+    broken by rounding is not randomness). Run under ``torch.manual_seed(seed)`` so a
+    randomised model's result is reproducible.
     """
     passes = int(passes or THRESHOLDS["randomness_passes"])
-    thr = float(THRESHOLDS["randomness_logit_diff"])
     model.eval()
     torch.manual_seed(int(seed) * 7919 + 17)
     max_diff, changed = 0.0, 0
-    with torch.no_grad():
+    dtype = None
+    with torch.no_grad(), exact_forwards(x.device):
         for s in range(0, len(y), batch_size):
             xb = x[s:s + batch_size]
             outs = []
             for _ in range(passes):
-                o = model(xb).float()
+                raw = model(xb)
+                dtype = raw.dtype
+                o = raw.float()
                 outs.append(o / (o.flatten(1).norm(dim=1, keepdim=True) + 1e-10))
             preds = torch.stack([o.argmax(1) for o in outs])
             changed += int((preds != preds[0]).any(0).sum())
@@ -648,8 +888,11 @@ def randomness_probe(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, seed
                     d = (outs[i] - outs[j]).flatten(1).norm(dim=1)
                     d = torch.nan_to_num(d, nan=0.0)  # NaN logits are the degenerate check's job
                     max_diff = max(max_diff, float(d.max()) if len(d) else 0.0)
+    resolution = float(torch.finfo(dtype).eps) if dtype is not None and dtype.is_floating_point else 0.0
+    thr = max(float(THRESHOLDS["randomness_logit_diff"]), THRESHOLDS["randomness_ulps"] * resolution)
     return {"n": len(y), "passes": passes, "max_logit_diff": float(f"{max_diff:.4g}"), "changed": changed,
-            "threshold": thr, "randomised": bool(changed > 0 or max_diff > thr)}
+            "threshold": float(f"{thr:.4g}"), "dtype": str(dtype).replace("torch.", "") if dtype else None,
+            "resolution": float(f"{resolution:.4g}"), "exact_fp32": True, "randomised": bool(max_diff > thr)}
 
 
 def degenerate_probe(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: int = 256

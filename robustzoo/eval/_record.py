@@ -8,17 +8,27 @@ the dataset, split and checkpoint. Re-running the same key rewrites that key's o
 (the same protocol measured again); a different key never touches another report.
 
 ``RUN_DIR/eval.json`` is the *canonical* record: a copy of the strongest complete report of
-the run's current model, chosen by :func:`canonical_rank` (never by recency):
+the run's current model, chosen by :func:`canonical_rank` (never by recency) among the
+*eligible* ones (:func:`canonical_problems`): a report whose health check failed (a
+degenerate model, an attack that did not act) is never canonical, nor is a custom protocol
+(an attack run with settings other than its registered standard, e.g. fewer Square queries)
+unless it was evaluated with ``--allow-custom``. When no report is eligible there is no
+eval.json. The order:
 
 1. complete first: a report with the clean row (push needs clean accuracy);
-2. the publishable size: the whole test set, or at least 1,000 examples;
+2. the publishable size: the whole test set (the dataset's canonical test size), or at least
+   1,000 examples;
 3. the attack tier of its strongest attack: AutoAttack (5) > APGD-CE / APGD-DLR / APGD-T /
    FAB-T (4) > PGD-20 / PGD-100 / PGD-10 / CW∞ / Square (3) > FGSM and attacks robustzoo does
    not know (2) > clean only (1);
-4. more examples;
-5. more attacks;
-6. measured by this version over migrated from an eval.json older than the history;
-7. the record id (alphabetical), so ties always resolve the same way.
+4. health: within a tier, a passed report beats a suspect one. Across tiers the stronger
+   protocol wins even when it is suspect: its flags come from checks only it could run (a
+   PGD-20-only report "passes" the PGD-versus-APGD check because it cannot run it), and they
+   travel with it to the card;
+5. more examples;
+6. more attacks;
+7. measured by this version over migrated from an eval.json older than the history;
+8. the record id (alphabetical), so ties always resolve the same way.
 
 A run evaluated before the history existed (eval.json, no evals/) is migrated on the next
 write: its eval.json becomes a history entry, marked ``"migrated": true``.
@@ -56,8 +66,10 @@ SAMPLE_RULE = ("positions = torch.randperm(of, generator=torch.Generator().manua
                "in the test split (all, in order, when n >= of); index_sha256 = sha256 of the examples' rows "
                "in the dataset's test set as little-endian int64 (the positions themselves unless the run "
                "used --subset)")
-RULE = ("complete (has clean) > whole test set or n >= 1,000 > attack tier (AutoAttack > APGD/FAB > "
-        "PGD/CW/Square > FGSM > clean only) > larger n > more attacks > not migrated > record id")
+RULE = ("eligible (health not failed; standard settings, or custom allowed with --allow-custom) > "
+        "complete (has clean) > whole test set or n >= 1,000 > attack tier (AutoAttack > APGD/FAB > "
+        "PGD/CW/Square > FGSM > clean only) > passed over suspect > larger n > more attacks > not migrated "
+        "> record id")
 
 
 # -- protocol keys ---------------------------------------------------------------------------
@@ -109,10 +121,17 @@ def attack_tier(report: dict[str, Any]) -> int:
 
 
 def whole_test_set(report: dict[str, Any]) -> bool:
-    """True when the report's examples are the whole test set (known from ``examples.of``)."""
+    """True when the report's examples are the whole test set.
+
+    Known from ``examples.of`` (the size of the test split that was loaded) and, when the
+    dataset declares one, ``examples.test_size`` (its canonical test size): a 16-image test
+    split of a dataset whose test set has 10,000 images is not the whole test set.
+    """
     examples = report.get("examples") or {}
     of = examples.get("of")
-    return of is not None and report.get("n") == of and not examples.get("split_is_subset")
+    canonical = examples.get("test_size")
+    return (of is not None and report.get("n") == of and not examples.get("split_is_subset")
+            and (canonical is None or int(of) == int(canonical)))
 
 
 def publishable_size(report: dict[str, Any]) -> bool:
@@ -124,20 +143,82 @@ def _has_clean(report: dict[str, Any]) -> bool:
     return any(r.get("attack") == "clean" for r in report.get("results", []))
 
 
+def custom_settings(settings: dict[str, Any], standard: dict[str, Any]) -> dict[str, Any]:
+    """The settings of an attack that differ from its registered standard: ``{key: {value, standard}}``."""
+    out = {}
+    for k in sorted(set(settings) | set(standard)):
+        if settings.get(k) != standard.get(k):
+            out[k] = {"value": settings.get(k), "standard": standard.get(k)}
+    return out
+
+
+def health_status(report: dict[str, Any]) -> str | None:
+    """'passed', 'suspect' or 'failed' (None when the report has no health block)."""
+    health = report.get("health")
+    return health.get("status") if isinstance(health, dict) else None
+
+
+def custom_rows(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Attacks of ``report`` run with settings other than their registered standard: ``{attack: diff}``.
+
+    Read from the rows' ``standard`` / ``custom`` fields; a report older than those fields is
+    judged by comparing each row's settings with what the attack registered today would use
+    at the report's ε, α and number of classes (an attack no longer registered is not judged).
+    """
+    if "standard" in report:
+        return dict(report.get("custom_settings") or {})
+    from ..attacks import (
+        AttackContext,  # deferred (startup time): only old reports need the registry
+    )
+    from ..plugins import registry
+
+    reg = registry("attacks")
+    out = {}
+    for r in report.get("results", []):
+        name = r.get("attack") if isinstance(r, dict) else None
+        if not name or name == "clean" or name not in reg:
+            continue
+        try:
+            ctx = AttackContext(eps=float(report["eps"]), alpha=float(report.get("alpha") or 0.0),
+                                num_classes=int(report.get("num_classes") or 10))
+            diff = custom_settings(dict(r.get("settings") or {}), reg.get(name).settings(ctx))
+        except (KeyError, TypeError, ValueError):
+            continue
+        if diff:
+            out[name] = diff
+    return out
+
+
+def canonical_problems(report: dict[str, Any]) -> list[str]:
+    """Why ``report`` may not be the canonical record (empty when it may)."""
+    problems = []
+    if health_status(report) == "failed":
+        failed = [c["name"] for c in (report.get("health") or {}).get("checks", []) if c.get("status") == "failed"]
+        problems.append(f"its health report failed ({', '.join(failed) or 'failed'})")
+    custom = custom_rows(report)
+    if custom and not report.get("allow_custom"):
+        problems.append("custom attack settings (" + "; ".join(
+            f"{a}: " + ", ".join(f"{k}={d['value']}, standard {d['standard']}" for k, d in diff.items())
+            for a, diff in custom.items()) + ") without --allow-custom")
+    return problems
+
+
 def canonical_rank(report: dict[str, Any], rid: str) -> tuple:
-    """Sort key of the canonical rule (smallest first wins); see the module docstring."""
+    """Sort key of the canonical rule among eligible records (smallest first wins); see the module docstring."""
     return (not _has_clean(report), not publishable_size(report), -attack_tier(report),
-            -int(report.get("n") or 0), -len(report.get("results", [])), bool(report.get("migrated")),
-            rid)
+            health_status(report) == "suspect", -int(report.get("n") or 0), -len(report.get("results", [])),
+            bool(report.get("migrated")), rid)
 
 
 def choose_canonical(records: dict[str, dict[str, Any]], model: str | None = None) -> str | None:
     """The id of the canonical record among ``records`` (id -> report) of the model ``model``.
 
-    Records of another model fingerprint (the run's weights changed since) are never chosen;
-    with ``model=None`` every record is a candidate.
+    Records of another model fingerprint (the run's weights changed since) are never chosen,
+    nor are ineligible ones (:func:`canonical_problems`); None when nothing is left. With
+    ``model=None`` every record of any fingerprint is a candidate.
     """
-    ids = [i for i, r in records.items() if model is None or r.get("model") in (model, None)]
+    ids = [i for i, r in records.items() if (model is None or r.get("model") in (model, None))
+           and not canonical_problems(r)]
     if not ids:
         return None
     return min(ids, key=lambda i: canonical_rank(records[i], i))
@@ -216,15 +297,24 @@ def write_record(run_dir: str | Path, report: dict[str, Any], *, source: str = "
     entry.update(record_id=rid, source=source, protocol=protocol_key(report))
     write_json(run_dir / HISTORY_DIR / f"{rid}.json", entry)
     records = history(run_dir)
-    canonical = choose_canonical(records, report.get("model")) or rid
+    canonical = choose_canonical(records, report.get("model"))
     info = {"id": rid, "path": f"{HISTORY_DIR}/{rid}.json", "canonical": canonical,
-            "canonical_path": f"{HISTORY_DIR}/{canonical}.json", "is_canonical": canonical == rid,
-            "records": len(records), "rule": RULE, "migrated": migrated}
-    best = dict(records[canonical])
-    best.pop("protocol", None)
-    best["record"] = {"id": canonical, "canonical": True, "history": HISTORY_DIR, "records": len(records),
-                      "rule": RULE}
-    write_json(run_dir / EVAL_FILE, best)
+            "canonical_path": f"{HISTORY_DIR}/{canonical}.json" if canonical else None,
+            "is_canonical": canonical == rid, "records": len(records), "rule": RULE, "migrated": migrated}
+    if canonical is None:
+        # Nothing may be canonical (every record of these weights failed health or is custom):
+        # no eval.json, so nothing downstream reads a no-op or a custom number as the run's.
+        # Every report stays in the history.
+        info["not_canonical"] = canonical_problems(entry)
+        (run_dir / EVAL_FILE).unlink(missing_ok=True)
+    else:
+        if canonical != rid:
+            info["not_canonical"] = canonical_problems(entry)
+        best = dict(records[canonical])
+        best.pop("protocol", None)
+        best["record"] = {"id": canonical, "canonical": True, "history": HISTORY_DIR, "records": len(records),
+                          "rule": RULE}
+        write_json(run_dir / EVAL_FILE, best)
     report["record"] = dict(info)
     return info
 
@@ -233,6 +323,10 @@ def read_canonical(run_dir: str | Path) -> dict[str, Any]:
     """``RUN_DIR/eval.json`` as a dictionary (RunError when it is missing or not JSON)."""
     path = Path(run_dir) / EVAL_FILE
     if not path.is_file():
+        if history(run_dir):
+            raise RunError(f"{run_dir} has no canonical evaluation: every record in {run_dir}/{HISTORY_DIR} "
+                           f"failed its health checks or used custom attack settings; run a standard "
+                           f"protocol: `robustzoo eval {run_dir} --suite quick`")
         raise RunError(f"{run_dir} has no {EVAL_FILE}; evaluate it first: `robustzoo eval {run_dir} "
                        f"--suite quick`")
     try:
@@ -248,7 +342,8 @@ def partial_problems(report: dict[str, Any] | None) -> list[str]:
 
     A real protocol: the health report did not fail, and the record has the clean row and at
     least one of PGD-20, PGD-100, APGD-CE, APGD-DLR, APGD-T or AutoAttack, on the whole test
-    set or at least :data:`PUBLISHABLE_N` examples.
+    set or at least :data:`PUBLISHABLE_N` examples. (Custom settings are judged separately:
+    :func:`custom_rows`.)
     """
     if not report or not isinstance(report.get("results"), list):
         return ["no evaluation"]
@@ -256,8 +351,10 @@ def partial_problems(report: dict[str, Any] | None) -> list[str]:
     problems = []
     health = report.get("health") or {}
     if health.get("status") == "failed":
-        failed = ", ".join(c["name"] for c in health.get("checks", []) if c.get("status") == "failed")
-        problems.append(f"the health report failed ({failed}): a degenerate model")
+        failed = [c["name"] for c in health.get("checks", []) if c.get("status") == "failed"]
+        what = {"degenerate": "a degenerate model", "noop": "an attack that did not act"}
+        problems.append(f"the health report failed ({', '.join(failed)}): "
+                        + "; ".join(what.get(f, f) for f in failed))
     if "clean" not in attacks:
         problems.append("no clean accuracy")
     if not attacks & set(PUBLISHABLE_ATTACKS):
@@ -275,20 +372,29 @@ def describe(report: dict[str, Any]) -> str:
     return f"{', '.join(robust) or 'clean only'} on {size} test images"
 
 
-def publishable(report: dict[str, Any] | None, run_dir: str | Path | None = None) -> tuple[bool, str]:
-    """Whether a canonical record is a real protocol, and if not, one line saying what to run.
+def publishable(report: dict[str, Any] | None, run_dir: str | Path | None = None, *,
+                allow_custom: bool = False) -> tuple[bool, str]:
+    """Whether a canonical record is a real, standard protocol, and if not, one line saying what to run.
 
-    See :func:`partial_problems` for the rule.
+    See :func:`partial_problems` for the rule; a record with custom attack settings
+    (:func:`custom_rows`) is refused unless ``allow_custom``.
     """
     target = str(run_dir) if run_dir is not None else "RUN_DIR"
     problems = partial_problems(report)
+    custom = custom_rows(report) if report and not problems[:1] == ["no evaluation"] else {}
+    if custom and not allow_custom:
+        what = "; ".join(f"{a}: " + ", ".join(f"{k}={d['value']} (standard {d['standard']})" for k, d in diff.items())
+                         for a, diff in custom.items())
+        return False, (f"{target}/eval.json used custom attack settings ({what}), not the standard protocol; "
+                       f"evaluate with the standard settings (`robustzoo eval {target} --suite autoattack`), "
+                       f"or pass --allow-custom to publish it marked custom")
     if not problems:
         return True, ""
     if problems == ["no evaluation"]:
         return False, f"{target} has no evaluation; run `robustzoo eval {target} --suite quick`"
     if any(p.startswith("the health report failed") for p in problems):
-        return False, (f"{target}/eval.json: {problems[0]}; its robust numbers mean nothing: retrain "
-                       f"it, and see `robustzoo eval {target}`")
+        return False, (f"{target}/eval.json: {problems[0]}; its robust numbers mean nothing: see the "
+                       f"health table of `robustzoo eval {target} --suite quick`")
     return False, (f"{target}/eval.json holds only a partial protocol ({describe(report)}: "
                    f"{'; '.join(problems)}); run `robustzoo eval {target} --suite quick` (or --suite autoattack)")
 
