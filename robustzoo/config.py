@@ -56,7 +56,7 @@ class TrainConfig:
     # epoch. A resume restarts from the last state written, replaying the epochs after it.
     resume_every: int = 1
     resume_every_minutes: float = 0.0
-    augment: str | None = None  # none | crop_flip
+    augment: str | None = None  # none | crop_flip (zero padding) | crop_flip_reflect
     data_dir: str | None = None
     device: str = "auto"
     precision: str = "auto"  # auto (bf16 on CUDA, fp32 elsewhere) | bf16 | fp32 (exact: TF32 off)

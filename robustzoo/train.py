@@ -29,7 +29,7 @@ from . import distributed, files, runs
 from ._version import __version__
 from .attacks import pgd
 from .config import TrainConfig, apply_sets, check_threat_model
-from .data import DatasetSpec, Splits, load_splits
+from .data import AUGMENTS, DatasetSpec, Splits, load_splits
 from .devices import resolve_device
 from .errors import NotFoundError, RunError, UsageError
 from .eval import evaluate_model, migrate, model_fingerprint, write_record
@@ -117,8 +117,8 @@ def resolve(cfg: TrainConfig) -> Resolved:
         raise UsageError(f"reset_optimizer clears the optimiser when a piecewise milestone starts a new lr "
                          f"stage; schedule={c.schedule} has no stages (use --set schedule=piecewise, or drop "
                          f"reset_optimizer)")
-    if c.augment not in ("none", "crop_flip"):
-        raise UsageError(f"unknown augment {c.augment!r}; use none or crop_flip")
+    if c.augment not in AUGMENTS:
+        raise UsageError(f"unknown augment {c.augment!r}; use {', '.join(AUGMENTS)}")
     resolve_precision(c.precision, "cpu")  # validates the name; 'auto' is resolved per device
     c.compile = check_compile_mode(c.compile)
     reg = registry("attacks")
