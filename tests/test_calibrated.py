@@ -606,13 +606,13 @@ def test_recipes_carry_the_paper_settings():
     wrn = reg.get("cat-cw-wrn34")
     assert wrn.objective == "calibrated" and wrn.source
     assert wrn.settings["attack"] == "cw" and wrn.settings["beta"] == 5.0 and wrn.settings["beta1"] == 0.05
-    assert wrn.settings["epochs"] == 140 and wrn.settings["milestones"] == "100,120"
+    assert wrn.settings["epochs"] == 140 and wrn.settings["milestones"] == "101,111"  # the code's WRN branch
     mn = reg.get("cat-cent-cnn-mnist").settings
     assert (mn["eps"], mn["alpha"], mn["beta"], mn["beta1"], mn["kappa"]) == (0.3, 0.015, 1.0, 0.3, 150.0)
     fm = reg.get("cat-cw-cnn-fmnist").settings
     assert fm["dataset"] == "fashion-mnist" and fm["eps"] == 0.1 and fm["alpha"] == pytest.approx(0.005)
     c100 = reg.get("cat-cw-prn18-cifar100").settings
-    assert c100["dataset"] == "cifar100" and c100["epochs"] == 120 and c100["milestones"] == "100,110"
+    assert c100["dataset"] == "cifar100" and c100["epochs"] == 120 and c100["milestones"] == "101,111"
     from robustzoo.train import build_config, resolve
 
     for name in names:  # every recipe resolves to a valid configuration
