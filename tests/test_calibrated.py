@@ -699,7 +699,7 @@ def test_viz_masks_errors_are_one_line(at_run, cat_run, tmp_path, capsys):
 
 # -- cost ----------------------------------------------------------------------------------------------------
 def calibrated_cost(arch: str, shape: tuple[int, int, int], steps: int = 10, batch: int = 4,
-                    device: str = "cpu") -> dict[str, float]:
+                    device: str = "cpu", settings: dict | None = None) -> dict[str, float]:
     """FLOPs of one calibrated training step per image, split into classifier and g_φ.
 
     Units: F = one classifier forward on one image; G = one g_φ forward on one image. The
@@ -714,7 +714,7 @@ def calibrated_cost(arch: str, shape: tuple[int, int, int], steps: int = 10, bat
                         std=(0.25,) * c).to(dev)
     ctx = ObjectiveContext(eps=8 / 255, alpha=2 / 255, steps=steps, num_classes=10, input_shape=shape,
                            num_train=batch, epochs=1, device=dev)
-    obj = CalibratedAT(CalibratedAT.resolve_settings({}), ctx)
+    obj = CalibratedAT(CalibratedAT.resolve_settings(settings or {}), ctx)
     obj.optimizers = {"mask_net": torch.optim.SGD(obj.mask_net.parameters(), lr=0.01)}
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
     x = torch.rand(batch, *shape, device=dev)
@@ -754,6 +754,10 @@ def test_cost_split_prn18_cifar():
     cost = calibrated_cost("preact_resnet18", (3, 32, 32), batch=2, device="meta")
     assert cost["classifier_F"] == pytest.approx(29.0, abs=0.3)
     assert cost["mask_G"] == pytest.approx(3.0, abs=0.05)
+    # bn_updates=code (the CIFAR recipes): the authors' bookkeeping forward on x' and logging
+    # forward on x, no-grad, 1F each
+    code = calibrated_cost("preact_resnet18", (3, 32, 32), batch=2, device="meta", settings={"bn_updates": "code"})
+    assert code["classifier_F"] == pytest.approx(cost["classifier_F"] + 2.0, abs=0.01)
 
 
 def test_run_card_records_the_mask_optimiser_and_the_collapse_watch(cat_run):
