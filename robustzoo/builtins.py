@@ -18,6 +18,10 @@ MNIST_LIKE = dict(mean=(0.0,), std=(1.0,), default_arch="cnn_mnist", optimizer="
                   eval_alpha=0.015, val_size=1000, augment="none")
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2471, 0.2435, 0.2616)
+# CIFAR-100's own training-set statistics (the values Calibrated AT's CIFAR-100 code normalises
+# with, utils.py cifar100_mean/std), not CIFAR-10's.
+CIFAR100_MEAN = (0.5071, 0.4865, 0.4409)
+CIFAR100_STD = (0.2673, 0.2564, 0.2762)
 FMNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
                   "Sneaker", "Bag", "Ankle boot")
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
@@ -54,7 +58,7 @@ def register_datasets(register):
                          source="Krizhevsky 2009", **cifar))
     register(DatasetSpec(name="cifar100", num_classes=100, load=src.load_cifar100,
                          description="CIFAR-100 32x32 (50k/10k) in torchvision's layout under --data-dir",
-                         source="Krizhevsky 2009", **cifar))
+                         source="Krizhevsky 2009", **dict(cifar, mean=CIFAR100_MEAN, std=CIFAR100_STD)))
 
 
 @hookimpl
@@ -130,25 +134,34 @@ def register_objectives(register):
 
 @hookimpl
 def register_recipes(register):
+    # Rice et al.'s train_cifar.py: SGD lr 0.1 m 0.9 wd 5e-4, batch 128, 200 epochs, lr ×0.1 at
+    # 50% and ×0.01 at 75%, PGD-10 ε 8/255 α 2/255 from U(−ε, ε), attack in train mode, crops
+    # of a reflect-padded image (utils.pad) and flips, CIFAR-10 mean/std.
+    rice = dict(dataset="cifar10", epochs=200, batch_size=128, optimizer="sgd", lr=0.1, momentum=0.9,
+                weight_decay=5e-4, milestones="0.5,0.75", eps=8 / 255, alpha=2 / 255, steps=10,
+                rand_init="uniform", attack_bn="train", augment="crop_flip_reflect")
+    rice_ours = ("; ours: the lr drops at the start of epochs 101 and 151 (the code's per-step schedule "
+                 "drops it at the last batch of epochs 100 and 150), and the attack ends without the code's "
+                 "extra train-mode forward on x' (one BatchNorm update fewer per batch)")
     register(Recipe(
-        "at-prn18", "at",
-        dict(dataset="cifar10", arch="preact_resnet18", epochs=200, batch_size=128, optimizer="sgd",
-             lr=0.1, momentum=0.9, weight_decay=5e-4, milestones="0.5,0.75", eps=8 / 255, alpha=2 / 255,
-             steps=10, rand_init="uniform", attack_bn="train"),
-        source="Rice et al. 2020, Overfitting in adversarially robust deep learning (PRN-18 PGD-10 AT)",
+        "at-prn18", "at", dict(rice, arch="preact_resnet18"),
+        source="Rice et al. 2020 (github.com/locuslab/robust_overfitting train_cifar.py, its defaults): "
+               "PreAct ResNet-18, 200 epochs, batch 128, SGD lr 0.1 m 0.9 wd 5e-4, ×0.1 at 50% and 75%, "
+               "PGD-10 ε 8/255 α 2/255 uniform start in train mode, reflect-padded crop + flip" + rice_ours,
         description="Madry PGD-10 AT, PreAct ResNet-18, CIFAR-10"))
     register(Recipe(
-        "at-wrn34", "at",
-        dict(dataset="cifar10", arch="wrn34_10", epochs=200, batch_size=128, optimizer="sgd", lr=0.1,
-             weight_decay=5e-4, milestones="0.5,0.75", eps=8 / 255, alpha=2 / 255, steps=10),
-        source="Rice et al. 2020 (WRN-34-10 PGD-10 AT)", description="Madry PGD-10 AT, WRN-34-10, CIFAR-10"))
+        "at-wrn34", "at", dict(rice, arch="wrn34_10"),
+        source="Rice et al. 2020 (train_cifar.py --model WideResNet: WRN-34-10), otherwise as at-prn18" + rice_ours,
+        description="Madry PGD-10 AT, WRN-34-10, CIFAR-10"))
     mnist = dict(arch="cnn_mnist", epochs=40, batch_size=128, optimizer="adam", lr=1e-3, weight_decay=0.0,
                  milestones="30", steps=20)
     register(Recipe("at-cnn-mnist", "at", dict(mnist, dataset="mnist", eps=0.3, alpha=0.015),
-                    source="Calibrated AT paper, Table 1 baseline AT(0.3): Adam 1e-3, 40 epochs, PGD-20",
+                    source="ours: the Calibrated AT paper's MNIST setting (cnn_mnist, Adam 1e-3, batch 128, 40 "
+                           "epochs, ×0.1 at 30, PGD-20 ε 0.3 α ε/20) applied to Madry AT; the paper's AT(0.3) "
+                           "baseline (Table 1) does not state how it was trained",
                     description="Madry AT, cnn_mnist, MNIST ε=0.3"))
     register(Recipe("at-cnn-fmnist", "at", dict(mnist, dataset="fashion-mnist", eps=0.1, alpha=0.005),
-                    source="at-cnn-mnist with ε=0.1 and α=ε/20 for Fashion-MNIST",
+                    source="ours: at-cnn-mnist with ε=0.1 and α=ε/20 for Fashion-MNIST",
                     description="Madry AT, cnn_mnist, Fashion-MNIST ε=0.1"))
 
 

@@ -40,6 +40,10 @@ class TrainConfig:
     schedule: str = "piecewise"  # piecewise | cosine | constant
     milestones: list[float] = field(default_factory=lambda: [0.5, 0.75])  # <1: fraction of epochs
     gamma: float = 0.1
+    # Clear every optimiser's state (SGD momentum, Adam moments) when a piecewise milestone
+    # starts a new lr stage, as a new optimiser per stage would: the released Customized AT
+    # script builds a fresh SGD for each of its four stages.
+    reset_optimizer: bool = False
     warmup_epochs: float = 0.0
     seed: int = 0
     subset: int | None = None
@@ -52,7 +56,7 @@ class TrainConfig:
     # epoch. A resume restarts from the last state written, replaying the epochs after it.
     resume_every: int = 1
     resume_every_minutes: float = 0.0
-    augment: str | None = None  # none | crop_flip
+    augment: str | None = None  # none | crop_flip (zero padding) | crop_flip_reflect
     data_dir: str | None = None
     device: str = "auto"
     precision: str = "auto"  # auto (bf16 on CUDA, fp32 elsewhere) | bf16 | fp32 (exact: TF32 off)
@@ -86,7 +90,7 @@ class TrainConfig:
 
 FIELD_TYPES: dict[str, Any] = {
     "eps": 0.0, "train_eps_factor": 0.0, "alpha": 0.0, "steps": 0, "epochs": 0, "batch_size": 0, "lr": 0.0, "momentum": 0.0,
-    "weight_decay": 0.0, "nesterov": False, "gamma": 0.0, "warmup_epochs": 0.0, "seed": 0,
+    "weight_decay": 0.0, "nesterov": False, "gamma": 0.0, "reset_optimizer": False, "warmup_epochs": 0.0, "seed": 0,
     "subset": 0, "val_size": 0, "val_steps": 0, "val_every": 0, "eval_n": 0, "milestones": [0.0],
     "resume_every": 0, "resume_every_minutes": 0.0, "sync_bn": False, "channels_last": False,
     "eval_attacks": ["clean"],

@@ -29,7 +29,7 @@ from . import distributed, files, runs
 from ._version import __version__
 from .attacks import pgd
 from .config import TrainConfig, apply_sets, check_threat_model
-from .data import DatasetSpec, Splits, load_splits
+from .data import AUGMENTS, DatasetSpec, Splits, load_splits
 from .devices import resolve_device
 from .errors import NotFoundError, RunError, UsageError
 from .eval import evaluate_model, mark_precision, migrate, model_fingerprint, write_record
@@ -113,8 +113,12 @@ def resolve(cfg: TrainConfig) -> Resolved:
         raise UsageError(f"unknown optimizer {c.optimizer!r}; use sgd or adam")
     if c.schedule not in ("piecewise", "cosine", "constant"):
         raise UsageError(f"unknown schedule {c.schedule!r}; use piecewise, cosine or constant")
-    if c.augment not in ("none", "crop_flip"):
-        raise UsageError(f"unknown augment {c.augment!r}; use none or crop_flip")
+    if c.reset_optimizer and c.schedule != "piecewise":
+        raise UsageError(f"reset_optimizer clears the optimiser when a piecewise milestone starts a new lr "
+                         f"stage; schedule={c.schedule} has no stages (use --set schedule=piecewise, or drop "
+                         f"reset_optimizer)")
+    if c.augment not in AUGMENTS:
+        raise UsageError(f"unknown augment {c.augment!r}; use {', '.join(AUGMENTS)}")
     resolve_precision(c.precision, "cpu")  # validates the name; 'auto' is resolved per device
     c.compile = check_compile_mode(c.compile)
     reg = registry("attacks")
@@ -136,11 +140,18 @@ def lr_factor(cfg: TrainConfig, epoch: int, frac: float) -> float:
         return 1.0
     if cfg.schedule == "cosine":
         return 0.5 * (1 + math.cos(math.pi * t / cfg.epochs))
-    n = 0
-    for m in cfg.milestones:
-        if (m < 1 and epoch >= m * cfg.epochs) or (m >= 1 and epoch + 1 >= m):
-            n += 1
-    return cfg.gamma ** n
+    return cfg.gamma ** lr_stage(cfg, epoch)
+
+
+def lr_stage(cfg: TrainConfig, epoch: int) -> int:
+    """How many piecewise milestones apply at 0-based ``epoch`` (0 = the first lr stage)."""
+    return sum(1 for m in cfg.milestones
+               if (m < 1 and epoch >= m * cfg.epochs) or (m >= 1 and epoch + 1 >= m))
+
+
+def starts_stage(cfg: TrainConfig, epoch: int) -> bool:
+    """Whether 0-based ``epoch`` is the first of a new piecewise lr stage (never epoch 0)."""
+    return cfg.schedule == "piecewise" and epoch > 0 and lr_stage(cfg, epoch) > lr_stage(cfg, epoch - 1)
 
 
 def optimizer_settings(cfg: TrainConfig) -> dict[str, Any]:
@@ -480,9 +491,26 @@ class Trainer:
                 group["lr"] = lr
         return self.optim_settings["model"]["lr"] * factor
 
+    def reset_optimizers(self) -> None:
+        """Clear the state of every optimiser (the classifier's and the extra modules').
+
+        The next step then does what the first step of a new optimiser does (SGD: the
+        momentum buffer starts as that step's gradient; Adam: step count and moments from
+        zero); learning rates, weight decay and the distributed gradient hooks stay.
+        """
+        for opt in (self.optimizer, *self.objective.optimizers.values()):
+            opt.state.clear()
+
     def train_epoch(self, epoch: int, progress: Progress | None = None) -> dict[str, float]:
-        """One pass over the training set; returns averaged metrics (``progress``: a task)."""
+        """One pass over the training set; returns averaged metrics (``progress``: a task).
+
+        With ``reset_optimizer``, an epoch that starts a new lr stage first clears every
+        optimiser's state. The resume state written after the previous epoch still holds the
+        old state, so a resumed run clears it here too and stays bit-identical.
+        """
         cfg, rank, world = self.cfg, self.dist.rank, self.dist.world_size
+        if cfg.reset_optimizer and starts_stage(cfg, epoch):
+            self.reset_optimizers()
         # Attack noise: reproducible per epoch, and different on each rank (rank 0 = 1 process).
         torch.manual_seed(cfg.seed * 100003 + epoch + 1000003 * rank)
         gen = torch.Generator().manual_seed(cfg.seed * 100003 + epoch)  # same order on every rank
@@ -649,4 +677,4 @@ def json_dumps(obj: Any) -> str:
     return json.dumps(obj, default=lambda o: o.tolist() if isinstance(o, torch.Tensor) else str(o))
 
 
-__all__ = ["Trainer", "build_config", "resolve", "lr_factor", "F"]
+__all__ = ["Trainer", "build_config", "resolve", "lr_factor", "lr_stage", "starts_stage", "F"]

@@ -81,6 +81,21 @@ def test_mask_loss_hand_values():
     assert float(got2) == pytest.approx(float(got), rel=1e-12)
 
 
+def test_mask_loss_paper_direction_is_eq14():
+    """mask_kl_direction=paper: eq. 14's KL(p(x_cal)‖p(x')); code (default): KL(p(x')‖p(x_cal))."""
+    y = torch.tensor(Y)
+    ce_cal = (-LN(P_CAL[0][1]) - LN(P_CAL[1][0])) / 2
+    kl_code = (_kl(P_ADV[0], P_CAL[0]) + _kl(P_ADV[1], P_CAL[1])) / 2
+    kl_paper = (_kl(P_CAL[0], P_ADV[0]) + _kl(P_CAL[1], P_ADV[1])) / 2
+    assert abs(kl_code - kl_paper) > 0.02
+    got = calibrated_mask_loss(_t(Z_ADV), _t(Z_CAL), y, beta1=0.3, kl_direction="paper")
+    assert float(got) == pytest.approx(kl_paper + 0.3 * ce_cal, rel=1e-10)
+    assert float(calibrated_mask_loss(_t(Z_ADV), _t(Z_CAL), y, 0.3, "code")) == pytest.approx(
+        kl_code + 0.3 * ce_cal, rel=1e-10)
+    with pytest.raises(ValueError):
+        calibrated_mask_loss(_t(Z_ADV), _t(Z_CAL), y, 0.3, kl_direction="sideways")
+
+
 def test_classifier_loss_differentiates_the_weight_and_both_kl_sides():
     y = torch.tensor(Y)
     z_nat = _t(Z_NAT).requires_grad_(True)
@@ -229,6 +244,91 @@ def test_mask_step_equals_the_step_that_restored_every_buffer(digits_batch):
         runs.append((float(loss.detach()), _snapshot(obj.mask_net), _snapshot(model)))
     assert runs[0][0] == runs[1][0]
     assert _same(runs[0][1], runs[1][1]) and _same(runs[0][2], runs[1][2])
+
+
+class _Seen(nn.Module):
+    """Wraps a classifier and records, for every forward, whether its running statistics moved
+    and which image the input was (x, x', x_cal or an attack iterate)."""
+
+    def __init__(self, inner: nn.Module):
+        super().__init__()
+        self.inner = inner
+        self.log: list[tuple[bool, torch.Tensor]] = []
+
+    def forward(self, x):
+        bn = self.inner.body[1]
+        before = int(bn.num_batches_tracked)
+        out = self.inner(x)
+        self.log.append((int(bn.num_batches_tracked) > before, x.detach().clone()))
+        return out
+
+
+def _one_batch(obj, model, x, y):
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    res = obj.loss(model, x, y, torch.arange(len(y)))
+    opt.zero_grad()
+    res.loss.backward()
+    opt.step()
+    obj.after_step(model, x, y, torch.arange(len(y)), res)
+    return res
+
+
+def test_bn_updates_code_moves_the_running_statistics_at_every_forward_of_the_authors_loop(digits_batch):
+    """bn_updates=code: the forwards of the authors' CIFAR loop, each updating the running
+    statistics: K attack steps, x' (their restart bookkeeping), θ-step on x_cal then x, φ-step on
+    x' and x_cal, x (their logging): K + 6. The default (theta) updates K + 2 and the φ-step none."""
+    x, y = digits_batch
+    k = 3
+    counts = {}
+    for mode in ("theta", "code"):
+        obj = make_objective({"bn_updates": mode}, steps=k)
+        model = _Seen(TinyBNNet()).train()
+        res = _one_batch(obj, model, x, y)
+        x_adv = res.cache["x_adv"]
+        x_cal = obj.calibrate(x, x_adv, res.cache["mask"].detach())
+        moved = [m for m, _ in model.log]
+        counts[mode] = sum(moved)
+        after = [inp for _, inp in model.log[k:]]  # the forwards after the attack's K
+
+        refs = (("x", x), ("x'", x_adv), ("x_cal", x_cal))
+        names = [next(name for name, ref in refs if torch.equal(t, ref)) for t in after]
+        if mode == "code":
+            assert names == ["x'", "x_cal", "x", "x'", "x_cal", "x"] and all(moved)
+        else:
+            assert names == ["x", "x_cal", "x'", "x_cal"] and moved == [True] * (k + 2) + [False, False]
+    assert counts == {"theta": k + 2, "code": k + 6}
+    assert CalibratedAT.defaults["bn_updates"] == "theta"
+
+
+def test_bn_updates_code_without_batchnorm_runs_no_extra_forward_and_changes_nothing(digits_batch):
+    """cnn_mnist has no BatchNorm: bn_updates=code is then exactly the default, forward for forward."""
+    x, y = digits_batch
+    runs = []
+    for mode in ("theta", "code"):
+        obj = make_objective({"bn_updates": mode})
+        torch.manual_seed(1)
+        model = build_model("cnn_mnist", num_classes=10, in_chans=1, input_size=(8, 8), mean=(0.0,),
+                            std=(1.0,)).train()
+        calls: list[int] = []
+        model.register_forward_hook(lambda m, i, o, calls=calls: calls.append(1))
+        torch.manual_seed(2)
+        res = _one_batch(obj, model, x, y)
+        runs.append((len(calls), float(res.loss.detach()), _snapshot(model), _snapshot(obj.mask_net)))
+    assert runs[0][:2] == runs[1][:2]
+    assert _same(runs[0][2], runs[1][2]) and _same(runs[0][3], runs[1][3])
+
+
+def test_mask_kl_direction_reaches_the_mask_step(digits_batch):
+    x, y = digits_batch
+    masks = []
+    for direction in ("code", "paper"):
+        obj = make_objective({"mask_kl_direction": direction})
+        model = TinyBNNet().train()
+        torch.manual_seed(5)
+        _one_batch(obj, model, x, y)
+        masks.append(_snapshot(obj.mask_net))
+    assert not _same(*masks)
+    assert CalibratedAT.defaults["mask_kl_direction"] == "code"
 
 
 def test_frozen_bn_statistics_uses_batch_statistics_and_keeps_the_running_ones():
@@ -506,13 +606,13 @@ def test_recipes_carry_the_paper_settings():
     wrn = reg.get("cat-cw-wrn34")
     assert wrn.objective == "calibrated" and wrn.source
     assert wrn.settings["attack"] == "cw" and wrn.settings["beta"] == 5.0 and wrn.settings["beta1"] == 0.05
-    assert wrn.settings["epochs"] == 140 and wrn.settings["milestones"] == "100,120"
+    assert wrn.settings["epochs"] == 140 and wrn.settings["milestones"] == "101,111"  # the code's WRN branch
     mn = reg.get("cat-cent-cnn-mnist").settings
     assert (mn["eps"], mn["alpha"], mn["beta"], mn["beta1"], mn["kappa"]) == (0.3, 0.015, 1.0, 0.3, 150.0)
     fm = reg.get("cat-cw-cnn-fmnist").settings
     assert fm["dataset"] == "fashion-mnist" and fm["eps"] == 0.1 and fm["alpha"] == pytest.approx(0.005)
     c100 = reg.get("cat-cw-prn18-cifar100").settings
-    assert c100["dataset"] == "cifar100" and c100["epochs"] == 120 and c100["milestones"] == "100,110"
+    assert c100["dataset"] == "cifar100" and c100["epochs"] == 120 and c100["milestones"] == "101,111"
     from robustzoo.train import build_config, resolve
 
     for name in names:  # every recipe resolves to a valid configuration
@@ -599,7 +699,7 @@ def test_viz_masks_errors_are_one_line(at_run, cat_run, tmp_path, capsys):
 
 # -- cost ----------------------------------------------------------------------------------------------------
 def calibrated_cost(arch: str, shape: tuple[int, int, int], steps: int = 10, batch: int = 4,
-                    device: str = "cpu") -> dict[str, float]:
+                    device: str = "cpu", settings: dict | None = None) -> dict[str, float]:
     """FLOPs of one calibrated training step per image, split into classifier and g_φ.
 
     Units: F = one classifier forward on one image; G = one g_φ forward on one image. The
@@ -614,7 +714,7 @@ def calibrated_cost(arch: str, shape: tuple[int, int, int], steps: int = 10, bat
                         std=(0.25,) * c).to(dev)
     ctx = ObjectiveContext(eps=8 / 255, alpha=2 / 255, steps=steps, num_classes=10, input_shape=shape,
                            num_train=batch, epochs=1, device=dev)
-    obj = CalibratedAT(CalibratedAT.resolve_settings({}), ctx)
+    obj = CalibratedAT(CalibratedAT.resolve_settings(settings or {}), ctx)
     obj.optimizers = {"mask_net": torch.optim.SGD(obj.mask_net.parameters(), lr=0.01)}
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
     x = torch.rand(batch, *shape, device=dev)
@@ -654,6 +754,10 @@ def test_cost_split_prn18_cifar():
     cost = calibrated_cost("preact_resnet18", (3, 32, 32), batch=2, device="meta")
     assert cost["classifier_F"] == pytest.approx(29.0, abs=0.3)
     assert cost["mask_G"] == pytest.approx(3.0, abs=0.05)
+    # bn_updates=code (the CIFAR recipes): the authors' bookkeeping forward on x' and logging
+    # forward on x, no-grad, 1F each
+    code = calibrated_cost("preact_resnet18", (3, 32, 32), batch=2, device="meta", settings={"bn_updates": "code"})
+    assert code["classifier_F"] == pytest.approx(cost["classifier_F"] + 2.0, abs=0.01)
 
 
 def test_run_card_records_the_mask_optimiser_and_the_collapse_watch(cat_run):

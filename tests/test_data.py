@@ -93,6 +93,32 @@ def test_crop_flip_on_the_cpu_draws_what_it_always_drew():
     assert torch.equal(xb, _crop_flip_one_by_one(d.x[order].float() / 255, g))
 
 
+def test_crop_flip_reflect_pads_as_numpy_reflect_and_draws_what_crop_flip_draws():
+    """Rice et al.'s and Calibrated AT's CIFAR code pad with np.pad(mode='reflect') before the
+    random crop; crop_flip_reflect does that with the same shifts and flips as crop_flip."""
+    import numpy as np
+
+    x = torch.rand(6, 3, 10, 10)
+    pad = 4
+    g = torch.Generator().manual_seed(7)
+    shifts = torch.randint(0, 2 * pad + 1, (2, 6), generator=g)
+    flips = torch.rand(6, generator=g) < 0.5
+    padded = torch.from_numpy(np.pad(x.numpy(), [(0, 0), (0, 0), (pad, pad), (pad, pad)], mode="reflect"))
+    want = torch.stack([padded[i, :, shifts[0, i]:shifts[0, i] + 10, shifts[1, i]:shifts[1, i] + 10]
+                        for i in range(6)])
+    want = torch.where(flips[:, None, None, None], want.flip(3), want)
+    got = crop_flip(x, torch.Generator().manual_seed(7), pad_mode="reflect")
+    assert torch.equal(got, want)
+    zero = crop_flip(x, torch.Generator().manual_seed(7))
+    assert torch.equal(zero, _crop_flip_one_by_one(x, torch.Generator().manual_seed(7)))
+    inside = (shifts == pad).all(0)  # a crop that shifts nothing sees no padding at all
+    assert torch.equal(got[inside], zero[inside]) and not torch.equal(got, zero)
+    d = TensorData((x * 255).to(torch.uint8), torch.arange(6))
+    (a, _, _), = d.batches(6, shuffle=True, generator=torch.Generator().manual_seed(1), augment="crop_flip_reflect")
+    (b, _, _), = d.batches(6, shuffle=True, generator=torch.Generator().manual_seed(1), augment="crop_flip")
+    assert a.shape == b.shape and not torch.equal(a, b)
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_crop_flip_on_a_gpu_draws_there_without_host_syncs():

@@ -158,3 +158,46 @@ def test_mart_stays_finite_when_a_wrong_class_takes_all_mass():
     assert torch.isfinite(loss)
     # −ln p'_y = 200 (CE from logits, no log of 0); −ln(1.0001 − 1 + 1e-12) = −ln(1e-4) ≈ 9.21.
     assert boosted_ce(adv, y).item() == pytest.approx(200 - math.log(1.0001 - 1 + 1e-12), rel=1e-3)
+
+
+# -- the attack's start: clipped (default) or as the authors' code (clip_start=false) ------------
+class _Recorder(torch.nn.Module):
+    """A linear classifier on 1×2×2 images that records every input it sees."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = torch.nn.Linear(4, 3)
+        torch.nn.init.normal_(self.fc.weight, generator=torch.Generator().manual_seed(0))
+        self.seen: list[torch.Tensor] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen.append(x.detach().clone())
+        return self.fc(x.flatten(1))
+
+
+@pytest.mark.parametrize("name", ["trades", "mart"])
+def test_clip_start_false_takes_the_first_gradient_at_the_unclipped_start(name):
+    """TRADES' and MART's code start at x + 0.001·N and take the first gradient there without
+    clipping to [0,1] (saturated pixels step off the image); every step is then clipped. The
+    default clips the start (unchanged); clip_start=false reproduces the code."""
+    from robustzoo.objectives import ObjectiveContext
+    from robustzoo.plugins import registry
+
+    cls = registry("objectives").get(name)
+    assert cls.defaults["clip_start"] is True
+    x = torch.tensor([[[[0.0, 1.0], [0.0, 1.0]]], [[[0.5, 0.0], [1.0, 0.3]]]])
+    y = torch.tensor([0, 2])
+    ctx = ObjectiveContext(eps=0.1, alpha=0.02, steps=2, num_classes=3, input_shape=(1, 2, 2), num_train=2, epochs=1)
+    first: dict[bool, torch.Tensor] = {}
+    for clip in (True, False):
+        model = _Recorder()
+        torch.manual_seed(3)
+        out = cls(cls.resolve_settings({"clip_start": clip}), ctx).loss(model, x, y, torch.arange(2))
+        attack_inputs = [t for t in model.seen if not torch.equal(t, x)]
+        first[clip] = attack_inputs[0]
+        assert all(float(t.min()) >= 0 and float(t.max()) <= 1 for t in attack_inputs[1:])  # every step clipped
+        assert torch.isfinite(out.loss)
+    torch.manual_seed(3)
+    start = x + 0.001 * torch.randn_like(x)
+    assert torch.equal(first[False], start) and float(start.min()) < 0 and float(start.max()) > 1
+    assert torch.equal(first[True], start.clamp(0, 1))

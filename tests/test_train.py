@@ -215,6 +215,58 @@ def test_resume_every_n_epochs_replays_from_the_last_state_bit_exactly(tmp_path)
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_reset_optimizer_starts_each_lr_stage_with_a_fresh_optimiser_and_resumes_bit_exactly(tmp_path, monkeypatch):
+    """reset_optimizer: the released Customized AT script builds a new SGD for each lr stage."""
+    from robustzoo.errors import UsageError
+    from robustzoo.train import Trainer, resolve, starts_stage
+
+    # Clearing an SGD's state is a new SGD: the next step starts its momentum from that gradient.
+    p, q = torch.nn.Parameter(torch.ones(3)), torch.nn.Parameter(torch.ones(3))
+    old = torch.optim.SGD([p], lr=0.1, momentum=0.9, weight_decay=5e-4)
+    for g in (torch.tensor([1.0, -2.0, 3.0]), torch.tensor([0.5, 0.5, -1.0])):
+        p.grad = g
+        old.step()
+    q.data.copy_(p.data)
+    old.state.clear()
+    new = torch.optim.SGD([q], lr=0.1, momentum=0.9, weight_decay=5e-4)
+    p.grad = q.grad = torch.tensor([2.0, 1.0, -1.0])
+    old.step()
+    new.step()
+    assert torch.equal(p, q)
+
+    base = dict(TINY, **CKPT, optimizer="sgd", lr=0.05)  # 4 epochs; ×0.1 from epoch 3 (1-based)
+    cfg = build_config("at", None, {"reset_optimizer": "true", "milestones": "3"}, **base)
+    assert [starts_stage(resolve(cfg).config, e) for e in range(4)] == [False, False, True, False]
+    resets: list[tuple[int, int]] = []  # (0-based epoch, momentum buffers held before the reset)
+    real_epoch, real_reset = Trainer.train_epoch, Trainer.reset_optimizers
+
+    def train_epoch(self, epoch, progress=None):
+        self.epoch_now = epoch
+        return real_epoch(self, epoch, progress)
+
+    def reset_optimizers(self):
+        resets.append((self.epoch_now, len(self.optimizer.state)))
+        real_reset(self)
+        assert not self.optimizer.state
+
+    monkeypatch.setattr(Trainer, "train_epoch", train_epoch)
+    monkeypatch.setattr(Trainer, "reset_optimizers", reset_optimizers)
+    Trainer(cfg, tmp_path / "full").fit()
+    assert len(resets) == 1 and resets[0][0] == 2 and resets[0][1] > 0
+    monkeypatch.undo()
+    with pytest.raises(_Killed):  # killed after epoch 2: the resume state still holds the momentum
+        Trainer(cfg, tmp_path / "part", progress=_KillAt(2)).fit()
+    Trainer(cfg, tmp_path / "part", resume=True).fit()
+    a, b = _weights(tmp_path / "full" / runs.LAST_FILE), _weights(tmp_path / "part" / runs.LAST_FILE)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    keep = Trainer(build_config("at", None, {"milestones": "3"}, **base), tmp_path / "keep")
+    keep.fit()
+    c = _weights(tmp_path / "keep" / runs.LAST_FILE)
+    assert any(not torch.equal(a[k], c[k]) for k in a)  # the reset changes the run
+    with pytest.raises(UsageError, match="reset_optimizer"):
+        resolve(build_config("at", None, {"reset_optimizer": "true", "schedule": "cosine"}, **base))
+
+
 @pytest.mark.parametrize("sets,resume_epochs", [
     ({}, [1, 2, 3, 4]),                                                 # the default: every epoch
     ({"resume_every": "2"}, [2, 4]),

@@ -67,20 +67,27 @@ def calibrated_mask_loss(
     logits_cal: torch.Tensor,
     y: torch.Tensor,
     beta1: float,
+    kl_direction: str = "code",
 ) -> torch.Tensor:
     """The φ-step loss L_g of the mask network.
 
-    ``L_g = batchmean KL(p(x') ‖ p(x_cal)) + β1·(1/B) Σ_i CE(f(x_cal_i), y_i)``: the KL keeps
-    x_cal close to the adversarial example x' (inner-maximisation constraint), the CE keeps
-    it in class y (oracle constraint).
+    ``L_g = batchmean KL + β1·(1/B) Σ_i CE(f(x_cal_i), y_i)``: the KL keeps x_cal close to the
+    adversarial example x' (inner-maximisation constraint), the CE keeps it in class y
+    (oracle constraint). The KL is ``KL(p(x') ‖ p(x_cal))`` for ``kl_direction='code'`` (the
+    authors' code: p(x') is the target) and ``KL(p(x_cal) ‖ p(x'))`` for ``'paper'`` (eq. 14,
+    which puts P(X_cal) first as eq. 13 does).
 
     Args:
-        logits_adv: f(x'), shape [B, C]; callers pass it detached (it is the KL's target).
+        logits_adv: f(x'), shape [B, C]; callers pass it detached.
         logits_cal: f(x_cal), shape [B, C], differentiable w.r.t. the mask.
         y: labels, shape [B].
         beta1: weight of the CE term (0.05 on CIFAR, 0.3 on MNIST).
+        kl_direction: 'code' or 'paper' (see above).
 
     Returns:
         A scalar tensor.
     """
-    return batchmean_kl(logits_adv, logits_cal) + beta1 * F.cross_entropy(logits_cal, y)
+    if kl_direction not in KL_DIRECTIONS:
+        raise ValueError(f"kl_direction must be one of {KL_DIRECTIONS}, got {kl_direction!r}")
+    kl = batchmean_kl(logits_adv, logits_cal) if kl_direction == "code" else batchmean_kl(logits_cal, logits_adv)
+    return kl + beta1 * F.cross_entropy(logits_cal, y)

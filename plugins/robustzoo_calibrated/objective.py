@@ -9,7 +9,13 @@ Per batch (Algorithm 1 of the paper, alternating updates):
    :func:`calibrated_classifier_loss` with M detached, so the θ-step never moves φ;
 4. φ-step (:meth:`CalibratedAT.after_step`) with the UPDATED θ on
    :func:`calibrated_mask_loss`; gradients go to φ only and the classifier's parameters and
-   BatchNorm buffers are left exactly as they were.
+   BatchNorm buffers are left exactly as they were (``bn_updates=theta``, the default).
+
+``bn_updates=code`` moves the classifier's BatchNorm running statistics as the authors'
+CIFAR code does, with every forward of the batch in train mode: the attack's K, one more on
+x' after the attack (their restart bookkeeping), the θ-step's two (x_cal first), the φ-step's
+two and one on x after the step (their logging): K + 6 = 16 updates at K = 10 instead of
+K + 2 = 12. The extra forwards run only for a classifier that tracks running statistics.
 
 Cost per image at PGD-K (F = one classifier forward, backward ≈ 2F): attack K·2F, θ-step
 2 forwards + 2 backwards (6F), φ-step one no-grad forward of x' plus a forward and an
@@ -19,13 +25,14 @@ figures are in docs/methods/calibrated.md.
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from typing import Any
 
 import torch
 import torch.nn as nn
 
-from robustzoo.attacks import pgd
+from robustzoo.attacks import attack_bn_mode, pgd
 from robustzoo.errors import RunError, UsageError
 from robustzoo.objectives import (
     Objective,
@@ -55,6 +62,8 @@ class CalibratedAT(Objective):
         "kappa": 50.0,
         "mask_input": "sum",
         "kl_direction": "code",
+        "mask_kl_direction": "code",
+        "bn_updates": "theta",
         "mask": True,
         "weighted_ce": True,
         "rand_init": "uniform",
@@ -73,6 +82,8 @@ class CalibratedAT(Objective):
         "attack": ("cent", "cw"),
         "mask_input": ("sum", "concat"),
         "kl_direction": ("code", "paper"),
+        "mask_kl_direction": ("code", "paper"),
+        "bn_updates": ("theta", "code"),
         "rand_init": ("uniform", "normal", "none"),
         "attack_bn": ("train", "eval"),
         "mask_arch": ("auto", "mnist", "cifar"),
@@ -87,7 +98,14 @@ class CalibratedAT(Objective):
         "beta1": "weight of CE(f(x_cal), y) in the mask loss (paper: 0.05 CIFAR, 0.3 MNIST)",
         "kappa": "CW margin κ of the cw training attack (paper: 50 CIFAR, 150 MNIST)",
         "mask_input": "g_φ input: sum = x+δ (authors' code) or concat = [x, δ] (paper's g_φ(X, δ))",
-        "kl_direction": "code = KL(p(x)‖p(x_cal)) (authors' code) or paper = KL(p(x_cal)‖p(x)) (eq. 13)",
+        "kl_direction": "θ-step KL: code = KL(p(x)‖p(x_cal)) (authors' code) or paper = KL(p(x_cal)‖p(x)) "
+                        "(eq. 13)",
+        "mask_kl_direction": "φ-step KL: code = KL(p(x')‖p(x_cal)) (authors' code) or paper = "
+                             "KL(p(x_cal)‖p(x')) (eq. 14)",
+        "bn_updates": "classifier BatchNorm running statistics: theta = updated by the attack and the θ-step only "
+                      "(K + 2 per batch; the φ-step leaves θ's buffers alone) or code = by every train-mode forward "
+                      "of the authors' CIFAR code (K + 6: + x' after the attack, the φ-step's two, x after the "
+                      "step); no effect without BatchNorm",
         "mask": "false: no mask network, x_cal = x' (ablation)",
         "weighted_ce": "false: plain CE on clean images instead of CE·(1 − p_y) (ablation)",
         "rand_init": "PGD start: uniform U(-ε,ε), normal x+0.001·N, none",
@@ -124,6 +142,7 @@ class CalibratedAT(Objective):
         self._epoch_checks: list[float] = []
         self._epoch_collapsed = False
         self.collapse: dict[str, Any] | None = None  # first detected collapse: epoch, step, mean
+        self._tracks_bn: dict[int, bool] = {}  # id(classifier) -> whether it has running statistics
         self.mask_net: nn.Module | None = None
         if self.settings["mask"]:
             self.mask_net = build_mask_net(self.settings["mask_arch"], ctx.input_shape,
@@ -228,9 +247,29 @@ class CalibratedAT(Objective):
         return x_cal.clamp(0.0, 1.0) if self.settings["clip"] else x_cal
 
     # -- the two steps -------------------------------------------------------------------------
+    def _code_bn_updates(self, model: nn.Module) -> bool:
+        """Whether this batch moves BatchNorm statistics as the authors' code (bn_updates=code).
+
+        Only for a classifier that tracks running statistics: elsewhere the code's extra
+        forwards would change nothing, so they are not run.
+        """
+        if self.settings["bn_updates"] != "code":
+            return False
+        key = id(model)
+        if key not in self._tracks_bn:
+            self._tracks_bn[key] = any(isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
+                                       for m in model.modules())
+        return self._tracks_bn[key]
+
     def loss(self, model, x, y, index):
         s = self.settings
         x_adv = self.attack(model, x, y)
+        code_bn = self._code_bn_updates(model)
+        if code_bn:
+            # The authors' attack ends with one more forward on x' (its restart bookkeeping), in
+            # the attack's BatchNorm mode: one more update of the running statistics.
+            with attack_bn_mode(model, s["attack_bn"]), torch.no_grad():
+                model(x_adv)
         cache: dict[str, Any] = {"x_adv": x_adv}
         metrics: dict[str, Any] = {}
         if self.mask_net is None:
@@ -243,8 +282,12 @@ class CalibratedAT(Objective):
             x_cal = self.calibrate(x, x_adv, m.detach())
             metrics["mask_mean"] = m.detach().mean()
             self._watch_mask(m)
-        logits_nat = model(x)
-        logits_cal = model(x_cal)
+        if code_bn:  # the authors' order: the running statistics see x_cal, then x
+            logits_cal = model(x_cal)
+            logits_nat = model(x)
+        else:
+            logits_nat = model(x)
+            logits_cal = model(x_cal)
         loss = calibrated_classifier_loss(logits_nat, logits_cal, y, s["beta"],
                                           weighted_ce=s["weighted_ce"], kl_direction=s["kl_direction"])
         return StepResult(loss=loss, logits=logits_cal, metrics=metrics, cache=cache)
@@ -257,13 +300,24 @@ class CalibratedAT(Objective):
         generator step follows the classifier step. The classifier runs in its current
         (train) mode, so BatchNorm normalises with batch statistics as in the θ-step, but its
         running statistics are not updated (:func:`robustzoo.objectives.frozen_bn_statistics`),
-        so the φ-step leaves θ and its buffers untouched.
+        so the φ-step leaves θ and its buffers untouched. With ``bn_updates=code`` they are
+        updated, as in the authors' code, and one more train-mode forward on x follows.
+
+        During the warm-up φ is not trained: against a near-random classifier
+        KL(p(x')‖p(x_cal)) is ≈ 0 and the CE term alone drives the sigmoid to M ≈ 0 within a
+        few dozen steps, where its gradient is tiny (docs/methods/calibrated.md, "Mask collapse").
         """
-        if self.mask_net is None or self.epoch < self.settings["mask_warmup"]:
-            # Warm-up: φ is not trained yet. Against a near-random classifier KL(p(x')‖p(x_cal))
-            # is ≈ 0 and the CE term alone drives the sigmoid to M ≈ 0 within a few dozen
-            # steps, where its gradient is tiny (docs/methods/calibrated.md, "Mask collapse").
-            return {}
+        code_bn = self._code_bn_updates(model)
+        out = {} if self.mask_net is None or self.epoch < self.settings["mask_warmup"] \
+            else self._mask_step(model, x, y, result, code_bn)
+        if code_bn:
+            # The authors' loop ends each batch with a train-mode forward on x (for its log).
+            with torch.no_grad():
+                model(x)
+        return out
+
+    def _mask_step(self, model, x, y, result, code_bn: bool) -> dict[str, Any]:
+        """The φ-step itself; the classifier's running statistics move only when ``code_bn``."""
         opt = self.optimizers.get("mask_net")
         if opt is None:
             raise RunError("calibrated: the mask network has no optimiser; the trainer gives one to "
@@ -272,11 +326,12 @@ class CalibratedAT(Objective):
         m = result.cache.get("mask")
         if m is None or not m.requires_grad:
             m = self.mask(x, x_adv)
-        with frozen_bn_statistics(model):
+        with contextlib.nullcontext() if code_bn else frozen_bn_statistics(model):
             with torch.no_grad():
                 logits_adv = model(x_adv)
             logits_cal = model(self.calibrate(x, x_adv, m))
-        loss = calibrated_mask_loss(logits_adv, logits_cal, y, self.settings["beta1"])
+        loss = calibrated_mask_loss(logits_adv, logits_cal, y, self.settings["beta1"],
+                                    kl_direction=self.settings["mask_kl_direction"])
         params = [p for p in self.mask_net.parameters() if p.requires_grad]
         # Gradients w.r.t. φ only: the classifier's .grad fields are not touched.
         grads = torch.autograd.grad(loss, params)

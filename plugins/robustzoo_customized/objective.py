@@ -80,7 +80,8 @@ class CustomizedAT(Objective):
         "update": "when the attack succeeds: keep = ε_i −= η (arXiv v1, default), reset = ε_i = 0 (later version)",
         "attack_bn": "BatchNorm mode while attacking (paper code: eval)",
         "rule": "paper = Algorithm 1 (default); code = the authors' released code (ε_i grows where the "
-                "attack succeeds, its own attack and loss; see docs/methods/customized.md)",
+                "attack succeeds, its own attack and loss; its loop always runs mix, so loss=ce runs a branch "
+                "it never calls; see docs/methods/customized.md)",
         "attack_label": "budget the attack's soft label ỹ is drawn with (rule=paper): start = ε_i before "
                         "the increment η (Algorithm 1, default), grown = ε_i + η (robustzoo 0.1)",
     }

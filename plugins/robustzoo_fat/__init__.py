@@ -39,19 +39,21 @@ def register_recipes(register):
         dict(common, variant="at", epochs=120, milestones="60,90"),
         source=f"{_CODE} FAT.py: WRN-32-10 (the same blocks as WRN-34-10), 120 epochs, lr x0.1 from "
                "epoch 60, x0.01 from 90, x0.005 from 110 (our x0.1-per-milestone schedule cannot "
-               "express the last step: epochs 110-120 stay at x0.01), τ 0/1/2, ω=0.001, uniform start",
+               "express the last step: epochs 110-120 stay at x0.01), τ 0/1/2, ω=0.001, uniform start; "
+               "ours: CIFAR-10 mean/std normalisation inside the model (the code feeds raw pixels)",
         description="FAT (AT loss), WRN-34-10, CIFAR-10 (paper, WRN-32-10: 89.34 clean, 46.13 PGD-20)"))
     register(Recipe(
         "fat-trades-wrn34", "fat",
         dict(common, variant="trades", epochs=85, milestones="75", beta=6.0),
         source=f"{_CODE} FAT_for_TRADES.py: WRN-34-10, β=6, 85 epochs, lr x0.1 from epoch 75, "
-               "τ 0/1/2/3 switching after epochs 30/50/70, ω=0, start x+0.001·N",
+               "τ 0/1/2/3 switching after epochs 30/50/70, ω=0, start x+0.001·N clipped; ours: CIFAR-10 "
+               "mean/std normalisation inside the model (the code feeds raw pixels)",
         description="FAT for TRADES β=6, WRN-34-10, CIFAR-10 (RobustBench: 84.52 clean, 53.51 AutoAttack)"))
     register(Recipe(
         "fat-mart-wrn34", "fat",
         dict(common, variant="mart", epochs=90, milestones="60,90", lam=6.0),
-        source=f"{_CODE} FAT_for_MART.py: WRN-34-10, λ (beta)=6, lr x0.1 from epoch 60 and x0.01 "
-               "from 90, τ 0/1/2/3/4 switching after epochs 20/40/60/80, ω=0, start x+0.001·N; 90 "
-               "epochs per the methods reference (the script's default is 85, which never reaches "
-               "the epoch-90 decay)",
+        source=f"{_CODE} FAT_for_MART.py: WRN-34-10, λ (beta)=6, 90 epochs (its default since June 2020; "
+               "85 before), lr x0.1 from epoch 60 and x0.01 from 90 (the last epoch), τ 0/1/2/3/4 switching "
+               "after epochs 20/40/60/80, ω=0, start x+0.001·N clipped; ours: CIFAR-10 mean/std "
+               "normalisation inside the model (the code feeds raw pixels)",
         description="FAT for MART λ=6, WRN-34-10, CIFAR-10"))

@@ -23,17 +23,20 @@ class MART(Objective):
     description = "MART: boosted CE on x' + λ·KL(p(x)‖p(x'))·(1−p_y(x)) (Wang et al. 2020)"
     paper = ("Wang, Zou, Yi, Bailey, Ma, Gu. Improving Adversarial Robustness Requires Revisiting "
              "Misclassified Examples. ICLR 2020")
-    defaults = {"lam": 6.0, "rand_init": "normal", "attack_bn": "eval"}
-    choices = {"rand_init": ("normal", "uniform", "none"), "attack_bn": ("eval", "train")}
+    defaults = {"lam": 6.0, "rand_init": "normal", "attack_bn": "eval", "clip_start": True}
+    choices = {"rand_init": ("normal", "uniform", "none"), "attack_bn": ("eval", "train"),
+               "clip_start": (True, False)}
     help = {"lam": "weight λ of the misclassification-aware KL term (paper: 6 WRN-34-10, 5 ResNet-18; "
                    "the authors' code calls it beta)",
             "rand_init": "attack start: normal x+0.001·N (paper), uniform U(-ε,ε), none",
-            "attack_bn": "BatchNorm mode while attacking (paper: eval)"}
+            "attack_bn": "BatchNorm mode while attacking (paper: eval)",
+            "clip_start": "clip the random start to [0,1] before the first gradient (true); false = the "
+                          "authors' code, which takes it at x + 0.001·N unclipped (every step is clipped)"}
 
     def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor) -> StepResult:
         s, c = self.settings, self.ctx
         x_adv = pgd(model, x, y, eps=c.eps, alpha=c.alpha, steps=c.steps, rand_init=s["rand_init"],
-                    loss=ce_loss, bn_mode=s["attack_bn"])
+                    loss=ce_loss, bn_mode=s["attack_bn"], clip_start=s["clip_start"])
         logits_nat = model(x)
         logits_adv = model(x_adv)
         return StepResult(loss=mart_loss(logits_nat, logits_adv, y, s["lam"]), logits=logits_adv)

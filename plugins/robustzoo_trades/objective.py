@@ -32,21 +32,25 @@ class TRADES(Objective):
     description = "TRADES: clean CE + β·KL(p(x)‖p(x')) with a KL attack (Zhang et al. 2019)"
     paper = ("Zhang, Yu, Jiao, Xing, El Ghaoui, Jordan. Theoretically Principled Trade-off between "
              "Robustness and Accuracy. ICML 2019")
-    defaults = {"beta": 6.0, "rand_init": "normal", "attack_bn": "eval", "kl_reduction": "batchmean"}
+    defaults = {"beta": 6.0, "rand_init": "normal", "attack_bn": "eval", "kl_reduction": "batchmean",
+                "clip_start": True}
     choices = {"rand_init": ("normal", "uniform", "none"), "attack_bn": ("eval", "train"),
-               "kl_reduction": REDUCTIONS}
+               "kl_reduction": REDUCTIONS, "clip_start": (True, False)}
     help = {"beta": "weight β of the KL term (β = 1/λ; paper: 6 on CIFAR-10)",
             "rand_init": "attack start: normal x+0.001·N (paper), uniform U(-ε,ε), none",
             "attack_bn": "BatchNorm mode while attacking and computing the clean target (paper: eval)",
             "kl_reduction": "batchmean (paper: KL summed, divided by B) or mean (divides by B·C: "
-                            "shrinks β by the class count; only to reproduce that mistake)"}
+                            "shrinks β by the class count; only to reproduce that mistake)",
+            "clip_start": "clip the random start to [0,1] before the first gradient (true); false = the "
+                          "authors' code, which takes it at x + 0.001·N unclipped (every step is clipped)"}
 
     def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor) -> StepResult:
         s, c = self.settings, self.ctx
         if c.steps > 0:
             target = clean_target(model, x, s["attack_bn"])
             x_adv = pgd(model, x, target, eps=c.eps, alpha=c.alpha, steps=c.steps,
-                        rand_init=s["rand_init"], loss=kl_attack_loss, bn_mode=s["attack_bn"])
+                        rand_init=s["rand_init"], loss=kl_attack_loss, bn_mode=s["attack_bn"],
+                        clip_start=s["clip_start"])
         else:  # no attack steps: x' is the random start, no target needed
             x_adv = pgd(model, x, y, eps=c.eps, alpha=c.alpha, steps=0, rand_init=s["rand_init"])
         logits_nat = model(x)

@@ -114,6 +114,7 @@ def pgd(
     bn_mode: str | None = None,
     start_eps: float | None = None,
     clip: bool = True,
+    clip_start: bool | None = None,
 ) -> torch.Tensor:
     """Projected gradient ascent on ``loss`` within the ε-ball; returns detached x_adv.
 
@@ -133,9 +134,13 @@ def pgd(
             code starts from U(−0.1, 0.1) whatever ε is; the start is not projected onto the
             ε-ball before the first step, as there.
         clip: clip every iterate to [0,1] (False: the images may leave it, as in that code).
+        clip_start: clip the random start to [0,1] (None: as ``clip``). TRADES' and MART's
+            code take the first gradient at x + 0.001·N unclipped (False); every step after
+            it is projected and clipped as ``clip`` says.
     """
     x = x.detach()
-    x_adv = random_start(x, eps if start_eps is None else start_eps, rand_init, norm, clip=clip)
+    x_adv = random_start(x, eps if start_eps is None else start_eps, rand_init, norm,
+                         clip=clip if clip_start is None else clip_start)
     if steps == 0:
         return project(x_adv, x, eps, norm, clip=clip).detach()
     a = _as_column(alpha, x)

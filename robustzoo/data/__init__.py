@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from .core import DatasetSpec, Splits, TensorData, load_splits, load_test, select_examples
+from .core import AUGMENTS, DatasetSpec, Splits, TensorData, load_splits, load_test, select_examples
 
-__all__ = ["DatasetSpec", "Splits", "TensorData", "load_splits", "load_test", "select_examples"]
+__all__ = ["AUGMENTS", "DatasetSpec", "Splits", "TensorData", "load_splits", "load_test", "select_examples"]

@@ -35,7 +35,8 @@ class DatasetSpec:
         steps: default PGD steps for training.
         eval_alpha: PGD step of the evaluation protocol (0.003 CIFAR, 0.015 MNIST-like).
         val_size: images held out of the training set for checkpoint selection.
-        augment: 'crop_flip' (CIFAR: pad-4 crop + horizontal flip) or 'none'.
+        augment: 'crop_flip' (CIFAR: pad-4 crop + horizontal flip, zero padding),
+            'crop_flip_reflect' (the same with reflect padding) or 'none'.
         classes: label names.
         test_size: images in the dataset's canonical test set (10,000 for CIFAR and the MNISTs);
             an evaluation on a smaller test split (a truncated file, a local copy) is then not
@@ -110,7 +111,9 @@ class TensorData:
             shuffle: new random order each call, drawn from ``generator`` (on the CPU so the
                 order does not depend on the device).
             augment: 'crop_flip' applies a random 4-pixel-padded crop and flip per image,
-                drawn on the data's device (:func:`augment_generator`).
+                drawn on the data's device (:func:`augment_generator`), with zero padding;
+                'crop_flip_reflect' pads by reflection (Rice et al.'s and Calibrated AT's
+                code) and draws exactly the same shifts and flips.
             drop_last: skip the last incomplete batch (fixed shapes for compiled models).
             shard: (rank, world_size): every rank sees a disjoint, equal-sized slice: every
                 world_size-th example of the shared order, so with ``batch_size`` = global
@@ -125,13 +128,14 @@ class TensorData:
             order = order[rank::world][:per]
             n = per
         order = order.to(self.x.device)
-        aug = augment_generator(generator, self.x.device) if augment == "crop_flip" else None
+        pad_mode = PAD_MODES.get(augment)
+        aug = augment_generator(generator, self.x.device) if pad_mode else None
         stop = n - n % batch_size if drop_last else n
         for start in range(0, stop, batch_size):
             rows = order[start:start + batch_size]
             x = self.x[rows].float().div_(255.0)
-            if augment == "crop_flip":
-                x = crop_flip(x, aug)
+            if pad_mode:
+                x = crop_flip(x, aug, pad_mode=pad_mode)
             yield x, self.y[rows], self.index[rows]
 
 
@@ -165,17 +169,26 @@ def augment_generator(generator: torch.Generator | None, device: torch.device | 
     return torch.Generator(device=device).manual_seed(seed)
 
 
-def crop_flip(x: torch.Tensor, generator: torch.Generator | None = None, pad: int = 4) -> torch.Tensor:
-    """Random ``pad``-pixel translation (zero padding) and horizontal flip, batched on device.
+#: augment name -> padding of its crop ('constant' = zeros, as torchvision's RandomCrop;
+#: 'reflect' = mirrored about the edge pixel, as numpy's pad(mode='reflect') in Rice et al.'s
+#: and Calibrated AT's CIFAR code).
+PAD_MODES = {"crop_flip": "constant", "crop_flip_reflect": "reflect"}
+AUGMENTS = ("none", *PAD_MODES)
+
+
+def crop_flip(x: torch.Tensor, generator: torch.Generator | None = None, pad: int = 4,
+              pad_mode: str = "constant") -> torch.Tensor:
+    """Random ``pad``-pixel translation and horizontal flip, batched on device.
 
     The shifts and flips are drawn on ``x``'s device, so ``generator`` must live there
-    (:func:`augment_generator` makes one); nothing waits for the host.
+    (:func:`augment_generator` makes one); nothing waits for the host. ``pad_mode`` is
+    'constant' (zero padding) or 'reflect'; it changes the pixels shifted in, not the draws.
     """
     b, _, h, w = x.shape
     dev = x.device
     shifts = torch.randint(0, 2 * pad + 1, (2, b), generator=generator, device=dev)
     flips = torch.rand(b, generator=generator, device=dev) < 0.5
-    padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
+    padded = torch.nn.functional.pad(x, (pad, pad, pad, pad), mode=pad_mode)
     rows = (torch.arange(h, device=dev)[None, :] + shifts[0][:, None])  # b,h
     cols = (torch.arange(w, device=dev)[None, :] + shifts[1][:, None])  # b,w
     cols = torch.where(flips[:, None], cols.flip(1), cols)
