@@ -222,7 +222,9 @@ def from_runs(root: str | Path) -> tuple[list[tuple[tuple[str, str, float], Row]
             skipped.append({"name": run_dir.name, "path": str(run_dir),
                             "why": f"not evaluated; run `robustzoo eval {run_dir} --suite autoattack`"})
             continue
-        from .eval import canonical_problems  # deferred (startup time): the evaluation package loads torch
+        from .eval import (
+            canonical_problems,  # deferred (startup time): the evaluation package loads torch
+        )
 
         # An eval.json written before the canonical rule knew health and custom settings may hold
         # a failed or custom record: it is not ranked as robust accuracy.
