@@ -54,6 +54,7 @@ from ._record import (
     publishable,
     read_canonical,
     record_id,
+    whole_test_set,
     write_record,
 )
 from ._stats import binomial_tail, mcnemar_exact, wilson_interval
@@ -69,7 +70,7 @@ __all__ = [
     "randomness_probe", "run_probes", "exact_forwards",
     "HISTORY_DIR", "PUBLISHABLE_N", "SAMPLE_RULE", "canonical_problems", "canonical_rank",
     "choose_canonical", "custom_rows", "describe", "headline", "health_status", "history", "migrate", "partial_problems", "protocol_key", "publishable", "read_canonical",
-    "record_id", "write_record",
+    "record_id", "whole_test_set", "write_record",
     "binomial_tail", "mcnemar_exact", "wilson_interval",
     "SUITES", "Suite", "get_suite", "parse_eps_list", "resolve_suite",
     "plot_sweep", "run_sweep",
