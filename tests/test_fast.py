@@ -177,6 +177,47 @@ def test_bad_precision_is_a_one_line_error(capsys):
     assert_one_line_error(code, err, "compile mode")
 
 
+def test_a_checkpoint_copies_the_state_to_the_host_once(tmp_path, monkeypatch):
+    """One host_copy per epoch (one wait on a GPU), and the resume state shares the copied
+    weights, extra modules and state with the weights files instead of copying them again."""
+    import importlib
+
+    from robustzoo import runs
+
+    train_mod = importlib.import_module("robustzoo.train")  # the module: robustzoo.train is also a function
+    calls, saved = [], {}
+    copy, save_weights, save_state = train_mod.host_copy, runs.save_weights, runs.save_state
+
+    def counting_copy(obj):
+        calls.append(sorted(obj))
+        return copy(obj)
+
+    def keep_weights(path, tensors, meta):
+        saved.setdefault(Path(path).name, []).append(tensors)
+        return save_weights(path, tensors, meta)
+
+    def keep_state(path, state):
+        saved.setdefault("resume", []).append(state)
+        return save_state(path, state)
+
+    monkeypatch.setattr(train_mod, "host_copy", counting_copy)
+    monkeypatch.setattr(runs, "save_weights", keep_weights)
+    monkeypatch.setattr(runs, "save_state", keep_state)
+    cfg = train_mod.build_config("calibrated", None, {}, **dict(TINY, subset=200, epochs=2, steps=1,
+                                                                val_steps=1, eval_attacks=["clean"], eval_n=8))
+    trainer = train_mod.Trainer(cfg, tmp_path / "run")
+    with one_thread():
+        trainer.fit()
+    assert calls == [["extra", "extra_optim", "model", "optimizer", "state"]] * 2  # epochs 1 and 2
+    assert len(saved[runs.LAST_FILE]) == len(saved["resume"]) == 2
+    for last, blob in zip(saved[runs.LAST_FILE], saved["resume"]):
+        assert set(last) == set(blob["model"]) and all(last[k] is blob["model"][k] for k in last)
+        assert all(t.device.type == "cpu" for t in last.values())
+    for aux in saved[runs.AUX_FILE]:  # written with the best epoch: shared with that epoch's resume state
+        assert any(all(aux[f"module.mask_net.{k}"] is t for k, t in blob["extra"]["mask_net"].items())
+                   for blob in saved["resume"])
+
+
 def test_compile_keeps_a_bounded_number_of_graphs(tmp_path):
     """One compiled callable per BN mode: graphs are made in the first epoch only, their
     number is bounded, and (eager backend) the weights equal the uncompiled run's."""
