@@ -119,7 +119,7 @@ def load(name: str | Path, *, device: str | torch.device = "cpu", revision: str 
 
 
 def evaluate(name: str | Path, attacks: list[str] | str | None = None, *, n: int | None = None,
-             eps: float | None = None, seed: int = 0, batch_size: int = 256, device: str = "auto",
+             eps: float | None = None, seed: int = 0, batch_size: int | None = None, device: str = "auto",
              data_dir: str | None = None, show_progress: bool = False,
              progress: Progress | None = None, write: bool = True,
              revision: str | None = None, endpoint: str | None = None, cache_dir: str | None = None,
@@ -157,7 +157,7 @@ def evaluate(name: str | Path, attacks: list[str] | str | None = None, *, n: int
         raise UsageError("--plot draws the ε sweep; add --eps-sweep 0,2/255,4/255,8/255")
     if plot is not None:
         files.check_output_file(plot, "--plot")  # before the attacks, not after them
-    if batch_size < 1:
+    if batch_size is not None and batch_size < 1:  # None: 256, or CUDA_EVAL_BATCH on CUDA
         raise UsageError(f"batch size {batch_size} must be at least 1")
     reg = registry("attacks")
     for a in attacks:

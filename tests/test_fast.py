@@ -111,6 +111,83 @@ def test_fast_model_converts_layout_and_routes_modes():
     assert fm.num_classes == 3  # attributes of the wrapped model are visible
 
 
+@pytest.mark.parametrize("attack", ["clean", "pgd20", "cw", "apgd-ce", "square"])
+def test_evaluation_inputs_take_the_models_layout_once_per_batch(attack, monkeypatch):
+    """run_attack hands a channels_last model its batch in channels_last when the attack takes
+    any layout (robustzoo's own), so x + δ keeps it at every attack step and the forwards
+    convert nothing; the outcomes are those of the per-forward conversion. pyautoattack's
+    attacks (.view of x) keep NCHW batches and run as before."""
+    from robustzoo.attacks import AttackContext
+    from robustzoo.data import TensorData
+    from robustzoo.eval import _evaluate as ev
+    from robustzoo.plugins import registry
+
+    net = _bn_net().eval()
+    g = torch.Generator().manual_seed(0)
+    x = (torch.rand(12, 3, 8, 8, generator=g) * 255).to(torch.uint8)
+    with torch.no_grad():
+        y = net(x.float() / 255).argmax(1)  # every example starts correct: all are attacked
+    data = TensorData(x, y)
+    spec = registry("attacks").get(attack)
+    ctx = AttackContext(eps=8 / 255, alpha=2 / 255, num_classes=10, options={"square_queries": 10})
+    conversions = []
+    convert = fast.channels_last
+
+    def counting(t):
+        if t.dim() == 4 and not t.is_contiguous(memory_format=torch.channels_last):
+            conversions.append(tuple(t.shape))
+        return convert(t)
+
+    monkeypatch.setattr(fast, "channels_last", counting)  # what FastModel.forward converts
+    flags = {}
+    for once in (True, False):
+        with monkeypatch.context() as m:
+            if not once:
+                m.setattr(ev, "channels_last", lambda t: t)  # as before: converted in every forward
+            conversions.clear()
+            with one_thread():
+                flags[once] = ev.run_attack(fast.FastModel(net, channels_last=True), data, spec, ctx,
+                                            batch_size=5).flags
+            counted = len(conversions)
+        if once and spec.any_layout:
+            assert counted == 0, conversions  # robustzoo's own attacks keep the layout throughout
+        if attack not in ("clean", "square") and not (once and spec.any_layout):
+            assert counted > 3  # a copy per forward: what the batch conversion saves
+    assert torch.equal(flags[True], flags[False])
+
+
+def test_default_evaluation_batch_per_device(monkeypatch):
+    """256 on the CPU (CPU evaluations unchanged), CUDA_EVAL_BATCH on CUDA, an explicit one obeyed."""
+    from robustzoo.eval import _evaluate as ev
+
+    assert ev.default_eval_batch("cpu") == ev.EVAL_BATCH == 256
+    assert ev.default_eval_batch("cuda") == ev.default_eval_batch(torch.device("cuda:1")) == ev.CUDA_EVAL_BATCH
+    assert ev.CUDA_EVAL_BATCH >= 256
+    sizes = []
+    run = ev.run_attack
+    monkeypatch.setattr(ev, "run_attack", lambda *a, **k: sizes.append(a[4]) or run(*a, **k))
+    data = _digits_test(24)
+    for bs, want in ((None, 256), (8, 8)):
+        sizes.clear()
+        ev.evaluate_model(_bn_net_1ch(), data, ["clean"], eps=0.1, alpha=0.02, num_classes=10,
+                          batch_size=bs, health=False)
+        assert sizes == [want], sizes
+
+
+def _digits_test(n: int):
+    from robustzoo.data import load_splits
+    from robustzoo.plugins import registry
+
+    test = load_splits(registry("datasets").get("digits")).test
+    return test.take(torch.arange(n))
+
+
+def _bn_net_1ch() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 10)).eval()
+
+
 def test_bf16_autocast_keeps_batchnorm_state_fp32_and_gradients_alive():
     """Under bf16 autocast BN parameters/statistics stay fp32 and summed-loss input gradients
     do not underflow (fp16 with a mean loss zeroes many of them)."""
