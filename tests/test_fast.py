@@ -340,6 +340,74 @@ def test_compile_keeps_a_bounded_number_of_graphs(tmp_path):
     torch._dynamo.reset()
 
 
+class _BNDigitsNet(nn.Module):
+    """A small CNN with BatchNorm for 1x8x8 digits (the registered digits nets have none)."""
+
+    def __init__(self, num_classes: int = 10, in_chans: int = 1, **_: object):
+        super().__init__()
+        self.num_classes = num_classes
+        self.body = nn.Sequential(nn.Conv2d(in_chans, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                                  nn.Conv2d(8, 8, 3, stride=2, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                                  nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+
+def test_calibrated_compile_keeps_a_bounded_number_of_graphs(tmp_path):
+    """Calibrated AT's φ-step runs the classifier in train mode with BatchNorm's running
+    statistics frozen (frozen_bn_statistics turns track_running_stats off, a flag the compiled
+    BatchNorm branches on). Compiled (eager backend) on a net with BatchNorm: the graphs are
+    all made in the first epoch, stay few and below the recompile limit, and the weights AND
+    the BatchNorm buffers end equal to the uncompiled run's, so no compiled forward updated
+    statistics the φ-step froze."""
+    from types import SimpleNamespace
+
+    import torch._dynamo
+
+    from robustzoo import hookimpl, plugins
+    from robustzoo.train import Trainer, build_config, validate
+
+    plugins.register_plugin(SimpleNamespace(register_architectures=hookimpl(
+        lambda register: register("bn_digits_test", _BNDigitsNet, description="test CNN with BatchNorm"))),
+        name="fast-test-bn-net")
+    # mask_warmup=0: the φ-step (frozen statistics) runs from the first step; 360 training
+    # images in 6 full batches of 60, so the compiled run's drop_last changes nothing
+    opts = dict(TINY, subset=400, batch_size=60, steps=2, val_steps=1, epochs=2, eval_attacks=["clean"],
+                arch="bn_digits_test")
+    sets = {"mask_warmup": 0}
+    torch._dynamo.reset()
+    with one_thread():
+        compiled = Trainer(build_config("calibrated", None, sets, **opts, compile="default",
+                                        compile_backend="eager"), tmp_path / "c")
+        stats = []
+        for epoch in range(2):
+            compiled.train_epoch(epoch)
+            with compiled.fast.autocast():
+                validate(compiled.eval_net, compiled.val_data, compiled.cfg)
+            stats.append(fast.compile_stats())
+        plain = Trainer(build_config("calibrated", None, sets, **opts), tmp_path / "p")
+        for epoch in range(2):
+            plain.train_epoch(epoch)
+    torch._dynamo.reset()
+    assert stats[0] == stats[1], stats  # nothing compiled after the first epoch
+    g = stats[0]["graphs"]
+    # train mode, 5: the attack's forward (attack_bn=train, input requires grad), the θ-forward
+    # on x, the θ-forward on x_cal (whose size-1 channel dimension has another stride), the
+    # φ-step's no-grad f(x') and its f(x_cal) with gradients, a graph of its own only because
+    # track_running_stats is off (dynamo guards on it: TORCH_LOGS=recompiles names that guard);
+    # eval mode as for `at`: validation's no-grad forward, its attack, no-grad on x_adv
+    assert g["train"] == 5 and 2 <= g["eval"] <= 4, stats[0]
+    assert stats[0]["at_limit"] == [] and stats[0]["graph_breaks"] == 0, stats[0]
+    bn = [k for k in plain.model.state_dict() if "running" in k or "num_batches" in k]
+    assert bn, "the test needs BatchNorm buffers"
+    for (k, a), b in zip(compiled.model.state_dict().items(), plain.model.state_dict().values()):
+        assert torch.allclose(a.double(), b.double(), atol=1e-5), k
+    for (k, a), b in zip(compiled.extra["mask_net"].state_dict().items(),
+                         plain.extra["mask_net"].state_dict().values()):
+        assert torch.allclose(a.double(), b.double(), atol=1e-5), k
+
+
 def test_cuda_graph_steps_are_marked_and_nothing_is_read_across_a_mark(tmp_path, monkeypatch):
     """CUDA-graph trees may overwrite every compiled output of a step once the next step is
     marked. Emulated on the CPU: each mark fills the outputs of the compiled forwards since
