@@ -244,7 +244,8 @@ class RobustzooLoop:
     def pgd20(self, n: int, batch: int) -> dict[str, Any]:
         """images/s of the registered pgd20 attack on the trained model (eval mode)."""
         run = self._pgd20_runner(n, batch)
-        self._pgd20_runner(min(n, batch), batch)()  # warm-up (cuDNN autotuning of the eval shapes)
+        # warm-up: one full batch and the last, smaller one (cuDNN autotunes every new shape)
+        self._pgd20_runner(min(n, batch + n % batch), batch)()
         with DeviceTimer(self.device) as t:
             run()
         return {"images_per_s": n / t.seconds, "images": n, "seconds": t.seconds}
@@ -857,15 +858,18 @@ def start_workers(specs: dict[str, dict[str, Any]], timeout: float | None = None
 
 
 def interleaved(workers: dict[str, Any], rounds: int, steps: int, warmup: int,
-                timeout: float | None = None) -> dict[str, dict[str, Any]]:
+                timeout: float | Any = None) -> dict[str, dict[str, Any]]:
     """Warm each contender up, then time ``rounds`` rounds of ``steps`` training steps each,
-    one contender after the other within a round (drift of the machine hits all alike)."""
+    one contender after the other within a round (drift of the machine hits all alike).
+
+    ``timeout``: seconds per call, or a callable giving them at each call (a time box)."""
+    limit = timeout if callable(timeout) else (lambda: timeout)
     out: dict[str, dict[str, Any]] = {}
     for name, w in workers.items():
-        if not w.ready(timeout):
+        if not w.ready(limit()):
             out[name] = {"error": w.error}
             continue
-        warm = w.call("train", timeout, steps=warmup)
+        warm = w.call("train", limit(), steps=warmup)
         out[name] = {"error": warm["error"]} if "error" in warm else {
             "warmup_s": warm["seconds"], "warmup_steps": warmup, "rounds_images_per_s": [],
             "seconds": 0.0, "images": 0, "fast_path": w.info}
@@ -874,7 +878,7 @@ def interleaved(workers: dict[str, Any], rounds: int, steps: int, warmup: int,
             res = out[name]
             if "error" in res:
                 continue
-            r = w.call("train", timeout, steps=steps)
+            r = w.call("train", limit(), steps=steps)
             if "error" in r:
                 out[name] = {"error": r["error"]}
                 continue
@@ -910,14 +914,17 @@ def breakdown(train: dict[str, dict[str, Any]]) -> dict[str, Any]:
     numerics / the reference: 23F instead of 33F per image, of which 33/23 = 1.43x is FLOP
     arithmetic, and data on the device instead of a DataLoader), ``precision`` (bf16 NCHW /
     that fp32 loop), ``layout`` (fast / bf16 NCHW) and, when measured, ``compile``
-    (compiled / fast). A factor is missing when one of its contenders is.
+    (compiled / fast). A factor is missing when one of its contenders is, a reference's
+    entry when the reference is.
     """
     ips = {k: v["images_per_s"] for k, v in train.items() if isinstance(v, dict) and "images_per_s" in v}
     compiled = max((v for k, v in ips.items() if k.startswith("fast_compile")), default=None)
     out: dict[str, Any] = {"flop_ratio_33F_over_23F": 33 / 23}
     for name, (ref, loop) in REFERENCES.items():
+        if ref not in ips:
+            continue
         b: dict[str, float] = {}
-        if ref in ips and loop in ips:
+        if loop in ips:
             b["loop_33F_to_23F_and_data"] = ips[loop] / ips[ref]
         if loop in ips and "bf16_nchw" in ips:
             b["precision"] = ips["bf16_nchw"] / ips[loop]
@@ -925,12 +932,11 @@ def breakdown(train: dict[str, dict[str, Any]]) -> dict[str, Any]:
             b["layout"] = ips["fast"] / ips["bf16_nchw"]
         if compiled and "fast" in ips:
             b["compile"] = compiled / ips["fast"]
-        if ref in ips and "fast" in ips:
+        if "fast" in ips:
             b["total_eager"] = ips["fast"] / ips[ref]
             if compiled:
                 b["total_compiled"] = compiled / ips[ref]
-        if b:
-            out[name] = b
+        out[name] = b
     return out
 
 
@@ -1018,8 +1024,10 @@ def compare_precisions(name: str, attacks: list[str] | str = ("clean", "pgd20"),
         key = f"flags::{a['attack']}"
         if key in flags["fp32"] and key in flags[low]:  # composite attacks keep per-component flags only
             f32, flo = flags["fp32"][key].bool(), flags[low][key].bool()
-            row.update(only_fp32=int((f32 & ~flo).sum()), **{f"only_{low}": int((flo & ~f32).sum())})
-            row["flipped"] = row["only_fp32"] + row[f"only_{low}"]
+            only_ref, only_low = int((f32 & ~flo).sum()), int((flo & ~f32).sum())
+            row["only_fp32"] = only_ref
+            row[f"only_{low}"] = only_low
+            row["flipped"] = only_ref + only_low
         rows.append(row)
     worst = max((abs(r["drift_points"]) for r in rows), default=0.0)
     resolution = 100.0 / max(count, 1)
@@ -1156,6 +1164,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--in-process", action="store_true",
                    help="run the contenders in this process, one after the other, sharing its state "
                         "(a quick smoke run; measurements want a process each, the default)")
+    p.add_argument("--fat", action="store_true",
+                   help="only measure FAT's compaction as training sees it (--fat-dataset, --fat-epochs; "
+                        "--arch, --batch-size, --iters, --rounds, --subset apply)")
+    p.add_argument("--fat-dataset", default="fashion-mnist", help="real labels for --fat (default fashion-mnist)")
+    p.add_argument("--fat-epochs", type=int, default=3, help="epochs of FAT training measured after (default 3)")
+    p.add_argument("--subset", type=int, help="--fat: training images kept (default all)")
+    p.add_argument("--data-dir", help="--fat: where the dataset is")
     p.add_argument("--out", help="write the results as JSON here")
     p.add_argument("--check-precision", metavar="RUN_DIR",
                    help="only evaluate RUN_DIR in fp32 and bf16 and report the drift (≤ 0.1 points)")
@@ -1177,6 +1192,43 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if unknown:
         p.error(f"unknown contender {unknown[0]!r}; choose from {', '.join(CONTENDERS)}")
     return args
+
+
+def bench_fat(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
+    """FAT (``at``, τ = 0) compacted against the full batch as training sees it: measured on
+    the untrained net (the best case), then after each of ``--fat-epochs`` epochs of FAT
+    training on real labels. Per measurement: images/s of both (interleaved rounds from the
+    same weights, batches and noise), forward-equivalents per image (FLOP counter) and the
+    time and FLOP ratios."""
+    spec = dict(kind="robustzoo", objective="fat", settings={"variant": "at", "tau": 0, "compact": "on"},
+                dataset=args.fat_dataset, data_dir=args.data_dir, subset=args.subset,
+                arch=ARCH_ALIASES.get(args.arch[0], args.arch[0]),
+                batch_size=args.batch_size, steps=args.steps, seed=args.seed, device=str(device),
+                precision=args.precision, threads=args.threads)
+    w = make_worker("fat", spec, in_process=args.in_process)
+    try:
+        if not w.ready():
+            raise RuntimeError(w.error)
+        rows = [{"epochs_trained": 0, **_ok_call(w.call("fat_measure", steps=args.iters, rounds=args.rounds))}]
+        epochs = []
+        for e in range(args.fat_epochs):
+            epochs += _ok_call(w.call("fat_advance", epochs=1))["epochs"]
+            rows.append({"epochs_trained": e + 1,
+                         **_ok_call(w.call("fat_measure", steps=args.iters, rounds=args.rounds))})
+            r = rows[-1]
+            _log(f"fat: after epoch {e + 1}: {r['on']['forward_equivalents_per_image']:.2f}F vs "
+                 f"{r['off']['forward_equivalents_per_image']:.2f}F, time ratio "
+                 f"{r['time_ratio_compact_over_full']:.3f}")
+        return {"spec": {k: v for k, v in spec.items() if k != "kind"}, "fast_path": w.info,
+                "training": epochs, "measurements": rows}
+    finally:
+        w.close()
+
+
+def _ok_call(res: dict[str, Any]) -> dict[str, Any]:
+    if "error" in res:
+        raise RuntimeError(res["error"])
+    return res
 
 
 def bench_autoattack_run(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
@@ -1206,6 +1258,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
+    if args.fat:
+        report = bench_fat(args, device)
+        report.update(device=device_name(device), torch=torch.__version__, argv=list(argv))
+        for r in report["measurements"]:
+            print(f"FAT after {r['epochs_trained']} epoch(s): compacted {r['on']['forward_equivalents_per_image']:.2f}F "
+                  f"{r['on']['images_per_s']:.1f} img/s, full {r['off']['forward_equivalents_per_image']:.2f}F "
+                  f"{r['off']['images_per_s']:.1f} img/s: FLOPs x{r['flop_ratio_compact_over_full']:.3f}, "
+                  f"time x{r['time_ratio_compact_over_full']:.3f} (mean steps {r['on']['fat_steps']:.2f})")
+        if args.out:
+            Path(args.out).write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
+        return report
     if args.check_precision:
         report = compare_precisions(args.check_precision, args.attacks, n=args.n, device=str(device),
                                     record=not args.no_record)
