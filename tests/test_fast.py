@@ -659,3 +659,52 @@ def test_bf16_outcomes_are_not_resumed_as_fp32(at_run, tmp_path, capsys):
         rep = evaluate(run, ["clean"], n=16, device="cpu", precision="bf16", health=False, show_progress=True)
     assert "different autocast" in capsys.readouterr().err
     assert rep["precision"] == "bf16"
+
+
+def _cuda_syncs(work) -> int:
+    """Host syncs ``work()`` makes (torch.cuda.set_sync_debug_mode('warn'))."""
+    import warnings
+
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("warn")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            work()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    return sum("synchroniz" in str(w.message).lower() for w in caught)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_host_copy_waits_once_on_a_gpu():
+    from robustzoo.train import host_copy
+
+    state = {"a": torch.randn(64, 8, 3, 3, device="cuda").to(memory_format=torch.channels_last),
+             "b": [torch.arange(10, device="cuda"), torch.ones(3)], "c": 1.5}
+    out = []
+    assert _cuda_syncs(lambda: out.append(host_copy(state))) == 1
+    copy = out[0]
+    assert copy["a"].is_pinned() and copy["a"].device.type == "cpu" and copy["c"] == 1.5
+    assert torch.equal(copy["a"], state["a"].cpu()) and torch.equal(copy["b"][0], state["b"][0].cpu())
+    assert copy["a"].is_contiguous(memory_format=torch.channels_last)  # as .to("cpu") keeps it
+    assert copy["b"][1] is not state["b"][1] and torch.equal(copy["b"][1], state["b"][1])
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_pgd20_evaluation_reads_back_once_on_a_gpu():
+    """The docs' target: one host sync for a whole PGD-20 evaluation (the final read-back)."""
+    from robustzoo.attacks import AttackContext
+    from robustzoo.data import TensorData
+    from robustzoo.eval import run_attack
+    from robustzoo.plugins import registry
+
+    model = fast.eval_model(_bn_net(), torch.device("cuda"), "bf16").cuda()
+    data = TensorData((torch.rand(96, 3, 8, 8) * 255).to(torch.uint8), torch.randint(0, 10, (96,))).to("cuda")
+    spec = registry("attacks").get("pgd20")
+    ctx = AttackContext(eps=8 / 255, alpha=2 / 255, device="cuda")
+    with fast.precision_scope(torch.device("cuda"), "bf16"):
+        run_attack(model, data, spec, ctx, batch_size=32)  # warm-up
+        assert _cuda_syncs(lambda: run_attack(model, data, spec, ctx, batch_size=32)) == 1
