@@ -18,7 +18,7 @@
 # Python: $PYTHON, else python3 (what the GPU image documents), else python. Nothing is
 # installed into it: the checkout runs from PYTHONPATH, and the wheels the image lacks
 # (.gpu_check/wheels: pyautoattack==0.2.0, see gpu_check.py's help) are installed into a
-# private folder ($GPU_CHECK_SITE, default /tmp/gpu_check_site) when `import pyautoattack` fails.
+# private folder ($GPU_CHECK_SITE, default /tmp/gpu_check_site) when pyautoattack is not found.
 set -euo pipefail
 START="$(date +%s)"
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -63,7 +63,9 @@ if [ -d "$PAYLOAD/wheels" ]; then
     done
 fi
 NEED_WHEELS=0
-if [ "${#WHEELS[@]}" -gt 0 ] && ! "$PY" -c "import pyautoattack" >/dev/null 2>&1; then
+# find_spec, not import: pyautoattack imports torch (seconds)
+if [ "${#WHEELS[@]}" -gt 0 ] && ! "$PY" -c "import importlib.util as u, sys; sys.exit(u.find_spec('pyautoattack') is None)" \
+        >/dev/null 2>&1; then
     NEED_WHEELS=1
 fi
 SITE="${GPU_CHECK_SITE:-/tmp/gpu_check_site}"

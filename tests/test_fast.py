@@ -554,23 +554,32 @@ def test_throughput_breakdown_splits_against_both_references():
 def test_benchmark_reference_runs_in_a_process_of_its_own():
     """The reference loop in a worker process: a paper repository's switches, not the trainer's:
     PyTorch's defaults for the paper default (TF32 convolutions on, TF32 matmuls off, no
-    autotuning), every TF32 off for strict fp32."""
+    autotuning); strict fp32 turns every TF32 off (checked in this process, flags restored)."""
     bench = _load_benchmark()
-    for tf32, want in ((True, {"cudnn_benchmark": False, "cudnn_allow_tf32": True, "matmul_allow_tf32": False}),
-                       (False, {"cudnn_benchmark": False, "cudnn_allow_tf32": False, "matmul_allow_tf32": False})):
-        spec = dict(kind="reference", arch="smallcnn", batch_size=2, steps=1, max_steps=2, device="cpu",
-                    workers=0, threads=1, tf32=tf32)
-        w = bench.Worker("reference", spec)
-        try:
-            assert w.ready(timeout=120), w.error
-            assert w.info["backends"] == want
-            if tf32:
-                res = w.call("train", timeout=120, steps=2)
-                assert res["images"] == 4 and res["seconds"] > 0
-                assert "error" in w.call("no_such_command", timeout=60)
-        finally:
-            w.close()
-        assert w.proc.returncode == 0
+    spec = dict(kind="reference", arch="smallcnn", batch_size=2, steps=1, max_steps=2, device="cpu",
+                workers=0, threads=1)
+    w = bench.Worker("reference", spec)  # tf32 unset: the paper default
+    try:
+        assert w.ready(timeout=120), w.error
+        assert w.info["backends"] == {"cudnn_benchmark": False, "cudnn_allow_tf32": True,
+                                      "matmul_allow_tf32": False}
+        assert w.info["numerics"] == "paper default"
+        res = w.call("train", timeout=120, steps=2)
+        assert res["images"] == 4 and res["seconds"] > 0
+        assert "error" in w.call("no_such_command", timeout=60)
+    finally:
+        w.close()
+    assert w.proc.returncode == 0
+    saved = (torch.backends.cudnn.benchmark, torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+    try:
+        strict = bench.LocalWorker("reference_strict", dict(spec, tf32=False))
+        assert strict.info["backends"] == {"cudnn_benchmark": False, "cudnn_allow_tf32": False,
+                                           "matmul_allow_tf32": False}
+        assert strict.info["numerics"] == "strict fp32"
+        strict.close()
+    finally:
+        (torch.backends.cudnn.benchmark, torch.backends.cudnn.allow_tf32,
+         torch.backends.cuda.matmul.allow_tf32) = saved
 
 
 def test_benchmark_forward_flops_match_the_notes():
