@@ -256,7 +256,7 @@ def data_dir_of(args: argparse.Namespace) -> tuple[str | None, str | None]:
 
 
 def environment() -> dict[str, Any]:
-    """Versions and the commit, for the record (the device is named by the first worker).
+    """Versions, the CUDA device and the commit, for the record.
 
     The commit comes from git when the tree has its ``.git``; else from
     ``.gpu_check/commit.json``, which ``--prepare`` wrote before the tree travelled.

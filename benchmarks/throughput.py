@@ -4,19 +4,20 @@ On CIFAR-shaped random data (3x32x32, 10 classes), for each architecture (PreAct
 and WRN-34-10 by default), every contender in **its own process** (its own cuDNN, TF32 and
 allocator state), their timed rounds interleaved in one run:
 
-* PGD-10 adversarial training, images/s:
-  (a) ``fast``: robustzoo's fast path, the real ``Trainer`` and ``at`` objective (bf16
-      autocast, channels_last, fused SGD, cuDNN autotuning, data on the device);
-  (b) ``fp32_nchw``: the same loop in exact fp32 (TF32 off), NCHW, no compile: the loop's
-      structure (23F per image, data on the device) without the precision and layout;
-  (c) ``reference``: what a paper repository runs: a torch DataLoader with per-image CPU
-      crop/flip, ``.backward()`` inside the attack (weight gradients too: 33F per image),
-      fp32 with TF32 off, ``cudnn.benchmark`` off;
-  (d) with ``--compile`` (default reduce-overhead on CUDA): the fast path compiled, after
-      the others (its compilation takes minutes);
-  the ratios fast/reference, fp32_nchw/reference (FLOP structure and data path, of which
-  33F/23F = 1.43x is arithmetic) and fast/fp32_nchw (precision and layout), and the
-  fraction of the physical limit: images/s x 23 forward FLOPs per image over --peak-tflops;
+* PGD-10 adversarial training, images/s, six contenders (:data:`CONTENDERS`, ``--contenders``):
+  ``fast`` (robustzoo's fast path: the real ``Trainer`` and ``at`` objective, bf16 autocast,
+  channels_last, fused SGD, cuDNN autotuning, data on the device), ``bf16_nchw`` (the same in
+  NCHW), ``fp32_tf32_nchw`` and ``fp32_nchw`` (robustzoo's loop in fp32 with PyTorch's
+  default TF32 convolutions, and in strict fp32), and two references, what a paper
+  repository runs (a torch DataLoader with per-image CPU crop/flip, ``.backward()`` inside
+  the attack: weight gradients too, 33F per image): ``reference``, the **paper default**
+  (PyTorch's defaults: TF32 convolutions on, ``cudnn.benchmark`` off, as Rice et al.'s and
+  TRADES' scripts leave them), and ``reference_strict`` (TF32 off). With ``--compile``
+  (default reduce-overhead on CUDA) also the fast path compiled, after the others (its
+  compilation takes minutes). The speed-up over each reference is split into factors that
+  multiply to it (:func:`breakdown`): 33F -> 23F and data path, precision, layout, compile;
+  and the fraction of the physical limit: images/s x 23 forward FLOPs per image over
+  --peak-tflops;
 * PGD-20 evaluation throughput (fast path and reference), images/s;
 * AutoAttack (standard) time on ``--aa-n`` examples through the registered ``autoattack``
   attack. On the benchmark's random-weight model the labels are its own clean predictions,
@@ -31,6 +32,10 @@ Examples::
     python benchmarks/throughput.py --out bench.json                 # GPU: PRN-18 and WRN-34-10
     python benchmarks/throughput.py --device cpu --quick --out bench-cpu.json
     python benchmarks/throughput.py --check-precision runs/at-prn18-... --n 1000
+    python benchmarks/throughput.py --fat --arch preact_resnet18 --fat-epochs 3   # FAT, learning
+
+``--check-precision`` compares bf16 with exact fp32 on a trained run, paired per example;
+``--fat`` measures FAT's compacted search against the full batch as training sees it.
 """
 
 from __future__ import annotations
