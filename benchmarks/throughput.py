@@ -4,19 +4,20 @@ On CIFAR-shaped random data (3x32x32, 10 classes), for each architecture (PreAct
 and WRN-34-10 by default), every contender in **its own process** (its own cuDNN, TF32 and
 allocator state), their timed rounds interleaved in one run:
 
-* PGD-10 adversarial training, images/s:
-  (a) ``fast``: robustzoo's fast path, the real ``Trainer`` and ``at`` objective (bf16
-      autocast, channels_last, fused SGD, cuDNN autotuning, data on the device);
-  (b) ``fp32_nchw``: the same loop in exact fp32 (TF32 off), NCHW, no compile: the loop's
-      structure (23F per image, data on the device) without the precision and layout;
-  (c) ``reference``: what a paper repository runs: a torch DataLoader with per-image CPU
-      crop/flip, ``.backward()`` inside the attack (weight gradients too: 33F per image),
-      fp32 with TF32 off, ``cudnn.benchmark`` off;
-  (d) with ``--compile`` (default reduce-overhead on CUDA): the fast path compiled, after
-      the others (its compilation takes minutes);
-  the ratios fast/reference, fp32_nchw/reference (FLOP structure and data path, of which
-  33F/23F = 1.43x is arithmetic) and fast/fp32_nchw (precision and layout), and the
-  fraction of the physical limit: images/s x 23 forward FLOPs per image over --peak-tflops;
+* PGD-10 adversarial training, images/s, six contenders (:data:`CONTENDERS`, ``--contenders``):
+  ``fast`` (robustzoo's fast path: the real ``Trainer`` and ``at`` objective, bf16 autocast,
+  channels_last, fused SGD, cuDNN autotuning, data on the device), ``bf16_nchw`` (the same in
+  NCHW), ``fp32_tf32_nchw`` and ``fp32_nchw`` (robustzoo's loop in fp32 with PyTorch's
+  default TF32 convolutions, and in strict fp32), and two references, what a paper
+  repository runs (a torch DataLoader with per-image CPU crop/flip, ``.backward()`` inside
+  the attack: weight gradients too, 33F per image): ``reference``, the **paper default**
+  (PyTorch's defaults: TF32 convolutions on, ``cudnn.benchmark`` off, as Rice et al.'s and
+  TRADES' scripts leave them), and ``reference_strict`` (TF32 off). With ``--compile``
+  (default reduce-overhead on CUDA) also the fast path compiled, after the others (its
+  compilation takes minutes). The speed-up over each reference is split into factors that
+  multiply to it (:func:`breakdown`): 33F -> 23F and data path, precision, layout, compile;
+  and the fraction of the physical limit: images/s x 23 forward FLOPs per image over
+  --peak-tflops;
 * PGD-20 evaluation throughput (fast path and reference), images/s;
 * AutoAttack (standard) time on ``--aa-n`` examples through the registered ``autoattack``
   attack. On the benchmark's random-weight model the labels are its own clean predictions,
@@ -31,6 +32,10 @@ Examples::
     python benchmarks/throughput.py --out bench.json                 # GPU: PRN-18 and WRN-34-10
     python benchmarks/throughput.py --device cpu --quick --out bench-cpu.json
     python benchmarks/throughput.py --check-precision runs/at-prn18-... --n 1000
+    python benchmarks/throughput.py --fat --arch preact_resnet18 --fat-epochs 3   # FAT, learning
+
+``--check-precision`` compares bf16 with exact fp32 on a trained run, paired per example;
+``--fat`` measures FAT's compacted search against the full batch as training sees it.
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 import warnings
 from pathlib import Path
 from typing import Any
@@ -154,7 +160,10 @@ class RobustzooLoop:
 
     ``spec`` keys: arch, batch_size, steps (PGD), max_steps (training batches held), precision,
     compile, compile_backend, channels_last, seed, objective, settings (objective settings),
-    eval_n, aa_n (test images held).
+    eval_n, aa_n (test images held); ``dataset`` (with ``data_dir``, ``subset``) trains on a
+    registered dataset instead of the random CIFAR-shaped one; ``tf32`` (with precision
+    'fp32'): TF32 convolutions back on, as PyTorch's default has them (the paper default's
+    numerics in robustzoo's loop; robustzoo's own fp32 is strict).
     """
 
     def __init__(self, spec: dict[str, Any], device: torch.device, workdir: Path):
@@ -167,22 +176,31 @@ class RobustzooLoop:
         plugins.unregister_plugin("throughput-bench")
         plugins.register_plugin(BenchPlugin(), name="throughput-bench")
         _register_method_plugins()
-        cfg = build_config(spec.get("objective", "at"), None, dict(spec.get("settings", {})), dataset=DATASET,
-                           arch=spec["arch"], batch_size=bs, steps=int(spec["steps"]), epochs=2,
+        real = spec.get("dataset")
+        data = dict(dataset=real, data_dir=spec.get("data_dir"), subset=spec.get("subset")) if real else \
+            dict(dataset=DATASET)
+        cfg = build_config(spec.get("objective", "at"), None, dict(spec.get("settings", {})), **data,
+                           arch=spec["arch"], batch_size=bs, steps=spec.get("steps"), epochs=2,
                            schedule="constant", device=str(device), precision=spec.get("precision", "auto"),
                            compile=spec.get("compile", "off"), compile_backend=spec.get("compile_backend", "inductor"),
-                           channels_last=bool(spec.get("channels_last", True)), seed=int(spec.get("seed", 0)))
+                           channels_last=bool(spec.get("channels_last", True)), seed=int(spec.get("seed", 0)),
+                           val_steps=int(spec.get("val_steps", 1)))
         self.trainer = Trainer(cfg, workdir / "run")
+        if spec.get("tf32") and self.trainer.fast.precision == "fp32" and device.type == "cuda":
+            torch.backends.cudnn.allow_tf32 = True  # PyTorch's default; matmuls stay exact (also default)
         self.device, self.bs = device, bs
         self.full = self.trainer.train_data
         self.epoch = 0
 
     def describe(self) -> dict[str, Any]:
         d = self.trainer.fast.describe()
-        d.update(objective=self.trainer.cfg.objective, settings=self.trainer.settings, batch_size=self.bs,
-                 backends=_backend_flags(), device_name=device_name(self.device), torch=torch.__version__,
-                 cuda=torch.version.cuda,
+        tr = self.trainer
+        d.update(objective=tr.cfg.objective, settings=tr.settings, batch_size=self.bs, dataset=tr.spec.name,
+                 arch=tr.cfg.arch, train_images=len(self.full), backends=_backend_flags(),
+                 device_name=device_name(self.device), torch=torch.__version__, cuda=torch.version.cuda,
                  cudnn=torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None)
+        if d["backends"]["cudnn_allow_tf32"] and tr.fast.precision == "fp32" and self.device.type == "cuda":
+            d["tf32_off"] = False
         return d
 
     def _epoch_of(self, steps: int, progress: Any = None) -> None:
@@ -231,7 +249,8 @@ class RobustzooLoop:
     def pgd20(self, n: int, batch: int) -> dict[str, Any]:
         """images/s of the registered pgd20 attack on the trained model (eval mode)."""
         run = self._pgd20_runner(n, batch)
-        self._pgd20_runner(min(n, batch), batch)()  # warm-up (cuDNN autotuning of the eval shapes)
+        # warm-up: one full batch and the last, smaller one (cuDNN autotunes every new shape)
+        self._pgd20_runner(min(n, batch + n % batch), batch)()
         with DeviceTimer(self.device) as t:
             run()
         return {"images_per_s": n / t.seconds, "images": n, "seconds": t.seconds}
@@ -249,6 +268,114 @@ class RobustzooLoop:
         from robustzoo.fast import compile_stats
 
         return compile_stats()
+
+    def eval_batches(self, n: int, batches: list[int]) -> dict[str, Any]:
+        """PGD-20 images/s on ``n`` test images at each evaluation batch size, with the peak
+        device memory; ``recommended``: the smallest batch within 5% of the fastest."""
+        rows = []
+        for bs in batches:
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+                torch.cuda.reset_peak_memory_stats(self.device)
+            try:
+                r = self.pgd20(n, bs)
+            except torch.cuda.OutOfMemoryError as exc:  # a batch too large for this device
+                rows.append({"batch": bs, "error": _one_line(exc)})
+                continue
+            if self.device.type == "cuda":
+                r["peak_memory_gb"] = torch.cuda.max_memory_allocated(self.device) / 2**30
+            rows.append({"batch": bs, **r})
+        ok = [r for r in rows if "images_per_s" in r]
+        best = max((r["images_per_s"] for r in ok), default=None)
+        rec = min((r["batch"] for r in ok if r["images_per_s"] >= 0.95 * best), default=None) if best else None
+        return {"n": n, "rows": rows, "recommended": rec}
+
+    # -- FAT's compaction, measured as training sees it --------------------------------------
+    def _snapshot(self) -> dict[str, Any]:
+        import copy
+
+        tr = self.trainer
+        return copy.deepcopy({"model": tr.model.state_dict(), "opt": tr.optimizer.state_dict()})
+
+    def _restore(self, snap: dict[str, Any]) -> None:
+        self.trainer.model.load_state_dict(snap["model"])
+        self.trainer.optimizer.load_state_dict(snap["opt"])
+
+    def _fat_steps(self, steps: int, compact: str, epoch: int) -> dict[str, float]:
+        """``steps`` training batches of FAT with ``compact`` ('on'/'off') from the first rows
+        of the training set, as epoch ``epoch`` (its seeds: the same batches and noise)."""
+        tr = self.trainer
+        tr.objective.settings["compact"] = compact
+        rows = torch.arange(self.bs * steps, device=self.full.x.device) % len(self.full)
+        tr.train_data = self.full.take(rows)
+        try:
+            return tr.train_epoch(epoch)
+        finally:
+            tr.train_data = self.full
+
+    def fat_measure(self, steps: int, rounds: int) -> dict[str, Any]:
+        """FAT's search compacted ('on') against the full batch ('off') from the current
+        weights: ``rounds`` interleaved rounds of ``steps`` timed steps each (every one from
+        the same weights, batches and noise), and forward-equivalents per image of one step
+        of each (FLOP counter). The weights are left as they were."""
+        if self.trainer.cfg.objective != "fat":
+            raise ValueError("fat_measure needs objective 'fat'")
+        snap = self._snapshot()
+        out: dict[str, Any] = {m: {"seconds": 0.0, "images": 0, "rounds_images_per_s": []} for m in ("on", "off")}
+        epoch = 1000 + self.epoch  # outside the run's epochs: its own seeds
+        try:
+            for m in ("on", "off"):  # warm-up: cuDNN autotunes the compacted shapes
+                self._restore(snap)
+                self._fat_steps(min(steps, 2), m, epoch)
+            for _ in range(rounds):
+                for m in ("on", "off"):
+                    self._restore(snap)
+                    with DeviceTimer(self.device) as t:
+                        metrics = self._fat_steps(steps, m, epoch)
+                    r = out[m]
+                    r["seconds"] += t.seconds
+                    r["images"] += steps * self.bs
+                    r["rounds_images_per_s"].append(steps * self.bs / t.seconds)
+                    r["fat_steps"] = metrics.get("fat_steps")
+                    r["train_acc"] = metrics.get("train_acc")
+            for m in ("on", "off"):
+                self._restore(snap)
+                out[m]["forward_equivalents_per_image"] = self._fat_step_cost(m, epoch)
+        finally:
+            self._restore(snap)
+            self.epoch += 1
+        for r in out.values():
+            r["images_per_s"] = r["images"] / r["seconds"]
+        out["speedup_compact_over_full"] = out["on"]["images_per_s"] / out["off"]["images_per_s"]
+        out["time_ratio_compact_over_full"] = out["off"]["images_per_s"] / out["on"]["images_per_s"]
+        out["flop_ratio_compact_over_full"] = (out["on"]["forward_equivalents_per_image"]
+                                               / out["off"]["forward_equivalents_per_image"])
+        return out
+
+    def _fat_step_cost(self, compact: str, epoch: int) -> float:
+        """Forward-equivalents per image of one training step (FLOP counter, one batch)."""
+        x = self.full.take(torch.arange(1, device=self.full.x.device)).x.float() / 255
+        model = self.trainer.model
+        was_training = model.training
+        with _flop_counter() as fc, torch.no_grad():
+            model.eval()(self.trainer.fast.prepare_input(x))
+        model.train(was_training)
+        one = fc.get_total_flops()
+        with _flop_counter() as fc:
+            self._fat_steps(1, compact, epoch)
+        return fc.get_total_flops() / self.bs / one
+
+    def fat_advance(self, epochs: int) -> dict[str, Any]:
+        """Train ``epochs`` real epochs on the whole training set (FAT as configured): the
+        model learns, so the next :meth:`fat_measure` sees what training a few epochs in sees."""
+        tr, rows = self.trainer, []
+        tr.train_data = self.full
+        for _ in range(epochs):
+            with DeviceTimer(self.device) as t:
+                m = tr.train_epoch(self.epoch)
+            self.epoch += 1
+            rows.append({"epoch": self.epoch, "seconds": t.seconds, **m})
+        return {"epochs": rows, "train_images": len(self.full)}
 
     def autoattack(self, n: int, batch: int, attack: str, square_queries: int | None) -> dict[str, Any]:
         """Seconds of ``attack`` (standard AutoAttack) on ``n`` examples labelled by the model."""
@@ -274,6 +401,27 @@ class RobustzooLoop:
                 "seconds_per_10k": t.seconds * 10000 / n, "square_queries": square_queries or 5000,
                 "note": "random-weight model, labels = its predictions: a lower bound of the time on a "
                         "robust model (use --aa-run RUN_DIR)"}
+
+
+class _NoModuleTracking:
+    """Stands in for FlopCounterMode's module tracker, whose backward hooks make
+    ``torch.autograd.grad`` w.r.t. a leaf input (every attack) raise; only the total is needed."""
+
+    parents = {"Global"}
+
+    def __enter__(self) -> _NoModuleTracking:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def _flop_counter():
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    counter.mod_tracker = _NoModuleTracking()
+    return counter
 
 
 class CifarLike(torch.utils.data.Dataset):
@@ -315,17 +463,28 @@ def reference_pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float
 class ReferenceLoop:
     """The straightforward loop of a paper repository, in a worker process of its own.
 
-    fp32 with TF32 off and ``cudnn.benchmark`` off (set here, in a process no robustzoo
-    Trainer has touched), a DataLoader with per-image CPU augmentation, ``.backward()``
-    inside the attack, SGD unfused, NCHW.
+    A DataLoader with per-image CPU augmentation, ``.backward()`` inside the attack (weight
+    gradients too: 33F per image), fp32 weights, SGD unfused, NCHW, in a process no robustzoo
+    Trainer has touched. Two numerics (spec ``tf32``):
+
+    * **paper default** (``tf32=True``): PyTorch's own defaults, which a repository that sets
+      neither flag runs: TF32 convolutions on (``cudnn.allow_tf32``), TF32 matmuls off
+      (``cuda.matmul.allow_tf32``, off by default since PyTorch 1.12). Rice et al.'s
+      ``train_cifar.py`` (locuslab/robust_overfitting, PGD-10 PreAct ResNet-18) and TRADES'
+      ``train_trades_cifar10.py`` set no flag; FAT's ``FAT.py`` sets ``cudnn.benchmark =
+      True`` (spec ``cudnn_benchmark``, default False as in the first two);
+    * **strict fp32** (``tf32=False``): TF32 off for convolutions and matmuls.
     """
 
     def __init__(self, spec: dict[str, Any], device: torch.device, workdir: Path):
         from robustzoo.models import build_model
 
-        torch.backends.cudnn.benchmark = False
-        torch.backends.cuda.matmul.allow_tf32 = False
-        torch.backends.cudnn.allow_tf32 = False
+        # The paper default touches nothing but what the repository itself sets.
+        torch.backends.cudnn.benchmark = bool(spec.get("cudnn_benchmark", False))
+        self.tf32 = bool(spec.get("tf32", True))
+        if not self.tf32:
+            torch.backends.cuda.matmul.allow_tf32 = False
+            torch.backends.cudnn.allow_tf32 = False
         torch.manual_seed(int(spec.get("seed", 0)))
         self.device, self.bs, self.steps = device, int(spec["batch_size"]), int(spec["steps"])
         self.model = build_model(spec["arch"], num_classes=10, in_chans=3, input_size=(32, 32),
@@ -340,8 +499,10 @@ class ReferenceLoop:
         self.workers = workers
 
     def describe(self) -> dict[str, Any]:
-        return {"device": str(self.device), "precision": "fp32", "channels_last": False, "compile": "off",
-                "fused_optimizer": False, "data": f"DataLoader, {self.workers} workers, CPU crop/flip",
+        return {"device": str(self.device), "precision": "fp32 (TF32 convolutions, PyTorch's default)"
+                if self.tf32 else "fp32 (strict: TF32 off)", "numerics": "paper default" if self.tf32
+                else "strict fp32", "channels_last": False, "compile": "off", "fused_optimizer": False,
+                "data": f"DataLoader, {self.workers} workers, CPU crop/flip",
                 "attack": ".backward() (weight gradients too)", "batch_size": self.bs, "backends": _backend_flags()}
 
     def _next(self):
@@ -380,18 +541,21 @@ class ReferenceLoop:
 
 
 class DriftCheck:
-    """bf16 against exact fp32 on a short trained run, in a worker (``benchmarks/gpu_check.py``)."""
+    """bf16 against exact fp32 on a short trained run, in a worker (``benchmarks/gpu_check.py``);
+    the trained run then serves the AutoAttack timing (:meth:`autoattack`)."""
 
     def __init__(self, spec: dict[str, Any], device: torch.device, workdir: Path):
         self.device, self.workdir = device, workdir
+        self.run_dir: Path | None = None
+        self.data_dir: str | None = None
 
     def describe(self) -> dict[str, Any]:
         return {"device": str(self.device), "device_name": device_name(self.device)}
 
-    def run(self, dataset: str, arch: str, epochs: int, n: int | None, subset: int | None = None,
-            data_dir: str | None = None, batch_size: int | None = None, steps: int | None = None
-            ) -> dict[str, Any]:
-        """Train ``arch`` on ``dataset`` (PGD AT, the dataset's defaults) and compare precisions."""
+    def train(self, dataset: str, arch: str, epochs: int, subset: int | None = None,
+              data_dir: str | None = None, batch_size: int | None = None, steps: int | None = None
+              ) -> dict[str, Any]:
+        """Train ``arch`` on ``dataset`` (PGD AT, the dataset's defaults otherwise)."""
         from robustzoo.api import train
 
         run = self.workdir / f"drift-{dataset}"
@@ -399,20 +563,52 @@ class DriftCheck:
         _, report = train("at", dataset=dataset, arch=arch, epochs=epochs, subset=subset, data_dir=data_dir,
                           batch_size=batch_size, steps=steps, device=str(self.device), out=run,
                           eval_attacks=["clean"], eval_n=256, val_steps=2)
-        train_s = time.perf_counter() - t0
+        self.run_dir, self.data_dir = run, data_dir
+        metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+        return {"dataset": dataset, "arch": arch, "epochs": epochs, "train_seconds": time.perf_counter() - t0,
+                "epoch_seconds": [m.get("seconds") for m in metrics],
+                "val_clean": metrics[-1].get("val_clean"), "val_pgd": metrics[-1].get("val_pgd"),
+                "train_clean_accuracy": report["results"][0]["accuracy"]}
+
+    def compare(self, n: int | None, tolerance: float = 0.1) -> dict[str, Any]:
+        """bf16 against exact fp32 (clean and PGD-20) on the trained run's test set."""
         t0 = time.perf_counter()
-        check = compare_precisions(run, "clean,pgd20", n=n, device=str(self.device), data_dir=data_dir,
-                                   record=True)
-        check.update(dataset=dataset, arch=arch, epochs=epochs, train_seconds=train_s,
-                     check_seconds=time.perf_counter() - t0, train_clean_accuracy=report["results"][0]["accuracy"],
-                     resolution_points=100 / check["n"])
+        check = compare_precisions(self.run_dir, "clean,pgd20", n=n, device=str(self.device),
+                                   data_dir=self.data_dir, tolerance=tolerance, record=True)
+        check["check_seconds"] = time.perf_counter() - t0
         # what `robustzoo eval --precision auto` now does with this run (it reads the check)
         from robustzoo.api import evaluate
 
-        auto = evaluate(run, ["clean"], n=min(256, check["n"]), device=str(self.device), data_dir=data_dir,
-                        write=False, health=False)
+        auto = evaluate(self.run_dir, ["clean"], n=min(256, check["n"]), device=str(self.device),
+                        data_dir=self.data_dir, write=False, health=False)
         check["auto_eval"] = {"precision": auto["precision"], "fallback": auto.get("precision_fallback")}
         return check
+
+    def run(self, dataset: str, arch: str, epochs: int, n: int | None, subset: int | None = None,
+            data_dir: str | None = None, batch_size: int | None = None, steps: int | None = None
+            ) -> dict[str, Any]:
+        """Train, then compare precisions (:meth:`train` and :meth:`compare`)."""
+        trained = self.train(dataset, arch, epochs, subset, data_dir, batch_size, steps)
+        return {**self.compare(n), **trained}
+
+    def autoattack(self, n: int, batch: int | None = None, attack: str = "autoattack",
+                   options: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Standard AutoAttack, and PGD-20 for scale, on the trained run's first ``n`` test
+        images (seeded choice), timed per attack (each row's own seconds, read back once)."""
+        from robustzoo.api import evaluate
+
+        if self.run_dir is None:
+            raise RuntimeError("no trained run: call train first")
+        rep = evaluate(self.run_dir, ["clean", "pgd20", attack], n=n, device=str(self.device),
+                       data_dir=self.data_dir, write=False, health=False, batch_size=batch, options=options)
+        rows = {r["attack"]: r for r in rep["results"]}
+        aa = rows[attack]
+        return {"n": rep["n"], "batch": batch, "precision": rep.get("precision"), "attack": attack,
+                "seconds": aa["seconds"], "robust_accuracy": aa["accuracy"],
+                "clean_accuracy": rows["clean"]["accuracy"], "pgd20_accuracy": rows["pgd20"]["accuracy"],
+                "pgd20_seconds": rows["pgd20"]["seconds"],
+                "components": [{k: c.get(k) for k in ("attack", "accuracy", "seconds")}
+                               for c in aa.get("components", [])]}
 
 
 LOOPS = {"robustzoo": RobustzooLoop, "reference": ReferenceLoop, "drift": DriftCheck}
@@ -439,24 +635,64 @@ class _LiveProgress:
         pass
 
 
+#: Where a sync's call site is looked for: the innermost frames in these folders.
+SYNC_ROOTS = tuple(str(Path(__file__).resolve().parents[1] / d) for d in ("robustzoo", "plugins", "benchmarks"))
+
+
+class SyncSites:
+    """Host syncs counted per call site while :meth:`recording`.
+
+    ``torch.cuda.set_sync_debug_mode('warn')`` reports every sync with the same warning text,
+    so the text says nothing about where it came from. When the warning is shown, the Python
+    stack is still that of the call that synchronised: each sync is attributed to a short
+    stack, the innermost ``depth`` frames inside ``roots`` (robustzoo, its plugins and this
+    benchmark), as ``file:line`` relative to the checkout, innermost first.
+    """
+
+    def __init__(self, roots: tuple[str, ...] = SYNC_ROOTS, depth: int = 3):
+        self.roots = tuple(str(Path(r).resolve()) + os.sep for r in roots)
+        self.base = os.path.commonpath([str(Path(r).parent) for r in self.roots]) if self.roots else ""
+        self.depth = depth
+        self.sites: dict[str, int] = {}
+        self.total = 0
+
+    @contextlib.contextmanager
+    def recording(self):
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            warnings.showwarning = self._show  # restored by catch_warnings
+            yield self
+
+    def _show(self, message: Any, category: Any, filename: str, lineno: int, file: Any = None,
+              line: Any = None) -> None:
+        if "synchroniz" not in str(message).lower():
+            return
+        self.total += 1
+        frames = [f for f in traceback.extract_stack()[:-1] if f.filename.startswith(self.roots)]
+        key = " < ".join(f"{os.path.relpath(f.filename, self.base)}:{f.lineno}"
+                         for f in reversed(frames[-self.depth:])) if frames else f"{filename}:{lineno}"
+        self.sites[key] = self.sites.get(key, 0) + 1
+
+    def table(self) -> dict[str, int]:
+        """Counts per call site, most frequent first."""
+        return dict(sorted(self.sites.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
 def _count_syncs(device: torch.device, work) -> dict[str, Any]:
-    """Host syncs ``work()`` makes, as ``torch.cuda.set_sync_debug_mode('warn')`` reports them."""
+    """Host syncs ``work()`` makes, as ``torch.cuda.set_sync_debug_mode('warn')`` reports them,
+    per call site (:class:`SyncSites`)."""
     if device.type != "cuda":
         work()
         return {"available": False, "reason": "torch.cuda.set_sync_debug_mode counts CUDA syncs only"}
+    sites = SyncSites()
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("warn")
     try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
+        with sites.recording():
             work()
     finally:
         torch.cuda.set_sync_debug_mode("default")
-    msgs = [str(w.message).splitlines()[0] for w in caught if "synchroniz" in str(w.message).lower()]
-    kinds: dict[str, int] = {}
-    for m in msgs:
-        kinds[m[:120]] = kinds.get(m[:120], 0) + 1
-    return {"available": True, "syncs": len(msgs), "kinds": kinds}
+    return {"available": True, "syncs": sites.total, "sites": sites.table()}
 
 
 def _backend_flags() -> dict[str, Any]:
@@ -627,15 +863,18 @@ def start_workers(specs: dict[str, dict[str, Any]], timeout: float | None = None
 
 
 def interleaved(workers: dict[str, Any], rounds: int, steps: int, warmup: int,
-                timeout: float | None = None) -> dict[str, dict[str, Any]]:
+                timeout: float | Any = None) -> dict[str, dict[str, Any]]:
     """Warm each contender up, then time ``rounds`` rounds of ``steps`` training steps each,
-    one contender after the other within a round (drift of the machine hits all alike)."""
+    one contender after the other within a round (drift of the machine hits all alike).
+
+    ``timeout``: seconds per call, or a callable giving them at each call (a time box)."""
+    limit = timeout if callable(timeout) else (lambda: timeout)
     out: dict[str, dict[str, Any]] = {}
     for name, w in workers.items():
-        if not w.ready(timeout):
+        if not w.ready(limit()):
             out[name] = {"error": w.error}
             continue
-        warm = w.call("train", timeout, steps=warmup)
+        warm = w.call("train", limit(), steps=warmup)
         out[name] = {"error": warm["error"]} if "error" in warm else {
             "warmup_s": warm["seconds"], "warmup_steps": warmup, "rounds_images_per_s": [],
             "seconds": 0.0, "images": 0, "fast_path": w.info}
@@ -644,7 +883,7 @@ def interleaved(workers: dict[str, Any], rounds: int, steps: int, warmup: int,
             res = out[name]
             if "error" in res:
                 continue
-            r = w.call("train", timeout, steps=steps)
+            r = w.call("train", limit(), steps=steps)
             if "error" in r:
                 out[name] = {"error": r["error"]}
                 continue
@@ -659,42 +898,76 @@ def interleaved(workers: dict[str, Any], rounds: int, steps: int, warmup: int,
     return out
 
 
+#: The two references and, for each, robustzoo's loop in the same numerics (fp32, NCHW).
+REFERENCES = {"paper_default": ("reference", "fp32_tf32_nchw"), "strict_fp32": ("reference_strict", "fp32_nchw")}
+#: Every contender: what it is (docs/performance.md, "The throughput benchmark").
+CONTENDERS = {
+    "fast": "robustzoo's fast path: bf16 autocast, channels_last, fused SGD, data on the device",
+    "bf16_nchw": "the fast path in NCHW (channels_last off)",
+    "fp32_tf32_nchw": "robustzoo's loop in fp32 with TF32 convolutions (PyTorch's default), NCHW",
+    "fp32_nchw": "robustzoo's loop in strict fp32 (TF32 off), NCHW",
+    "reference": "paper default: DataLoader, .backward() attack (33F), fp32 with TF32 convolutions",
+    "reference_strict": "the reference in strict fp32 (TF32 off)",
+}
+
+
 def breakdown(train: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """Where the speed-up over the reference comes from, as ratios of images/s."""
+    """Where the speed-up over each reference comes from, as ratios of images/s.
+
+    Against each reference (paper default, strict fp32) the total fast / reference is the
+    product of: ``loop_33F_to_23F_and_data`` (robustzoo's fp32 NCHW loop in the reference's
+    numerics / the reference: 23F instead of 33F per image, of which 33/23 = 1.43x is FLOP
+    arithmetic, and data on the device instead of a DataLoader), ``precision`` (bf16 NCHW /
+    that fp32 loop), ``layout`` (fast / bf16 NCHW) and, when measured, ``compile``
+    (compiled / fast). A factor is missing when one of its contenders is, a reference's
+    entry when the reference is.
+    """
     ips = {k: v["images_per_s"] for k, v in train.items() if isinstance(v, dict) and "images_per_s" in v}
+    compiled = max((v for k, v in ips.items() if k.startswith("fast_compile")), default=None)
     out: dict[str, Any] = {"flop_ratio_33F_over_23F": 33 / 23}
-    if "reference" in ips and "fp32_nchw" in ips:
-        out["flop_structure_and_data"] = ips["fp32_nchw"] / ips["reference"]
-    if "fp32_nchw" in ips and "fast" in ips:
-        out["precision_and_layout"] = ips["fast"] / ips["fp32_nchw"]
-    compiled = [v for k, v in ips.items() if k.startswith("fast_compile")]
-    if compiled and "fast" in ips:
-        out["compile"] = max(compiled) / ips["fast"]
-    if "reference" in ips:
-        best = max(v for k, v in ips.items() if k != "reference") if len(ips) > 1 else None
-        if best:
-            out["total"] = best / ips["reference"]
+    for name, (ref, loop) in REFERENCES.items():
+        if ref not in ips:
+            continue
+        b: dict[str, float] = {}
+        if loop in ips:
+            b["loop_33F_to_23F_and_data"] = ips[loop] / ips[ref]
+        if loop in ips and "bf16_nchw" in ips:
+            b["precision"] = ips["bf16_nchw"] / ips[loop]
+        if "bf16_nchw" in ips and "fast" in ips:
+            b["layout"] = ips["fast"] / ips["bf16_nchw"]
+        if compiled and "fast" in ips:
+            b["compile"] = compiled / ips["fast"]
+        if "fast" in ips:
+            b["total_eager"] = ips["fast"] / ips[ref]
+            if compiled:
+                b["total_compiled"] = compiled / ips[ref]
+        out[name] = b
     return out
 
 
-def contender_specs(arch: str, args: argparse.Namespace, device: torch.device, max_steps: int
-                    ) -> dict[str, dict[str, Any]]:
-    """fast, fp32_nchw and reference, for one architecture."""
+def contender_specs(arch: str, args: argparse.Namespace, device: torch.device, max_steps: int,
+                    names: list[str] | None = None) -> dict[str, dict[str, Any]]:
+    """The contenders of :data:`CONTENDERS` (``names``: a subset), for one architecture."""
     common = dict(arch=arch, batch_size=args.batch_size, steps=args.steps, seed=args.seed, device=str(device),
                   max_steps=max_steps, eval_n=args.eval_n, aa_n=args.aa_n, threads=args.threads)
-    return {
+    specs = {
         "fast": dict(common, kind="robustzoo", precision=args.precision, compile="off"),
+        "bf16_nchw": dict(common, kind="robustzoo", precision=args.precision, compile="off", channels_last=False),
+        "fp32_tf32_nchw": dict(common, kind="robustzoo", precision="fp32", compile="off", channels_last=False,
+                               tf32=True),
         "fp32_nchw": dict(common, kind="robustzoo", precision="fp32", compile="off", channels_last=False),
-        "reference": dict(common, kind="reference", workers=args.workers),
+        "reference": dict(common, kind="reference", workers=args.workers, tf32=True),
+        "reference_strict": dict(common, kind="reference", workers=args.workers, tf32=False),
     }
+    return {k: v for k, v in specs.items() if names is None or k in names}
 
 
 # -- bf16 against fp32 ------------------------------------------------------------------------
 def compare_precisions(name: str, attacks: list[str] | str = ("clean", "pgd20"), *, n: int | None = 1000,
                        device: str = "auto", tolerance: float = 0.1, seed: int = 0,
-                       batch_size: int = 256, data_dir: str | None = None,
+                       batch_size: int | None = None, data_dir: str | None = None,
                        low: str = "bf16", record: bool = False) -> dict[str, Any]:
-    """Evaluate one model in exact fp32 and in ``low`` precision; report the drift.
+    """Evaluate one model in exact fp32 and in ``low`` precision; report the drift, paired.
 
     :func:`robustzoo.api.check_precision` (what ``robustzoo eval RUN --check-precision`` runs),
     with ``decision``: the precision ``robustzoo eval --precision bf16`` would be allowed
@@ -723,18 +996,19 @@ def bench_arch(name: str, args: argparse.Namespace, device: torch.device, peak: 
         return ips * per_image / (peak * 1e12) if peak else None
 
     max_steps = max(args.iters, args.warmup)
-    workers = start_workers(contender_specs(arch, args, device, max_steps), in_process=args.in_process)
+    workers = start_workers(contender_specs(arch, args, device, max_steps, args.contenders),
+                            in_process=args.in_process)
     try:
         train = interleaved(workers, args.rounds, args.iters, args.warmup)
         for key, res in train.items():
             if "images_per_s" in res:
                 res["fraction_of_limit"] = limit_fraction(res["images_per_s"])
                 _log(f"{name}: {key}: {res['images_per_s']:.1f} img/s (warm-up {res['warmup_s']:.1f} s)")
-        fast, ref = workers["fast"], workers["reference"]
-        pgd20 = {"fast": fast.call("pgd20", n=args.eval_n, batch=args.eval_batch),
-                 "reference": ref.call("pgd20", n=args.eval_n, batch=args.eval_batch)}
-        aa = None if args.skip_aa else fast.call("autoattack", n=args.aa_n, batch=args.eval_batch,
-                                                  attack=args.aa_attack, square_queries=args.square_queries)
+        pgd20 = {k: workers[k].call("pgd20", n=args.eval_n, batch=args.eval_batch)
+                 for k in ("fast", "reference") if k in workers}
+        aa = None if args.skip_aa or "fast" not in workers else workers["fast"].call(
+            "autoattack", n=args.aa_n, batch=args.eval_batch, attack=args.aa_attack,
+            square_queries=args.square_queries)
     finally:
         for w in workers.values():
             w.close()
@@ -759,7 +1033,7 @@ def bench_arch(name: str, args: argparse.Namespace, device: torch.device, peak: 
     train["breakdown"] = breakdown(train)
     train["epoch_50k_s"] = {k: 50000 / v["images_per_s"] for k, v in train.items()
                             if isinstance(v, dict) and "images_per_s" in v}
-    if "images_per_s" in pgd20["fast"] and "images_per_s" in pgd20["reference"]:
+    if "images_per_s" in pgd20.get("fast", {}) and "images_per_s" in pgd20.get("reference", {}):
         f, r = pgd20["fast"]["images_per_s"], pgd20["reference"]["images_per_s"]
         pgd20.update(compile="off", speedup_vs_reference=f / r,
                      seconds_per_10k={"fast": 10000 / f, "reference": 10000 / r})
@@ -770,6 +1044,21 @@ def bench_arch(name: str, args: argparse.Namespace, device: torch.device, peak: 
         if "seconds" in aa:
             _log(f"{name}: {args.aa_attack} on {args.aa_n}: {aa['seconds']:.1f} s")
     return out
+
+
+def breakdown_lines(b: dict[str, Any]) -> list[str]:
+    """The speed-up against each reference and its factors, one line per reference."""
+    lines = []
+    for name, label in (("paper_default", "paper default"), ("strict_fp32", "strict fp32")):
+        f = b.get(name) or {}
+        if "total_eager" not in f:
+            continue
+        parts = [f"{k} {f[k]:.2f}x" for k in ("loop_33F_to_23F_and_data", "precision", "layout", "compile")
+                 if k in f]
+        total = f.get("total_compiled", f["total_eager"])
+        lines.append(f"vs {label}: {total:.2f}x = " + " x ".join(parts)
+                     + f" (33F/23F alone: {b['flop_ratio_33F_over_23F']:.2f}x)")
+    return lines
 
 
 def _log(msg: str) -> None:
@@ -798,6 +1087,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="registered attack timed as 'AutoAttack' (default autoattack, the standard version)")
     p.add_argument("--skip-aa", action="store_true", help="do not time AutoAttack")
     p.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"])
+    p.add_argument("--contenders", type=lambda v: [c.strip() for c in v.split(",") if c.strip()],
+                   help="comma-separated subset of " + ", ".join(CONTENDERS) + " (default: all)")
     p.add_argument("--compile", default=None, help="compile mode measured besides eager "
                                                    "(default reduce-overhead on CUDA, off on CPU)")
     p.add_argument("--compile-backend", default="inductor")
@@ -810,6 +1101,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--in-process", action="store_true",
                    help="run the contenders in this process, one after the other, sharing its state "
                         "(a quick smoke run; measurements want a process each, the default)")
+    p.add_argument("--fat", action="store_true",
+                   help="only measure FAT's compaction as training sees it (--fat-dataset, --fat-epochs; "
+                        "--arch, --batch-size, --iters, --rounds, --subset apply)")
+    p.add_argument("--fat-dataset", default="fashion-mnist", help="real labels for --fat (default fashion-mnist)")
+    p.add_argument("--fat-epochs", type=int, default=3, help="epochs of FAT training measured after (default 3)")
+    p.add_argument("--subset", type=int, help="--fat: training images kept (default all)")
+    p.add_argument("--data-dir", help="--fat: where the dataset is")
     p.add_argument("--out", help="write the results as JSON here")
     p.add_argument("--check-precision", metavar="RUN_DIR",
                    help="only evaluate RUN_DIR in fp32 and bf16 and report the drift (≤ 0.1 points)")
@@ -827,7 +1125,47 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             setattr(args, key, q if quick else full)
     if not args.arch:
         args.arch = ["prn18"] if quick else ["prn18", "wrn34"]
+    unknown = sorted(set(args.contenders or ()) - set(CONTENDERS))
+    if unknown:
+        p.error(f"unknown contender {unknown[0]!r}; choose from {', '.join(CONTENDERS)}")
     return args
+
+
+def bench_fat(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
+    """FAT (``at``, τ = 0) compacted against the full batch as training sees it: measured on
+    the untrained net (the best case), then after each of ``--fat-epochs`` epochs of FAT
+    training on real labels. Per measurement: images/s of both (interleaved rounds from the
+    same weights, batches and noise), forward-equivalents per image (FLOP counter) and the
+    time and FLOP ratios."""
+    spec = dict(kind="robustzoo", objective="fat", settings={"variant": "at", "tau": 0, "compact": "on"},
+                dataset=args.fat_dataset, data_dir=args.data_dir, subset=args.subset,
+                arch=ARCH_ALIASES.get(args.arch[0], args.arch[0]),
+                batch_size=args.batch_size, steps=args.steps, seed=args.seed, device=str(device),
+                precision=args.precision, threads=args.threads)
+    w = make_worker("fat", spec, in_process=args.in_process)
+    try:
+        if not w.ready():
+            raise RuntimeError(w.error)
+        rows = [{"epochs_trained": 0, **_ok_call(w.call("fat_measure", steps=args.iters, rounds=args.rounds))}]
+        epochs = []
+        for e in range(args.fat_epochs):
+            epochs += _ok_call(w.call("fat_advance", epochs=1))["epochs"]
+            rows.append({"epochs_trained": e + 1,
+                         **_ok_call(w.call("fat_measure", steps=args.iters, rounds=args.rounds))})
+            r = rows[-1]
+            _log(f"fat: after epoch {e + 1}: {r['on']['forward_equivalents_per_image']:.2f}F vs "
+                 f"{r['off']['forward_equivalents_per_image']:.2f}F, time ratio "
+                 f"{r['time_ratio_compact_over_full']:.3f}")
+        return {"spec": {k: v for k, v in spec.items() if k != "kind"}, "fast_path": w.info,
+                "training": epochs, "measurements": rows}
+    finally:
+        w.close()
+
+
+def _ok_call(res: dict[str, Any]) -> dict[str, Any]:
+    if "error" in res:
+        raise RuntimeError(res["error"])
+    return res
 
 
 def bench_autoattack_run(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
@@ -857,6 +1195,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
+    if args.fat:
+        report = bench_fat(args, device)
+        report.update(device=device_name(device), torch=torch.__version__, argv=list(argv))
+        for r in report["measurements"]:
+            print(f"FAT after {r['epochs_trained']} epoch(s): compacted {r['on']['forward_equivalents_per_image']:.2f}F "
+                  f"{r['on']['images_per_s']:.1f} img/s, full {r['off']['forward_equivalents_per_image']:.2f}F "
+                  f"{r['off']['images_per_s']:.1f} img/s: FLOPs x{r['flop_ratio_compact_over_full']:.3f}, "
+                  f"time x{r['time_ratio_compact_over_full']:.3f} (mean steps {r['on']['fat_steps']:.2f})")
+        if args.out:
+            Path(args.out).write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
+        return report
     if args.check_precision:
         report = compare_precisions(args.check_precision, args.attacks, n=args.n, device=str(device),
                                     record=not args.no_record)
@@ -900,13 +1249,9 @@ def _print_summary(report: dict[str, Any]) -> None:
             print(f"  train {key:<32} {v['images_per_s']:10.1f} img/s  {v['step_ms']:9.1f} ms/step"
                   + (f"  {100 * frac:5.1f}% of limit" if frac is not None else ""))
         if "speedup_vs_reference" in r["train"]:
-            print(f"  speedup (best fast / reference): {r['train']['speedup_vs_reference']:.2f}x")
-        b = r["train"].get("breakdown", {})
-        if "flop_structure_and_data" in b and "precision_and_layout" in b:
-            print(f"  of which: FLOP structure and data path (fp32_nchw / reference) "
-                  f"{b['flop_structure_and_data']:.2f}x (33F/23F alone: {b['flop_ratio_33F_over_23F']:.2f}x), "
-                  f"precision and layout (fast / fp32_nchw) {b['precision_and_layout']:.2f}x"
-                  + (f", compile {b['compile']:.2f}x" if "compile" in b else ""))
+            print(f"  speedup (best fast / paper-default reference): {r['train']['speedup_vs_reference']:.2f}x")
+        for line in breakdown_lines(r["train"].get("breakdown", {})):
+            print("  " + line)
         if "speedup_vs_reference" in r.get("pgd20_eval", {}):
             e = r["pgd20_eval"]
             print(f"  PGD-20 eval: {e['fast']['images_per_s']:.1f} img/s (reference "

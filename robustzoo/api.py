@@ -128,7 +128,7 @@ def load(name: str | Path, *, device: str | torch.device = "cpu", revision: str 
 
 
 def evaluate(name: str | Path, attacks: list[str] | str | None = None, *, n: int | None = None,
-             eps: float | None = None, seed: int = 0, batch_size: int = 256, device: str = "auto",
+             eps: float | None = None, seed: int = 0, batch_size: int | None = None, device: str = "auto",
              data_dir: str | None = None, show_progress: bool = False,
              progress: Progress | None = None, write: bool = True,
              revision: str | None = None, endpoint: str | None = None, cache_dir: str | None = None,
@@ -169,7 +169,7 @@ def evaluate(name: str | Path, attacks: list[str] | str | None = None, *, n: int
         raise UsageError("--plot draws the ε sweep; add --eps-sweep 0,2/255,4/255,8/255")
     if plot is not None:
         files.check_output_file(plot, "--plot")  # before the attacks, not after them
-    if batch_size < 1:
+    if batch_size is not None and batch_size < 1:  # None: 256, or CUDA_EVAL_BATCH on CUDA
         raise UsageError(f"batch size {batch_size} must be at least 1")
     if eps is not None:
         _check_eval_eps(eps)
@@ -222,45 +222,72 @@ def _check_eval_eps(eps: float) -> None:
 
 
 def check_precision(name: str | Path, attacks: list[str] | str | None = None, *, n: int | None = 1000,
-                    seed: int = 0, batch_size: int = 256, device: str = "auto", data_dir: str | None = None,
-                    tolerance: float = DRIFT_TOLERANCE, record: bool = True, low: str = "bf16",
-                    show_progress: bool = False, progress: Progress | None = None,
+                    seed: int = 0, batch_size: int | None = None, device: str = "auto",
+                    data_dir: str | None = None, tolerance: float = DRIFT_TOLERANCE, record: bool = True,
+                    low: str = "bf16", show_progress: bool = False, progress: Progress | None = None,
                     revision: str | None = None, endpoint: str | None = None,
                     cache_dir: str | None = None) -> dict[str, Any]:
     """Evaluate a model in exact fp32 and in bf16 on the same examples; report each attack's drift.
 
-    The check that ``evaluate(..., precision='bf16')`` needs: saved as
+    The check that ``evaluate(..., precision='bf16')`` needs, saved as
     ``RUN_DIR/precision_check.json`` (with ``record`` and a run directory) with the model's
-    fingerprint, so it applies to these weights only. ``ok`` is true when every attack's drift
-    (in percentage points) is at most ``tolerance``; ``resolution_points`` is one example of
-    ``n`` (a drift finer than that cannot be measured). ``low='fp32'`` compares fp32 with
-    itself (a sanity check: every drift must be 0) and records nothing.
+    fingerprint, so it applies to these weights only. The drift is paired: every example's
+    outcome is kept in both precisions; ``only_fp32`` examples are correct (robust) in fp32
+    only, ``only_bf16`` in bf16 only, and drift = (only_bf16 − only_fp32) / n, in points.
+    ``resolution_points`` is 100 / n, the smallest drift n examples can show. ``ok`` is True
+    when every drift is within ``tolerance`` and n resolves the tolerance, False when a drift
+    exceeds it, None when n is too small to tell (``resolved`` False; bf16 is then refused).
+    ``low='fp32'`` compares fp32 with itself (every drift must be 0) and records nothing.
     """
+    import tempfile  # deferred: only the check keeps its flags in a temporary folder
+
     if low not in ("bf16", "fp32"):
         raise UsageError(f"low precision {low!r}: use bf16 (or fp32 for a sanity check)")
-    named = attacks if attacks is not None else ["clean", "pgd20"]
-    common = dict(n=n, seed=seed, batch_size=batch_size, device=device, data_dir=data_dir, write=False,
-                  health=False, revision=revision, endpoint=endpoint, cache_dir=cache_dir,
-                  show_progress=show_progress, progress=progress)
-    ref = evaluate(name, named, precision="fp32", **common)
+    names = [a.strip() for a in attacks.split(",") if a.strip()] if isinstance(attacks, str) else list(
+        attacks if attacks is not None else ["clean", "pgd20"])
+    if not names:
+        raise UsageError("no attacks to check; e.g. --attacks clean,pgd20")
+    for a in names:
+        registry("attacks").get(a)
     run_dir = resolve_model_dir(name, revision=revision, endpoint=endpoint, cache_dir=cache_dir)
     dev = resolve_device(device)
     model, cfg = runs.load_run(run_dir, device=dev)
-    spec = registry("datasets").get(cfg["robustzoo"]["dataset"])
-    test = load_test(spec, data_dir=data_dir or cfg["robustzoo"].get("config", {}).get("data_dir"))
-    with precision_scope(dev, low):
-        other = evaluate_model(eval_model(model, dev, low), test, [r["attack"] for r in ref["results"]],
-                               eps=ref["eps"], alpha=ref["alpha"], num_classes=spec.num_classes, n=n, seed=seed,
-                               batch_size=batch_size, device=dev, health=False)
+    rz = cfg["robustzoo"]
+    spec = registry("datasets").get(rz["dataset"])
+    test = load_test(spec, data_dir=data_dir or rz.get("config", {}).get("data_dir"))
+    reports, flags = {}, {}
+    with tempfile.TemporaryDirectory() as tmp, _reporting(show_progress, progress) as rep:
+        for prec in ("fp32", low):
+            path = Path(tmp) / f"{prec}.safetensors"
+            with precision_scope(dev, prec):
+                reports[prec] = evaluate_model(
+                    eval_model(model, dev, prec), test, names, eps=float(rz["threat_model"]["eps"]),
+                    alpha=spec.eval_alpha, num_classes=spec.num_classes, n=n, seed=seed, batch_size=batch_size,
+                    device=dev, progress=rep, flags_path=path, health=False, test_size=spec.test_size)
+            flags[prec] = runs.read_weights(path)[0]
+    ref, other = reports["fp32"], reports[low]
+    count = int(ref["n"])
     rows = []
     for a, b in zip(ref["results"], other["results"]):
-        rows.append({"attack": a["attack"], "fp32": a["accuracy"], low: b["accuracy"],
-                     "drift_points": round(100 * (b["accuracy"] - a["accuracy"]), 4), "n": a["n"]})
+        row = {"attack": a["attack"], "fp32": a["accuracy"], low: b["accuracy"],
+               "drift_points": round(100 * (b["accuracy"] - a["accuracy"]), 4), "n": a["n"]}
+        key = f"flags::{a['attack']}"
+        if key in flags["fp32"] and key in flags[low]:  # composite attacks keep per-component flags only
+            f32, flo = flags["fp32"][key].bool(), flags[low][key].bool()
+            row["only_fp32"], row[f"only_{low}"] = int((f32 & ~flo).sum()), int((flo & ~f32).sum())
+            row["flipped"] = row["only_fp32"] + row[f"only_{low}"]
+        rows.append(row)
     worst = max((abs(r["drift_points"]) for r in rows), default=0.0)
+    resolution = 100.0 / max(count, 1)
+    resolved = resolution <= tolerance + 1e-12
     out = {"model": str(name), "model_fingerprint": model_fingerprint(model), "device": str(dev),
-           "n": ref["n"], "precisions": ["fp32", low], "tolerance_points": tolerance,
-           "resolution_points": round(100 / ref["n"], 4) if ref["n"] else None,
-           "max_abs_drift_points": worst, "ok": worst <= tolerance, "results": rows}
+           "n": count, "precisions": ["fp32", low], "tolerance_points": tolerance,
+           "resolution_points": resolution, "resolved": resolved, "max_abs_drift_points": worst,
+           "ok": False if worst > tolerance else (True if resolved else None), "results": rows}
+    if not resolved and worst <= tolerance:
+        out["unresolved"] = (f"{count} examples resolve {resolution:.3g} points, coarser than the "
+                             f"{tolerance:g}-point tolerance: a drift of {worst:g} says only that it is "
+                             f"below {resolution:.3g} points")
     if record and low == "bf16" and Path(name).is_dir():
         out["recorded"] = str(write_precision_check(run_dir, out))
     return out

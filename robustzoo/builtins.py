@@ -106,21 +106,23 @@ def register_attacks(register):
     from .attacks.core import fgsm
 
     register(AttackSpec("clean", lambda m, x, y, c: x, "no attack: accuracy on clean images",
-                        kind="none"))
+                        kind="none", any_layout=True))
     register(AttackSpec("fgsm", lambda m, x, y, c: fgsm(m, x, y, eps=c.eps),
                         "one signed-gradient step of size ε on CE, no random start",
-                        settings=lambda c: {"eps": c.eps, "steps": 1}))
+                        settings=lambda c: {"eps": c.eps, "steps": 1}, any_layout=True))
     register(AttackSpec("pgd", _pgd_eval(10, "uniform"), "PGD-10 on CE, random start",
-                        settings=lambda c: {"eps": c.eps, "alpha": c.alpha, "steps": 10, "rand_init": "uniform"}))
+                        settings=lambda c: {"eps": c.eps, "alpha": c.alpha, "steps": 10, "rand_init": "uniform"},
+                        any_layout=True))
     for steps in (20, 100):
         register(AttackSpec(f"pgd{steps}", _pgd_eval(steps), f"PGD-{steps} on CE, no random start "
                             "(Calibrated AT protocol)",
                             settings=lambda c, s=steps: {"eps": c.eps, "alpha": c.alpha, "steps": s,
-                                                         "rand_init": "none"}))
+                                                         "rand_init": "none"}, any_layout=True))
     register(AttackSpec("cw", _cw_eval(), "PGD on the CW margin (CW∞), 30 steps, κ=50, no random start",
                         settings=lambda c: {"eps": c.eps, "alpha": c.alpha, "steps": 30,
                                             "kappa": c.options.get("kappa", 50.0),
-                                            "rand_init": c.options.get("cw_rand_init", "none")}))
+                                            "rand_init": c.options.get("cw_rand_init", "none")},
+                        any_layout=True))
     register_autoattack(register)  # apgd-ce, apgd-dlr, apgd-t, fab-t, square, autoattack
 
 

@@ -99,6 +99,10 @@ def eval_precision(precision: str | None, device: torch.device | str, check: dic
     if not check:
         raise UsageError(f"--precision bf16 needs a precision check of these weights first: `{cmd}` "
                          f"(or evaluate in fp32, the default)")
+    if check.get("resolved") is False:
+        raise UsageError(f"--precision bf16: the precision check ran on {check.get('n')} examples, which resolve "
+                         f"{check.get('resolution_points', 0):.3g} points, coarser than the {tolerance:g}-point "
+                         f"tolerance; run `{cmd} --n {int(100 / tolerance)}` (or evaluate in fp32, the default)")
     rows = {r.get("attack"): r for r in check.get("results", []) if isinstance(r, dict)}
     missing = [a for a in wanted if a not in rows]
     if missing:

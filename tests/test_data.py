@@ -117,20 +117,64 @@ def test_crop_flip_reflect_pads_as_numpy_reflect_and_draws_what_crop_flip_draws(
     (a, _, _), = d.batches(6, shuffle=True, generator=torch.Generator().manual_seed(1), augment="crop_flip_reflect")
     (b, _, _), = d.batches(6, shuffle=True, generator=torch.Generator().manual_seed(1), augment="crop_flip")
     assert a.shape == b.shape and not torch.equal(a, b)
+def _batches_as_they_were(d: TensorData, batch_size: int, shuffle: bool, g: torch.Generator, augment: str,
+                          drop_last: bool, shard: tuple[int, int]):
+    """TensorData.batches() before the index order stopped being copied with a host wait
+    (commit 15b860f), on the CPU: the reference its draws must keep matching."""
+    n = len(d)
+    order = torch.randperm(n, generator=g) if shuffle else torch.arange(n)
+    rank, world = shard
+    if world > 1:
+        per = n // world
+        order, n = order[rank::world][:per], per
+    stop = n - n % batch_size if drop_last else n
+    for start in range(0, stop, batch_size):
+        rows = order[start:start + batch_size]
+        x = d.x[rows].float().div_(255.0)
+        if augment == "crop_flip":
+            x = crop_flip(x, g)
+        yield x, d.y[rows], d.index[rows]
+
+
+@pytest.mark.parametrize("shuffle,augment,drop_last,shard", [
+    (True, "crop_flip", False, (0, 1)), (True, "crop_flip", True, (1, 2)), (True, "none", False, (2, 3)),
+    (False, "none", False, (0, 1)), (False, "crop_flip", True, (1, 2))])
+def test_seeded_batches_draw_what_they_always_drew(shuffle, augment, drop_last, shard):
+    """A seeded run's data order and augmentation draws are those of the version before the
+    order's copy to the device became asynchronous: bit for bit, batch for batch, and the
+    epoch generator is left in the same state."""
+    g = torch.Generator().manual_seed(0)
+    d = TensorData((torch.rand(50, 3, 8, 8, generator=g) * 255).to(torch.uint8), torch.randint(0, 10, (50,)),
+                   torch.arange(100, 150))
+    gen = torch.Generator().manual_seed(11)
+    got = list(d.batches(8, shuffle=shuffle, generator=gen, augment=augment, drop_last=drop_last, shard=shard))
+    ref = torch.Generator().manual_seed(11)
+    want = list(_batches_as_they_were(d, 8, shuffle, ref, augment, drop_last, shard))
+    assert len(got) == len(want) > 0
+    for a, b in zip(got, want):
+        for u, v in zip(a, b):
+            assert torch.equal(u, v)
+    # the epoch's generator is left where it was: any later draw from it is the same too
+    assert torch.equal(gen.get_state(), ref.get_state())
 
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_crop_flip_on_a_gpu_draws_there_without_host_syncs():
+    """No host sync in a whole epoch of batches, its first included (the order is sent from
+    pinned memory without a wait), and the same order as on the CPU."""
     d = TensorData((torch.rand(64, 3, 32, 32) * 255).to(torch.uint8), torch.arange(64)).to("cuda")
     batches = d.batches(32, shuffle=True, generator=torch.Generator().manual_seed(0), augment="crop_flip")
-    first = next(batches)  # the order's one copy to the device happens here
+    torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
-        x, _, _ = next(batches)
+        first, (x, _, idx) = next(batches), next(batches)
+        plain = list(d.batches(32))
     finally:
         torch.cuda.set_sync_debug_mode("default")
-    assert x.is_cuda and first[0].shape == x.shape
+    assert x.is_cuda and first[0].shape == x.shape and len(plain) == 2
+    order = torch.randperm(64, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(torch.cat([first[2], idx]).cpu(), order)
     again = next(iter(d.batches(32, shuffle=True, generator=torch.Generator().manual_seed(0),
                                 augment="crop_flip")))
     assert torch.equal(again[0], first[0])  # reproducible from the seed

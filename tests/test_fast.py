@@ -111,6 +111,83 @@ def test_fast_model_converts_layout_and_routes_modes():
     assert fm.num_classes == 3  # attributes of the wrapped model are visible
 
 
+@pytest.mark.parametrize("attack", ["clean", "pgd20", "cw", "apgd-ce", "square"])
+def test_evaluation_inputs_take_the_models_layout_once_per_batch(attack, monkeypatch):
+    """run_attack hands a channels_last model its batch in channels_last when the attack takes
+    any layout (robustzoo's own), so x + δ keeps it at every attack step and the forwards
+    convert nothing; the outcomes are those of the per-forward conversion. pyautoattack's
+    attacks (.view of x) keep NCHW batches and run as before."""
+    from robustzoo.attacks import AttackContext
+    from robustzoo.data import TensorData
+    from robustzoo.eval import _evaluate as ev
+    from robustzoo.plugins import registry
+
+    net = _bn_net().eval()
+    g = torch.Generator().manual_seed(0)
+    x = (torch.rand(12, 3, 8, 8, generator=g) * 255).to(torch.uint8)
+    with torch.no_grad():
+        y = net(x.float() / 255).argmax(1)  # every example starts correct: all are attacked
+    data = TensorData(x, y)
+    spec = registry("attacks").get(attack)
+    ctx = AttackContext(eps=8 / 255, alpha=2 / 255, num_classes=10, options={"square_queries": 10})
+    conversions = []
+    convert = fast.channels_last
+
+    def counting(t):
+        if t.dim() == 4 and not t.is_contiguous(memory_format=torch.channels_last):
+            conversions.append(tuple(t.shape))
+        return convert(t)
+
+    monkeypatch.setattr(fast, "channels_last", counting)  # what FastModel.forward converts
+    flags = {}
+    for once in (True, False):
+        with monkeypatch.context() as m:
+            if not once:
+                m.setattr(ev, "channels_last", lambda t: t)  # as before: converted in every forward
+            conversions.clear()
+            with one_thread():
+                flags[once] = ev.run_attack(fast.FastModel(net, channels_last=True), data, spec, ctx,
+                                            batch_size=5).flags
+            counted = len(conversions)
+        if once and spec.any_layout:
+            assert counted == 0, conversions  # robustzoo's own attacks keep the layout throughout
+        if attack not in ("clean", "square") and not (once and spec.any_layout):
+            assert counted > 3  # a copy per forward: what the batch conversion saves
+    assert torch.equal(flags[True], flags[False])
+
+
+def test_default_evaluation_batch_per_device(monkeypatch):
+    """256 on the CPU (CPU evaluations unchanged), CUDA_EVAL_BATCH on CUDA, an explicit one obeyed."""
+    from robustzoo.eval import _evaluate as ev
+
+    assert ev.default_eval_batch("cpu") == ev.EVAL_BATCH == 256
+    assert ev.default_eval_batch("cuda") == ev.default_eval_batch(torch.device("cuda:1")) == ev.CUDA_EVAL_BATCH
+    assert ev.CUDA_EVAL_BATCH >= 256
+    sizes = []
+    run = ev.run_attack
+    monkeypatch.setattr(ev, "run_attack", lambda *a, **k: sizes.append(a[4]) or run(*a, **k))
+    data = _digits_test(24)
+    for bs, want in ((None, 256), (8, 8)):
+        sizes.clear()
+        ev.evaluate_model(_bn_net_1ch(), data, ["clean"], eps=0.1, alpha=0.02, num_classes=10,
+                          batch_size=bs, health=False)
+        assert sizes == [want], sizes
+
+
+def _digits_test(n: int):
+    from robustzoo.data import load_splits
+    from robustzoo.plugins import registry
+
+    test = load_splits(registry("datasets").get("digits")).test
+    return test.take(torch.arange(n))
+
+
+def _bn_net_1ch() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 10)).eval()
+
+
 def test_bf16_autocast_keeps_batchnorm_state_fp32_and_gradients_alive():
     """Under bf16 autocast BN parameters/statistics stay fp32 and summed-loss input gradients
     do not underflow (fp16 with a mean loss zeroes many of them)."""
@@ -179,6 +256,47 @@ def test_bad_precision_is_a_one_line_error(capsys):
     assert_one_line_error(code, err, "compile mode")
 
 
+def test_a_checkpoint_copies_the_state_to_the_host_once(tmp_path, monkeypatch):
+    """One host_copy per epoch (one wait on a GPU), and the resume state shares the copied
+    weights, extra modules and state with the weights files instead of copying them again."""
+    import importlib
+
+    from robustzoo import runs
+
+    train_mod = importlib.import_module("robustzoo.train")  # the module: robustzoo.train is also a function
+    calls, saved = [], {}
+    copy, save_weights, save_state = train_mod.host_copy, runs.save_weights, runs.save_state
+
+    def counting_copy(obj):
+        calls.append(sorted(obj))
+        return copy(obj)
+
+    def keep_weights(path, tensors, meta):
+        saved.setdefault(Path(path).name, []).append(tensors)
+        return save_weights(path, tensors, meta)
+
+    def keep_state(path, state):
+        saved.setdefault("resume", []).append(state)
+        return save_state(path, state)
+
+    monkeypatch.setattr(train_mod, "host_copy", counting_copy)
+    monkeypatch.setattr(runs, "save_weights", keep_weights)
+    monkeypatch.setattr(runs, "save_state", keep_state)
+    cfg = train_mod.build_config("calibrated", None, {}, **dict(TINY, subset=200, epochs=2, steps=1,
+                                                                val_steps=1, eval_attacks=["clean"], eval_n=8))
+    trainer = train_mod.Trainer(cfg, tmp_path / "run")
+    with one_thread():
+        trainer.fit()
+    assert calls == [["extra", "extra_optim", "model", "optimizer", "state"]] * 2  # epochs 1 and 2
+    assert len(saved[runs.LAST_FILE]) == len(saved["resume"]) == 2
+    for last, blob in zip(saved[runs.LAST_FILE], saved["resume"]):
+        assert set(last) == set(blob["model"]) and all(last[k] is blob["model"][k] for k in last)
+        assert all(t.device.type == "cpu" for t in last.values())
+    for aux in saved[runs.AUX_FILE]:  # written with the best epoch: shared with that epoch's resume state
+        assert any(all(aux[f"module.mask_net.{k}"] is t for k, t in blob["extra"]["mask_net"].items())
+                   for blob in saved["resume"])
+
+
 def test_compile_keeps_a_bounded_number_of_graphs(tmp_path):
     """One compiled callable per BN mode: graphs are made in the first epoch only, their
     number is bounded, and (eager backend) the weights equal the uncompiled run's."""
@@ -222,6 +340,74 @@ def test_compile_keeps_a_bounded_number_of_graphs(tmp_path):
     for (k, a), b in zip(compiled.model.state_dict().items(), plain.model.state_dict().values()):
         assert torch.allclose(a, b, atol=1e-6), k
     torch._dynamo.reset()
+
+
+class _BNDigitsNet(nn.Module):
+    """A small CNN with BatchNorm for 1x8x8 digits (the registered digits nets have none)."""
+
+    def __init__(self, num_classes: int = 10, in_chans: int = 1, **_: object):
+        super().__init__()
+        self.num_classes = num_classes
+        self.body = nn.Sequential(nn.Conv2d(in_chans, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                                  nn.Conv2d(8, 8, 3, stride=2, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                                  nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+
+def test_calibrated_compile_keeps_a_bounded_number_of_graphs(tmp_path):
+    """Calibrated AT's φ-step runs the classifier in train mode with BatchNorm's running
+    statistics frozen (frozen_bn_statistics turns track_running_stats off, a flag the compiled
+    BatchNorm branches on). Compiled (eager backend) on a net with BatchNorm: the graphs are
+    all made in the first epoch, stay few and below the recompile limit, and the weights AND
+    the BatchNorm buffers end equal to the uncompiled run's, so no compiled forward updated
+    statistics the φ-step froze."""
+    from types import SimpleNamespace
+
+    import torch._dynamo
+
+    from robustzoo import hookimpl, plugins
+    from robustzoo.train import Trainer, build_config, validate
+
+    plugins.register_plugin(SimpleNamespace(register_architectures=hookimpl(
+        lambda register: register("bn_digits_test", _BNDigitsNet, description="test CNN with BatchNorm"))),
+        name="fast-test-bn-net")
+    # mask_warmup=0: the φ-step (frozen statistics) runs from the first step; 360 training
+    # images in 6 full batches of 60, so the compiled run's drop_last changes nothing
+    opts = dict(TINY, subset=400, batch_size=60, steps=2, val_steps=1, epochs=2, eval_attacks=["clean"],
+                arch="bn_digits_test")
+    sets = {"mask_warmup": 0}
+    torch._dynamo.reset()
+    with one_thread():
+        compiled = Trainer(build_config("calibrated", None, sets, **opts, compile="default",
+                                        compile_backend="eager"), tmp_path / "c")
+        stats = []
+        for epoch in range(2):
+            compiled.train_epoch(epoch)
+            with compiled.fast.autocast():
+                validate(compiled.eval_net, compiled.val_data, compiled.cfg)
+            stats.append(fast.compile_stats())
+        plain = Trainer(build_config("calibrated", None, sets, **opts), tmp_path / "p")
+        for epoch in range(2):
+            plain.train_epoch(epoch)
+    torch._dynamo.reset()
+    assert stats[0] == stats[1], stats  # nothing compiled after the first epoch
+    g = stats[0]["graphs"]
+    # train mode, 5: the attack's forward (attack_bn=train, input requires grad), the θ-forward
+    # on x, the θ-forward on x_cal (whose size-1 channel dimension has another stride), the
+    # φ-step's no-grad f(x') and its f(x_cal) with gradients, a graph of its own only because
+    # track_running_stats is off (dynamo guards on it: TORCH_LOGS=recompiles names that guard);
+    # eval mode as for `at`: validation's no-grad forward, its attack, no-grad on x_adv
+    assert g["train"] == 5 and 2 <= g["eval"] <= 4, stats[0]
+    assert stats[0]["at_limit"] == [] and stats[0]["graph_breaks"] == 0, stats[0]
+    bn = [k for k in plain.model.state_dict() if "running" in k or "num_batches" in k]
+    assert bn, "the test needs BatchNorm buffers"
+    for (k, a), b in zip(compiled.model.state_dict().items(), plain.model.state_dict().values()):
+        assert torch.allclose(a.double(), b.double(), atol=1e-5), k
+    for (k, a), b in zip(compiled.extra["mask_net"].state_dict().items(),
+                         plain.extra["mask_net"].state_dict().values()):
+        assert torch.allclose(a.double(), b.double(), atol=1e-5), k
 
 
 def test_cuda_graph_steps_are_marked_and_nothing_is_read_across_a_mark(tmp_path, monkeypatch):
@@ -277,17 +463,25 @@ def test_cuda_graph_steps_are_marked_and_nothing_is_read_across_a_mark(tmp_path,
 
 
 def test_compare_precisions_on_cpu(at_run):
+    """Paired: each example's outcome in both precisions; the drift is the net of the flips,
+    and a check on too few examples to resolve the tolerance says so instead of passing."""
     compare_precisions = _load_benchmark().compare_precisions  # benchmarks/throughput.py
     same = compare_precisions(at_run, ["clean", "pgd20"], n=32, device="cpu", low="fp32")
-    assert same["ok"] and same["max_abs_drift_points"] == 0.0
+    assert same["max_abs_drift_points"] == 0.0 and same["resolution_points"] == 100 / 32
+    assert same["ok"] is None and same["resolved"] is False and "3.12 points" in same["unresolved"]
     assert [r["attack"] for r in same["results"]] == ["clean", "pgd20"]
+    assert all(r["flipped"] == r["only_fp32"] == 0 for r in same["results"])
+    coarse = compare_precisions(at_run, ["clean"], n=32, device="cpu", low="fp32", tolerance=5.0)
+    assert coarse["resolved"] and coarse["ok"] is True and "unresolved" not in coarse
     with one_thread():
         rep = compare_precisions(at_run, "clean,pgd20", n=32, device="cpu")
     assert rep["precisions"] == ["fp32", "bf16"] and rep["n"] == 32
     for r in rep["results"]:
         assert abs(r["drift_points"] - 100 * (r["bf16"] - r["fp32"])) < 1e-6
+        assert abs(r["drift_points"] - 100 * (r["only_bf16"] - r["only_fp32"]) / 32) < 1e-6
+        assert r["flipped"] == r["only_bf16"] + r["only_fp32"]
         assert abs(r["drift_points"]) <= 25  # 32 examples on a tiny CPU model: a sanity bound
-    assert rep["ok"] == (rep["max_abs_drift_points"] <= 0.1)
+    assert rep["ok"] == (False if rep["max_abs_drift_points"] > 0.1 else None)
 
 
 def test_eval_cli_precision_option(at_run, tmp_path, capsys):
@@ -322,39 +516,72 @@ def test_throughput_benchmark_quick_on_cpu(tmp_path):
     r = rep["archs"]["smallcnn"]
     assert rep["device_type"] == "cpu" and r["forward_equivalents_per_image"] == 7  # PGD-2: 2·2F + 3F
     assert r["forward_gflops"] > 0
-    for key in ("fast", "fp32_nchw", "reference"):
+    assert set(bench.CONTENDERS) <= set(r["train"])
+    for key in bench.CONTENDERS:
         t = r["train"][key]
         assert t["images_per_s"] > 0 and t["images"] == 8 and len(t["rounds_images_per_s"]) == 2
         assert 0 < t["fraction_of_limit"] < 1
     assert r["train"]["fast"]["fast_path"]["precision"] == "fp32"
     assert r["train"]["fp32_nchw"]["fast_path"]["channels_last"] is False
-    ref = r["train"]["reference"]["fast_path"]
-    assert ref["attack"].startswith(".backward()") and ref["precision"] == "fp32"
-    assert r["train"]["speedup_vs_reference"] == pytest.approx(
-        r["train"]["fast"]["images_per_s"] / r["train"]["reference"]["images_per_s"])
+    for key, numerics in (("reference", "paper default"), ("reference_strict", "strict fp32")):
+        ref = r["train"][key]["fast_path"]
+        assert ref["attack"].startswith(".backward()") and ref["numerics"] == numerics
+    ips = {k: r["train"][k]["images_per_s"] for k in bench.CONTENDERS}
+    assert r["train"]["speedup_vs_reference"] == pytest.approx(ips["fast"] / ips["reference"])
     b = r["train"]["breakdown"]
-    assert b["flop_structure_and_data"] * b["precision_and_layout"] == pytest.approx(
-        r["train"]["fast"]["images_per_s"] / r["train"]["reference"]["images_per_s"])
+    for name, (ref, _) in bench.REFERENCES.items():  # the factors multiply to the total
+        f = b[name]
+        assert f["loop_33F_to_23F_and_data"] * f["precision"] * f["layout"] == pytest.approx(f["total_eager"])
+        assert f["total_eager"] == pytest.approx(ips["fast"] / ips[ref])
     assert r["pgd20_eval"]["fast"]["images"] == 4 and r["pgd20_eval"]["reference"]["images_per_s"] > 0
     assert r["autoattack"]["attack"] == "square" and r["autoattack"]["seconds"] > 0
 
 
+def test_throughput_breakdown_splits_against_both_references():
+    """Made-up rates: each reference's total is the product of its four factors."""
+    bench = _load_benchmark()
+    rates = {"fast": 800.0, "bf16_nchw": 640.0, "fp32_tf32_nchw": 320.0, "fp32_nchw": 160.0,
+             "reference": 100.0, "reference_strict": 50.0, "fast_compile_reduce-overhead": 1600.0}
+    b = bench.breakdown({k: {"images_per_s": v} for k, v in rates.items()})
+    assert b["paper_default"] == pytest.approx({"loop_33F_to_23F_and_data": 3.2, "precision": 2.0, "layout": 1.25,
+                                                "compile": 2.0, "total_eager": 8.0, "total_compiled": 16.0})
+    assert b["strict_fp32"] == pytest.approx({"loop_33F_to_23F_and_data": 3.2, "precision": 4.0, "layout": 1.25,
+                                              "compile": 2.0, "total_eager": 16.0, "total_compiled": 32.0})
+    lines = bench.breakdown_lines(b)
+    assert lines[0].startswith("vs paper default: 16.00x") and lines[1].startswith("vs strict fp32: 32.00x")
+    assert "strict_fp32" not in bench.breakdown({k: {"images_per_s": v} for k, v in rates.items()
+                                                 if k != "reference_strict"})
+
+
 def test_benchmark_reference_runs_in_a_process_of_its_own():
-    """The reference loop in a worker process: paper-repository switches, not the trainer's."""
+    """The reference loop in a worker process: a paper repository's switches, not the trainer's:
+    PyTorch's defaults for the paper default (TF32 convolutions on, TF32 matmuls off, no
+    autotuning); strict fp32 turns every TF32 off (checked in this process, flags restored)."""
     bench = _load_benchmark()
     spec = dict(kind="reference", arch="smallcnn", batch_size=2, steps=1, max_steps=2, device="cpu",
                 workers=0, threads=1)
-    w = bench.Worker("reference", spec)
+    w = bench.Worker("reference", spec)  # tf32 unset: the paper default
     try:
         assert w.ready(timeout=120), w.error
-        assert w.info["backends"] == {"cudnn_benchmark": False, "cudnn_allow_tf32": False,
+        assert w.info["backends"] == {"cudnn_benchmark": False, "cudnn_allow_tf32": True,
                                       "matmul_allow_tf32": False}
+        assert w.info["numerics"] == "paper default"
         res = w.call("train", timeout=120, steps=2)
         assert res["images"] == 4 and res["seconds"] > 0
         assert "error" in w.call("no_such_command", timeout=60)
     finally:
         w.close()
     assert w.proc.returncode == 0
+    saved = (torch.backends.cudnn.benchmark, torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+    try:
+        strict = bench.LocalWorker("reference_strict", dict(spec, tf32=False))
+        assert strict.info["backends"] == {"cudnn_benchmark": False, "cudnn_allow_tf32": False,
+                                           "matmul_allow_tf32": False}
+        assert strict.info["numerics"] == "strict fp32"
+        strict.close()
+    finally:
+        (torch.backends.cudnn.benchmark, torch.backends.cudnn.allow_tf32,
+         torch.backends.cuda.matmul.allow_tf32) = saved
 
 
 def test_benchmark_forward_flops_match_the_notes():
@@ -421,11 +648,15 @@ def test_eval_runs_bf16_only_after_a_check_of_these_weights(at_run, tmp_path):
     assert [r["attack"] for r in check["results"]] == ["clean", "pgd20"]
     for r in check["results"]:
         assert abs(r["drift_points"] - 100 * (r["bf16"] - r["fp32"])) < 1e-6
+    assert check["resolved"] is False and check["ok"] is None  # 32 examples cannot resolve 0.1 points ...
+    with pytest.raises(UsageError, match="resolve 3.12 points"):
+        evaluate(run, ["clean"], precision="bf16", **kw)  # ... so bf16 stays refused
+    check.update(resolved=True, n=1000)  # as a check on 1,000 examples would say
     path.write_text(json.dumps(dict(check, results=[dict(r, drift_points=0.0) for r in check["results"]])))
     with one_thread():
         rep = evaluate(run, ["clean"], precision="bf16", **kw)
     assert rep["precision"] == "bf16" and rep["results"][0]["precision"] == "bf16"
-    assert rep["precision_check"]["drift_points"] == {"clean": 0.0} and rep["precision_check"]["n"] == 32
+    assert rep["precision_check"]["drift_points"] == {"clean": 0.0} and rep["precision_check"]["n"] == 1000
     path.write_text(json.dumps(dict(check, results=[dict(r, drift_points=0.5) for r in check["results"]])))
     with pytest.raises(UsageError, match="clean drifted 0.5 points"):
         evaluate(run, ["clean"], precision="bf16", **kw)
@@ -445,7 +676,7 @@ def test_bf16_outcomes_are_not_resumed_as_fp32(at_run, tmp_path, capsys):
     evaluate(run, ["clean"], n=16, device="cpu", precision="fp32", health=False)
     model, _ = runs.load_run(run)
     (run / fast.PRECISION_CHECK_FILE).write_text(json.dumps(
-        {"model_fingerprint": model_fingerprint(model), "n": 16, "max_abs_drift_points": 0.0,
+        {"model_fingerprint": model_fingerprint(model), "n": 1000, "resolved": True, "max_abs_drift_points": 0.0,
          "results": [{"attack": "clean", "drift_points": 0.0}]}))
     capsys.readouterr()
     with one_thread():
@@ -454,73 +685,50 @@ def test_bf16_outcomes_are_not_resumed_as_fp32(at_run, tmp_path, capsys):
     assert rep["precision"] == "bf16"
 
 
-def _load_gpu_check():
-    import sys
+def _cuda_syncs(work) -> int:
+    """Host syncs ``work()`` makes (torch.cuda.set_sync_debug_mode('warn'))."""
+    import warnings
 
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    spec = importlib.util.spec_from_file_location("gpu_check", ROOT / "benchmarks" / "gpu_check.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def test_gpu_check_smoke_run_fills_every_figure(tmp_path):
-    """benchmarks/gpu_check.py --smoke: every phase on the CPU with tiny sizes, one JSON."""
-    out = tmp_path / "check.json"
-    with one_thread():
-        _load_gpu_check().main(["--smoke", "--out", str(out), "--budget-seconds", "600"])
-    r = json.loads(out.read_text())
-    assert r["schema"] == 1 and r["smoke"] and r["errors"] == {} and r["skipped"] == []
-    assert set(r["seconds"]) == {"throughput", "host_syncs", "fat_compaction", "precision_drift", "compile"}
-    t = r["throughput"]
-    assert set(t["contenders"]) == {"fast", "fp32_nchw", "reference"}
-    for c in t["contenders"].values():
-        assert c["images_per_s"] > 0 and {"warmup_s", "step_ms", "rounds_images_per_s", "fast_path"} <= set(c)
-    assert {"speedup_vs_reference", "breakdown", "epoch_50k_s", "forward_gflops", "device_name"} <= set(t)
-    assert {"flop_structure_and_data", "precision_and_layout", "flop_ratio_33F_over_23F"} <= set(t["breakdown"])
-    assert r["host_syncs"]["available"] is False and "CUDA" in r["host_syncs"]["reason"]
-    fat = r["fat_compaction"]
-    assert set(fat["contenders"]) == {"compact_on", "compact_off"} and fat["speedup_compact_over_full"] > 0
-    d = r["precision_drift"]
-    assert {"max_abs_drift_points", "decision", "ok", "n", "results", "dataset", "train_seconds",
-            "fallback_to_fp32", "resolution_points"} <= set(d)
-    assert [x["attack"] for x in d["results"]] == ["clean", "pgd20"]
-    assert d["decision"] == ("bf16" if d["ok"] else "fp32")  # what --precision bf16 would be allowed
-    assert d["auto_eval"] == {"precision": "fp32", "fallback": None}  # auto is exact fp32 everywhere
-    cm = r["compile"]
-    assert cm["images_per_s"] > 0 and cm["graphs_after_warmup"] == {"train": 0, "eval": 0}
-    assert {"graphs", "recompiles", "at_limit", "cudagraph_skips", "graph_breaks"} <= set(cm["stats"])
-    assert cm["stats"]["graphs"]["train"] >= 1 and cm["cudagraph_skips_after_warmup"] == 0
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("warn")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            work()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    return sum("synchroniz" in str(w.message).lower() for w in caught)
 
 
-def test_gpu_check_script_is_valid_bash():
-    import subprocess
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_host_copy_waits_once_on_a_gpu():
+    from robustzoo.train import host_copy
 
-    res = subprocess.run(["bash", "-n", str(ROOT / "benchmarks" / "gpu_check.sh")], capture_output=True, text=True)
-    assert res.returncode == 0, res.stderr
-
-
-@pytest.mark.slow
-def test_gpu_check_smoke_with_a_process_per_contender(tmp_path):
-    """The smoke sizes through the GPU run's path: every contender in a worker process."""
-    out = tmp_path / "check.json"
-    _load_gpu_check().main(["--smoke", "--processes", "--out", str(out), "--budget-seconds", "900"])
-    r = json.loads(out.read_text())
-    assert r["errors"] == {} and r["skipped"] == [], (r["errors"], r["skipped"])
-    assert all(r[p] for p in ("throughput", "host_syncs", "fat_compaction", "precision_drift", "compile"))
-    assert r["compile"]["graphs_after_warmup"] == {"train": 0, "eval": 0}
+    state = {"a": torch.randn(64, 8, 3, 3, device="cuda").to(memory_format=torch.channels_last),
+             "b": [torch.arange(10, device="cuda"), torch.ones(3)], "c": 1.5}
+    out = []
+    assert _cuda_syncs(lambda: out.append(host_copy(state))) == 1
+    copy = out[0]
+    assert copy["a"].is_pinned() and copy["a"].device.type == "cpu" and copy["c"] == 1.5
+    assert torch.equal(copy["a"], state["a"].cpu()) and torch.equal(copy["b"][0], state["b"][0].cpu())
+    assert copy["a"].is_contiguous(memory_format=torch.channels_last)  # as .to("cpu") keeps it
+    assert copy["b"][1] is not state["b"][1] and torch.equal(copy["b"][1], state["b"][1])
 
 
-@pytest.mark.slow
-def test_gpu_check_script_passes_smoke_and_writes_the_json(tmp_path):
-    import os
-    import subprocess
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_pgd20_evaluation_reads_back_once_on_a_gpu():
+    """The docs' target: one host sync for a whole PGD-20 evaluation (the final read-back)."""
+    from robustzoo.attacks import AttackContext
+    from robustzoo.data import TensorData
+    from robustzoo.eval import run_attack
+    from robustzoo.plugins import registry
 
-    out = tmp_path / "o" / "check.json"
-    env = dict(os.environ, GPU_CHECK_SMOKE="1", OMP_NUM_THREADS="1")
-    res = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_check.sh"), str(out), "--only", "host_syncs"],
-                         capture_output=True, text=True, env=env, timeout=300)
-    assert res.returncode == 0, res.stderr[-2000:]
-    r = json.loads(out.read_text())
-    assert r["smoke"] and r["host_syncs"]["available"] is False and r["throughput"] is None
-    assert "installing" not in res.stderr and "pip" not in res.stderr  # a smoke run installs nothing
+    model = fast.eval_model(_bn_net(), torch.device("cuda"), "bf16").cuda()
+    data = TensorData((torch.rand(96, 3, 8, 8) * 255).to(torch.uint8), torch.randint(0, 10, (96,))).to("cuda")
+    spec = registry("attacks").get("pgd20")
+    ctx = AttackContext(eps=8 / 255, alpha=2 / 255, device="cuda")
+    with fast.precision_scope(torch.device("cuda"), "bf16"):
+        run_attack(model, data, spec, ctx, batch_size=32)  # warm-up
+        assert _cuda_syncs(lambda: run_attack(model, data, spec, ctx, batch_size=32)) == 1

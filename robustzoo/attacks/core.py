@@ -192,7 +192,10 @@ class AttackSpec:
     """An evaluation attack in the registry.
 
     ``run(model, x, y, ctx) -> x_adv``; the model is in eval mode and x in [0,1]. ``settings``
-    returns the attack's settings for the results table (steps, α, κ, ...).
+    returns the attack's settings for the results table (steps, α, κ, ...). ``any_layout``:
+    ``run`` works on x in any memory layout (no ``.view`` of it), so the evaluation may hand
+    it batches already in the model's layout (channels_last on CUDA) and no attack step pays
+    a layout copy; False (the default) keeps x contiguous NCHW.
     """
 
     name: str
@@ -202,3 +205,4 @@ class AttackSpec:
     settings: Callable[[AttackContext], dict[str, Any]] = lambda ctx: {}
     kind: str = "white-box"
     batch_size: int | None = None
+    any_layout: bool = False

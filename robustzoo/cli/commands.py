@@ -264,7 +264,8 @@ def _relaunch_args(ctx: click.Context) -> list[str]:
               help="attack option: kappa, cw_rand_init, square_queries, apgd_restarts, eot_iter, aa_version")
 @click.option("--no-health", is_flag=True, help="skip the gradient-masking checks")
 @click.option("--no-resume", is_flag=True, help="ignore RUN_DIR/eval_flags.safetensors and start afresh")
-@click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1),
+              help="examples per attack batch  [default: 256; 512 on CUDA]")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--data-dir", type=click.Path())
 @click.option("--revision", help="Hub revision (commit sha) for hub models")

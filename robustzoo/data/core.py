@@ -121,15 +121,18 @@ class TensorData:
                 a one-process run.
         """
         n = len(self)
-        order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+        dev = self.x.device
+        # The shuffled order is drawn on the CPU (the same order on every device), then sent
+        # once per call without a host wait; an unshuffled one is built where the data is.
+        order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n, device=dev)
         rank, world = shard
         if world > 1:
             per = n // world
             order = order[rank::world][:per]
             n = per
-        order = order.to(self.x.device)
+        order = to_device_async(order, dev)
         pad_mode = PAD_MODES.get(augment)
-        aug = augment_generator(generator, self.x.device) if pad_mode else None
+        aug = augment_generator(generator, dev) if pad_mode else None
         stop = n - n % batch_size if drop_last else n
         for start in range(0, stop, batch_size):
             rows = order[start:start + batch_size]
@@ -137,6 +140,20 @@ class TensorData:
             if pad_mode:
                 x = crop_flip(x, aug, pad_mode=pad_mode)
             yield x, self.y[rows], self.index[rows]
+
+
+def to_device_async(t: torch.Tensor, device: torch.device | str) -> torch.Tensor:
+    """``t`` on ``device`` without a host wait when it is a CPU tensor going to a GPU.
+
+    A plain ``t.to("cuda")`` from pageable memory blocks until the copy is done (a host sync
+    at every epoch's start, and at every evaluation's); from pinned memory with
+    ``non_blocking=True`` the copy is queued on the stream like a kernel, and PyTorch's pinned
+    allocator keeps the buffer alive until it has run. Elsewhere: ``t.to(device)``.
+    """
+    device = torch.device(device)
+    if device.type != "cuda" or t.device.type != "cpu":
+        return t.to(device)
+    return t.pin_memory().to(device, non_blocking=True)
 
 
 def select_examples(data: TensorData, n: int | None, seed: int = 0) -> TensorData:

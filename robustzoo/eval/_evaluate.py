@@ -34,8 +34,9 @@ import torch.nn as nn
 from ..attacks import AttackContext
 from ..attacks.autoattack import AA_VERSIONS, capture_notes
 from ..data import TensorData, select_examples
+from ..data.core import to_device_async
 from ..errors import UsageError, did_you_mean
-from ..fast import autocast_dtype
+from ..fast import FastModel, autocast_dtype, channels_last
 from ..plugins import registry
 from ..progress import Progress
 from . import _health
@@ -110,13 +111,28 @@ def check_budget(eps: float, alpha: float) -> None:
                          "leave every PGD step where it started")
 
 
+#: Default evaluation batch on the CPU (and any device but CUDA).
+EVAL_BATCH = 256
+#: Default evaluation batch on CUDA: at 256 a PreAct ResNet-18 attack step is a few hundred
+#: small kernels (launch-bound on an H100); 512 doubles the work per launch and keeps an
+#: exact-fp32 WRN-34-10 PGD step (~34 MB of saved activations per image) within 24 GB.
+#: Provisional until a GPU has run benchmarks/gpu_check.sh: its ``eval_batch`` phase times
+#: PGD-20 at 256, 512 and 1024 and reports the batch to set here (docs/performance.md).
+CUDA_EVAL_BATCH = 512
+
+
+def default_eval_batch(device: str | torch.device) -> int:
+    """The evaluation batch when none is given: :data:`CUDA_EVAL_BATCH` on CUDA, else 256."""
+    return CUDA_EVAL_BATCH if torch.device(device).type == "cuda" else EVAL_BATCH
+
+
 def _batch_seed(seed: int, start: int) -> int:
     """A seed per batch (by its first example), so a resumed attack redraws the same noise."""
     return (int(seed) * 1_000_003 + int(start)) % (2**63 - 1)
 
 
 def run_attack(model: nn.Module, data: TensorData, spec: Any, ctx: AttackContext,
-               batch_size: int = 256, progress: Progress | None = None, only: torch.Tensor | None = None, *,
+               batch_size: int = EVAL_BATCH, progress: Progress | None = None, only: torch.Tensor | None = None, *,
                resume: tuple[torch.Tensor, torch.Tensor] | None = None, checkpoint: Any = None,
                label: str | None = None, checkpoint_interval: float = 0.0) -> AttackResult:
     """Run one registered attack over ``data``; returns per-example correctness.
@@ -163,8 +179,12 @@ def run_attack(model: nn.Module, data: TensorData, spec: Any, ctx: AttackContext
                 if todo.all():
                     xs, ys, rows = x, y, None
                 else:  # positions computed on the host, gathered on the device
-                    rows = todo.nonzero().squeeze(1).to(x.device, non_blocking=True)
+                    rows = to_device_async(todo.nonzero().squeeze(1), x.device)
                     xs, ys = x.index_select(0, rows), y.index_select(0, rows)
+                if spec.any_layout and isinstance(model, FastModel) and model.channels_last:
+                    # once per batch: x + δ then has the model's layout at every attack step,
+                    # instead of a layout copy (and its backward) in each forward
+                    xs = channels_last(xs)
                 x_adv = xs if spec.name == "clean" else spec.run(model, xs, ys, ctx)
                 with torch.no_grad():
                     ok = model(x_adv).argmax(1) == ys
@@ -281,7 +301,7 @@ def _components(spec: Any, ctx: AttackContext) -> tuple[str, ...] | None:
 
 
 def evaluate_model(model: nn.Module, data: TensorData, attacks: list[str], *, eps: float, alpha: float,
-                   num_classes: int, n: int | None = None, seed: int = 0, batch_size: int = 256,
+                   num_classes: int, n: int | None = None, seed: int = 0, batch_size: int | None = None,
                    device: str | torch.device = "cpu", progress: Progress | None = None, cascade: bool = False,
                    flags_path: str | Path | None = None, options: dict[str, Any] | None = None,
                    health: bool = True, eps_sweep: list[float] | None = None,
@@ -293,6 +313,7 @@ def evaluate_model(model: nn.Module, data: TensorData, attacks: list[str], *, ep
         attacks: registered attack names, in order ('clean' adds the clean row).
         n, seed: evaluate the first ``n`` of a seeded permutation of ``data`` (None: all); the
             report's ``examples`` names them (count, rule, hash of their indices).
+        batch_size: examples per attack batch (None: :func:`default_eval_batch` of ``device``).
         progress: receives a task per attack, and a note when saved outcomes are not
             reused (:class:`robustzoo.progress.Progress`; None: silent).
         cascade: attack only what every earlier attack failed on (see the module docstring).
@@ -310,6 +331,7 @@ def evaluate_model(model: nn.Module, data: TensorData, attacks: list[str], *, ep
     already has (APGD-CE standalone and as AutoAttack's first component, in either order) is
     not run twice: the row shares the outcome (``"reused"`` names the row it came from).
     """
+    batch_size = default_eval_batch(device) if batch_size is None else batch_size
     reg = registry("attacks")
     names = list(dict.fromkeys(attacks))
     if not names:
