@@ -44,6 +44,18 @@ class Interrupted(RobustzooError):
     exit_code = 130  # 128 + SIGINT, as a shell reports it
 
 
+class StorageError(RobustzooError):
+    """The operating system refused a write or a read: disk full, read-only, permission, name too long."""
+
+
+class RunBusyError(RobustzooError):
+    """Another process is writing the same run directory (train or eval holds its lock)."""
+
+
+class SettingWarning(UserWarning):
+    """An allowed setting that changes what a method is (e.g. TRADES with β = 0: clean training)."""
+
+
 def close_matches(name: str, candidates: Iterable[str], n: int = 3) -> list[str]:
     """Return up to ``n`` candidates that look like ``name`` (for 'did you mean')."""
     candidates = list(candidates)

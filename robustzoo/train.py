@@ -15,6 +15,7 @@ import math
 import platform
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -28,10 +29,10 @@ import torch.nn.functional as F
 from . import distributed, files, runs
 from ._version import __version__
 from .attacks import pgd
-from .config import TrainConfig, apply_sets, check_threat_model
+from .config import TrainConfig, apply_sets, check_config
 from .data import DatasetSpec, Splits, load_splits
 from .devices import resolve_device
-from .errors import NotFoundError, RunError, UsageError
+from .errors import NotFoundError, RunError, SettingWarning, UsageError
 from .eval import evaluate_model, migrate, model_fingerprint, write_record
 from .fast import FastPath, check_compile_mode, eval_model, resolve_precision
 from .models import build_model
@@ -78,6 +79,7 @@ class Resolved:
 
 def resolve(cfg: TrainConfig) -> Resolved:
     """Fill dataset defaults and validate everything before anything touches the disk."""
+    check_config(cfg)  # a TrainConfig built in Python has not passed apply_sets
     spec = registry("datasets").get(cfg.dataset)
     obj_cls = registry("objectives").get(cfg.objective)
     settings = obj_cls.resolve_settings(cfg.objective_args)
@@ -95,31 +97,18 @@ def resolve(cfg: TrainConfig) -> Resolved:
         c.weight_decay = 0.0 if c.optimizer == "adam" else 5e-4
     c.augment = c.augment or spec.augment
     c.objective_args = settings
-    check_threat_model(c.eps, c.alpha, c.steps)
-    if not 0 < c.train_eps_factor < float("inf") or c.eps * c.train_eps_factor > 1:
-        raise UsageError(f"train_eps_factor={c.train_eps_factor} must be positive and keep the training "
-                         f"ε = {c.eps:.4g}·factor within [0, 1] (e.g. --set train_eps_factor=4/3)")
-    if c.epochs < 1 or c.batch_size < 1:
-        raise UsageError(f"epochs ({c.epochs}) and batch size ({c.batch_size}) must be at least 1")
-    if not 0 < c.lr < float("inf"):  # NaN fails too
-        raise UsageError(f"learning rate {c.lr} must be a positive finite number (e.g. --lr 0.1)")
-    for key in ("momentum", "weight_decay", "gamma", "warmup_epochs"):
-        if not 0 <= float(getattr(c, key)) < float("inf"):
-            raise UsageError(f"{key}={getattr(c, key)} must be a non-negative finite number")
-    if c.resume_every < 0 or not 0 <= c.resume_every_minutes < float("inf"):
-        raise UsageError(f"resume_every={c.resume_every} (epochs) and resume_every_minutes="
-                         f"{c.resume_every_minutes} must be >= 0 (e.g. --set resume_every=5)")
-    if c.optimizer not in ("sgd", "adam"):
-        raise UsageError(f"unknown optimizer {c.optimizer!r}; use sgd or adam")
-    if c.schedule not in ("piecewise", "cosine", "constant"):
-        raise UsageError(f"unknown schedule {c.schedule!r}; use piecewise, cosine or constant")
-    if c.augment not in ("none", "crop_flip"):
-        raise UsageError(f"unknown augment {c.augment!r}; use none or crop_flip")
+    check_config(c)  # every value typed and in range (config.SCHEMA), defaults filled in
+    if c.eps * c.train_eps_factor > 1:
+        raise UsageError(f"train_eps_factor={c.train_eps_factor:g} makes the training ε = {c.eps:.4g}·"
+                         f"{c.train_eps_factor:g} = {c.eps * c.train_eps_factor:.4g}, outside (0, 1]; e.g. "
+                         f"--set train_eps_factor=4/3")
     resolve_precision(c.precision, "cpu")  # validates the name; 'auto' is resolved per device
     c.compile = check_compile_mode(c.compile)
     reg = registry("attacks")
     for a in c.eval_attacks:
         reg.get(a)
+    for line in obj_cls.setting_warnings(settings):
+        warnings.warn(f"{c.objective}: {line}", SettingWarning, stacklevel=2)
     return Resolved(c, spec, obj_cls, settings)
 
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn as nn
 
 from robustzoo.attacks import attack_bn_mode, pgd
 from robustzoo.objectives import Objective, StepResult
+from robustzoo.settings import Setting
 
 from .losses import REDUCTIONS, kl_attack_loss, trades_loss
 
@@ -35,11 +38,20 @@ class TRADES(Objective):
     defaults = {"beta": 6.0, "rand_init": "normal", "attack_bn": "eval", "kl_reduction": "batchmean"}
     choices = {"rand_init": ("normal", "uniform", "none"), "attack_bn": ("eval", "train"),
                "kl_reduction": REDUCTIONS}
+    ranges = {"beta": Setting(min=0.0, meaning="weight β of the KL term")}
     help = {"beta": "weight β of the KL term (β = 1/λ; paper: 6 on CIFAR-10)",
             "rand_init": "attack start: normal x+0.001·N (paper), uniform U(-ε,ε), none",
             "attack_bn": "BatchNorm mode while attacking and computing the clean target (paper: eval)",
             "kl_reduction": "batchmean (paper: KL summed, divided by B) or mean (divides by B·C: "
                             "shrinks β by the class count; only to reproduce that mistake)"}
+
+    @classmethod
+    def setting_warnings(cls, settings: dict[str, Any]) -> list[str]:
+        """β = 0 leaves only the clean cross-entropy: allowed (an ablation), said once."""
+        if settings["beta"] == 0:
+            return ["beta=0 drops the KL term: this trains on clean images only (no robustness); "
+                    "the paper uses beta=6"]
+        return []
 
     def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor) -> StepResult:
         s, c = self.settings, self.ctx

@@ -86,7 +86,19 @@ def write_file(path: str, text: str, option: str) -> None:
     err.print(files.replaced_note(path, existed))
 
 
-@cli.command(context_settings=dict(CONTEXT, ignore_unknown_options=True, allow_extra_args=True))
+def _set_keys_epilog() -> str:
+    """The ``--set`` keys with their meaning and range, for ``train --help`` (from config.SCHEMA)."""
+    from ..config import SCHEMA  # torch-free: the schema is plain data (robustzoo.settings)
+
+    width = max(map(len, SCHEMA)) + 2
+    lines = [f"  {k:<{width}}{r.meaning}: {r.describe()}" for k, r in SCHEMA.items() if not r.option]
+    return ("\b\n--set KEY=VALUE takes these keys, and those of the options above (--set eps=8/255 is --eps "
+            "8/255);\neach value is checked for type and range before any data is loaded:\n" + "\n".join(lines) + "\n\nThe objective's own settings (--set beta=6 or "
+            "--beta 6): `robustzoo list objectives NAME`.")
+
+
+@cli.command(context_settings=dict(CONTEXT, ignore_unknown_options=True, allow_extra_args=True),
+             epilog=_set_keys_epilog())
 @click.option("--recipe", help="named configuration (see `robustzoo list recipes`)")
 @click.option("--objective", "-o", help="training objective (default at; see `robustzoo list objectives`)")
 @click.option("--dataset", "-d", help="dataset (default digits)")
@@ -98,7 +110,8 @@ def write_file(path: str, text: str, option: str) -> None:
 @click.option("--epochs", type=int)
 @click.option("--batch-size", type=int)
 @click.option("--lr", type=float)
-@click.option("--subset", type=int, help="train on N images only (quick runs)")
+@click.option("--subset", type=int, help="train on N images only (quick runs); the validation split shrinks to "
+              "N/10 and the final evaluation uses at most N test images (a seeded subset)")
 @click.option("--data-dir", type=click.Path(), help="where dataset files live")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="any config or objective setting")
 @click.option("--out", type=click.Path(), help="run directory (default runs/<objective>-<dataset>-<time>)")
@@ -129,6 +142,10 @@ def train(ctx: click.Context, recipe, objective, dataset, arch, attack, eps, alp
       robustzoo train --resume runs/at-digits-20260101-120000
       robustzoo train --recipe at-prn18 --data-dir data --compile --nproc 2   # docs/performance.md
     """
+    for opt, value in (("--out", out), ("--resume", resume), ("--data-dir", data_dir)):
+        if value is not None and not str(value).strip():
+            raise UsageError(f"{opt} is empty (an unset shell variable?); give a directory"
+                             + (", or leave --out out for runs/<objective>-<dataset>-<time>" if opt == "--out" else ""))
     # deferred: these import torch (see the top of this module)
     from .. import distributed
     from ..config import parse_set_options
@@ -161,10 +178,16 @@ def train(ctx: click.Context, recipe, objective, dataset, arch, attack, eps, alp
         return
     bars = RichProgress()  # draws on the first task; only rank 0 reports tasks
     if resume:
-        given = [n for n, v in dict(recipe=recipe, objective=objective, dataset=dataset, arch=arch, out=out).items() if v]
+        given = [n for n, v in dict(recipe=recipe, objective=objective, dataset=dataset, arch=arch, attack=attack,
+                                    eps=eps, alpha=alpha, steps=steps, epochs=epochs, batch_size=batch_size,
+                                    lr=lr, subset=subset, seed=seed, out=out).items() if v is not None]
         if given or sets or ctx.args:
-            raise UsageError(f"--resume continues a run with its saved settings; drop --{given[0] if given else 'set'}")
+            what = given[0].replace("_", "-") if given else "set"
+            raise UsageError(f"--resume continues a run with its saved settings; drop --{what} (to change "
+                             f"settings, start a new run with `robustzoo train --out DIR`)")
         cfg = config_from_run(resume)
+        if data_dir:  # where the files live, not what is computed: a moved dataset may be found again
+            cfg.data_dir = data_dir
         if device:
             cfg.device = device
         if compile_mode:
