@@ -30,6 +30,10 @@ class RunError(RobustzooError):
     """A run directory or checkpoint that is incomplete, corrupt or inconsistent."""
 
 
+class DataError(RunError):
+    """A dataset file that is damaged or does not fit its dataset (counts, labels, image size)."""
+
+
 class IntegrityError(RobustzooError):
     """A downloaded file whose sha256 does not match the pinned one."""
 

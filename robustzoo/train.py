@@ -35,7 +35,7 @@ from .devices import resolve_device
 from .errors import NotFoundError, RunError, SettingWarning, UsageError
 from .eval import evaluate_model, migrate, model_fingerprint, write_record
 from .fast import FastPath, check_compile_mode, eval_model, resolve_precision
-from .models import build_model
+from .models import build_model, check_input_size
 from .objectives import Objective, ObjectiveContext
 from .plugins import registry
 from .progress import Progress, refresh_seconds
@@ -107,6 +107,8 @@ def resolve(cfg: TrainConfig) -> Resolved:
     reg = registry("attacks")
     for a in c.eval_attacks:
         reg.get(a)
+    check_input_size(c.arch, num_classes=spec.num_classes, shape=spec.shape, mean=spec.mean, std=spec.std,
+                     dataset=spec.name)
     for line in obj_cls.setting_warnings(settings):
         warnings.warn(f"{c.objective}: {line}", SettingWarning, stacklevel=2)
     return Resolved(c, spec, obj_cls, settings)
