@@ -355,14 +355,25 @@ class Trainer:
                     return  # stopped before its first epoch ended: start at epoch 0, same settings
                 raise NotFoundError(f"{self.out} has no resumable state ({runs.RESUME_FILE}); "
                                     f"start a new run with `robustzoo train --out DIR`")
-            blob = torch.load(state, map_location=self.device, weights_only=True)
-            self.model.load_state_dict(blob["model"])
-            self.optimizer.load_state_dict(blob["optimizer"])
-            for k, m in self.extra.items():
-                m.load_state_dict(blob["extra"][k])
-                self._check_resumed_optimizer(k, blob)
-                self.objective.optimizers[k].load_state_dict(blob["extra_optim"][k])
-            self.objective.load_state_tensors(blob["state"])
+            blob = runs.read_state(state, self.device)
+            field = "model"
+            try:
+                self.model.load_state_dict(blob["model"])
+                field = "optimizer"
+                self.optimizer.load_state_dict(blob["optimizer"])
+                for k, m in self.extra.items():
+                    field = f"extra.{k}"
+                    m.load_state_dict(blob["extra"][k])
+                    self._check_resumed_optimizer(k, blob)
+                    field = f"extra_optim.{k}"
+                    self.objective.optimizers[k].load_state_dict(blob["extra_optim"][k])
+                field = "state"
+                self.objective.load_state_tensors(blob["state"])
+            except (KeyError, ValueError, RuntimeError, TypeError) as exc:
+                first = (str(exc).splitlines() or [type(exc).__name__])[0][:120]
+                raise RunError(f"{state}: {field} does not fit this run's model and settings ({type(exc).__name__}: "
+                               f"{first}); the resume state is damaged or from another run: start a new run with "
+                               f"`robustzoo train --out DIR`") from None
             self.start_epoch = int(blob["epoch"])
             self.best_score = float(blob["best_score"])
             self.best_epoch = int(blob["best_epoch"])
@@ -402,10 +413,10 @@ class Trainer:
         path = self.out / runs.METRICS_FILE
         if not path.is_file():
             return
-        lines = path.read_text(encoding="utf-8").splitlines()
-        keep = [ln for ln in lines if ln.strip() and json.loads(ln).get("epoch", 0) <= epoch]
-        if len(keep) != len(lines):
-            runs.write_text(path, "".join(ln + "\n" for ln in keep))
+        rows = runs.read_metrics(self.out)  # a damaged line is an error naming the file and the line
+        keep = [r for r in rows if r.get("epoch", 0) <= epoch]
+        if len(keep) != len(path.read_text(encoding="utf-8").splitlines()):
+            runs.write_text(path, "".join(json.dumps(r) + "\n" for r in keep))
 
     def _weights_metadata(self, epoch: int) -> dict[str, Any]:
         return {"format": runs.FORMAT_VERSION, "architecture": self.cfg.arch, "epoch": epoch,
@@ -625,10 +636,17 @@ def default_out_dir(cfg: TrainConfig) -> Path:
 def config_from_run(run_dir: str | Path) -> TrainConfig:
     """The TrainConfig recorded in a run's config.json."""
     cfg = runs.read_config(run_dir)
-    try:
-        return TrainConfig.from_dict(cfg["robustzoo"]["config"])
-    except (KeyError, TypeError) as exc:
-        raise RunError(f"{run_dir}/config.json has no robustzoo.config block ({exc})") from None
+    source = str(Path(run_dir) / runs.CONFIG_FILE)
+    if not isinstance(cfg["robustzoo"].get("config"), dict):
+        raise RunError(f"{source} has no robustzoo.config block (the settings of the run); it cannot be resumed: "
+                       f"start a new run with `robustzoo train --out DIR`")
+    tc = TrainConfig.from_dict(cfg["robustzoo"]["config"], source=source)
+    try:  # the objective's settings, checked as --set checks them, but blamed on the file
+        registry("objectives").get(tc.objective).resolve_settings(tc.objective_args)
+    except UsageError as exc:
+        raise RunError(f"{source}: robustzoo.config.objective_args: {exc}; restore the file as `robustzoo train` "
+                       f"wrote it, or start a new run") from None
+    return tc
 
 
 def json_dumps(obj: Any) -> str:

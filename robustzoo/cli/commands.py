@@ -17,7 +17,7 @@ from rich.table import Table
 
 from .. import files
 from .._version import __version__
-from ..errors import Interrupted, UsageError
+from ..errors import Interrupted, RobustzooError, UsageError
 from ..plugins import plugin_infos, registry
 from ..ui import RichProgress, health_table, results_table, sweep_table
 
@@ -233,12 +233,13 @@ def train(ctx: click.Context, recipe, objective, dataset, arch, attack, eps, alp
 
 def interrupted_training(run_dir: Path, epochs: int) -> str:
     """What a Ctrl-C during training kept in ``run_dir``, and the command that continues it."""
-    from ..runs import CONFIG_FILE, METRICS_FILE  # deferred, as at the top (torch is loaded by now)
+    from ..runs import CONFIG_FILE, read_metrics  # deferred, as at the top (torch is loaded by now)
 
-    metrics = run_dir / METRICS_FILE  # one line per finished epoch
-    rows = [ln for ln in metrics.read_text(encoding="utf-8").splitlines() if ln.strip()] \
-        if metrics.is_file() else []
-    done = json.loads(rows[-1]).get("epoch", len(rows)) if rows else 0
+    try:
+        rows = read_metrics(run_dir)  # one row per finished epoch
+    except RobustzooError:  # damaged by hand meanwhile: the resume command still applies
+        rows = []
+    done = rows[-1].get("epoch", len(rows)) if rows else 0
     resume = f"`robustzoo train --resume {run_dir}`"
     if not (run_dir / CONFIG_FILE).is_file():
         return f"training had not started; nothing was written to {run_dir}"
