@@ -7,8 +7,9 @@ line does), ``progress=`` sends the events to an object of your own
 
 from __future__ import annotations
 
+import functools
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -79,6 +80,9 @@ def train(objective: str | None = None, *, dataset: str | None = None, out: str 
             options = {k: v for k, v in settings.items() if k in fields}
             sets = {k: v for k, v in settings.items() if k not in fields}
             cfg = build_config(objective, recipe, sets, dataset=dataset, **options)
+            if out is not None and not str(out).strip():
+                raise UsageError("out='' is empty; give the run directory, or leave out= out for "
+                                 "runs/<objective>-<dataset>-<time>")
             run_dir = Path(out) if out else default_out_dir(cfg)
             files.check_run_dir(run_dir, "out", create_parent=not out)  # docs/cli.md, "Output files"
             trainer = Trainer(cfg, run_dir, progress=rep)
@@ -118,6 +122,20 @@ def load(name: str | Path, *, device: str | torch.device = "cpu", revision: str 
     return (model, cfg) if with_config else model
 
 
+def _one_writer(fn: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
+    """Hold the run directory's lock (files.run_lock) while an evaluation of a local run that
+    writes its record runs: a training or another evaluation of the same run is refused."""
+    @functools.wraps(fn)
+    def wrapper(name: str | Path, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        if kwargs.get("write", True) and str(name).strip() and Path(name).is_dir():
+            with files.run_lock(name, "eval"):
+                return fn(name, *args, **kwargs)
+        return fn(name, *args, **kwargs)
+
+    return wrapper
+
+
+@_one_writer
 def evaluate(name: str | Path, attacks: list[str] | str | None = None, *, n: int | None = None,
              eps: float | None = None, seed: int = 0, batch_size: int = 256, device: str = "auto",
              data_dir: str | None = None, show_progress: bool = False,

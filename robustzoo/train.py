@@ -10,6 +10,7 @@ thread while the next epoch trains.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import platform
@@ -349,6 +350,8 @@ class Trainer:
     def _prepare_dir(self) -> None:
         cfg_path = self.out / runs.CONFIG_FILE
         if self.resume:
+            if self.dist.is_main:  # before reading the state another writer might be replacing
+                self._held.enter_context(files.run_lock(self.out, "train --resume"))
             state = self.out / runs.RESUME_FILE
             if not state.is_file():
                 if not (self.out / runs.LAST_FILE).exists() and not (self.out / runs.METRICS_FILE).exists():
@@ -390,6 +393,10 @@ class Trainer:
         if not self.dist.is_main:
             return
         files.make_dir(self.out)
+        self._held.enter_context(files.run_lock(self.out, "train"))
+        # Again under the lock: a second `train` into the same --out that started at the same
+        # time has written its config.json by now, or holds the lock (files.run_lock says so).
+        files.check_run_dir(self.out, create_parent=True)
         c, h, w = self.spec.shape
         runs.write_json(cfg_path, runs.model_config(self.cfg.arch, self.spec.num_classes, (c, h, w),
                                                     self.spec.mean, self.spec.std, self.robustzoo_block()))
@@ -551,9 +558,16 @@ class Trainer:
     def fit(self, until_epoch: int | None = None) -> dict[str, Any] | None:
         """Train to the end (or to ``until_epoch``), then evaluate the best checkpoint.
 
+        The run directory's lock (:func:`robustzoo.files.run_lock`) is held from before the
+        first write to the end: a second writer is refused with the process that holds it.
+
         Returns:
             The eval.json dictionary, or None when stopped early by ``until_epoch``.
         """
+        with contextlib.ExitStack() as self._held:
+            return self._fit(until_epoch)
+
+    def _fit(self, until_epoch: int | None) -> dict[str, Any] | None:
         self._prepare_dir()
         cfg = self.cfg
         stop = cfg.epochs if until_epoch is None else min(until_epoch, cfg.epochs)
