@@ -28,6 +28,7 @@ import torch.nn.functional as F
 
 from .attacks import ce_loss, cw_loss, pgd
 from .errors import UsageError, did_you_mean
+from .plugins import declare_entry_check
 from .settings import Setting, coerce, kind_of, parse_number
 
 __all__ = ["Objective", "ObjectiveContext", "OptimizerSpec", "StepResult", "Setting", "coerce", "parse_number",
@@ -250,6 +251,14 @@ def frozen_bn_statistics(model: nn.Module) -> Iterator[None]:
     finally:
         for m in tracked:
             m.track_running_stats = True
+
+
+def _is_objective(entry: Any) -> str | None:
+    ok = isinstance(entry, type) and issubclass(entry, Objective) and isinstance(entry.name, str) and entry.name
+    return None if ok else "an Objective subclass with a name (robustzoo.objectives.Objective)"
+
+
+declare_entry_check("objectives", _is_objective)
 
 
 def _example(default: Any) -> str:

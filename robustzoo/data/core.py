@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from ..errors import DataError, UsageError
+from ..plugins import declare_entry_check, instance_of
 
 Arrays = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 
@@ -60,6 +61,9 @@ class DatasetSpec:
     description: str = ""
     source: str = ""
     extra: dict = field(default_factory=dict)
+
+
+declare_entry_check("datasets", instance_of(DatasetSpec, "a robustzoo.data.DatasetSpec"))
 
 
 class TensorData:

@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import NotFoundError, UsageError, did_you_mean
-from ..plugins import declare_entry_type, registry
+from ..plugins import declare_entry_check, declare_entry_type, registry
 from .nets import CNNMnist, Normalize, Normalized, PreActResNet18, SmallCNN, WideResNet
 
 __all__ = ["ArchitectureSpec", "build_model", "check_input_size", "Normalize", "Normalized", "PreActResNet18",
@@ -40,6 +40,8 @@ def _architecture_entry(entry: ArchitectureSpec | str, factory: Callable[..., nn
 
 
 declare_entry_type("architectures", _architecture_entry)
+declare_entry_check("architectures", lambda e: None if isinstance(e, ArchitectureSpec) and callable(e.factory)
+                    else "an ArchitectureSpec, or (name, factory) with a callable factory")
 
 TIMM_PREFIX = "timm/"
 
