@@ -21,7 +21,7 @@ from . import files, hub, runs
 from .config import TrainConfig
 from .data import load_splits
 from .devices import resolve_device
-from .errors import NotFoundError, UsageError
+from .errors import NotFoundError, UsageError, did_you_mean
 from .eval import (
     FLAGS_FILE,
     evaluate_model,
@@ -97,16 +97,25 @@ def resolve_model_dir(name: str | Path, *, revision: str | None = None, endpoint
     ``name`` is a run directory, a zoo alias (``cat-cw-wrn34``), ``hf-hub:org/name[@rev]`` or
     ``org/name``; the last three are pulled (and hash-checked) by :mod:`robustzoo.hub`.
     """
+    text = str(name)
+    if not text.strip():
+        raise UsageError("the model name is empty (an unset shell variable?); give a run directory, a zoo "
+                         "alias or hf-hub:org/name")
     p = Path(name)
     if p.is_dir():
         return p
-    text = str(name)
-    # Only 'org/name' (one slash, no leading '/' or '.') can be a Hub id; other paths are paths.
-    hub_like = re.fullmatch(r"[\w-][\w.-]*/[\w.-]+", text) is not None and not p.exists()
-    if text.startswith("hf-hub:") or hub_like or _is_zoo_alias(text):
+    if text.startswith("hf-hub:") or _is_zoo_alias(text):
         return hub.pull(text, revision=revision, endpoint=endpoint, cache_dir=cache_dir)
-    raise NotFoundError(f"{name} is neither a run directory nor a zoo alias; see `robustzoo list zoo`, "
-                        f"or train one with `robustzoo train --out {name}`")
+    # Local paths first: a name whose first part exists here (runs/at-digitz-...), or that is
+    # shaped like a path, is a run directory with a typo, never a Hub repo. Only 'org/name'
+    # (one slash, no leading '/' or '.') with no local 'org' goes to the Hub.
+    hub_like = re.fullmatch(r"[\w-][\w.-]*/[\w.-]+", text) is not None
+    if hub_like and not p.exists() and not Path(p.parts[0]).exists():
+        return hub.pull(text, revision=revision, endpoint=endpoint, cache_dir=cache_dir)
+    zoo = did_you_mean(text, registry("zoo").list()) if "/" not in text else ""
+    raise NotFoundError(runs.missing_run_dir(name, hint=(
+        f"a run directory is what `robustzoo train --out DIR` writes; a Hub model is hf-hub:org/name; zoo "
+        f"aliases: `robustzoo list zoo`{zoo}")))
 
 
 def _is_zoo_alias(name: str) -> bool:

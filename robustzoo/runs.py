@@ -29,7 +29,7 @@ import torch.nn as nn
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from .errors import NotFoundError, RunError
+from .errors import NotFoundError, RunError, close_matches
 from .files import atomic_path, os_error, write_json, write_text  # noqa: F401 - handed on (runs.write_json)
 from .models import build_model
 
@@ -324,8 +324,7 @@ def read_config(run_dir: str | Path) -> dict[str, Any]:
     run_dir = Path(run_dir)
     cfg_path = run_dir / CONFIG_FILE
     if not run_dir.is_dir():
-        raise NotFoundError(f"{run_dir} is not a directory; pass a run directory written by "
-                            f"`robustzoo train`, a zoo alias or hf-hub:org/name")
+        raise NotFoundError(missing_run_dir(run_dir))
     if not cfg_path.is_file():
         raise NotFoundError(f"{run_dir} is not a robustzoo run (no {CONFIG_FILE}); "
                             f"create one with `robustzoo train --out {run_dir}`")
@@ -407,6 +406,33 @@ def read_state(path: str | Path, device: str | torch.device = "cpu") -> dict[str
         if not isinstance(blob.get(key, {}), dict):
             raise field_error(path, key, blob[key], "a dictionary", fix)
     return blob
+
+
+def missing_run_dir(path: str | Path, hint: str = "") -> str:
+    """'no such run directory P (did you mean Q?)': close matches among the folders beside it.
+
+    The candidates are the folders of the deepest part of ``path`` that exists (``runs/`` for
+    a typo in ``runs/at-digitz-...``), with that prefix, as the user would type them.
+    """
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        return f"{path} is a file, not a run directory{'; ' + hint if hint else ''}"
+    parent = p.parent
+    while str(parent) not in ("", ".") and not parent.is_dir():
+        parent = parent.parent
+    folders = [parent]
+    if str(parent) in ("", ".") and Path("runs").is_dir():
+        folders.append(Path("runs"))  # robustzoo's default folder: 'at-digits-...' meant runs/at-digits-...
+    names = []
+    for folder in folders:
+        try:
+            names += [str(folder / e.name) if str(folder) not in ("", ".") else e.name
+                      for e in sorted(folder.iterdir()) if e.is_dir() and not e.name.startswith(".")]
+        except OSError:
+            pass
+    near = close_matches(str(path).rstrip("/"), names)
+    suggestion = f" (did you mean {' or '.join(near)}?)" if near else ""
+    return f"no such run directory {path}{suggestion}" + (f"; {hint}" if hint else "")
 
 
 def model_config(arch: str, num_classes: int, shape: tuple[int, int, int], mean, std,

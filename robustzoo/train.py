@@ -649,6 +649,9 @@ def default_out_dir(cfg: TrainConfig) -> Path:
 
 def config_from_run(run_dir: str | Path) -> TrainConfig:
     """The TrainConfig recorded in a run's config.json."""
+    if not Path(run_dir).is_dir():
+        raise NotFoundError(runs.missing_run_dir(run_dir, hint="--resume continues a run directory written by "
+                                                               "`robustzoo train --out DIR`"))
     cfg = runs.read_config(run_dir)
     source = str(Path(run_dir) / runs.CONFIG_FILE)
     if not isinstance(cfg["robustzoo"].get("config"), dict):

@@ -17,7 +17,7 @@ from rich.table import Table
 
 from .. import files
 from .._version import __version__
-from ..errors import Interrupted, RobustzooError, UsageError
+from ..errors import Interrupted, RobustzooError, StorageError, UsageError
 from ..plugins import plugin_infos, registry
 from ..ui import RichProgress, health_table, results_table, sweep_table
 
@@ -221,6 +221,8 @@ def train(ctx: click.Context, recipe, objective, dataset, arch, attack, eps, alp
             report = trainer.fit()
     except KeyboardInterrupt:
         raise Interrupted(interrupted_training(run_dir, c.epochs)) from None
+    except StorageError as exc:  # a full disk mid-run: say what is kept and how to go on
+        raise StorageError(f"{exc}; {kept_training(run_dir, c.epochs)}") from None
     if report is None:  # a rank other than 0: rank 0 reports
         return
     if as_json:
@@ -251,6 +253,22 @@ def interrupted_training(run_dir: Path, epochs: int) -> str:
                 f"cut short: {resume} runs it")
     return (f"kept epoch {done} of {epochs} in {run_dir} (last.safetensors and the optimiser state; "
             f"model.safetensors is the best so far); continue with {resume}")
+
+
+def kept_training(run_dir: Path, epochs: int) -> str:
+    """After a failed write: the epochs kept in ``run_dir`` and the command that continues."""
+    from ..runs import CONFIG_FILE, read_metrics  # deferred, as at the top (torch is loaded by now)
+
+    if not (run_dir / CONFIG_FILE).is_file():
+        return "nothing was written"
+    try:
+        done = len(read_metrics(run_dir))
+    except RobustzooError:
+        done = 0
+    if not done:
+        return f"no epoch was kept; then start it again with `robustzoo train --resume {run_dir}`"
+    return (f"epochs 1-{done} of {epochs} are kept in {run_dir}; then continue with "
+            f"`robustzoo train --resume {run_dir}`")
 
 
 def _relaunch_args(ctx: click.Context) -> list[str]:
@@ -331,6 +349,8 @@ def eval_cmd(model, suite, attacks, n, eps, seed, cascade, eps_sweep, plot, sets
                               health=not no_health, resume=not no_resume, precision=precision)
     except KeyboardInterrupt:
         raise Interrupted(_interrupted_eval(model)) from None
+    except StorageError as exc:  # a full disk after some attacks: their outcomes are on disk
+        raise StorageError(f"{exc}; {_kept_eval(model)}") from None
     if plot:
         err.print(files.replaced_note(plot, replaced["--plot"]))
     _say_record(model, report)
@@ -357,6 +377,17 @@ def _say_record(model: str, report: dict[str, Any]) -> None:
     err.print(f"wrote {run / rec['path']}", soft_wrap=True)
     why = "this evaluation" if rec["is_canonical"] else "kept: a stronger protocol (docs/evaluation.md)"
     err.print(f"canonical record {run / 'eval.json'} = {rec['canonical_path']} ({why})", soft_wrap=True)
+
+
+def _kept_eval(model: str) -> str:
+    """After a failed write: whether finished attacks were kept, and how to go on."""
+    from ..eval import FLAGS_FILE  # deferred, as at the top (torch is loaded by now)
+
+    flags = Path(model) / FLAGS_FILE
+    if Path(model).is_dir() and flags.is_file():
+        return (f"the per-example outcomes of the finished attacks are kept in {flags}: then run the same "
+                f"command again, it resumes from them")
+    return "then run the same command again"
 
 
 def _interrupted_eval(model: str) -> str:
