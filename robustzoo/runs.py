@@ -166,7 +166,7 @@ _MISSING = object()
 
 def _show(value: Any) -> str:
     if value is _MISSING:
-        return "missing"
+        return "is missing"
     try:
         text = json.dumps(value)
     except (TypeError, ValueError):

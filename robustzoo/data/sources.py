@@ -131,10 +131,13 @@ def _download_into(data_dir: Path) -> Iterator[None]:
     """Let torchvision download into ``data_dir``; folders it made are removed when the download
     fails (offline), so a failed run leaves no empty ``data/`` behind."""
     made = [p for p in (data_dir, *data_dir.parents) if not p.exists()]  # deepest first
+    had = {p for p in data_dir.rglob("*") if p.is_dir()} if data_dir.is_dir() else set()
     try:
         yield
     finally:
-        for p in made:  # only folders that hold no file: nothing was downloaded into them
+        new = [p for p in data_dir.rglob("*") if p.is_dir() and p not in had] if data_dir.is_dir() else []
+        for p in sorted(new, key=lambda q: len(q.parts), reverse=True) + made:
+            # only folders that hold no file: nothing was downloaded into them
             if p.is_dir() and not any(f.is_file() for f in p.rglob("*")):
                 shutil.rmtree(p, ignore_errors=True)
 
