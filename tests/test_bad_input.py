@@ -748,3 +748,68 @@ def test_a_plugin_pluggy_refuses_does_not_break_any_command(args, tmp_path, monk
     assert len(warnings) == 1 and "register_objective, which is not a robustzoo hook" in warnings[0], res.stderr
     assert "ROBUSTZOO_DISABLE_PLUGINS=misspelt" in warnings[0] and "Traceback" not in res.stderr
     assert res.stdout.strip()
+
+
+def test_two_trainings_into_one_out_never_mix(tmp_path):
+    """The issue's data loss: two `train --out r` at once. One writes the run; the other stops
+    with one line (the run is in use, or already holds a run) and writes nothing into it."""
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(root), str(root / "plugins")]))
+    cmd = [sys.executable, "-m", "robustzoo", "train", "--subset", "100", "--epochs", "2", "--steps", "1",
+           "--set", "eval_n=10", "--set", "eval_attacks=clean", "--set", "val_steps=1", "--out", "r"]
+    procs = [subprocess.Popen([*cmd, "--seed", str(seed)], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for seed in (1, 2)]
+    results = [(p.wait(timeout=600), *p.communicate()) for p in procs]
+    codes = sorted(code for code, _, _ in results)
+    assert codes[0] == 0 and codes[1] != 0, results
+    winner = next(i for i, (code, _, _) in enumerate(results) if code == 0)
+    loser_err = results[1 - winner][2]
+    lines = [ln for ln in loser_err.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1 and ("is in use" in lines[0] or "already holds a run" in lines[0]), loser_err
+    assert "Traceback" not in loser_err
+    cfg = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert cfg["robustzoo"]["config"]["seed"] == winner + 1  # the config of the run that wrote the weights
+    rows = [json.loads(ln) for ln in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2]  # one run's rows, not two interleaved
+
+
+def test_a_second_writer_is_told_which_process_holds_the_run(at_run, tmp_path, capsys):
+    """A writer in another process holds the lock: the message names its pid and command."""
+    import os
+    import subprocess
+    import sys
+
+    run = tmp_path / "run"
+    shutil.copytree(at_run, run)
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(root), str(root / "plugins")]))
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom robustzoo.files import run_lock\n"
+         f"with run_lock({str(run)!r}, 'eval'):\n    print('locked', flush=True)\n    time.sleep(60)\n"],
+        env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        code, _, err = run_cli(["eval", run, "--n", "10"], capsys)
+        lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
+        assert code != 0 and len(lines) == 1, err
+        assert f"pid {holder.pid}: robustzoo eval" in lines[0] and "is in use" in lines[0]
+    finally:
+        holder.kill()  # kill -9: the kernel drops the lock with the process
+        holder.wait()
+    code, _, err = run_cli(["eval", run, "--n", "10", "--attacks", "clean", "--no-health"], capsys)
+    assert code == 0, err  # nothing stale is left behind
+
+
+def test_two_evaluations_one_after_the_other_keep_both_records(at_run, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(at_run, run)
+    before = {p.name for p in (run / "evals").glob("*.json")}
+    for attacks in ("clean", "clean,fgsm"):
+        code, _, err = run_cli(["eval", run, "--n", "10", "--attacks", attacks, "--no-health"], capsys)
+        assert code == 0, err
+    added = {p.name for p in (run / "evals").glob("*.json")} - before
+    assert len(added) == 2, added
