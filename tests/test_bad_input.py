@@ -561,6 +561,7 @@ CASES = [
         needles=("calibrated: mask_momentum=1 is out of range", "< 1"), code=2),
     row("train", "--objective", "at", "--set", "kappa=inf", needles=("kappa 'inf' is not a finite number",), code=2),
     row("train", "--resume", "{run}", "--epochs", "5", needles=("drop --epochs", "start a new run"), code=2),
+    row("train", "--nproc", "0", needles="0 is not in the range x>=1", code=2, kind="usage"),
     row("train", "--arch", "fixed28", needles=("--arch fixed28 cannot take the 1×8×8 images of digits",
                                                "robustzoo list architectures"), code=2, setup=_arch_for_28x28),
     row(*TRAIN, "--objective", "trades", "--beta", "0", "--out", "{tmp}/r",

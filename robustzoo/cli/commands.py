@@ -124,7 +124,7 @@ def _set_keys_epilog() -> str:
 @click.option("--compile", "compile_mode", is_flag=False, flag_value="reduce-overhead", metavar="[MODE]",
               help="torch.compile the model: --compile = reduce-overhead (CUDA graphs); or default, "
                    "max-autotune, off")
-@click.option("--nproc", type=int, help="train with N processes (DDP, one GPU each) via torchrun")
+@click.option("--nproc", type=click.IntRange(min=1), help="train with N processes (DDP, one GPU each) via torchrun")
 @click.pass_context
 def train(ctx: click.Context, recipe, objective, dataset, arch, attack, eps, alpha, steps, epochs,
           batch_size, lr, subset, data_dir, sets, out, resume, device, seed, as_json, precision,
