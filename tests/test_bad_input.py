@@ -575,6 +575,8 @@ CASES = [
         setup=_fmnist_dir("60 images, 30 labels", n_labels=30)),
     row("train", "--dataset", "fashion-mnist", "--data-dir", "{tmp}/afile",
         needles=("--data-dir", "afile is a file, not a folder"), code=2, setup=_a_file),
+    row("train", "--data-dir", "{tmp}/afile", needles=("--data-dir", "afile is a file, not a folder"), code=2,
+        setup=_a_file),
     row("train", "--dataset", "fashion-mnist", "--data-dir", "{tmp}/d",
         needles=("train-labels-idx1-ubyte: label 1", "outside 0..9", "10 classes"), code=1,
         setup=_fmnist_dir("labels up to 12", max_label=13)),

@@ -184,6 +184,13 @@ def crop_flip(x: torch.Tensor, generator: torch.Generator | None = None, pad: in
     return out.permute(0, 3, 1, 2).contiguous()
 
 
+def check_data_dir(data_dir: Path | None) -> None:
+    """``--data-dir`` must be a folder when it exists (a file is refused, not ignored)."""
+    if data_dir is not None and data_dir.exists() and not data_dir.is_dir():
+        raise UsageError(f"--data-dir {data_dir} is a file, not a folder; give the folder that holds the "
+                         f"dataset's files")
+
+
 def check_arrays(spec: DatasetSpec, x: torch.Tensor, y: torch.Tensor, split: str,
                  data_dir: str | Path | None = None) -> None:
     """What a dataset loader returned must fit its spec: uint8 N×C×H×W images of ``spec.shape``,
@@ -235,6 +242,7 @@ def load_splits(
     test set). ``subset`` keeps the first N shuffled training images (and at most N test
     images) for quick runs. ``index`` of the training set is the row in the kept train split.
     """
+    check_data_dir(Path(data_dir) if data_dir else None)  # every dataset, also those that need no files
     x_tr, y_tr, x_te, y_te = spec.load(Path(data_dir) if data_dir else None, download)
     check_arrays(spec, x_tr, y_tr, "training", data_dir)
     check_arrays(spec, x_te, y_te, "test", data_dir)

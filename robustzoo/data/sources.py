@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import DataError, NotFoundError, RunError, UsageError
+from ..errors import DataError, NotFoundError, RunError
+from .core import check_data_dir
 
 FMNIST_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
 IDX_NAMES = {
@@ -117,13 +118,6 @@ def _complete_dir(dirs: list[Path]) -> dict[str, Path] | None:
         if all(found.values()):
             return found  # type: ignore[return-value]
     return None
-
-
-def check_data_dir(data_dir: Path | None) -> None:
-    """``--data-dir`` must be a folder when it exists (a file is refused, not ignored)."""
-    if data_dir is not None and data_dir.exists() and not data_dir.is_dir():
-        raise UsageError(f"--data-dir {data_dir} is a file, not a folder; give the folder that holds the "
-                         f"dataset's files")
 
 
 @contextmanager
