@@ -11,6 +11,7 @@ Layout::
       metrics.jsonl        one JSON object per epoch
       eval.json            evaluation results
       state/resume.pt      optimiser states etc. for --resume (local only, tensors only)
+      .robustzoo.lock      the writer's lock (robustzoo.files.run_lock)
 """
 
 from __future__ import annotations
