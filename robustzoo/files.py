@@ -63,13 +63,16 @@ _CAUSES: dict[int, tuple[str, str]] = {
 }
 
 
-def os_error(exc: OSError, path: str | Path | None = None, action: str = "write") -> StorageError:
+def os_error(exc: OSError, path: str | Path | None = None, action: str = "write",
+             fix: str | None = None) -> StorageError:
     """The one-line error for an OSError on ``path``: the path as given, the cause, the fix.
 
     ``path`` is the file robustzoo meant (a run's eval.json), never the temporary file beside
-    it that the OS error names; None falls back to the error's own file name.
+    it that the OS error names; None falls back to the error's own file name. ``fix``
+    replaces the generic advice.
     """
-    cause, fix = _CAUSES.get(exc.errno or -1, (exc.strerror or type(exc).__name__, "check the path and try again"))
+    cause, advice = _CAUSES.get(exc.errno or -1, (exc.strerror or type(exc).__name__, "check the path and try again"))
+    fix = fix or advice
     where = path if path is not None else (exc.filename or "a file")
     return StorageError(f"cannot {action} {where}: {cause}; {fix}")
 
@@ -255,7 +258,9 @@ def run_lock(run_dir: str | Path, command: str) -> Iterator[None]:
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())
     except OSError as exc:
-        raise os_error(exc, run_dir, "write in") from None
+        refused = exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM)
+        raise os_error(exc, run_dir, "write in", f"robustzoo {command} writes into the run directory: copy it to a "
+                                                 f"folder you can write to" if refused else None) from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
