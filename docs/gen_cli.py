@@ -52,6 +52,20 @@ them), `zoo publish` what is pinned and that the same command continues. A plugi
 fails to load, or that registers a name (an objective, a recipe, a command) another plugin
 or robustzoo registered first, is skipped with one `warning:` line naming both, and every
 command keeps working (`ROBUSTZOO_STRICT_PLUGINS=1` makes it an error).
+
+Every `train` setting has a type and a range (`train --help` lists them; an objective's own:
+`robustzoo list objectives NAME`), checked before data is loaded or a model is built: `--set
+val_size=-1` is `val_size=-1 is out of range: ... must be an integer >= 1 ...; e.g. --set
+val_size=100`. A damaged or hand-edited run file (config.json, eval.json, `evals/`,
+metrics.jsonl, `state/resume.pt`) is one line naming the file, the field and what was
+expected; dataset files are checked as they load (IDX header and length, matching counts,
+labels in range, image size), and `--data-dir` must hold every file of the dataset. When the
+operating system refuses a write (disk full, read-only, permission, name too long) the line
+names the file as your path composed it and the cause, and says what was kept (finished
+epochs, the outcomes of finished attacks) and the command that continues. A run directory has
+one writer at a time: `train` and `eval` hold a lock on it (`RUN/.robustzoo.lock`, released
+when the process ends, however it ends), and a second writer is refused with the process
+that holds it.
 """
 
 

@@ -7,9 +7,10 @@ line does), ``progress=`` sends the events to an object of your own
 
 from __future__ import annotations
 
+import functools
 import math
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from . import files, hub, runs
 from .config import TrainConfig
 from .data import load_test
 from .devices import resolve_device
-from .errors import NotFoundError, UsageError
+from .errors import NotFoundError, UsageError, did_you_mean
 from .eval import (
     FLAGS_FILE,
     evaluate_model,
@@ -88,6 +89,9 @@ def train(objective: str | None = None, *, dataset: str | None = None, out: str 
             options = {k: v for k, v in settings.items() if k in fields}
             sets = {k: v for k, v in settings.items() if k not in fields}
             cfg = build_config(objective, recipe, sets, dataset=dataset, **options)
+            if out is not None and not str(out).strip():
+                raise UsageError("out='' is empty; give the run directory, or leave out= out for "
+                                 "runs/<objective>-<dataset>-<time>")
             run_dir = Path(out) if out else default_out_dir(cfg)
             files.check_run_dir(run_dir, "out", create_parent=not out)  # docs/cli.md, "Output files"
             trainer = Trainer(cfg, run_dir, progress=rep)
@@ -102,16 +106,25 @@ def resolve_model_dir(name: str | Path, *, revision: str | None = None, endpoint
     ``name`` is a run directory, a zoo alias (``cat-cw-wrn34``), ``hf-hub:org/name[@rev]`` or
     ``org/name``; the last three are pulled (and hash-checked) by :mod:`robustzoo.hub`.
     """
+    text = str(name)
+    if not text.strip():
+        raise UsageError("the model name is empty (an unset shell variable?); give a run directory, a zoo "
+                         "alias or hf-hub:org/name")
     p = Path(name)
     if p.is_dir():
         return p
-    text = str(name)
-    # Only 'org/name' (one slash, no leading '/' or '.') can be a Hub id; other paths are paths.
-    hub_like = re.fullmatch(r"[\w-][\w.-]*/[\w.-]+", text) is not None and not p.exists()
-    if text.startswith("hf-hub:") or hub_like or _is_zoo_alias(text):
+    if text.startswith("hf-hub:") or _is_zoo_alias(text):
         return hub.pull(text, revision=revision, endpoint=endpoint, cache_dir=cache_dir)
-    raise NotFoundError(f"{name} is neither a run directory nor a zoo alias; see `robustzoo list zoo`, "
-                        f"or train one with `robustzoo train --out {name}`")
+    # Local paths first: a name whose first part exists here (runs/at-digitz-...), or that is
+    # shaped like a path, is a run directory with a typo, never a Hub repo. Only 'org/name'
+    # (one slash, no leading '/' or '.') with no local 'org' goes to the Hub.
+    hub_like = re.fullmatch(r"[\w-][\w.-]*/[\w.-]+", text) is not None
+    if hub_like and not p.exists() and not Path(p.parts[0]).exists():
+        return hub.pull(text, revision=revision, endpoint=endpoint, cache_dir=cache_dir)
+    zoo = did_you_mean(text, registry("zoo").list()) if "/" not in text else ""
+    raise NotFoundError(runs.missing_run_dir(name, hint=(
+        f"a run directory is what `robustzoo train --out DIR` writes; a Hub model is hf-hub:org/name; zoo "
+        f"aliases: `robustzoo list zoo`{zoo}")))
 
 
 def _is_zoo_alias(name: str) -> bool:
@@ -127,6 +140,20 @@ def load(name: str | Path, *, device: str | torch.device = "cpu", revision: str 
     return (model, cfg) if with_config else model
 
 
+def _one_writer(fn: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
+    """Hold the run directory's lock (files.run_lock) while an evaluation of a local run that
+    writes its record runs: a training or another evaluation of the same run is refused."""
+    @functools.wraps(fn)
+    def wrapper(name: str | Path, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        if kwargs.get("write", True) and str(name).strip() and Path(name).is_dir():
+            with files.run_lock(name, "eval"):
+                return fn(name, *args, **kwargs)
+        return fn(name, *args, **kwargs)
+
+    return wrapper
+
+
+@_one_writer
 def evaluate(name: str | Path, attacks: list[str] | str | None = None, *, n: int | None = None,
              eps: float | None = None, seed: int = 0, batch_size: int | None = None, device: str = "auto",
              data_dir: str | None = None, show_progress: bool = False,

@@ -10,8 +10,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import UsageError, did_you_mean
-from .objectives import coerce, parse_number
+from .errors import RunError, UsageError, did_you_mean
+from .settings import Setting
 
 
 @dataclass
@@ -79,41 +79,128 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        """Inverse of :meth:`to_dict`; unknown keys are an error."""
+    def from_dict(cls, data: dict[str, Any], source: str | None = None) -> TrainConfig:
+        """Inverse of :meth:`to_dict`; unknown keys and values outside :data:`SCHEMA` are errors.
+
+        Args:
+            data: the settings (``robustzoo.config`` of a run's config.json).
+            source: the file they were read from: errors are then :class:`RunError` naming
+                it and the field (``robustzoo.config.KEY``), since the file, not the user's
+                input, is wrong.
+        """
+        def fail(key: str, why: str) -> None:
+            if source is None:
+                raise UsageError(why)
+            field = "robustzoo.config" + (f".{key}" if key else "")
+            raise RunError(f"{source}: {field}: {why}; restore the file as `robustzoo train` "
+                           f"wrote it, or start a new run") from None
+
+        if not isinstance(data, dict):
+            fail("", f"is a {type(data).__name__}, expected an object of settings")
         names = {f.name for f in dataclasses.fields(cls)}
         bad = [k for k in data if k not in names]
         if bad:
-            raise UsageError(f"unknown config key {bad[0]!r}{did_you_mean(bad[0], names)}")
-        return cls(**data)
+            fail(str(bad[0]), f"unknown config key {bad[0]!r}{did_you_mean(str(bad[0]), names)}")
+        out: dict[str, Any] = {}
+        for key, value in data.items():
+            if key == "objective_args":
+                if not isinstance(value, dict):
+                    fail(key, f"is {value!r}, expected an object of objective settings")
+                out[key] = dict(value)
+                continue
+            rule = SCHEMA[key]
+            # A file holds typed JSON values: a number written as a string is damage, not input.
+            why = rule.problem(value)
+            if why is not None:
+                fail(key, f"{key}={value!r} {why}; expected {rule.describe()}")
+            out[key] = rule.check(key, value)
+        return cls(**out)
 
 
-FIELD_TYPES: dict[str, Any] = {
-    "eps": 0.0, "train_eps_factor": 0.0, "alpha": 0.0, "steps": 0, "epochs": 0, "batch_size": 0, "lr": 0.0, "momentum": 0.0,
-    "weight_decay": 0.0, "nesterov": False, "gamma": 0.0, "reset_optimizer": False, "warmup_epochs": 0.0, "seed": 0,
-    "subset": 0, "val_size": 0, "val_steps": 0, "val_every": 0, "eval_n": 0, "milestones": [0.0],
-    "resume_every": 0, "resume_every_minutes": 0.0, "sync_bn": False, "channels_last": False,
-    "eval_attacks": ["clean"],
+#: Type and range of every config key: checked where a value enters (``--set``, CLI options,
+#: the Python API's keywords, a run's config.json) and again once defaults are filled in.
+#: Budgets and step sizes are on the [0,1] pixel scale; the rules of ε, α and steps are the
+#: evaluation's (ε in (0, 1], α > 0, steps >= 1).
+SCHEMA: dict[str, Setting] = {
+    "objective": Setting("str", nonempty=True, meaning="training objective", example="trades",
+                         option="--objective"),
+    "dataset": Setting("str", nonempty=True, meaning="dataset name", example="digits", option="--dataset"),
+    "arch": Setting("str", optional=True, none_means="the dataset's default", nonempty=True,
+                    meaning="architecture", example="cnn_mnist", option="--arch"),
+    "eps": Setting("float", min=0.0, max=1.0, min_open=True, optional=True,
+                   meaning="L-inf budget ε on the [0,1] pixel scale", example="8/255", option="--eps"),
+    "train_eps_factor": Setting("float", min=0.0, min_open=True,
+                                meaning="training ε = factor·ε", example="4/3"),
+    "alpha": Setting("float", min=0.0, max=1.0, min_open=True, optional=True,
+                     meaning="PGD step size on the [0,1] pixel scale", example="2/255", option="--alpha"),
+    "steps": Setting("int", min=1, optional=True, meaning="PGD steps of the training attack", example="10",
+                     option="--steps"),
+    "epochs": Setting("int", min=1, optional=True, meaning="training epochs", example="10", option="--epochs"),
+    "batch_size": Setting("int", min=1, optional=True, meaning="images per step", example="128",
+                          option="--batch-size"),
+    "lr": Setting("float", min=0.0, min_open=True, optional=True, meaning="learning rate", example="0.1",
+                  option="--lr"),
+    "optimizer": Setting("str", choices=("sgd", "adam"), optional=True, meaning="optimiser"),
+    "momentum": Setting("float", min=0.0, max=1.0, max_open=True, meaning="SGD momentum", example="0.9"),
+    "weight_decay": Setting("float", min=0.0, optional=True, meaning="L2 weight decay", example="5e-4"),
+    "nesterov": Setting("bool", meaning="Nesterov momentum", example="true"),
+    "schedule": Setting("str", choices=("piecewise", "cosine", "constant"), meaning="learning-rate schedule"),
+    "milestones": Setting("floats", min=0.0, meaning="piecewise decay points: < 1 a fraction of the run, "
+                                                     "else a 1-based epoch", example="0.5,0.75"),
+    "gamma": Setting("float", min=0.0, min_open=True, meaning="lr factor at each milestone", example="0.1"),
+    "warmup_epochs": Setting("float", min=0.0, meaning="epochs of linear lr warm-up", example="1"),
+    "reset_optimizer": Setting("bool", meaning="clear the optimisers' state at each piecewise lr stage",
+                               example="true"),
+    # 2**32 - 1: the largest seed every generator takes (numpy's), and seed·100003 stays in int64.
+    "seed": Setting("int", min=0, max=2**32 - 1, meaning="random seed", example="1", option="--seed"),
+    "subset": Setting("int", min=1, optional=True, none_means="all", meaning="train on N images (and test on at most N)",
+                      example="1000", option="--subset"),
+    "val_size": Setting("int", min=1, optional=True, none_means="the dataset's default", meaning="training images held out for checkpoint "
+                                                            "selection", example="100"),
+    "val_steps": Setting("int", min=1, meaning="PGD steps of the validation attack", example="10"),
+    "val_every": Setting("int", min=1, meaning="epochs between validations", example="1"),
+    "resume_every": Setting("int", min=0, meaning="epochs between resume states (0 = by time only)",
+                            example="5"),
+    "resume_every_minutes": Setting("float", min=0.0, meaning="minutes between resume states (0 = off)",
+                                    example="30"),
+    "augment": Setting("str", choices=("none", "crop_flip", "crop_flip_reflect"), optional=True,
+                       meaning="augmentation"),
+    "data_dir": Setting("str", optional=True, nonempty=True, meaning="folder with the dataset files",
+                        example="data", option="--data-dir"),
+    "device": Setting("str", nonempty=True, meaning="auto, cpu, cuda or cuda:N", example="cpu",
+                      option="--device"),
+    "precision": Setting("str", choices=("auto", "bf16", "fp32"), meaning="autocast precision",
+                         option="--precision"),
+    "compile": Setting("str", nonempty=True, meaning="torch.compile mode: off, default, reduce-overhead or "
+                                                     "max-autotune", example="off", option="--compile"),
+    "compile_backend": Setting("str", nonempty=True, meaning="torch.compile backend", example="inductor"),
+    "channels_last": Setting("bool", meaning="NHWC layout on CUDA", example="true"),
+    "sync_bn": Setting("bool", meaning="SyncBatchNorm under DDP", example="false"),
+    "eval_attacks": Setting("names", nonempty=True, meaning="attacks of the final evaluation",
+                            example="clean,pgd20"),
+    "eval_n": Setting("int", min=1, optional=True, none_means="all", meaning="test images of the final evaluation",
+                      example="1000"),
+    "recipe": Setting("str", optional=True, nonempty=True, meaning="recipe name", example="at-prn18",
+                      option="--recipe"),
 }
 
 
+def setting_keys() -> list[str]:
+    """The keys ``--set`` takes besides an objective's own (for help texts)."""
+    return list(SCHEMA)
+
+
 def apply_sets(config: TrainConfig, pairs: dict[str, Any], objective_defaults: dict[str, Any]) -> None:
-    """Apply ``key=value`` overrides to the config or, failing that, to the objective's settings."""
-    names = {f.name for f in dataclasses.fields(TrainConfig)} - {"objective_args"}
+    """Apply ``key=value`` overrides to the config or, failing that, to the objective's settings.
+
+    Every config value is parsed and range-checked here (:data:`SCHEMA`); objective settings
+    are checked by the objective (``Objective.resolve_settings``) before anything is loaded.
+    """
+    names = set(SCHEMA)
     for key, value in pairs.items():
         key = key.replace("-", "_")
         if key in names:
-            default = FIELD_TYPES.get(key, "")
-            if key == "eval_attacks" and isinstance(value, str):
-                value = [v.strip() for v in value.split(",") if v.strip()]
-            elif key in ("eps", "alpha", "lr", "train_eps_factor") and isinstance(value, str):
-                value = parse_number(value, key)
-            elif isinstance(value, str) and value.lower() in ("none", "null") and key in (
-                    "subset", "val_size", "eval_n", "arch", "augment"):
-                value = None
-            else:
-                value = coerce(value, default, key)
-            setattr(config, key, value)
+            setattr(config, key, SCHEMA[key].check(key, value))
         elif key in objective_defaults:
             config.objective_args[key] = value
         else:
@@ -121,6 +208,15 @@ def apply_sets(config: TrainConfig, pairs: dict[str, Any], objective_defaults: d
             raise UsageError(
                 f"unknown setting {key!r}{did_you_mean(key, choices)} for objective "
                 f"{config.objective!r}; see `robustzoo train --help` and `robustzoo list objectives {config.objective}`")
+
+
+def check_config(config: TrainConfig) -> None:
+    """Check every value of a config against :data:`SCHEMA` (UsageError naming the first bad one)."""
+    for key, rule in SCHEMA.items():
+        rule.check(key, getattr(config, key))
+    if not isinstance(config.objective_args, dict):
+        raise UsageError(f"objective_args must be a mapping of setting -> value, not "
+                         f"{type(config.objective_args).__name__}")
 
 
 def parse_set_options(items: tuple[str, ...] | list[str]) -> dict[str, str]:
@@ -132,14 +228,3 @@ def parse_set_options(items: tuple[str, ...] | list[str]) -> dict[str, str]:
         k, v = item.split("=", 1)
         out[k.strip()] = v.strip()
     return out
-
-
-def check_threat_model(eps: float, alpha: float, steps: int) -> None:
-    """Reject budgets outside the [0,1] pixel scale with a one-line hint."""
-    if not 0.0 <= eps <= 1.0:
-        raise UsageError(f"epsilon {eps} is outside [0, 1]; it is on the [0,1] pixel scale "
-                         f"(for 8/255 pass --eps 8/255)")
-    if not 0.0 <= alpha <= 1.0:  # also NaN
-        raise UsageError(f"step size alpha {alpha} is outside [0, 1] (pixel scale)")
-    if steps < 0:
-        raise UsageError(f"attack steps must be >= 0, got {steps}")

@@ -30,6 +30,10 @@ class RunError(RobustzooError):
     """A run directory or checkpoint that is incomplete, corrupt or inconsistent."""
 
 
+class DataError(RunError):
+    """A dataset file that is damaged or does not fit its dataset (counts, labels, image size)."""
+
+
 class IntegrityError(RobustzooError):
     """A downloaded file whose sha256 does not match the pinned one."""
 
@@ -42,6 +46,18 @@ class Interrupted(RobustzooError):
     """Ctrl-C: the message says what was kept and how to continue."""
 
     exit_code = 130  # 128 + SIGINT, as a shell reports it
+
+
+class StorageError(RobustzooError):
+    """The operating system refused a write or a read: disk full, read-only, permission, name too long."""
+
+
+class RunBusyError(RobustzooError):
+    """Another process is writing the same run directory (train or eval holds its lock)."""
+
+
+class SettingWarning(UserWarning):
+    """An allowed setting that changes what a method is (e.g. TRADES with β = 0: clean training)."""
 
 
 def close_matches(name: str, candidates: Iterable[str], n: int = 3) -> list[str]:

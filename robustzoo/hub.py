@@ -272,6 +272,10 @@ def _translate(target: str, endpoint: str, cache_dir: str | None, what: str) -> 
         yield
     except (OfflineModeIsEnabled, LocalEntryNotFoundError):
         why = "offline mode is on (HF_HUB_OFFLINE)" if offline_mode() else f"{endpoint} cannot be reached"
+        if cache_dir is None:  # a push: no cache can stand in for the Hub, and `pull` would not help
+            raise HubError(f"{what} needs {endpoint}, and {why}; "
+                           f"{'unset HF_HUB_OFFLINE, ' if offline_mode() else ''}connect and run the same "
+                           f"`robustzoo push` again") from None
         raise HubError(f"{what} is not in the cache ({cache_dir}) and {why}; connect and run "
                        f"`robustzoo pull {target}` once, then it works offline") from None
     except GatedRepoError:

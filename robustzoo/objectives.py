@@ -18,9 +18,8 @@ Objectives never call pluggy: batch-level behaviour lives here, outside the plug
 from __future__ import annotations
 
 import contextlib
-import math
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
 import torch
@@ -29,6 +28,11 @@ import torch.nn.functional as F
 
 from .attacks import ce_loss, cw_loss, pgd
 from .errors import UsageError, did_you_mean
+from .plugins import declare_entry_check
+from .settings import Setting, coerce, kind_of, parse_number
+
+__all__ = ["Objective", "ObjectiveContext", "OptimizerSpec", "StepResult", "Setting", "coerce", "parse_number",
+           "frozen_bn_statistics", "ERM", "MadryAT", "train_attack_loss"]
 
 
 @dataclass(frozen=True)
@@ -128,8 +132,11 @@ class Objective:
     """Base class of training objectives.
 
     Subclasses set ``name``, ``defaults`` (every setting with its default; values from
-    ``--set`` are coerced to the default's type) and ``choices`` (allowed values of string
-    settings), and implement :meth:`loss`.
+    ``--set`` are coerced to the default's type), ``choices`` (allowed values of string
+    settings), ``ranges`` (a :class:`robustzoo.settings.Setting` with the bounds of a
+    numeric setting: ``{"beta": Setting(min=0.0)}``; every number must also be finite) and
+    implement :meth:`loss`. :meth:`setting_warnings` names settings that are allowed but
+    make the method something else (TRADES with β = 0 is clean training).
     """
 
     name: ClassVar[str] = ""
@@ -137,6 +144,7 @@ class Objective:
     paper: ClassVar[str] = ""
     defaults: ClassVar[dict[str, Any]] = {}
     choices: ClassVar[dict[str, tuple[Any, ...]]] = {}
+    ranges: ClassVar[dict[str, Setting]] = {}
     help: ClassVar[dict[str, str]] = {}
 
     def __init__(self, settings: dict[str, Any], ctx: ObjectiveContext):
@@ -148,7 +156,9 @@ class Objective:
     # -- settings -------------------------------------------------------------------------
     @classmethod
     def resolve_settings(cls, overrides: dict[str, Any]) -> dict[str, Any]:
-        """Defaults updated with ``overrides`` (strings coerced), validated against ``choices``."""
+        """Defaults updated with ``overrides`` (strings coerced), checked against the type of
+        each default, ``ranges`` and ``choices``: one UsageError naming the setting, its value,
+        what is allowed and an example."""
         out = dict(cls.defaults)
         for key, value in overrides.items():
             if key not in cls.defaults:
@@ -156,11 +166,27 @@ class Objective:
                     f"objective {cls.name!r} has no setting {key!r}{did_you_mean(key, cls.defaults)}; "
                     f"its settings: {', '.join(sorted(cls.defaults)) or 'none'}")
             out[key] = coerce(value, cls.defaults[key], key)
+        for key, default in cls.defaults.items():
+            if key in cls.choices or isinstance(default, str):
+                continue  # names: checked against choices (or by the objective, e.g. 'auto' or a number)
+            rule = cls.ranges.get(key, Setting())
+            rule = replace(rule, kind=rule.kind or kind_of(default), example=rule.example or _example(default))
+            out[key] = rule.check(key, out[key], who=f"{cls.name}: ")
         for key, allowed in cls.choices.items():
             if out.get(key) not in allowed:
                 raise UsageError(f"{cls.name}: {key}={out.get(key)!r} is not one of "
-                                 f"{', '.join(map(str, allowed))}")
+                                 f"{', '.join(map(str, allowed))}{did_you_mean(str(out.get(key)), map(str, allowed))}"
+                                 f"; e.g. --set {key}={allowed[0]}")
         return out
+
+    @classmethod
+    def setting_warnings(cls, settings: dict[str, Any]) -> list[str]:
+        """One line per allowed setting that turns the method into something else (none by default).
+
+        The trainer shows each as a warning before anything is loaded, e.g. TRADES' "beta=0:
+        the loss is clean cross-entropy only".
+        """
+        return []
 
     # -- hooks the trainer calls ------------------------------------------------------------
     def extra_modules(self) -> dict[str, nn.Module]:
@@ -227,56 +253,21 @@ def frozen_bn_statistics(model: nn.Module) -> Iterator[None]:
             m.track_running_stats = True
 
 
-def coerce(value: Any, default: Any, key: str) -> Any:
-    """Convert a ``--set`` string to the type of ``default`` (bool, int, float, str, list)."""
-    if not isinstance(value, str) or isinstance(default, str) or default is None:
-        if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
-            return float(value)
-        return value
-    try:
-        if isinstance(default, bool):
-            low = value.lower()
-            if low in ("1", "true", "yes", "on"):
-                return True
-            if low in ("0", "false", "no", "off"):
-                return False
-            raise ValueError(value)
-        if isinstance(default, int):
-            return int(value)
-        if isinstance(default, float):
-            return parse_number(value, key)
-        if isinstance(default, (list, tuple)):
-            return [parse_number(v, key) for v in value.split(",") if v.strip()]
-    except UsageError:
-        raise
-    except ValueError:
-        raise UsageError(f"{key}={value!r} is not a valid {type(default).__name__}") from None
-    return value
+def _is_objective(entry: Any) -> str | None:
+    ok = isinstance(entry, type) and issubclass(entry, Objective) and isinstance(entry.name, str) and entry.name
+    return None if ok else "an Objective subclass with a name (robustzoo.objectives.Objective)"
 
 
-def parse_number(text: str, name: str = "value") -> float:
-    """Parse '0.03', '8/255' or '2e-3' into a finite float.
+declare_entry_check("objectives", _is_objective)
 
-    Raises:
-        UsageError: not a number, a division by zero, or NaN/infinity; the message names
-            ``name`` (the option or setting) and gives an example.
-    """
-    raw = text
-    text = text.strip()
-    example = "give a number such as 0.1, 2e-3 or 8/255"
-    try:
-        if "/" in text:
-            num, den = text.split("/", 1)
-            value = float(num) / float(den)
-        else:
-            value = float(text)
-    except ZeroDivisionError:
-        raise UsageError(f"{name} {raw!r} divides by zero; {example}") from None
-    except ValueError:
-        raise UsageError(f"{name} {raw!r} is not a number; {example}") from None
-    if not math.isfinite(value):
-        raise UsageError(f"{name} {raw!r} is not a finite number; {example}")
-    return value
+
+def _example(default: Any) -> str:
+    """A default as a user would type it (the example of a setting's error message)."""
+    if isinstance(default, bool):
+        return str(default).lower()
+    if isinstance(default, (list, tuple)):
+        return ",".join(map(str, default))
+    return f"{default:g}" if isinstance(default, float) else str(default)
 
 
 def train_attack_loss(name: str, kappa: float) -> Any:
@@ -308,6 +299,7 @@ class MadryAT(Objective):
     defaults = {"attack": "pgd", "rand_init": "uniform", "attack_bn": "train", "kappa": 50.0}
     choices = {"attack": ("pgd", "fgsm", "cw"), "rand_init": ("uniform", "normal", "none"),
                "attack_bn": ("train", "eval")}
+    ranges = {"kappa": Setting(meaning="CW margin κ (attack=cw)")}
     help = {"attack": "inner maximisation: pgd (CE), fgsm (one step of ε), cw (CW margin)",
             "rand_init": "PGD start: uniform U(-ε,ε), normal x+0.001·N, none",
             "attack_bn": "BatchNorm mode while attacking",

@@ -1,8 +1,10 @@
 """Plugin manager: built-ins first, then each entry point on its own.
 
 A plugin that fails to import prints one warning naming it and is skipped, and so does a
-name a plugin registers when an earlier plugin (the built-ins come first) has taken it: one
-broken package never takes the CLI down. Each registry is built on first use, from every
+plugin whose hooks fail pluggy's validation (a misspelt hook such as ``register_objective``,
+an argument the hook does not have), an entry of the wrong kind (a string registered as an
+objective) and a name a plugin registers when an earlier plugin (the built-ins come first)
+has taken it: one broken package never takes the CLI down, ``--help`` included. Each registry is built on first use, from every
 plugin's hook of its kind, so a command pays only for the kinds it reads (``list recipes``
 imports no torch). Environment switches:
 
@@ -14,6 +16,7 @@ imports no torch). Environment switches:
 from __future__ import annotations
 
 import importlib
+import inspect
 import os
 import sys
 from collections.abc import Callable
@@ -26,7 +29,8 @@ import pluggy
 
 from . import hookspecs
 from ._version import __version__
-from .errors import NotFoundError, did_you_mean
+from .errors import NotFoundError, RobustzooError, close_matches, did_you_mean
+from .recipes import Recipe
 from .registry import Registry
 from .zoo import ZooEntry
 
@@ -51,6 +55,11 @@ class PluginInfo:
 #: dict). The module that defines an entry type declares it (:func:`declare_entry_type`), so
 #: this module imports none of the pieces above it.
 _ENTRY_TYPES: dict[str, Callable[..., Any]] = {}
+
+#: kind -> what its entries must be: a check returning None for a good entry, else what was
+#: expected ('a DatasetSpec'). Declared by the module that defines the type
+#: (:func:`declare_entry_check`); kinds without one need an entry with a ``name``.
+_ENTRY_CHECKS: dict[str, Callable[[Any], str | None]] = {}
 
 _pm: pluggy.PluginManager | None = None
 _registries: dict[str, Registry[Any]] = {}  # kind -> registry, each built on first use
@@ -92,15 +101,63 @@ def get_plugin_manager() -> pluggy.PluginManager:
                 f"{type(exc).__name__}: {exc} (ROBUSTZOO_STRICT_PLUGINS=1 re-raises; "
                 f"ROBUSTZOO_DISABLE_PLUGINS={ep.name} silences)\n")
             continue
-        pm.register(plugin, name=ep.name)
         dist = ep.dist
         _dists[ep.name] = (dist.name, dist.version) if dist else ("?", "?")
-    pm.check_pending()
+        problem = _register_checked(pm, plugin, ep.name)
+        if problem is not None:
+            if strict():
+                raise PluginError(problem)
+            warn_plugin(problem, ep.name)
+    pm.check_pending()  # the built-ins' hooks (a third party's were checked one by one above)
     if os.environ.get("ROBUSTZOO_TRACE_PLUGINS"):
         pm.trace.root.setwriter(lambda s: sys.stderr.write(s))
         pm.enable_tracing()
     _pm = pm
     return pm
+
+
+def _register_checked(pm: pluggy.PluginManager, plugin: object, name: str) -> str | None:
+    """Register ``plugin`` if pluggy accepts every hook of it; else register nothing and say why.
+
+    Two faults make pluggy refuse a plugin: a hook argument the specification lacks (raised
+    by ``register``) and a hook name that is no hook (``check_pending``, which would fail
+    every later command, ``--help`` included).
+    """
+    who = f"plugin {name!r}{_dist_of(name)}"
+    try:
+        pm.register(plugin, name=name)
+    except pluggy.PluginValidationError as exc:
+        hook = next((h for h in _hook_names() if f"'{h}'" in str(exc)), None)
+        if hook is None:
+            first = (str(exc).splitlines() or [type(exc).__name__])[0].strip()[:160]
+            return f"{who} was skipped: {first} (the hooks and their arguments: docs/plugins.md)"
+        spec = getattr(pm.hook, hook).spec
+        impl = getattr(plugin, hook, None)
+        try:
+            mine = ", ".join(inspect.signature(impl).parameters) if impl is not None else "?"
+        except (TypeError, ValueError):
+            mine = "?"
+        return (f"{who} was skipped: its hook {hook}({mine}) does not match robustzoo's "
+                f"{hook}({', '.join(spec.argnames) if spec else ''}) (the hooks and their arguments: "
+                f"docs/plugins.md)")
+    except ValueError as exc:  # pluggy: the same plugin object or name twice
+        return f"{who} was skipped: {exc}"
+    unknown = sorted(hc.name for hc in pm.get_hookcallers(plugin) or [] if not hc.has_spec())
+    if unknown:
+        pm.unregister(plugin)
+        near = close_matches(unknown[0], _hook_names(), n=1)
+        hint = f" (did you mean {near[0]}?)" if near else ""
+        return (f"{who} was skipped: it implements {unknown[0]}, which is not a robustzoo hook{hint} "
+                f"(the hooks: docs/plugins.md)")
+    return None
+
+
+def _hook_names() -> list[str]:
+    return [n for n in dir(hookspecs) if n.startswith("register_")]
+
+
+class PluginError(RobustzooError):
+    """A plugin that pluggy refuses (under ROBUSTZOO_STRICT_PLUGINS=1; otherwise a warning)."""
 
 
 def register_plugin(plugin: ModuleType | object, name: str, distribution: str = "local",
@@ -139,11 +196,34 @@ def declare_entry_type(kind: str, make: Callable[..., Any]) -> None:
     _ENTRY_TYPES[kind] = make
 
 
+def declare_entry_check(kind: str, check: Callable[[Any], str | None]) -> None:
+    """Declare what an entry of ``kind`` must be: ``check(entry)`` returns None when it is
+    one, else what was expected ('an Objective subclass'). A plugin's entry that fails it is
+    skipped with one warning, so it cannot break ``robustzoo list`` for everyone."""
+    _ENTRY_CHECKS[kind] = check
+
+
+def instance_of(cls: type, what: str) -> Callable[[Any], str | None]:
+    """An entry check: ``isinstance(entry, cls)``, else ``what``."""
+    return lambda entry: None if isinstance(entry, cls) else what
+
+
 def _zoo_entry(entry: Any, *args: Any, **info: Any) -> Any:
     return ZooEntry.from_dict(entry) if isinstance(entry, dict) else entry
 
 
 declare_entry_type("zoo", _zoo_entry)
+declare_entry_check("zoo", instance_of(ZooEntry, "a ZooEntry (or a dict of its keys)"))
+declare_entry_check("recipes", instance_of(Recipe, "a robustzoo.recipes.Recipe"))
+
+
+def _wrong_kind(kind: str, entry: Any) -> str | None:
+    """What ``entry`` should have been, when it is not an entry of ``kind`` (else None)."""
+    check = _ENTRY_CHECKS.get(kind)
+    if check is not None:
+        return check(entry)
+    name = getattr(entry, "name", None)
+    return None if isinstance(name, str) and name else "an entry with a name"
 
 
 def _build(kind: str, pm: pluggy.PluginManager) -> Registry[Any]:
@@ -161,7 +241,16 @@ def _build(kind: str, pm: pluggy.PluginManager) -> Registry[Any]:
             make = _ENTRY_TYPES.get(kind)
             if make is not None:
                 entry = make(entry, factory, **info)
-            name = entry if isinstance(entry, str) else entry.name
+            expected = _wrong_kind(kind, entry)
+            if expected is not None:
+                shown = repr(entry) if len(repr(entry)) <= 60 else repr(entry)[:57] + "..."
+                problem = (f"plugin {_owner!r}{_dist_of(_owner)} registers {shown} ({type(entry).__name__}) in "
+                           f"register_{kind}, which takes {expected}; skipped it")
+                if strict():
+                    raise PluginError(problem)
+                warn_plugin(problem, _owner)
+                return
+            name = entry.name
             if name in reg and not strict():
                 # One line, as for a plugin that fails to import; the first registration stays.
                 warn_plugin(f"plugin {_owner!r}{_dist_of(_owner)} registers {kind[:-1]} {name!r}, "

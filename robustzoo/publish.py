@@ -120,9 +120,7 @@ def _training_state(run_dir: Path, epochs: int) -> str:
     """'new', 'resume' or 'done' for the run directory of an entry."""
     if not (run_dir / runs.CONFIG_FILE).is_file():
         return "new"
-    metrics = run_dir / runs.METRICS_FILE
-    rows = [json.loads(line) for line in metrics.read_text(encoding="utf-8").splitlines() if line.strip()] \
-        if metrics.is_file() else []
+    rows = runs.read_metrics(run_dir)  # a damaged line: one error naming the file and the line
     if rows and rows[-1].get("epoch") == epochs and (run_dir / runs.MODEL_FILE).is_file():
         return "done"
     if (run_dir / runs.RESUME_FILE).is_file():

@@ -11,12 +11,15 @@ Layout::
       metrics.jsonl        one JSON object per epoch
       eval.json            evaluation results
       state/resume.pt      optimiser states etc. for --resume (local only, tensors only)
+      .robustzoo.lock      the writer's lock (robustzoo.files.run_lock)
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 import shutil
 import struct
 from pathlib import Path
@@ -27,8 +30,8 @@ import torch.nn as nn
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from .errors import NotFoundError, RunError
-from .files import atomic_path, write_json, write_text  # noqa: F401 - handed on (runs.write_json)
+from .errors import NotFoundError, RunError, close_matches
+from .files import atomic_path, os_error, write_json, write_text  # noqa: F401 - handed on (runs.write_json)
 from .models import build_model
 
 FORMAT_VERSION = "1"
@@ -44,7 +47,10 @@ RESUME_FILE = "state/resume.pt"
 def append_jsonl(path: str | Path, row: dict[str, Any]) -> None:
     """Rewrite a JSON-lines file with one more row (atomic: never a half line on disk)."""
     path = Path(path)
-    old = path.read_text(encoding="utf-8") if path.exists() else ""
+    try:
+        old = path.read_text(encoding="utf-8") if path.exists() else ""
+    except OSError as exc:
+        raise os_error(exc, path, "read") from None
     write_text(path, old + json.dumps(row) + "\n")
 
 
@@ -58,8 +64,18 @@ def save_weights(path: str | Path, tensors: dict[str, torch.Tensor], metadata: d
     meta["format"] = "pt"
     clean = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     with atomic_path(path) as tmp:
-        save_file(clean, str(tmp), metadata=meta)
+        try:
+            save_file(clean, str(tmp), metadata=meta)
+        except Exception as exc:  # noqa: BLE001 - safetensors wraps the OS error in its own type
+            raise _os_error_of(exc) from None
         _canonical_header(tmp)
+
+
+def _os_error_of(exc: Exception) -> BaseException:
+    """safetensors reports a failed write as ``SafetensorError: ... Os { code: 28, ... }``: the
+    OSError it was (atomic_path names the file and the cause), or ``exc`` itself."""
+    m = re.search(r"Os \{ code: (\d+)", str(exc))
+    return OSError(int(m.group(1)), os.strerror(int(m.group(1)))) if m else exc
 
 
 def _canonical_header(path: Path) -> None:
@@ -101,8 +117,10 @@ def link_file(src: str | Path, dst: str | Path) -> None:
 def save_state(path: str | Path, state: dict[str, Any]) -> None:
     """Atomically ``torch.save`` resumable state (tensors, numbers and strings only: it is
     read back with ``weights_only=True``)."""
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        # A file object, not a path: a full disk is then an OSError (ENOSPC) that atomic_path
+        # reports, not torch's "enforce fail at inline_container.cc".
+        torch.save(state, f)
 
 
 def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -139,20 +157,144 @@ def load_state_strict(module: nn.Module, tensors: dict[str, torch.Tensor], sourc
     module.load_state_dict(tensors, strict=True)
 
 
+# -- reading run files -------------------------------------------------------------------------
+# One reader for every file of a run directory: a file that is missing, not valid JSON or
+# holds a field of the wrong type is one RunError naming the file, the field, what was
+# expected and what to do, never a KeyError or a TypeError from deep inside a command.
+
+_MISSING = object()
+
+
+def _show(value: Any) -> str:
+    if value is _MISSING:
+        return "is missing"
+    try:
+        text = json.dumps(value)
+    except (TypeError, ValueError):
+        text = repr(value)
+    return f"is {text if len(text) <= 60 else text[:57] + '...'}"
+
+
+def field_error(path: str | Path, field: str, value: Any, expected: str, fix: str) -> RunError:
+    """``PATH: FIELD is VALUE; expected EXPECTED; FIX`` as a RunError."""
+    return RunError(f"{path}: {field} {_show(value)}; expected {expected}; {fix}")
+
+
+def is_int(v: Any, lo: int | None = None) -> bool:
+    """An int (not a bool), at least ``lo``."""
+    return isinstance(v, int) and not isinstance(v, bool) and (lo is None or v >= lo)
+
+
+def is_number(v: Any, lo: float | None = None, hi: float | None = None) -> bool:
+    """A finite int or float (not a bool) within [lo, hi]."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        return False
+    return (lo is None or v >= lo) and (hi is None or v <= hi)
+
+
+def read_json(path: str | Path, fix: str) -> Any:
+    """A JSON file, or a RunError naming it (not UTF-8, not JSON: line and column)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise RunError(f"{path} is not UTF-8 text (a damaged or binary file); {fix}") from None
+    except OSError as exc:
+        raise os_error(exc, path, "read") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise RunError(f"{path} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}); {fix}") from None
+
+
+def read_jsonl(path: str | Path, fix: str) -> list[dict[str, Any]]:
+    """The rows of a JSON-lines file: each non-blank line one JSON object, or a RunError naming
+    the file and the line."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise RunError(f"{path} is not UTF-8 text (a damaged or binary file); {fix}") from None
+    except OSError as exc:
+        raise os_error(exc, path, "read") from None
+    rows = []
+    for i, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise RunError(f"{path} line {i} is not valid JSON ({exc.msg}: {line.strip()[:40]!r}); {fix}") from None
+        if not isinstance(row, dict):
+            raise RunError(f"{path} line {i} is {_show(row)[3:]}, expected a JSON object; {fix}")
+        rows.append(row)
+    return rows
+
+
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
-    """The per-epoch rows of RUN_DIR/metrics.jsonl ([] when there are none; bad lines skipped)."""
+    """The per-epoch rows of RUN_DIR/metrics.jsonl ([] when there are none).
+
+    Raises:
+        RunError: a line that is not a JSON object, or an ``epoch`` that is not a number >= 1,
+            naming the file and the line.
+    """
     path = Path(run_dir) / METRICS_FILE
     if not path.is_file():
         return []
-    rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(row, dict):
-            rows.append(row)
+    fix = "metrics.jsonl holds one JSON object per finished epoch: delete the damaged line (it is rewritten " \
+          "when that epoch is trained again with --resume)"
+    rows = read_jsonl(path, fix)
+    for i, row in enumerate(rows, 1):
+        if "epoch" in row and not is_int(row["epoch"], 1):
+            raise field_error(path, f"row {i} 'epoch'", row["epoch"], "an integer >= 1", fix)
     return rows
+
+
+def check_eval_report(report: Any, path: str | Path, fix: str) -> dict[str, Any]:
+    """An evaluation record as robustzoo writes it (eval.json, evals/*.json), or a RunError
+    naming the file and the first field that is not (what cards, the leaderboard, the
+    RobustBench record and push read)."""
+    if not isinstance(report, dict):
+        raise RunError(f"{path} {_show(report)[3:] if not isinstance(report, list) else 'is a list'}, expected an "
+                       f"evaluation record (a JSON object); {fix}")
+    if not is_number(report.get("eps", _MISSING), 0.0, 1.0):
+        raise field_error(path, "eps", report.get("eps", _MISSING), "a number in [0, 1]", fix)
+    for key in ("n", "seed"):
+        if key in report and not is_int(report[key], 0):
+            raise field_error(path, key, report[key], "an integer >= 0", fix)
+    results = report.get("results", _MISSING)
+    if not isinstance(results, list):
+        raise field_error(path, "results", results, "a list of attack rows", fix)
+    for i, r in enumerate(results):
+        where = f"results[{i}]"
+        if not isinstance(r, dict):
+            raise field_error(path, where, r, "an object with attack, accuracy, correct and n", fix)
+        _check_row(r, path, where, fix, attack=True)
+    wc = report.get("worst_case")
+    if wc is not None:
+        if not isinstance(wc, dict):
+            raise field_error(path, "worst_case", wc, "an object with accuracy, correct and n", fix)
+        _check_row(wc, path, "worst_case", fix, attack=False)
+    for key in ("health", "examples"):
+        if key in report and report[key] is not None and not isinstance(report[key], dict):
+            raise field_error(path, key, report[key], "an object", fix)
+    return report
+
+
+def _check_row(r: dict[str, Any], path: str | Path, where: str, fix: str, attack: bool) -> None:
+    if attack and not (isinstance(r.get("attack"), str) and r["attack"]):
+        raise field_error(path, f"{where}.attack", r.get("attack", _MISSING), "an attack name", fix)
+    name = f"{where} ({r['attack']})" if attack else where
+    if not is_number(r.get("accuracy", _MISSING), 0.0, 1.0):
+        raise field_error(path, f"{name}.accuracy", r.get("accuracy", _MISSING), "a number in [0, 1]", fix)
+    if not is_int(r.get("n", _MISSING), 0):
+        raise field_error(path, f"{name}.n", r.get("n", _MISSING), "an integer >= 0", fix)
+    if not is_int(r.get("correct", _MISSING), 0) or r["correct"] > r["n"]:
+        raise field_error(path, f"{name}.correct", r.get("correct", _MISSING), f"an integer in [0, n = {r['n']}]",
+                          fix)
+    ci = r.get("ci95")
+    if ci is not None and not (isinstance(ci, list) and len(ci) == 2 and all(is_number(x, 0.0, 1.0) for x in ci)):
+        raise field_error(path, f"{name}.ci95", ci, "two numbers in [0, 1]", fix)
 
 
 def eval_record(run_dir: str | Path) -> dict[str, Any] | None:
@@ -163,38 +305,135 @@ def eval_record(run_dir: str | Path) -> dict[str, Any] | None:
     lives in one place.
 
     Raises:
-        RunError: eval.json exists but is not a JSON object.
+        RunError: eval.json exists but is not JSON, or a field is missing or of the wrong
+            type (named, with the file).
     """
     path = Path(run_dir) / EVAL_FILE
     if not path.is_file():
         return None
-    try:
-        report = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise RunError(f"{path} is not valid JSON; re-run `robustzoo eval {run_dir}`") from None
-    if not isinstance(report, dict):
-        raise RunError(f"{path} is not an evaluation record (a JSON object); re-run `robustzoo eval {run_dir}`")
-    return report
+    fix = f"re-run `robustzoo eval {run_dir}` (it rewrites eval.json from the run's history)"
+    return check_eval_report(read_json(path, fix), path, fix)
 
 
 def read_config(run_dir: str | Path) -> dict[str, Any]:
-    """Read and check a run's config.json."""
+    """Read and check a run's config.json (the fields loading, evaluating and publishing read).
+
+    Raises:
+        NotFoundError: not a directory, or no config.json.
+        RunError: not JSON, or a field missing or of the wrong type (named, with the file).
+    """
     run_dir = Path(run_dir)
     cfg_path = run_dir / CONFIG_FILE
     if not run_dir.is_dir():
-        raise NotFoundError(f"{run_dir} is not a directory; pass a run directory written by "
-                            f"`robustzoo train`, a zoo alias or hf-hub:org/name")
+        raise NotFoundError(missing_run_dir(run_dir))
     if not cfg_path.is_file():
         raise NotFoundError(f"{run_dir} is not a robustzoo run (no {CONFIG_FILE}); "
                             f"create one with `robustzoo train --out {run_dir}`")
-    try:
-        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise RunError(f"{cfg_path} is not valid JSON ({exc.msg if hasattr(exc, 'msg') else exc})") from None
+    fix = "restore config.json as `robustzoo train` wrote it (or pull the model again)"
+    cfg = read_json(cfg_path, fix)
     if not isinstance(cfg, dict) or "architecture" not in cfg or "robustzoo" not in cfg:
         raise RunError(f"{cfg_path} lacks 'architecture' or the 'robustzoo' block; it was not "
                        f"written by robustzoo")
+    check_config_fields(cfg, cfg_path, fix)
     return cfg
+
+
+def check_config_fields(cfg: dict[str, Any], path: str | Path, fix: str) -> None:
+    """The typed fields of a run's config.json, or a RunError naming the first that is not."""
+    def need(field: str, value: Any, ok: bool, expected: str) -> None:
+        if not ok:
+            raise field_error(path, field, value, expected, fix)
+
+    need("architecture", cfg["architecture"], isinstance(cfg["architecture"], str) and bool(cfg["architecture"]),
+         "an architecture name")
+    need("num_classes", cfg.get("num_classes", _MISSING), is_int(cfg.get("num_classes"), 1), "an integer >= 1")
+    margs = cfg.get("model_args", {})
+    need("model_args", margs, isinstance(margs, dict), "an object (in_chans, input_size, mean, std)")
+    if "in_chans" in margs:
+        need("model_args.in_chans", margs["in_chans"], is_int(margs["in_chans"], 1), "an integer >= 1")
+    if "input_size" in margs:
+        size = margs["input_size"]
+        need("model_args.input_size", size, isinstance(size, list) and len(size) == 2
+             and all(is_int(v, 1) for v in size), "[height, width] in pixels")
+    for key in ("mean", "std"):
+        if key in margs:
+            v = margs[key]
+            need(f"model_args.{key}", v, isinstance(v, list) and bool(v) and all(
+                is_number(x, 0.0 if key == "mean" else 1e-12) for x in v), "a list of numbers"
+                 + (" > 0" if key == "std" else ""))
+    rz = cfg["robustzoo"]
+    need("robustzoo", rz, isinstance(rz, dict), "an object (dataset, objective, threat_model, config)")
+    for key in ("dataset", "objective"):
+        need(f"robustzoo.{key}", rz.get(key, _MISSING), isinstance(rz.get(key), str) and bool(rz.get(key)), "a name")
+    tm = rz.get("threat_model", _MISSING)
+    need("robustzoo.threat_model", tm, isinstance(tm, dict), "an object with eps")
+    need("robustzoo.threat_model.eps", tm.get("eps", _MISSING), is_number(tm.get("eps"), 0.0, 1.0),
+         "a number in [0, 1] (the pixel scale)")
+    if "config" in rz:
+        need("robustzoo.config", rz["config"], isinstance(rz["config"], dict), "an object of training settings")
+
+
+RESUME_FIELDS = {"epoch": "an integer >= 0", "model": "a state dict", "optimizer": "an optimiser state dict",
+                 "best_score": "a number", "best_epoch": "an integer"}
+
+
+def read_state(path: str | Path, device: str | torch.device = "cpu") -> dict[str, Any]:
+    """The resume state (tensors, numbers and strings only: ``weights_only=True``), checked.
+
+    Raises:
+        RunError: unreadable (truncated, damaged) or a field missing or of the wrong type,
+            naming the file and how to go on.
+    """
+    path = Path(path)
+    run = path.parent.parent if path.parent.name == "state" else path.parent
+    fix = (f"the resume state is damaged; {run} keeps its last weights ({LAST_FILE}), but the run cannot "
+           f"continue exactly: start a new run with `robustzoo train --out DIR`")
+    try:
+        blob = torch.load(path, map_location=device, weights_only=True)
+    except OSError as exc:
+        raise os_error(exc, path, "read") from None
+    except Exception as exc:  # noqa: BLE001 - torch raises RuntimeError, UnpicklingError, EOFError, ...
+        first = (str(exc).splitlines() or [type(exc).__name__])[0][:120]
+        raise RunError(f"{path} is not a readable resume state ({type(exc).__name__}: {first}); {fix}") from None
+    if not isinstance(blob, dict):
+        raise RunError(f"{path} {_show(blob)[3:]}, expected a resume state (a dictionary); {fix}")
+    for key, expected in RESUME_FIELDS.items():
+        v = blob.get(key, _MISSING)
+        ok = {"epoch": is_int(v, 0), "model": isinstance(v, dict), "optimizer": isinstance(v, dict),
+              "best_score": is_number(v), "best_epoch": is_int(v)}[key]
+        if not ok:
+            raise field_error(path, key, v if not isinstance(v, dict) else "{...}", expected, fix)
+    for key in ("extra", "extra_optim", "state"):
+        if not isinstance(blob.get(key, {}), dict):
+            raise field_error(path, key, blob[key], "a dictionary", fix)
+    return blob
+
+
+def missing_run_dir(path: str | Path, hint: str = "") -> str:
+    """'no such run directory P (did you mean Q?)': close matches among the folders beside it.
+
+    The candidates are the folders of the deepest part of ``path`` that exists (``runs/`` for
+    a typo in ``runs/at-digitz-...``), with that prefix, as the user would type them.
+    """
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        return f"{path} is a file, not a run directory{'; ' + hint if hint else ''}"
+    parent = p.parent
+    while str(parent) not in ("", ".") and not parent.is_dir():
+        parent = parent.parent
+    folders = [parent]
+    if str(parent) in ("", ".") and Path("runs").is_dir():
+        folders.append(Path("runs"))  # robustzoo's default folder: 'at-digits-...' meant runs/at-digits-...
+    names = []
+    for folder in folders:
+        try:
+            names += [str(folder / e.name) if str(folder) not in ("", ".") else e.name
+                      for e in sorted(folder.iterdir()) if e.is_dir() and not e.name.startswith(".")]
+        except OSError:
+            pass
+    near = close_matches(str(path).rstrip("/"), names)
+    suggestion = f" (did you mean {' or '.join(near)}?)" if near else ""
+    return f"no such run directory {path}{suggestion}" + (f"; {hint}" if hint else "")
 
 
 def model_config(arch: str, num_classes: int, shape: tuple[int, int, int], mean, std,

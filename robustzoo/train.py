@@ -10,11 +10,13 @@ thread while the next epoch trains.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import platform
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -28,13 +30,13 @@ import torch.nn.functional as F
 from . import distributed, files, runs
 from ._version import __version__
 from .attacks import pgd
-from .config import TrainConfig, apply_sets, check_threat_model
-from .data import AUGMENTS, DatasetSpec, Splits, load_splits
+from .config import TrainConfig, apply_sets, check_config
+from .data import DatasetSpec, Splits, load_splits
 from .devices import resolve_device
-from .errors import NotFoundError, RunError, UsageError
+from .errors import NotFoundError, RunError, SettingWarning, UsageError
 from .eval import evaluate_model, mark_precision, migrate, model_fingerprint, write_record
 from .fast import FastPath, check_compile_mode, eval_model, precision_scope, resolve_precision
-from .models import build_model
+from .models import build_model, check_input_size
 from .objectives import Objective, ObjectiveContext
 from .plugins import registry
 from .progress import Progress, refresh_seconds
@@ -78,6 +80,7 @@ class Resolved:
 
 def resolve(cfg: TrainConfig) -> Resolved:
     """Fill dataset defaults and validate everything before anything touches the disk."""
+    check_config(cfg)  # a TrainConfig built in Python has not passed apply_sets
     spec = registry("datasets").get(cfg.dataset)
     obj_cls = registry("objectives").get(cfg.objective)
     settings = obj_cls.resolve_settings(cfg.objective_args)
@@ -95,35 +98,24 @@ def resolve(cfg: TrainConfig) -> Resolved:
         c.weight_decay = 0.0 if c.optimizer == "adam" else 5e-4
     c.augment = c.augment or spec.augment
     c.objective_args = settings
-    check_threat_model(c.eps, c.alpha, c.steps)
-    if not 0 < c.train_eps_factor < float("inf") or c.eps * c.train_eps_factor > 1:
-        raise UsageError(f"train_eps_factor={c.train_eps_factor} must be positive and keep the training "
-                         f"ε = {c.eps:.4g}·factor within [0, 1] (e.g. --set train_eps_factor=4/3)")
-    if c.epochs < 1 or c.batch_size < 1:
-        raise UsageError(f"epochs ({c.epochs}) and batch size ({c.batch_size}) must be at least 1")
-    if not 0 < c.lr < float("inf"):  # NaN fails too
-        raise UsageError(f"learning rate {c.lr} must be a positive finite number (e.g. --lr 0.1)")
-    for key in ("momentum", "weight_decay", "gamma", "warmup_epochs"):
-        if not 0 <= float(getattr(c, key)) < float("inf"):
-            raise UsageError(f"{key}={getattr(c, key)} must be a non-negative finite number")
-    if c.resume_every < 0 or not 0 <= c.resume_every_minutes < float("inf"):
-        raise UsageError(f"resume_every={c.resume_every} (epochs) and resume_every_minutes="
-                         f"{c.resume_every_minutes} must be >= 0 (e.g. --set resume_every=5)")
-    if c.optimizer not in ("sgd", "adam"):
-        raise UsageError(f"unknown optimizer {c.optimizer!r}; use sgd or adam")
-    if c.schedule not in ("piecewise", "cosine", "constant"):
-        raise UsageError(f"unknown schedule {c.schedule!r}; use piecewise, cosine or constant")
+    check_config(c)  # every value typed and in range (config.SCHEMA), defaults filled in
+    if c.eps * c.train_eps_factor > 1:
+        raise UsageError(f"train_eps_factor={c.train_eps_factor:g} makes the training ε = {c.eps:.4g}·"
+                         f"{c.train_eps_factor:g} = {c.eps * c.train_eps_factor:.4g}, outside (0, 1]; e.g. "
+                         f"--set train_eps_factor=4/3")
     if c.reset_optimizer and c.schedule != "piecewise":
         raise UsageError(f"reset_optimizer clears the optimiser when a piecewise milestone starts a new lr "
                          f"stage; schedule={c.schedule} has no stages (use --set schedule=piecewise, or drop "
                          f"reset_optimizer)")
-    if c.augment not in AUGMENTS:
-        raise UsageError(f"unknown augment {c.augment!r}; use {', '.join(AUGMENTS)}")
     resolve_precision(c.precision, "cpu")  # validates the name; 'auto' is resolved per device
     c.compile = check_compile_mode(c.compile)
     reg = registry("attacks")
     for a in c.eval_attacks:
         reg.get(a)
+    check_input_size(c.arch, num_classes=spec.num_classes, shape=spec.shape, mean=spec.mean, std=spec.std,
+                     dataset=spec.name)
+    for line in obj_cls.setting_warnings(settings):
+        warnings.warn(f"{c.objective}: {line}", SettingWarning, stacklevel=2)
     return Resolved(c, spec, obj_cls, settings)
 
 
@@ -395,20 +387,33 @@ class Trainer:
     def _prepare_dir(self) -> None:
         cfg_path = self.out / runs.CONFIG_FILE
         if self.resume:
+            if self.dist.is_main:  # before reading the state another writer might be replacing
+                self._held.enter_context(files.run_lock(self.out, "train --resume"))
             state = self.out / runs.RESUME_FILE
             if not state.is_file():
                 if not (self.out / runs.LAST_FILE).exists() and not (self.out / runs.METRICS_FILE).exists():
                     return  # stopped before its first epoch ended: start at epoch 0, same settings
                 raise NotFoundError(f"{self.out} has no resumable state ({runs.RESUME_FILE}); "
                                     f"start a new run with `robustzoo train --out DIR`")
-            blob = torch.load(state, map_location=self.device, weights_only=True)
-            self.model.load_state_dict(blob["model"])
-            self.optimizer.load_state_dict(blob["optimizer"])
-            for k, m in self.extra.items():
-                m.load_state_dict(blob["extra"][k])
-                self._check_resumed_optimizer(k, blob)
-                self.objective.optimizers[k].load_state_dict(blob["extra_optim"][k])
-            self.objective.load_state_tensors(blob["state"])
+            blob = runs.read_state(state, self.device)
+            field = "model"
+            try:
+                self.model.load_state_dict(blob["model"])
+                field = "optimizer"
+                self.optimizer.load_state_dict(blob["optimizer"])
+                for k, m in self.extra.items():
+                    field = f"extra.{k}"
+                    m.load_state_dict(blob["extra"][k])
+                    self._check_resumed_optimizer(k, blob)
+                    field = f"extra_optim.{k}"
+                    self.objective.optimizers[k].load_state_dict(blob["extra_optim"][k])
+                field = "state"
+                self.objective.load_state_tensors(blob["state"])
+            except (KeyError, ValueError, RuntimeError, TypeError) as exc:
+                first = (str(exc).splitlines() or [type(exc).__name__])[0][:120]
+                raise RunError(f"{state}: {field} does not fit this run's model and settings ({type(exc).__name__}: "
+                               f"{first}); the resume state is damaged or from another run: start a new run with "
+                               f"`robustzoo train --out DIR`") from None
             self.start_epoch = int(blob["epoch"])
             self.best_score = float(blob["best_score"])
             self.best_epoch = int(blob["best_epoch"])
@@ -425,6 +430,10 @@ class Trainer:
         if not self.dist.is_main:
             return
         files.make_dir(self.out)
+        self._held.enter_context(files.run_lock(self.out, "train"))
+        # Again under the lock: a second `train` into the same --out that started at the same
+        # time has written its config.json by now, or holds the lock (files.run_lock says so).
+        files.check_run_dir(self.out, create_parent=True)
         c, h, w = self.spec.shape
         runs.write_json(cfg_path, runs.model_config(self.cfg.arch, self.spec.num_classes, (c, h, w),
                                                     self.spec.mean, self.spec.std, self.robustzoo_block()))
@@ -448,10 +457,10 @@ class Trainer:
         path = self.out / runs.METRICS_FILE
         if not path.is_file():
             return
-        lines = path.read_text(encoding="utf-8").splitlines()
-        keep = [ln for ln in lines if ln.strip() and json.loads(ln).get("epoch", 0) <= epoch]
-        if len(keep) != len(lines):
-            runs.write_text(path, "".join(ln + "\n" for ln in keep))
+        rows = runs.read_metrics(self.out)  # a damaged line is an error naming the file and the line
+        keep = [r for r in rows if r.get("epoch", 0) <= epoch]
+        if len(keep) != len(path.read_text(encoding="utf-8").splitlines()):
+            runs.write_text(path, "".join(json.dumps(r) + "\n" for r in keep))
 
     def _weights_metadata(self, epoch: int) -> dict[str, Any]:
         return {"format": runs.FORMAT_VERSION, "architecture": self.cfg.arch, "epoch": epoch,
@@ -610,9 +619,16 @@ class Trainer:
     def fit(self, until_epoch: int | None = None) -> dict[str, Any] | None:
         """Train to the end (or to ``until_epoch``), then evaluate the best checkpoint.
 
+        The run directory's lock (:func:`robustzoo.files.run_lock`) is held from before the
+        first write to the end: a second writer is refused with the process that holds it.
+
         Returns:
             The eval.json dictionary, or None when stopped early by ``until_epoch``.
         """
+        with contextlib.ExitStack() as self._held:
+            return self._fit(until_epoch)
+
+    def _fit(self, until_epoch: int | None) -> dict[str, Any] | None:
         self._prepare_dir()
         cfg = self.cfg
         stop = cfg.epochs if until_epoch is None else min(until_epoch, cfg.epochs)
@@ -698,11 +714,21 @@ def default_out_dir(cfg: TrainConfig) -> Path:
 
 def config_from_run(run_dir: str | Path) -> TrainConfig:
     """The TrainConfig recorded in a run's config.json."""
+    if not Path(run_dir).is_dir():
+        raise NotFoundError(runs.missing_run_dir(run_dir, hint="--resume continues a run directory written by "
+                                                               "`robustzoo train --out DIR`"))
     cfg = runs.read_config(run_dir)
-    try:
-        return TrainConfig.from_dict(cfg["robustzoo"]["config"])
-    except (KeyError, TypeError) as exc:
-        raise RunError(f"{run_dir}/config.json has no robustzoo.config block ({exc})") from None
+    source = str(Path(run_dir) / runs.CONFIG_FILE)
+    if not isinstance(cfg["robustzoo"].get("config"), dict):
+        raise RunError(f"{source} has no robustzoo.config block (the settings of the run); it cannot be resumed: "
+                       f"start a new run with `robustzoo train --out DIR`")
+    tc = TrainConfig.from_dict(cfg["robustzoo"]["config"], source=source)
+    try:  # the objective's settings, checked as --set checks them, but blamed on the file
+        registry("objectives").get(tc.objective).resolve_settings(tc.objective_args)
+    except UsageError as exc:
+        raise RunError(f"{source}: robustzoo.config.objective_args: {exc}; restore the file as `robustzoo train` "
+                       f"wrote it, or start a new run") from None
+    return tc
 
 
 def json_dumps(obj: Any) -> str:

@@ -50,6 +50,7 @@ LAYERS: dict[str, str] = {
     "robustzoo.papers": "base",  # bibliographic facts of methods and nets (plain data)
     "robustzoo.lazy": "base",  # deferred imports: lazy re-exports, the post-import hook for timm
     "robustzoo.files": "base",  # atomic writes with the umask, the output-path convention
+    "robustzoo.settings": "base",  # typed, ranged settings (--set): parsing and the one-line errors
     # pieces: what training and evaluation are made of
     "robustzoo.data": "pieces",
     "robustzoo.models": "pieces",

@@ -20,6 +20,8 @@ def test_readme_opens_with_install_run_and_test_commands():
     block = lines[lines.index("```bash") + 1:lines.index("```bash") + 3]
     assert block[0].startswith('pip install -e ".[dev]" && robustzoo train')
     assert block[1].startswith("pytest")
+    # The CPU build of torch comes before the first command (pip would pull ~6 GB of CUDA otherwise).
+    assert "download.pytorch.org/whl/cpu" in "\n".join(lines[:lines.index("```bash")])
 
 
 def test_docs_links_resolve():

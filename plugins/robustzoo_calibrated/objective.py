@@ -33,7 +33,7 @@ import torch
 import torch.nn as nn
 
 from robustzoo.attacks import attack_bn_mode, pgd
-from robustzoo.errors import RunError, UsageError
+from robustzoo.errors import RunError
 from robustzoo.objectives import (
     Objective,
     OptimizerSpec,
@@ -41,6 +41,7 @@ from robustzoo.objectives import (
     frozen_bn_statistics,
     train_attack_loss,
 )
+from robustzoo.settings import Setting
 
 from .losses import calibrated_classifier_loss, calibrated_mask_loss
 from .masknet import build_mask_net, mask_net_input
@@ -92,6 +93,17 @@ class CalibratedAT(Objective):
         "mask_optimizer": ("sgd", "adam"),
         "clip": (True, False),
     }
+    ranges = {
+        "beta": Setting(min=0.0, meaning="weight of the KL term"),
+        "beta1": Setting(min=0.0, meaning="weight of CE in the mask loss"),
+        "kappa": Setting(meaning="CW margin κ"),
+        "mask_warmup": Setting(min=0, meaning="epochs before the first φ-step"),
+        "mask_lr": Setting(min=0.0, meaning="base lr of g_φ; 0 = auto"),
+        "mask_momentum": Setting(min=0.0, max=1.0, max_open=True, meaning="SGD momentum of g_φ"),
+        "mask_weight_decay": Setting(min=0.0, meaning="weight decay of g_φ"),
+        "start_eps": Setting(min=0.0, max=1.0, meaning="random-start half-width on the [0,1] scale; 0 = ε"),
+        "mask_check_every": Setting(min=0, meaning="steps between collapse checks; 0 = off"),
+    }
     help = {
         "attack": "training attack: cent (PGD on CE, CATcent) or cw (PGD on the CW margin, CATcw)",
         "beta": "weight of KL(p(x)‖p(x_cal)) in the classifier loss (paper: 5 CIFAR, 1 MNIST)",
@@ -126,15 +138,6 @@ class CalibratedAT(Objective):
 
     def __init__(self, settings: dict[str, Any], ctx):
         super().__init__(settings, ctx)
-        s = self.settings
-        if s["mask_warmup"] < 0:
-            raise UsageError(f"calibrated: mask_warmup={s['mask_warmup']} must be 0 or more "
-                             f"epochs (e.g. --set mask_warmup=1)")
-        for key in ("mask_lr", "mask_momentum", "mask_weight_decay", "start_eps"):
-            if not 0 <= s[key] < float("inf"):
-                raise UsageError(f"calibrated: {key}={s[key]} must be a number >= 0")
-        if s["mask_check_every"] < 0:
-            raise UsageError(f"calibrated: mask_check_every={s['mask_check_every']} must be >= 0 steps (0 = off)")
         # Collapse watch: the mean of M summed on the device, read every mask_check_every steps.
         self._mask_sum: torch.Tensor | None = None
         self._mask_steps = 0

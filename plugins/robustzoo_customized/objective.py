@@ -37,6 +37,7 @@ import torch
 from robustzoo.attacks import attack_bn_mode, pgd
 from robustzoo.errors import UsageError
 from robustzoo.objectives import Objective, StepResult
+from robustzoo.settings import Setting
 
 from .losses import (
     code_attack_objective,
@@ -70,6 +71,11 @@ class CustomizedAT(Objective):
     }
     choices = {"loss": ("ce", "mix"), "update": ("keep", "reset"), "attack_bn": ("train", "eval"),
                "rule": ("paper", "code"), "attack_label": ("start", "grown")}
+    ranges = {"eta": Setting(min=0.0, max=1.0, min_open=True, meaning="budget increment η on the [0,1] scale"),
+              "eps_max": Setting(min=0.0, max=1.0, meaning="cap of ε_i on the [0,1] scale; 0 = the run's ε"),
+              "c": Setting(min=0.0, meaning="label smoothing per unit of ε"),
+              "dirichlet": Setting(min=0.0, min_open=True, meaning="Dirichlet concentration β_D"),
+              "kappa": Setting(meaning="floor −κ of the mix loss's logit margin")}
     help = {
         "loss": "ce = soft-label CE (CAT-CE); mix = soft CE + logit margin (CAT-MIX)",
         "eta": "budget increment η per visit, on the [0,1] scale (paper: 0.005)",
@@ -88,8 +94,6 @@ class CustomizedAT(Objective):
 
     def __init__(self, settings: dict[str, Any], ctx):
         super().__init__(settings, ctx)
-        if self.settings["eta"] < 0 or self.settings["c"] < 0 or self.settings["eps_max"] < 0:
-            raise UsageError("customized: eta, c and eps_max must be >= 0")
         if self.settings["rule"] == "code" and self.settings["update"] != "keep":
             raise UsageError("customized: update=reset belongs to the paper's rule; rule=code has its own "
                              "update (drop --set update=reset or use rule=paper)")

@@ -14,6 +14,7 @@ from robustzoo_trades import clean_target, kl_attack_loss, trades_loss
 from robustzoo.attacks import ce_loss
 from robustzoo.errors import UsageError
 from robustzoo.objectives import Objective, StepResult, parse_number
+from robustzoo.settings import Setting
 
 from .early_stop import early_stopped_pgd
 from .schedule import TauSchedule
@@ -61,6 +62,8 @@ class FAT(Objective):
                 "attack_bn": "eval", "beta": 6.0, "lam": 6.0, "compact": AUTO}
     choices = {"variant": tuple(VARIANTS), "rand_init": (AUTO, "uniform", "normal", "none"),
                "attack_bn": ("eval", "train"), "compact": (AUTO, "on", "off")}
+    ranges = {"beta": Setting(min=0.0, meaning="TRADES β"), "lam": Setting(min=0.0, meaning="MART λ"),
+              "tau": Setting(min=-1, meaning="constant τ; -1 = follow tau_schedule")}
     help = {"variant": "at (CE), trades (KL attack + TRADES loss) or mart (CE attack + MART loss)",
             "tau_schedule": "τ per epoch as τ@last_epoch,...,τ; auto = the paper's: at 0@50,1@90,2; "
                             "trades 0@30,1@50,2@70,3; mart 0@20,1@40,2@60,3@80,4",
@@ -92,8 +95,6 @@ class FAT(Objective):
             raise UsageError(f"fat: omega={out['omega']!r} is not a number (e.g. 0.001, or auto)") from None
         if out["omega"] < 0:
             raise UsageError(f"fat: omega={out['omega']} must be >= 0 (it is a noise std)")
-        if out["tau"] < -1:
-            raise UsageError(f"fat: tau={out['tau']} must be >= 0, or -1 to follow tau_schedule")
         return out
 
     def __init__(self, settings: dict[str, Any], ctx: Any):

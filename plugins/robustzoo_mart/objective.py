@@ -7,6 +7,7 @@ import torch.nn as nn
 
 from robustzoo.attacks import ce_loss, pgd
 from robustzoo.objectives import Objective, StepResult
+from robustzoo.settings import Setting
 
 from .losses import mart_loss
 
@@ -26,6 +27,7 @@ class MART(Objective):
     defaults = {"lam": 6.0, "rand_init": "normal", "attack_bn": "eval", "clip_start": True}
     choices = {"rand_init": ("normal", "uniform", "none"), "attack_bn": ("eval", "train"),
                "clip_start": (True, False)}
+    ranges = {"lam": Setting(min=0.0, meaning="weight λ of the KL term")}
     help = {"lam": "weight λ of the misclassification-aware KL term (paper: 6 WRN-34-10, 5 ResNet-18; "
                    "the authors' code calls it beta)",
             "rand_init": "attack start: normal x+0.001·N (paper), uniform U(-ε,ε), none",

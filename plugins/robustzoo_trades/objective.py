@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn as nn
 
 from robustzoo.attacks import attack_bn_mode, pgd
 from robustzoo.objectives import Objective, StepResult
+from robustzoo.settings import Setting
 
 from .losses import REDUCTIONS, kl_attack_loss, trades_loss
 
@@ -36,6 +39,7 @@ class TRADES(Objective):
                 "clip_start": True}
     choices = {"rand_init": ("normal", "uniform", "none"), "attack_bn": ("eval", "train"),
                "kl_reduction": REDUCTIONS, "clip_start": (True, False)}
+    ranges = {"beta": Setting(min=0.0, meaning="weight β of the KL term")}
     help = {"beta": "weight β of the KL term (β = 1/λ; paper: 6 on CIFAR-10)",
             "rand_init": "attack start: normal x+0.001·N (paper), uniform U(-ε,ε), none",
             "attack_bn": "BatchNorm mode while attacking and computing the clean target (paper: eval)",
@@ -43,6 +47,14 @@ class TRADES(Objective):
                             "shrinks β by the class count; only to reproduce that mistake)",
             "clip_start": "clip the random start to [0,1] before the first gradient (true); false = the "
                           "authors' code, which takes it at x + 0.001·N unclipped (every step is clipped)"}
+
+    @classmethod
+    def setting_warnings(cls, settings: dict[str, Any]) -> list[str]:
+        """β = 0 leaves only the clean cross-entropy: allowed (an ablation), said once."""
+        if settings["beta"] == 0:
+            return ["beta=0 drops the KL term: this trains on clean images only (no robustness); "
+                    "the paper uses beta=6"]
+        return []
 
     def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor) -> StepResult:
         s, c = self.settings, self.ctx

@@ -15,6 +15,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..plugins import declare_entry_check, instance_of
+
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
@@ -206,3 +208,6 @@ class AttackSpec:
     kind: str = "white-box"
     batch_size: int | None = None
     any_layout: bool = False
+
+
+declare_entry_check("attacks", instance_of(AttackSpec, "a robustzoo.attacks.AttackSpec"))

@@ -17,6 +17,7 @@ import warnings
 import click
 
 from ..errors import Interrupted, RobustzooError
+from ..files import os_error
 from ..plugins import get_plugin_manager, strict, warn_plugin
 from .commands import cli
 from .zoo_commands import register as _register_zoo_commands
@@ -118,6 +119,10 @@ def main(argv: list[str] | None = None) -> None:
         _fail(str(exc), type(exc).__name__, exc.exit_code, as_json)
     except KeyboardInterrupt:
         _fail("interrupted", "Interrupted", 130, as_json, prefix="interrupted")
+    except OSError as exc:  # the OS refused a path the commands did not translate (a cache, ...)
+        if debug:
+            raise
+        _fail(str(os_error(exc, None, "access")), "StorageError", 1, as_json)
     except Exception as exc:  # noqa: BLE001 - last line of defence: one line, not a traceback
         if debug:
             raise

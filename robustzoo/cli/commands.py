@@ -17,7 +17,7 @@ from rich.table import Table
 
 from .. import files
 from .._version import __version__
-from ..errors import Interrupted, UsageError
+from ..errors import Interrupted, RobustzooError, StorageError, UsageError
 from ..plugins import plugin_infos, registry
 from ..ui import RichProgress, health_table, results_table, sweep_table
 
@@ -86,7 +86,19 @@ def write_file(path: str, text: str, option: str) -> None:
     err.print(files.replaced_note(path, existed))
 
 
-@cli.command(context_settings=dict(CONTEXT, ignore_unknown_options=True, allow_extra_args=True))
+def _set_keys_epilog() -> str:
+    """The ``--set`` keys with their meaning and range, for ``train --help`` (from config.SCHEMA)."""
+    from ..config import SCHEMA  # torch-free: the schema is plain data (robustzoo.settings)
+
+    width = max(map(len, SCHEMA)) + 2
+    lines = [f"  {k:<{width}}{r.meaning}: {r.describe()}" for k, r in SCHEMA.items() if not r.option]
+    return ("\b\n--set KEY=VALUE takes these keys, and those of the options above (--set eps=8/255 is --eps "
+            "8/255);\neach value is checked for type and range before any data is loaded:\n" + "\n".join(lines) + "\n\nThe objective's own settings (--set beta=6 or "
+            "--beta 6): `robustzoo list objectives NAME`.")
+
+
+@cli.command(context_settings=dict(CONTEXT, ignore_unknown_options=True, allow_extra_args=True),
+             epilog=_set_keys_epilog())
 @click.option("--recipe", help="named configuration (see `robustzoo list recipes`)")
 @click.option("--objective", "-o", help="training objective (default at; see `robustzoo list objectives`)")
 @click.option("--dataset", "-d", help="dataset (default digits)")
@@ -98,7 +110,8 @@ def write_file(path: str, text: str, option: str) -> None:
 @click.option("--epochs", type=int)
 @click.option("--batch-size", type=int)
 @click.option("--lr", type=float)
-@click.option("--subset", type=int, help="train on N images only (quick runs)")
+@click.option("--subset", type=int, help="train on N images only (quick runs); the validation split shrinks to "
+              "N/10 and the final evaluation uses at most N test images (a seeded subset)")
 @click.option("--data-dir", type=click.Path(), help="where dataset files live")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="any config or objective setting")
 @click.option("--out", type=click.Path(), help="run directory (default runs/<objective>-<dataset>-<time>)")
@@ -111,7 +124,7 @@ def write_file(path: str, text: str, option: str) -> None:
 @click.option("--compile", "compile_mode", is_flag=False, flag_value="reduce-overhead", metavar="[MODE]",
               help="torch.compile the model: --compile = reduce-overhead (CUDA graphs); or default, "
                    "max-autotune, off")
-@click.option("--nproc", type=int, help="train with N processes (DDP, one GPU each) via torchrun")
+@click.option("--nproc", type=click.IntRange(min=1), help="train with N processes (DDP, one GPU each) via torchrun")
 @click.pass_context
 def train(ctx: click.Context, recipe, objective, dataset, arch, attack, eps, alpha, steps, epochs,
           batch_size, lr, subset, data_dir, sets, out, resume, device, seed, as_json, precision,
@@ -129,6 +142,10 @@ def train(ctx: click.Context, recipe, objective, dataset, arch, attack, eps, alp
       robustzoo train --resume runs/at-digits-20260101-120000
       robustzoo train --recipe at-prn18 --data-dir data --compile --nproc 2   # docs/performance.md
     """
+    for opt, value in (("--out", out), ("--resume", resume), ("--data-dir", data_dir)):
+        if value is not None and not str(value).strip():
+            raise UsageError(f"{opt} is empty (an unset shell variable?); give a directory"
+                             + (", or leave --out out for runs/<objective>-<dataset>-<time>" if opt == "--out" else ""))
     # deferred: these import torch (see the top of this module)
     from .. import distributed
     from ..config import parse_set_options
@@ -161,10 +178,16 @@ def train(ctx: click.Context, recipe, objective, dataset, arch, attack, eps, alp
         return
     bars = RichProgress()  # draws on the first task; only rank 0 reports tasks
     if resume:
-        given = [n for n, v in dict(recipe=recipe, objective=objective, dataset=dataset, arch=arch, out=out).items() if v]
+        given = [n for n, v in dict(recipe=recipe, objective=objective, dataset=dataset, arch=arch, attack=attack,
+                                    eps=eps, alpha=alpha, steps=steps, epochs=epochs, batch_size=batch_size,
+                                    lr=lr, subset=subset, seed=seed, out=out).items() if v is not None]
         if given or sets or ctx.args:
-            raise UsageError(f"--resume continues a run with its saved settings; drop --{given[0] if given else 'set'}")
+            what = given[0].replace("_", "-") if given else "set"
+            raise UsageError(f"--resume continues a run with its saved settings; drop --{what} (to change "
+                             f"settings, start a new run with `robustzoo train --out DIR`)")
         cfg = config_from_run(resume)
+        if data_dir:  # where the files live, not what is computed: a moved dataset may be found again
+            cfg.data_dir = data_dir
         if device:
             cfg.device = device
         if compile_mode:
@@ -198,6 +221,8 @@ def train(ctx: click.Context, recipe, objective, dataset, arch, attack, eps, alp
             report = trainer.fit()
     except KeyboardInterrupt:
         raise Interrupted(interrupted_training(run_dir, c.epochs)) from None
+    except StorageError as exc:  # a full disk mid-run: say what is kept and how to go on
+        raise StorageError(f"{exc}; {kept_training(run_dir, c.epochs)}") from None
     if report is None:  # a rank other than 0: rank 0 reports
         return
     if as_json:
@@ -210,12 +235,13 @@ def train(ctx: click.Context, recipe, objective, dataset, arch, attack, eps, alp
 
 def interrupted_training(run_dir: Path, epochs: int) -> str:
     """What a Ctrl-C during training kept in ``run_dir``, and the command that continues it."""
-    from ..runs import CONFIG_FILE, METRICS_FILE  # deferred, as at the top (torch is loaded by now)
+    from ..runs import CONFIG_FILE, read_metrics  # deferred, as at the top (torch is loaded by now)
 
-    metrics = run_dir / METRICS_FILE  # one line per finished epoch
-    rows = [ln for ln in metrics.read_text(encoding="utf-8").splitlines() if ln.strip()] \
-        if metrics.is_file() else []
-    done = json.loads(rows[-1]).get("epoch", len(rows)) if rows else 0
+    try:
+        rows = read_metrics(run_dir)  # one row per finished epoch
+    except RobustzooError:  # damaged by hand meanwhile: the resume command still applies
+        rows = []
+    done = rows[-1].get("epoch", len(rows)) if rows else 0
     resume = f"`robustzoo train --resume {run_dir}`"
     if not (run_dir / CONFIG_FILE).is_file():
         return f"training had not started; nothing was written to {run_dir}"
@@ -227,6 +253,22 @@ def interrupted_training(run_dir: Path, epochs: int) -> str:
                 f"cut short: {resume} runs it")
     return (f"kept epoch {done} of {epochs} in {run_dir} (last.safetensors and the optimiser state; "
             f"model.safetensors is the best so far); continue with {resume}")
+
+
+def kept_training(run_dir: Path, epochs: int) -> str:
+    """After a failed write: the epochs kept in ``run_dir`` and the command that continues."""
+    from ..runs import CONFIG_FILE, read_metrics  # deferred, as at the top (torch is loaded by now)
+
+    if not (run_dir / CONFIG_FILE).is_file():
+        return "nothing was written"
+    try:
+        done = len(read_metrics(run_dir))
+    except RobustzooError:
+        done = 0
+    if not done:
+        return f"no epoch was kept; then start it again with `robustzoo train --resume {run_dir}`"
+    return (f"epochs 1-{done} of {epochs} are kept in {run_dir}; then continue with "
+            f"`robustzoo train --resume {run_dir}`")
 
 
 def _relaunch_args(ctx: click.Context) -> list[str]:
@@ -321,6 +363,8 @@ def eval_cmd(model, suite, attacks, n, eps, seed, cascade, eps_sweep, plot, sets
                               allow_custom=allow_custom)
     except KeyboardInterrupt:
         raise Interrupted(_interrupted_eval(model)) from None
+    except StorageError as exc:  # a full disk after some attacks: their outcomes are on disk
+        raise StorageError(f"{exc}; {_kept_eval(model)}") from None
     if plot:
         err.print(files.replaced_note(plot, replaced["--plot"]))
     _say_record(model, report)
@@ -390,6 +434,17 @@ def _check_precision_cmd(model, suite, attacks, n, seed, batch_size, device, dat
     stdout.print(t)
     if rep.get("recorded"):
         err.print(f"wrote {rep['recorded']}", soft_wrap=True)
+
+
+def _kept_eval(model: str) -> str:
+    """After a failed write: whether finished attacks were kept, and how to go on."""
+    from ..eval import FLAGS_FILE  # deferred, as at the top (torch is loaded by now)
+
+    flags = Path(model) / FLAGS_FILE
+    if Path(model).is_dir() and flags.is_file():
+        return (f"the per-example outcomes of the finished attacks are kept in {flags}: then run the same "
+                f"command again, it resumes from them")
+    return "then run the same command again"
 
 
 def _interrupted_eval(model: str) -> str:

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import torch
 
-from ..errors import UsageError
+from ..errors import DataError, UsageError
+from ..plugins import declare_entry_check, instance_of
 
 Arrays = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 
@@ -65,6 +66,9 @@ class DatasetSpec:
     source: str = ""
     test_size: int | None = None
     extra: dict = field(default_factory=dict)
+
+
+declare_entry_check("datasets", instance_of(DatasetSpec, "a robustzoo.data.DatasetSpec"))
 
 
 class TensorData:
@@ -214,6 +218,39 @@ def crop_flip(x: torch.Tensor, generator: torch.Generator | None = None, pad: in
     return out.permute(0, 3, 1, 2).contiguous()
 
 
+def check_data_dir(data_dir: Path | None) -> None:
+    """``--data-dir`` must be a folder when it exists (a file is refused, not ignored)."""
+    if data_dir is not None and data_dir.exists() and not data_dir.is_dir():
+        raise UsageError(f"--data-dir {data_dir} is a file, not a folder; give the folder that holds the "
+                         f"dataset's files")
+
+
+def check_arrays(spec: DatasetSpec, x: torch.Tensor, y: torch.Tensor, split: str,
+                 data_dir: str | Path | None = None) -> None:
+    """What a dataset loader returned must fit its spec: uint8 N×C×H×W images of ``spec.shape``,
+    as many int64 labels, each in 0..num_classes-1 (a plugin's loader or a hand-made file
+    otherwise fails mid-training, inside the network or the loss).
+
+    Raises:
+        DataError: the first disagreement, naming the dataset, the split and ``--data-dir``.
+    """
+    where = f"{spec.name} {split} set" + (f" (--data-dir {data_dir})" if data_dir else "")
+    if not isinstance(x, torch.Tensor) or x.dtype != torch.uint8 or x.dim() != 4:
+        raise DataError(f"{where}: the loader returned {getattr(x, 'dtype', type(x).__name__)} images of shape "
+                        f"{tuple(getattr(x, 'shape', ()))}, expected uint8 N×C×H×W")
+    if tuple(x.shape[1:]) != tuple(spec.shape):
+        c, h, w = spec.shape
+        raise DataError(f"{where}: images are {'×'.join(map(str, x.shape[1:]))} (C×H×W), {spec.name}'s are "
+                        f"{c}×{h}×{w} (the size its architectures are built for); check the files")
+    if not isinstance(y, torch.Tensor) or y.dim() != 1 or len(y) != len(x):
+        raise DataError(f"{where}: {len(x)} images but {len(y) if hasattr(y, '__len__') else '?'} labels; the "
+                        f"image and label files must match")
+    if len(y) and (int(y.min()) < 0 or int(y.max()) >= spec.num_classes):
+        bad = int(y.max()) if int(y.max()) >= spec.num_classes else int(y.min())
+        raise DataError(f"{where}: label {bad} is outside 0..{spec.num_classes - 1} ({spec.name} has "
+                        f"{spec.num_classes} classes); check the label files")
+
+
 @dataclass
 class Splits:
     """Train / validation / test sets of one dataset, with its spec."""
@@ -249,7 +286,10 @@ def load_splits(
     test set). ``subset`` keeps the first N shuffled training images (and at most N test
     images) for quick runs. ``index`` of the training set is the row in the kept train split.
     """
+    check_data_dir(Path(data_dir) if data_dir else None)  # every dataset, also those that need no files
     x_tr, y_tr, x_te, y_te = spec.load(Path(data_dir) if data_dir else None, download)
+    check_arrays(spec, x_tr, y_tr, "training", data_dir)
+    check_arrays(spec, x_te, y_te, "test", data_dir)
     val_size = spec.val_size if val_size is None else val_size
     if subset is not None and subset < 1:
         raise UsageError(f"--subset must be a positive number of images, got {subset}")

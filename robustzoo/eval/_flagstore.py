@@ -85,6 +85,16 @@ class FlagStore:
         except (RunError, json.JSONDecodeError) as exc:
             self.discarded = f"unreadable ({exc})"
             return
+        entries = info.get("entries", {}) if isinstance(info, dict) else None
+        if not isinstance(info, dict) or not isinstance(info.get("header"), dict) or not isinstance(entries, dict) \
+                or not all(isinstance(e, dict) for e in entries.values()):
+            self.discarded = ("unreadable (its metadata robustzoo.eval_flags is not an object with a 'header' and "
+                              "'entries' objects)")
+            return
+        bad = [k for k, t in tensors.items() if t.dim() != 1 or len(t) != len(self.index)]
+        if bad:
+            self.discarded = f"unreadable ({bad[0]} holds {tuple(tensors[bad[0]].shape)} values, not one per example)"
+            return
         if info.get("header") != self.header:
             old = info.get("header", {})
             diff = [k for k in sorted(set(old) | set(self.header)) if old.get(k) != self.header.get(k)]

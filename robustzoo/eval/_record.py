@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import RunError
-from ..runs import EVAL_FILE, write_json
+from ..runs import EVAL_FILE, check_eval_report, read_json, write_json
 
 HISTORY_DIR = "evals"
 #: Examples needed for a publishable number when the test set is larger (95% interval ±3 points).
@@ -227,18 +227,20 @@ def choose_canonical(records: dict[str, dict[str, Any]], model: str | None = Non
 # -- reading and writing ---------------------------------------------------------------------
 
 def history(run_dir: str | Path) -> dict[str, dict[str, Any]]:
-    """Every report of ``RUN_DIR/evals/`` by record id (unreadable files are skipped)."""
+    """Every report of ``RUN_DIR/evals/`` by record id.
+
+    Raises:
+        RunError: a record that is not JSON or lacks a field (named, with the file).
+    """
     out: dict[str, dict[str, Any]] = {}
     d = Path(run_dir) / HISTORY_DIR
     if not d.is_dir():
         return out
     for p in sorted(d.glob("*.json")):
-        try:
-            data = json.loads(p.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError, OSError):
-            continue
-        if isinstance(data, dict) and isinstance(data.get("results"), list):
-            out[p.stem] = data
+        # A damaged record is an error naming it, not skipped: the canonical choice needs them all.
+        fix = (f"restore it, or move it out of {d} (the evaluation it records can be run again with "
+               f"`robustzoo eval {run_dir}`)")
+        out[p.stem] = check_eval_report(read_json(p, fix), p, fix)
     return out
 
 
@@ -329,10 +331,8 @@ def read_canonical(run_dir: str | Path) -> dict[str, Any]:
                            f"protocol: `robustzoo eval {run_dir} --suite quick`")
         raise RunError(f"{run_dir} has no {EVAL_FILE}; evaluate it first: `robustzoo eval {run_dir} "
                        f"--suite quick`")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise RunError(f"{path} is not valid JSON; re-run `robustzoo eval {run_dir} --suite quick`") from None
+    fix = f"re-run `robustzoo eval {run_dir} --suite quick`"
+    return check_eval_report(read_json(path, fix), path, fix)
 
 
 # -- what may be published, and what a card leads with ----------------------------------------

@@ -5,13 +5,14 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+import torch
 import torch.nn as nn
 
 from ..errors import NotFoundError, UsageError, did_you_mean
-from ..plugins import declare_entry_type, registry
+from ..plugins import declare_entry_check, declare_entry_type, registry
 from .nets import CNNMnist, Normalize, Normalized, PreActResNet18, SmallCNN, WideResNet
 
-__all__ = ["ArchitectureSpec", "build_model", "Normalize", "Normalized", "PreActResNet18",
+__all__ = ["ArchitectureSpec", "build_model", "check_input_size", "Normalize", "Normalized", "PreActResNet18",
            "WideResNet", "CNNMnist", "SmallCNN", "count_parameters"]
 
 
@@ -39,6 +40,8 @@ def _architecture_entry(entry: ArchitectureSpec | str, factory: Callable[..., nn
 
 
 declare_entry_type("architectures", _architecture_entry)
+declare_entry_check("architectures", lambda e: None if isinstance(e, ArchitectureSpec) and callable(e.factory)
+                    else "an ArchitectureSpec, or (name, factory) with a callable factory")
 
 TIMM_PREFIX = "timm/"
 
@@ -78,6 +81,47 @@ def build_model(
         hint = f" (timm has it: use 'timm/{timm.list_models(f'*{arch}*')[0]}')"
     raise NotFoundError(f"unknown architecture {arch!r}{hint}; see `robustzoo list architectures` "
                         f"or use any timm model as 'timm/<name>'")
+
+
+def check_input_size(arch: str, *, num_classes: int, shape: Sequence[int], mean: Sequence[float],
+                     std: Sequence[float], dataset: str = "") -> None:
+    """Refuse an architecture that cannot take images of ``shape`` (C, H, W), before any data loads.
+
+    The net is built on the meta device (no memory, no initialisation cost) and given one
+    image; only when that fails is it built for real on the CPU, so an op without a meta
+    kernel is never mistaken for a size mismatch. Both happen under ``fork_rng``: a seeded
+    run draws exactly what it drew without the check.
+
+    Raises:
+        UsageError: the forward pass fails, naming ``--arch``, the image size and the error.
+    """
+    c, h, w = (int(v) for v in shape)
+
+    def forward(device: str) -> None:
+        with torch.device(device):
+            net = build_model(arch, num_classes=num_classes, in_chans=c, input_size=(h, w), mean=mean, std=std)
+            net.eval()
+            with torch.no_grad():
+                net(torch.zeros(2, c, h, w))
+
+    with torch.random.fork_rng(devices=[]):
+        try:
+            forward("meta")
+            return
+        except (NotFoundError, UsageError):
+            raise
+        except Exception:  # noqa: BLE001 - maybe only the meta device; the CPU decides below
+            pass
+        try:
+            forward("cpu")
+        except (NotFoundError, UsageError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - any failure of one forward pass is this user error
+            first = (str(exc).splitlines() or [type(exc).__name__])[0][:160]
+            of = f" of {dataset}" if dataset else ""
+            raise UsageError(f"--arch {arch} cannot take the {c}×{h}×{w} images{of} ({type(exc).__name__}: "
+                             f"{first}); choose an architecture for that size (`robustzoo list architectures`, "
+                             f"column input)") from None
 
 
 def count_parameters(model: nn.Module) -> int:
