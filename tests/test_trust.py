@@ -218,13 +218,13 @@ def test_an_autoattack_version_switch_is_recorded_and_shown(test_set):
 
 # --- the canonical rule decides with health -----------------------------------------------------
 
-def _rep(attacks, n, status="passed"):
+def _rep(attacks, n, status="passed", check="ran"):
     rows = [{"attack": a, "accuracy": 0.5, "correct": n // 2, "n": n, "ci95": [0.4, 0.6], "settings": {}}
             for a in attacks]
+    verdict = {"failed": "failed", "suspect": "flagged"}.get(status, "passed" if check == "ran" else "skipped")
     return {"eps": 0.03, "n": n, "seed": 0, "results": rows, "examples": {"n": n, "of": 10000},
             "standard": True, "health": {"status": status, "checks": [
-                {"name": "noop" if status == "failed" else "pgd_vs_apgd", "status":
-                 {"failed": "failed", "suspect": "flagged"}.get(status, "passed")}]}}
+                {"name": "noop" if status == "failed" else "ce_vs_margin", "status": verdict}]}}
 
 
 def test_the_canonical_rule_with_failed_suspect_and_passed_reports():
@@ -232,8 +232,14 @@ def test_the_canonical_rule_with_failed_suspect_and_passed_reports():
                "apgd-suspect": _rep(["clean", "apgd-dlr", "pgd20"], 1000, "suspect"),
                "apgd-passed": _rep(["clean", "apgd-dlr"], 1000),
                "pgd-passed": _rep(["clean", "pgd20"], 1000)}
-    # failed: never; within a tier (APGD) passed beats suspect even with fewer attacks
+    # failed: never; within a tier (APGD) a passed report that ran the same checks beats a suspect
+    # one even with fewer attacks ...
     assert choose_canonical(reports) == "apgd-passed"
+    # ... but not one that passed by skipping the check that flagged the other, nor a smaller one
+    reports["apgd-passed"] = _rep(["clean", "apgd-dlr"], 1000, check="skipped")
+    assert choose_canonical(reports) == "apgd-suspect"
+    reports["apgd-passed"] = _rep(["clean", "apgd-dlr"], 500)
+    assert choose_canonical(reports) == "apgd-suspect"
     del reports["apgd-passed"]
     # across tiers the stronger protocol wins though suspect: its flags come from checks only it can run
     assert choose_canonical(reports) == "apgd-suspect"

@@ -292,7 +292,7 @@ def _relaunch_args(ctx: click.Context) -> list[str]:
 @cli.command("eval")
 @click.argument("model")
 @click.option("--suite", help="named attack set: quick (clean,pgd20,apgd-dlr on 1,000), paper, autoattack")
-@click.option("--attacks", help="comma-separated attack names (default clean,pgd20; see `robustzoo list attacks`)")
+@click.option("--attacks", help="comma-separated attack names (default clean,pgd20,cw; see `robustzoo list attacks`)")
 @click.option("--n", type=click.IntRange(min=1), help="evaluate on N test images (seeded choice; default: "
               "the suite's, else all)")
 @click.option("--eps", help="override the run's ε (on the [0,1] scale, e.g. 8/255)")

@@ -451,6 +451,16 @@ def _shifted_mcnemar(b: int, c: int, n: int, tolerance: float) -> float:
     return binomial_tail(int(b), d, p0)
 
 
+def _shifted_detectable(n: int, tolerance: float) -> dict[str, Any]:
+    """Smallest gap the tolerance-shifted paired test can flag at n (all discordant examples one way)."""
+    alpha = THRESHOLDS["p_value"]
+    k = next((k for k in range(1, n + 1) if k > tolerance * n and _shifted_mcnemar(k, 0, n, tolerance) < alpha),
+             None)
+    return {"gap": round(k / n, 6) if k else None, "n": n, "paired": True,
+            "note": f"{k} examples robust only under the CE attack, none the other way" if k else
+                    "not detectable at this n"}
+
+
 def check_ce_vs_margin(report: dict[str, Any], flags: dict[str, torch.Tensor] | None = None
                        ) -> dict[str, Any]:
     """An iterative CE attack must not leave clearly more examples robust than a margin-loss attack.
@@ -489,8 +499,7 @@ def check_ce_vs_margin(report: dict[str, Any], flags: dict[str, torch.Tensor] | 
         if hit:
             fired.append((r, gap))
     paired = all(v.get("paired") for v in ev["by_attack"].values())
-    detectable = (_paired_gap("CE attack robust, margin attack broken", tol, n) if paired
-                  else _unpaired_gap(int(ref["correct"]), n, tol))
+    detectable = (_shifted_detectable(n, tol) if paired else _unpaired_gap(int(ref["correct"]), n, tol))
     if fired:
         worst, gap = max(fired, key=lambda x: x[1])
         p = ev["by_attack"][worst["attack"]].get("p_value")

@@ -21,14 +21,17 @@ eval.json. The order:
 3. the attack tier of its strongest attack: AutoAttack (5) > APGD-CE / APGD-DLR / APGD-T /
    FAB-T (4) > PGD-20 / PGD-100 / PGD-10 / CW∞ / Square (3) > FGSM and attacks robustzoo does
    not know (2) > clean only (1);
-4. health: within a tier, a passed report beats a suspect one. Across tiers the stronger
-   protocol wins even when it is suspect: its flags come from checks only it could run (a
-   PGD-20-only report "passes" the PGD-versus-APGD check because it cannot run it), and they
-   travel with it to the card;
-5. more examples;
-6. more attacks;
-7. measured by this version over migrated from an eval.json older than the history;
-8. the record id (alphabetical), so ties always resolve the same way.
+4. more examples;
+5. more attacks;
+6. measured by this version over migrated from an eval.json older than the history;
+7. the record id (alphabetical), so ties always resolve the same way;
+
+and health decides between the winner and the rest: when the winner is suspect, a passed
+report of the same tier, on at least as many examples, that ran every health check the
+suspect one ran is canonical instead. A passed report that skipped the check which flagged
+the other (a PGD-20-only report cannot run the CE-versus-margin check) does not win by
+skipping it, and a stronger tier wins even when suspect: its flags come from checks only it
+could run, and they travel with it to the card.
 
 A run evaluated before the history existed (eval.json, no evals/) is migrated on the next
 write: its eval.json becomes a history entry, marked ``"migrated": true``.
@@ -68,8 +71,8 @@ SAMPLE_RULE = ("positions = torch.randperm(of, generator=torch.Generator().manua
                "used --subset)")
 RULE = ("eligible (health not failed; standard settings, or custom allowed with --allow-custom) > "
         "complete (has clean) > whole test set or n >= 1,000 > attack tier (AutoAttack > APGD/FAB > "
-        "PGD/CW/Square > FGSM > clean only) > passed over suspect > larger n > more attacks > not migrated "
-        "> record id")
+        "PGD/CW/Square > FGSM > clean only) > larger n > more attacks > not migrated > record id; a suspect "
+        "winner gives way to a passed report of its tier and size that ran every check it ran")
 
 
 # -- protocol keys ---------------------------------------------------------------------------
@@ -204,10 +207,16 @@ def canonical_problems(report: dict[str, Any]) -> list[str]:
 
 
 def canonical_rank(report: dict[str, Any], rid: str) -> tuple:
-    """Sort key of the canonical rule among eligible records (smallest first wins); see the module docstring."""
+    """Sort key of the canonical rule among eligible records (smallest first wins); see the module
+    docstring (:func:`choose_canonical` adds the health rule)."""
     return (not _has_clean(report), not publishable_size(report), -attack_tier(report),
-            health_status(report) == "suspect", -int(report.get("n") or 0), -len(report.get("results", [])),
-            bool(report.get("migrated")), rid)
+            -int(report.get("n") or 0), -len(report.get("results", [])), bool(report.get("migrated")), rid)
+
+
+def checks_ran(report: dict[str, Any]) -> set[str]:
+    """The health checks a report ran (not skipped)."""
+    return {c.get("name") for c in (report.get("health") or {}).get("checks", [])
+            if isinstance(c, dict) and c.get("status") not in (None, "skipped")}
 
 
 def choose_canonical(records: dict[str, dict[str, Any]], model: str | None = None) -> str | None:
@@ -216,12 +225,25 @@ def choose_canonical(records: dict[str, dict[str, Any]], model: str | None = Non
     Records of another model fingerprint (the run's weights changed since) are never chosen,
     nor are ineligible ones (:func:`canonical_problems`); None when nothing is left. With
     ``model=None`` every record of any fingerprint is a candidate.
+
+    The order is :func:`canonical_rank`. When the winner is suspect, a passed record of the
+    same attack tier, on at least as many examples, that ran every health check the suspect
+    one ran (so it could have seen the same problem) is chosen instead: a report does not win
+    by skipping the check that flagged the other.
     """
     ids = [i for i, r in records.items() if (model is None or r.get("model") in (model, None))
            and not canonical_problems(r)]
     if not ids:
         return None
-    return min(ids, key=lambda i: canonical_rank(records[i], i))
+    best = min(ids, key=lambda i: canonical_rank(records[i], i))
+    top = records[best]
+    if health_status(top) != "suspect":
+        return best
+    cleaner = [i for i in ids if health_status(records[i]) == "passed" and _has_clean(records[i])
+               and attack_tier(records[i]) == attack_tier(top)
+               and int(records[i].get("n") or 0) >= int(top.get("n") or 0)
+               and checks_ran(records[i]) >= checks_ran(top)]
+    return min(cleaner, key=lambda i: canonical_rank(records[i], i)) if cleaner else best
 
 
 # -- reading and writing ---------------------------------------------------------------------

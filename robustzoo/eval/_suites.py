@@ -40,7 +40,9 @@ SUITES: dict[str, Suite] = {s.name: s for s in (
           "standard AutoAttack (APGD-CE, APGD-T, FAB-T, Square-5000), the RobustBench protocol"),
 )}
 
-DEFAULT_ATTACKS = ("clean", "pgd20")
+#: Without --suite or --attacks: clean, PGD-20 on CE and CW∞ on the logit margin, as at the end of
+#: training, so the CE-versus-margin health check always runs.
+DEFAULT_ATTACKS = ("clean", "pgd20", "cw")
 
 
 def get_suite(name: str) -> Suite:
