@@ -773,3 +773,25 @@ def test_run_card_records_the_mask_optimiser_and_the_collapse_watch(cat_run):
     header = log.splitlines()[2]
     assert "mask_mean" in header and "mask_collapsed" in header and "mask_checks" in header
     assert "| no |" in log.splitlines()[4]  # epoch 1: no collapse
+
+
+def test_the_final_table_has_a_margin_loss_attack_and_health_compares_it(cat_run):
+    """issue 26: training's own evaluation runs CW∞ beside PGD-20 and reports the worst case, and
+    the health report compares them example by example (never skipped silently)."""
+    from rich.console import Console
+
+    from robustzoo.ui import results_table
+
+    report = newest_record(cat_run)
+    assert [r["attack"] for r in report["results"]] == ["clean", "pgd20", "cw"]
+    assert report["worst_case"]["attacks"] == ["pgd20", "cw"]
+    check = next(c for c in report["health"]["checks"] if c["name"] == "ce_vs_margin")
+    assert check["status"] in ("passed", "flagged") and check["evidence"]["reference"] == "cw"
+    pgd = check["evidence"]["by_attack"]["pgd20"]
+    assert pgd["paired"] and pgd["ce_only"] + pgd["margin_only"] >= 0
+    if check["status"] == "flagged":  # CE overstating beyond the test's tolerance is never a pass
+        assert report["health"]["status"] != "passed" and "pgd20" in check["affects"]
+    console = Console(record=True, width=160)
+    console.print(results_table(report))
+    text = console.export_text()
+    assert "cw" in text and "worst case" in text and "precision: fp32" in text
