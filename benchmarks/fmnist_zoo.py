@@ -61,12 +61,13 @@ METHODS: dict[str, tuple[str, dict[str, str]]] = {
 }
 
 REDUCED = dict(subset="10000", epochs="8", milestones="0.75", steps="10", alpha="0.02")
-# Reduced (CPU) evaluation. Standard AutoAttack costs about 3.5 s per robust image on one core
-# (Square-5000 and FAB-T dominate), so it runs on fewer images than the gradient attacks:
-# `n` images for clean, FGSM, PGD-20/100, CW and APGD-CE/APGD-DLR; `aa_n` images (the first
-# aa_n of the same seeded sample) for standard AutoAttack with PGD-20 beside it, so the
-# PGD-20 − AutoAttack gap is measured on the same images; `sweep_n` for the ε sweep.
-REDUCED_EVAL = dict(n=1000, aa_n=200, sweep_n=500)
+# Reduced (CPU) evaluation: every attack on the same 1,000 test images of every run (seed 0 of
+# robustzoo's sample rule), so any two runs can be compared example by example (paired tests).
+# Clean, FGSM, PGD-20/100, CW, APGD-CE/APGD-DLR and standard AutoAttack run in one evaluation
+# (AutoAttack reuses the standalone APGD-CE); the ε sweep runs on the same images, so all the
+# per-example outcomes stay in one RUN/eval_flags.safetensors. Standard AutoAttack costs about
+# 3.5 s per robust image on one core (Square-5000 and FAB-T dominate).
+REDUCED_EVAL = dict(n=1000, aa_n=1000, sweep_n=1000)
 # Gradient attacks of the reduced protocol: the paper suite without its standalone
 # Square-5000 (Square still runs, with 5,000 queries, inside AutoAttack) plus APGD-CE and
 # APGD-DLR, which make the PGD-vs-APGD masking check possible on all n images.
@@ -108,7 +109,7 @@ def train_commands(out: Path, seeds: list[int], methods: list[str], reduced: boo
 
 def eval_commands(out: Path, reduced: bool, sweep: str, device: str, aa_large_n: int = 0,
                   aa_large_methods: list[str] | None = None,
-                  methods: list[str] | None = None) -> list[list[str]]:
+                  methods: list[str] | None = None, seeds: list[int] | None = None) -> list[list[str]]:
     """The evaluations still missing for every finished run (one with eval.json) under ``out``.
 
     Full protocol: the ``paper`` and ``autoattack`` suites on the whole test set. Reduced:
@@ -120,14 +121,16 @@ def eval_commands(out: Path, reduced: bool, sweep: str, device: str, aa_large_n:
     ``aa_large_n`` > 0 adds standard AutoAttack (with clean and PGD-20) on that many images for
     the runs of ``aa_large_methods`` (RUN/eval-autoattack-large.json): the same seeded images
     for every run, so methods can be compared pair by pair on them. ``methods`` (default: all)
-    keeps only those methods' runs, so that a method can be evaluated as soon as it has trained.
+    keeps only those methods' runs, so that a method can be evaluated as soon as it has trained;
+    ``seeds`` (default: all) only those seeds' runs.
     """
     r = REDUCED_EVAL if reduced else dict(n=None, aa_n=None, sweep_n=None)
-    jobs = {
-        "paper": (r["n"], ["--attacks", REDUCED_ATTACKS] if reduced else ["--suite", "paper"]),
-        "autoattack": (r["aa_n"], ["--attacks", "clean,pgd20,autoattack"] if reduced else ["--suite", "autoattack"]),
-        "sweep": (r["sweep_n"], ["--attacks", "pgd20", "--eps-sweep", sweep]),
-    }
+    if reduced:  # one evaluation of every attack on the same images (see REDUCED_EVAL)
+        jobs = {"paper": (r["n"], ["--attacks", REDUCED_ATTACKS + ",autoattack"]),
+                "sweep": (r["sweep_n"], ["--attacks", "pgd20", "--eps-sweep", sweep])}
+    else:
+        jobs = {"paper": (None, ["--suite", "paper"]), "autoattack": (None, ["--suite", "autoattack"]),
+                "sweep": (None, ["--attacks", "pgd20", "--eps-sweep", sweep])}
     if aa_large_n:
         jobs["autoattack-large"] = (aa_large_n, ["--attacks", "clean,pgd20,autoattack"])
     finished = sorted(p for p in out.iterdir() if (p / "eval.json").is_file()) if out.is_dir() else []
@@ -136,8 +139,10 @@ def eval_commands(out: Path, reduced: bool, sweep: str, device: str, aa_large_n:
     # evaluation also updates RUN/eval.json and RUN/eval_flags.safetensors).
     for name, (n, args) in jobs.items():
         for run in finished:
-            method = run.name.rsplit("-s", 1)[0]
+            method, _, seed = run.name.rpartition("-s")
             if methods is not None and method not in methods:
+                continue
+            if seeds is not None and seed not in {str(s) for s in seeds}:
                 continue
             if name == "autoattack-large" and method not in (aa_large_methods or []):
                 continue
@@ -146,6 +151,42 @@ def eval_commands(out: Path, reduced: bool, sweep: str, device: str, aa_large_n:
                 cmds.append([sys.executable, "-m", "robustzoo", "eval", str(run), "--device", device]
                             + (["--n", str(n)] if n else []) + args + ["--json", str(target)])
     return cmds
+
+
+#: What `export` copies from a run directory into the repository: everything that proves what was
+#: measured, and the sha256 of the weights (not the weights) so a rerun can prove it trained the
+#: same model.
+EXPORT_FILES = ("config.json", "metrics.jsonl", "eval.json", "eval_flags.safetensors", "eval-paper.json",
+                "eval-autoattack.json", "eval-sweep.json", "eval-autoattack-large.json")
+
+
+def export_runs(out: Path, to: Path, methods: list[str] | None = None) -> list[str]:
+    """Copy each finished run's records from ``out`` into ``to/<run>/`` (no weights); returns the runs.
+
+    Writes ``weights.sha256`` (sha256 of model.safetensors, last.safetensors and aux.safetensors)
+    and ``evals/`` (the evaluation history). A file already there is replaced only by a newer one.
+    """
+    import hashlib
+    import shutil
+
+    done = []
+    for run in sorted(p for p in out.iterdir() if (p / "eval.json").is_file()) if out.is_dir() else []:
+        if methods is not None and run.name.rsplit("-s", 1)[0] not in methods:
+            continue
+        dst = to / run.name
+        (dst / "evals").mkdir(parents=True, exist_ok=True)
+        for name in EXPORT_FILES:
+            if (run / name).is_file():
+                shutil.copy2(run / name, dst / name)
+        for p in sorted((run / "evals").glob("*.json")):
+            shutil.copy2(p, dst / "evals" / p.name)
+        lines = []
+        for w in ("model.safetensors", "last.safetensors", "aux.safetensors"):
+            if (run / w).is_file():
+                lines.append(f"{hashlib.sha256((run / w).read_bytes()).hexdigest()}  {w}")
+        (dst / "weights.sha256").write_text("\n".join(lines) + "\n")
+        done.append(run.name)
+    return done
 
 
 def record_protocol(out: Path, stage: str, seeds: list[int], methods: list[str], reduced: bool,
@@ -175,9 +216,12 @@ def record_protocol(out: Path, stage: str, seeds: list[int], methods: list[str],
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("stage", choices=["train", "eval"])
+    ap.add_argument("stage", choices=["train", "eval", "export"])
+    ap.add_argument("--to", type=Path, default=Path("docs/results/fmnist"),
+                    help="export: the folder in the repository the runs' records are copied to")
     ap.add_argument("--out", type=Path, default=Path("runs/fmnist"))
-    ap.add_argument("--seeds", default="0")
+    ap.add_argument("--seeds", help="comma-separated seeds to train (default 0), or whose runs to evaluate "
+                                     "or export (default: all)")
     ap.add_argument("--methods", default=",".join(METHODS),
                     help="methods to train, or whose runs to evaluate (comma-separated; default: all)")
     ap.add_argument("--reduced", action="store_true", help="CPU protocol (see REDUCED, REDUCED_EVAL)")
@@ -193,14 +237,23 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         ap.error(f"unknown method {unknown[0]!r}; choose from {', '.join(METHODS)}")
-    seeds = [int(s) for s in args.seeds.split(",")]
+    seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
+    if args.stage == "export":
+        names = export_runs(args.out, args.to, methods if args.methods != ",".join(METHODS) else None)
+        if (args.out / "protocol.json").is_file():
+            import shutil
+
+            shutil.copy2(args.out / "protocol.json", args.to / "protocol.json")
+        print(f"exported {len(names)} runs to {args.to}: {', '.join(names)}")
+        return 0
     if args.stage == "train":
+        seeds = seeds or [0]
         cmds = train_commands(args.out, seeds, methods, args.reduced, args.device)
     else:
         cmds = eval_commands(args.out, args.reduced, args.sweep, args.device, args.aa_large_n,
                              [m for m in args.aa_large_methods.split(",") if m],
-                             methods)
-    record_protocol(args.out, args.stage, seeds, methods, args.reduced, args.sweep)
+                             methods, seeds)
+    record_protocol(args.out, args.stage, seeds or [], methods, args.reduced, args.sweep)
     threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
     logs = args.out / "logs"
     with ThreadPoolExecutor(args.jobs) as pool:
