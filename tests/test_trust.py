@@ -370,6 +370,7 @@ def test_eval_of_a_small_val_size_run_on_a_16_image_test_set(tmp_path):
     assert not whole_test_set(rep)
     ok, why = publishable(rep, run)
     assert not ok and "fewer than 1,000 examples and not the whole test set" in why
+    assert "pgd20 on 16 of 10,000 test images" in why
     # the embedded digits: its 360 test images are its whole test set
     assert whole_test_set({"n": 360, "examples": {"n": 360, "of": 360, "test_size": 360}})
 

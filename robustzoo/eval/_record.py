@@ -389,8 +389,9 @@ def partial_problems(report: dict[str, Any] | None) -> list[str]:
 def describe(report: dict[str, Any]) -> str:
     """'fgsm on 40 of 360 test images': the attacks and examples of a record."""
     robust = [r["attack"] for r in report.get("results", []) if r.get("attack") != "clean"]
-    of = (report.get("examples") or {}).get("of")
-    size = f"{report.get('n')} of {of}" if of and of != report.get("n") else f"{report.get('n')}"
+    examples = report.get("examples") or {}
+    of = examples.get("test_size") or examples.get("of")
+    size = f"{report.get('n')} of {of:,}" if of and of != report.get("n") else f"{report.get('n')}"
     return f"{', '.join(robust) or 'clean only'} on {size} test images"
 
 
