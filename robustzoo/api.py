@@ -16,13 +16,14 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from . import files, hub, runs
+from . import distributed, files, hub, runs
 from .config import TrainConfig
 from .data import load_splits
 from .devices import resolve_device
 from .errors import NotFoundError, UsageError
 from .eval import (
     FLAGS_FILE,
+    Shard,
     evaluate_model,
     model_fingerprint,
     parse_attack_options,
@@ -126,7 +127,7 @@ def evaluate(name: str | Path, attacks: list[str] | str | None = None, *, n: int
              suite: str | None = None, cascade: bool = False, options: dict[str, Any] | None = None,
              eps_sweep: list[float] | str | None = None, sweep_attack: str | None = None,
              plot: str | Path | None = None, health: bool = True, resume: bool = True,
-             precision: str = "auto") -> dict[str, Any]:
+             precision: str = "auto", shard: bool = True) -> dict[str, Any]:
     """Evaluate a model on its dataset's test set under ``attacks`` (or a named ``suite``).
 
     Returns the eval.json dictionary; with ``write`` and a local run directory it is also
@@ -142,6 +143,12 @@ def evaluate(name: str | Path, attacks: list[str] | str | None = None, *, n: int
     more than 0.1 points off, which the report records under ``precision_fallback``), 'bf16',
     or 'fp32' (exact: TF32 off on CUDA); see :mod:`robustzoo.fast`. ``show_progress`` and
     ``progress``: see the module docstring.
+
+    Under ``torchrun`` (WORLD_SIZE > 1) the evaluation is sharded (``robustzoo.eval.Shard``):
+    every process calls ``evaluate`` with the same arguments and runs a share of every
+    attack's batches; rank 0 alone reports progress and writes the record, the flags and the
+    plot, and every rank returns the numbers one process would (docs/evaluation.md,
+    "Distributed evaluation"). ``shard=False`` evaluates in this process alone.
     """
     _check_reporting(show_progress, progress)  # before a model is pulled or loaded
     if sweep_attack is None and eps_sweep is not None:
@@ -164,6 +171,10 @@ def evaluate(name: str | Path, attacks: list[str] | str | None = None, *, n: int
         reg.get(a)
     run_dir = resolve_model_dir(name, revision=revision, endpoint=endpoint, cache_dir=cache_dir)
     dev = resolve_device(device)
+    # Under torchrun: join its process group (one GPU per process on CUDA).
+    info, dev = distributed.setup(dev) if shard else (distributed.DistInfo(), dev)
+    if not info.is_main:  # the other ranks compute their share silently and write nothing
+        show_progress, progress, plot, write = False, None, None, False
     model, cfg = runs.load_run(run_dir, device=dev)
     rz = cfg["robustzoo"]
     spec = registry("datasets").get(rz["dataset"])
@@ -185,8 +196,9 @@ def evaluate(name: str | Path, attacks: list[str] | str | None = None, *, n: int
                                 alpha=spec.eval_alpha, num_classes=spec.num_classes, n=n, seed=seed,
                                 batch_size=batch_size, device=dev, progress=rep,
                                 cascade=cascade, flags_path=run_dir / FLAGS_FILE if local else None,
-                                options=options, health=health, eps_sweep=sweep,
-                                sweep_attack=sweep_attack)
+                                # the health checks run once, on rank 0, over every example
+                                options=options, health=health and info.is_main, eps_sweep=sweep,
+                                sweep_attack=sweep_attack, shard=Shard.join(info) if info.enabled else None)
     report.update(dataset=spec.name, split="test", checkpoint=runs.MODEL_FILE, precision=prec)
     if fallback:
         report["precision_fallback"] = {"reason": fallback, "max_abs_drift_points": check["max_abs_drift_points"]}
@@ -198,6 +210,8 @@ def evaluate(name: str | Path, attacks: list[str] | str | None = None, *, n: int
         report["plot"] = str(plot)
     if local:
         write_record(run_dir, report, source="eval", test_size=len(splits.test))
+    distributed.barrier(info)  # rank 0 has written everything before any process leaves
+    distributed.teardown(info)
     return report
 
 

@@ -8,6 +8,7 @@ One concern a file, behind this face:
 
 * ``_evaluate`` — run attacks over examples, keep per-example flags, build eval.json;
 * ``_flagstore`` — the saved per-example flags that let an evaluation resume;
+* ``_shard`` — one evaluation run by several processes (torchrun), the same outcome for any number;
 * ``_suites`` — named attack lists (quick, paper, autoattack) and ``--eps-sweep`` parsing;
 * ``_sweep`` — robust accuracy against ε, and its plot;
 * ``_stats`` — intervals of accuracies and exact paired tests (McNemar, binomial tails);
@@ -49,6 +50,7 @@ from ._record import (
     record_id,
     write_record,
 )
+from ._shard import Shard
 from ._stats import binomial_tail, mcnemar_exact, wilson_interval
 from ._suites import SUITES, Suite, get_suite, parse_eps_list
 from ._suites import resolve as resolve_suite
@@ -57,7 +59,7 @@ from ._sweep import plot_sweep, run_sweep
 __all__ = [
     "ATTACK_OPTIONS", "AttackResult", "evaluate_model", "examples_block", "parse_attack_options",
     "run_attack", "run_keyed",
-    "FLAGS_FILE", "FlagStore", "model_fingerprint",
+    "FLAGS_FILE", "FlagStore", "model_fingerprint", "Shard",
     "HEALTH_THRESHOLDS", "apply_health", "assess_health", "degenerate_probe", "flagged_checks",
     "randomness_probe", "run_probes",
     "HISTORY_DIR", "PUBLISHABLE_N", "SAMPLE_RULE", "canonical_rank", "choose_canonical", "describe",
