@@ -218,8 +218,16 @@ class Shard:
 
         posted = 0  # batches other ranks had posted at rank 0's last look
 
+        def progressed() -> None:  # rank 0, after merging: the bar, and a save now and then
+            nonlocal last_checkpoint
+            if task is not None:
+                progress.task_update(task, int(done.sum()))
+            if checkpoint is not None and time.monotonic() - last_checkpoint >= checkpoint_interval:
+                checkpoint(flags.clone(), attacked, done.clone())
+                last_checkpoint = time.monotonic()
+
         def collect() -> None:  # rank 0: the batches other ranks have posted since the last look
-            nonlocal last_checkpoint, posted
+            nonlocal posted
             count = int(self.store.add(f"{p}posted", 0))  # one round trip when nothing is new
             if count == posted:
                 return
@@ -228,11 +236,8 @@ class Shard:
             for k in new:
                 meta, (unit_flags,) = _unpack(self.store.get(f"{p}u{k}"))
                 merge(k, unit_flags, meta["notes"])
-            if new and task is not None:
-                progress.task_update(task, int(done.sum()))
-            if new and checkpoint is not None and time.monotonic() - last_checkpoint >= checkpoint_interval:
-                checkpoint(flags.clone(), attacked, done.clone())
-                last_checkpoint = time.monotonic()
+            if new:
+                progressed()
 
         busy, mine, examples = 0.0, 0, 0
         while True:
@@ -252,6 +257,7 @@ class Shard:
             examples += int((attacked[a:b] & ~done[a:b]).sum())
             if main:
                 merge(k, res.flags, res.notes)
+                progressed()
             else:
                 self.store.set(f"{p}u{k}", _pack({"notes": res.notes}, [res.flags]))
                 self.store.add(f"{p}posted", 1)
