@@ -109,6 +109,8 @@ def _one(run: Path, tmp: Path, nproc: int, args: argparse.Namespace, tag: str) -
            "--nproc", str(nproc), "--json", "-", *[f"--set={s}" for s in args.set]]
     if not args.health:
         cmd.append("--no-health")
+    if args.cascade:
+        cmd.append("--cascade")
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     wall = time.perf_counter() - t0
@@ -136,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1,
                     help="CPU threads in all (a one-process run's; N processes get threads/N each)")
     ap.add_argument("--threads-per-process", type=int, help="CPU threads of every process (overrides --threads)")
+    ap.add_argument("--cascade", action="store_true", help="eval --cascade: each attack only on what the last left")
     ap.add_argument("--health", action="store_true", help="keep the health probes (they run on rank 0 only)")
     ap.add_argument("--json", help="write the figures here")
     args = ap.parse_args(argv)
@@ -150,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
             for nproc in nprocs:
                 runs[nproc].append(_one(run, tmp, nproc, args, f"{i}-{nproc}"))
     out = dict(summarise(runs), attacks=args.attacks, n=args.n, batch_size=args.batch_size, device=args.device,
-               threads=args.threads, threads_per_process=args.threads_per_process, repeats=args.repeats, health=args.health, options=args.set,
+               threads=args.threads, threads_per_process=args.threads_per_process, repeats=args.repeats, health=args.health, cascade=args.cascade, options=args.set,
                run=args.run or "small digits AT run (trained here)", cpu_count=os.cpu_count())
     threads = (f"{args.threads_per_process} thread(s) per process" if args.threads_per_process
                else f"{args.threads} threads in all")

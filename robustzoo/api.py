@@ -175,6 +175,7 @@ def evaluate(name: str | Path, attacks: list[str] | str | None = None, *, n: int
     info, dev = distributed.setup(dev) if shard else (distributed.DistInfo(), dev)
     if not info.is_main:  # the other ranks compute their share silently and write nothing
         show_progress, progress, plot, write = False, None, None, False
+    shard_ = Shard.join(info) if info.enabled else None
     model, cfg = runs.load_run(run_dir, device=dev)
     rz = cfg["robustzoo"]
     spec = registry("datasets").get(rz["dataset"])
@@ -196,9 +197,8 @@ def evaluate(name: str | Path, attacks: list[str] | str | None = None, *, n: int
                                 alpha=spec.eval_alpha, num_classes=spec.num_classes, n=n, seed=seed,
                                 batch_size=batch_size, device=dev, progress=rep,
                                 cascade=cascade, flags_path=run_dir / FLAGS_FILE if local else None,
-                                # the health checks run once, on rank 0, over every example
-                                options=options, health=health and info.is_main, eps_sweep=sweep,
-                                sweep_attack=sweep_attack, shard=Shard.join(info) if info.enabled else None)
+                                options=options, health=health, eps_sweep=sweep,
+                                sweep_attack=sweep_attack, shard=shard_)
     report.update(dataset=spec.name, split="test", checkpoint=runs.MODEL_FILE, precision=prec)
     if fallback:
         report["precision_fallback"] = {"reason": fallback, "max_abs_drift_points": check["max_abs_drift_points"]}
@@ -210,7 +210,8 @@ def evaluate(name: str | Path, attacks: list[str] | str | None = None, *, n: int
         report["plot"] = str(plot)
     if local:
         write_record(run_dir, report, source="eval", test_size=len(splits.test))
-    distributed.barrier(info)  # rank 0 has written everything before any process leaves
+    if shard_ is not None:
+        shard_.finish()
     distributed.teardown(info)
     return report
 

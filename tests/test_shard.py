@@ -1,4 +1,5 @@
-"""Sharded evaluation (robustzoo.eval.Shard) on the CPU: gloo, one, two and three processes.
+"""Sharded evaluation (robustzoo.eval.Shard) on the CPU: gloo, one, two and three processes;
+and benchmarks/eval_scaling.py, which times it.
 
 The processes are forked from the test (they inherit the imported modules and the test MLP's
 plugin) and each calls ``robustzoo.evaluate`` as ``torchrun -m robustzoo eval`` would, with
@@ -21,6 +22,7 @@ from pathlib import Path
 import pytest
 import torch
 from eval_helpers import register_mlp, trained_mlp, write_run
+from helpers import load_script
 
 from robustzoo import distributed
 from robustzoo.attacks import AttackSpec, pgd
@@ -386,3 +388,43 @@ def test_cli_nproc_kill_names_the_rank_and_resumes_with_another_count(tmp_path):
         for row in (r, *r["results"]):
             row.pop("resumed", None)  # clean (complete) and faulty (its saved batches) were resumed
     assert _without_timings(sharded) == _without_timings(single)
+
+
+def test_eval_scaling_summary_medians_speedups_and_balance(tmp_path):
+    import torch
+
+    from robustzoo.eval import FlagStore
+
+    bench = load_script("benchmarks/eval_scaling.py")
+    store = FlagStore(tmp_path / "flags.safetensors", {"n": 2}, torch.arange(2))
+    ones = torch.ones(2, dtype=torch.bool)
+    store.put("pgd20", {}, ["clean"], ones, ones, ones, complete=True,
+              ranks={"processes": 2, "busy_s": [1.0, 1.2], "slowest_over_mean": 1.091})
+    store.put("clean", {}, [], ones, ones, ones, complete=True)  # not sharded: no entry
+    assert bench.balance(tmp_path / "flags.safetensors") == {"pgd20": 1.091}
+    same = [("clean", 9), ("pgd20", 4)]
+    runs = {1: [{"wall": w, "attacks": w - 1, "balance": {}, "counts": same} for w in (10.0, 12.0, 11.0)],
+            2: [{"wall": w, "attacks": w - 1, "balance": {"pgd20": b}, "counts": same}
+                for w, b in ((6.0, 1.2), (5.0, 1.0), (7.0, 1.1))]}
+    out = bench.summarise(runs)
+    assert out["same_counts"] is True
+    one, two = out["per_nproc"][1], out["per_nproc"][2]
+    assert (one["median_wall_s"], two["median_wall_s"], two["speedup_wall"]) == (11.0, 6.0, round(11 / 6, 3))
+    assert two["speedup_attacks"] == 2.0 and two["slowest_over_mean"] == {"pgd20": 1.1}
+    runs[2][0]["counts"] = [("clean", 9), ("pgd20", 5)]
+    assert bench.summarise(runs)["same_counts"] is False
+
+
+@pytest.mark.slow
+def test_eval_scaling_runs_one_and_two_processes(tmp_path, capsys):
+    from robustzoo.testing import train_tiny
+
+    bench = load_script("benchmarks/eval_scaling.py")
+    run, _ = train_tiny(tmp_path / "run", "at", subset=None, epochs=2)
+    out = tmp_path / "scaling.json"
+    assert bench.main(["--run", str(run), "--n", "48", "--batch-size", "8", "--repeats", "1",
+                       "--attacks", "clean,pgd20", "--threads-per-process", "1", "--json", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert data["same_counts"] and set(data["per_nproc"]) == {"1", "2"}
+    assert set(data["per_nproc"]["2"]["slowest_over_mean"]) == {"clean", "pgd20"}
+    assert "--nproc 2" in capsys.readouterr().out

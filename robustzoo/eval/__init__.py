@@ -2,7 +2,7 @@
 gradient-masking health checks and the record of a run's evaluations.
 
 It imports the pieces (attacks, data, objectives, runs), the registries and the device
-switches of :mod:`robustzoo.fast`, never the training loop, the Python API or the command
+switches of :mod:`robustzoo.fast` (and :mod:`robustzoo.distributed`'s rank and world size), never the training loop, the Python API or the command
 line; it reports progress through :class:`robustzoo.progress.Progress` and never prints.
 One concern a file, behind this face:
 

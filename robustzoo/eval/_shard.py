@@ -108,10 +108,12 @@ def merge_notes(per_unit: dict[int, list[str]]) -> list[str]:
 class Shard:
     """This process's part of one sharded evaluation.
 
-    Pass it to :func:`robustzoo.eval.evaluate_model` (``shard=``) on every rank; each rank
-    must make the same calls in the same order (as the evaluation does), since the keys of
-    the store are numbered by call. Only rank 0 should be given a flag store on disk and a
-    progress object.
+    Pass it to :func:`robustzoo.eval.evaluate_model` (``shard=``) on every rank, with the same
+    arguments: each rank must make the same calls in the same order, since the keys of the
+    store are numbered by call (the health checks too run on every rank, on the same merged
+    outcomes: anything they may ever run through ``run_keyed`` is then sharded alike, never
+    awaited by rank 0 alone). Only rank 0 should be given a flag store on disk and a progress
+    object.
 
     Attributes:
         info: rank and world size.
@@ -145,6 +147,18 @@ class Shard:
         """Until every key is in the store (no time limit: a dead rank ends the whole job)."""
         while not self.store.check(keys):
             time.sleep(self.poll_seconds)
+
+    def finish(self) -> None:
+        """Leave the evaluation: the others say so and go; rank 0 waits until they have.
+
+        No collective (whose timeout rank 0's health probes and writes could outlast): the
+        other ranks never wait for rank 0 here, and rank 0 keeps the process group (and, in a
+        job it hosts, the store) up until every other rank is done with it.
+        """
+        if self.is_main:
+            self._wait([f"left{r}" for r in range(1, self.info.world_size)])
+        else:
+            self.store.set(f"left{self.info.rank}", b"1")
 
     def agree(self, key: str, settings: dict[str, Any], after: list[str], block: int, only: torch.Tensor | None,
               n: int, saved: tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, Any]] | None
