@@ -335,10 +335,20 @@ def test_eval_nproc_checks_then_relaunches_with_the_same_arguments(monkeypatch, 
     monkeypatch.setattr(distributed, "launch_here", lambda *a, **k: distributed.RankFailure(1, 2, -9, "SIGKILL"))
     code, _, err = run_cli(["eval", str(base_run), "--nproc", "2", "--device", "cpu"], capsys)
     assert_one_line_error(code, err, "rank 1 of 2 was killed by SIGKILL; nothing had been saved")
+    monkeypatch.setattr(distributed, "launch_here", lambda *a, **k: distributed.RankFailure(0, 2, 2, "x", printed=True))
+    code, _, err = run_cli(["eval", str(base_run), "--nproc", "2", "--device", "cpu"], capsys)
+    assert code == 2 and "error:" not in err  # rank 0 printed its own error line
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", "0")
     code, _, err = run_cli(["eval", str(base_run), "--nproc", "3"], capsys)
     assert_one_line_error(code, err, "--nproc 3 disagrees with WORLD_SIZE=2")
+    # A rank other than 0 under the launcher: its error goes to the launcher, not the terminal.
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv(distributed.LAUNCHED_ENV, "1")
+    monkeypatch.setenv("TORCHELASTIC_ERROR_FILE", str(tmp_path / "error.json"))
+    code, out, err = run_cli(["eval", str(base_run), "--set", "kapa=3"], capsys)
+    assert code == 2 and not err.strip() and not out.strip()
+    assert "unknown attack option 'kapa'" in json.loads((tmp_path / "error.json").read_text())["message"]
 
 
 @pytest.mark.slow

@@ -318,13 +318,14 @@ def eval_cmd(ctx, model, suite, attacks, n, eps, seed, cascade, eps_sweep, plot,
                               health=not no_health, resume=not no_resume, precision=precision)
     except KeyboardInterrupt:
         if env.rank and distributed.record_failure("interrupted"):
-            raise click.exceptions.Exit(130) from None  # rank 0 says what was kept
+            # sys.exit, not click's Exit: click returns that one's code from main(standalone_mode=False)
+            sys.exit(130)  # rank 0 says what was kept
         raise Interrupted(_interrupted_eval(model)) from None
     except Exception as exc:
         # Under `eval --nproc` a rank other than 0 hands its one-line error to the launcher,
         # which prints the first failure only (docs/evaluation.md, "Distributed evaluation").
         if env.rank and not os.environ.get("ROBUSTZOO_DEBUG") and distributed.record_failure(_one_line(exc)):
-            raise click.exceptions.Exit(getattr(exc, "exit_code", 1)) from None
+            sys.exit(getattr(exc, "exit_code", 1))
         raise
     if env.rank:  # rank 0 prints and writes
         return
@@ -382,7 +383,7 @@ def _launch_eval(ctx: click.Context, model: str, nproc: int, suite: str | None, 
     if failure is None:
         return
     if failure.printed:  # rank 0 said what went wrong (or Ctrl-C: what was kept)
-        raise click.exceptions.Exit(failure.exitcode)
+        sys.exit(failure.exitcode)
     from ..errors import RobustzooError
     from ..eval import FLAGS_FILE
 
