@@ -131,18 +131,16 @@ def test_one_two_and_three_processes_write_the_same_record(tmp_path, base_run, a
 
 
 class _Killer:
-    """PGD-5 that kills rank 1 on its second batch, once rank 0 has saved a batch of it."""
+    """PGD-5 that kills rank 1 in its first batch, once rank 0 has saved a batch of the attack."""
 
     def __init__(self, root: Path):
         self.root = root
-        self.calls = 0
 
     def __call__(self, model, x, y, ctx):
-        self.calls += 1
         with open(self.root / f"attacked.{os.environ.get('PHASE')}.{os.getpid()}", "a") as fh:
             fh.write(f"{len(y)}\n")
-        time.sleep(0.05)  # a batch long enough for both ranks to take some
-        if os.environ.get("PHASE") == "killed" and os.environ.get("RANK") == "1" and self.calls == 2:
+        time.sleep(0.2)  # batches long enough for rank 1 to take one before rank 0 took them all
+        if os.environ.get("PHASE") == "killed" and os.environ.get("RANK") == "1":
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline and not self._saved():
                 time.sleep(0.05)
