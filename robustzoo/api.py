@@ -18,13 +18,14 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from . import files, hub, runs
+from . import distributed, files, hub, runs
 from .config import TrainConfig
 from .data import load_test
 from .devices import resolve_device
 from .errors import NotFoundError, UsageError, did_you_mean
 from .eval import (
     FLAGS_FILE,
+    Shard,
     evaluate_model,
     mark_precision,
     model_fingerprint,
@@ -145,7 +146,9 @@ def _one_writer(fn: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, An
     writes its record runs: a training or another evaluation of the same run is refused."""
     @functools.wraps(fn)
     def wrapper(name: str | Path, *args: Any, **kwargs: Any) -> dict[str, Any]:
-        if kwargs.get("write", True) and str(name).strip() and Path(name).is_dir():
+        # Under torchrun only rank 0 writes (the other ranks compute their share): it alone locks.
+        writer = distributed.env_info().rank == 0 or not kwargs.get("shard", True)
+        if writer and kwargs.get("write", True) and str(name).strip() and Path(name).is_dir():
             with files.run_lock(name, "eval"):
                 return fn(name, *args, **kwargs)
         return fn(name, *args, **kwargs)
@@ -162,7 +165,7 @@ def evaluate(name: str | Path, attacks: list[str] | str | None = None, *, n: int
              suite: str | None = None, cascade: bool = False, options: dict[str, Any] | None = None,
              eps_sweep: list[float] | str | None = None, sweep_attack: str | None = None,
              plot: str | Path | None = None, health: bool = True, resume: bool = True,
-             precision: str = "auto", allow_custom: bool = False) -> dict[str, Any]:
+             precision: str = "auto", allow_custom: bool = False, shard: bool = True) -> dict[str, Any]:
     """Evaluate a model on its dataset's test set under ``attacks`` (or a named ``suite``).
 
     Returns the eval.json dictionary; with ``write`` and a local run directory it is also
@@ -181,6 +184,12 @@ def evaluate(name: str | Path, attacks: list[str] | str | None = None, *, n: int
     custom protocol, kept in the history but never the canonical record unless this is set
     (docs/evaluation.md). Only the test split is loaded. ``show_progress`` and ``progress``:
     see the module docstring.
+
+    Under ``torchrun`` (WORLD_SIZE > 1) the evaluation is sharded (``robustzoo.eval.Shard``):
+    every process calls ``evaluate`` with the same arguments and runs a share of every
+    attack's batches; rank 0 alone reports progress and writes the record, the flags and the
+    plot, and every rank returns the numbers one process would (docs/evaluation.md,
+    "Distributed evaluation"). ``shard=False`` evaluates in this process alone.
     """
     _check_reporting(show_progress, progress)  # before a model is pulled or loaded
     if sweep_attack is None and eps_sweep is not None:
@@ -205,6 +214,11 @@ def evaluate(name: str | Path, attacks: list[str] | str | None = None, *, n: int
         reg.get(a)
     run_dir = resolve_model_dir(name, revision=revision, endpoint=endpoint, cache_dir=cache_dir)
     dev = resolve_device(device)
+    # Under torchrun: join its process group (one GPU per process on CUDA).
+    info, dev = distributed.setup(dev) if shard else (distributed.DistInfo(), dev)
+    if not info.is_main:  # the other ranks compute their share silently and write nothing
+        show_progress, progress, plot, write = False, None, None, False
+    shard_ = Shard.join(info) if info.enabled else None
     model, cfg = runs.load_run(run_dir, device=dev)
     rz = cfg["robustzoo"]
     spec = registry("datasets").get(rz["dataset"])
@@ -223,7 +237,7 @@ def evaluate(name: str | Path, attacks: list[str] | str | None = None, *, n: int
                                 batch_size=batch_size, device=dev, progress=rep,
                                 cascade=cascade, flags_path=run_dir / FLAGS_FILE if local else None,
                                 options=options, health=health, eps_sweep=sweep,
-                                sweep_attack=sweep_attack, test_size=spec.test_size)
+                                sweep_attack=sweep_attack, test_size=spec.test_size, shard=shard_)
         aa = report.get("autoattack_version")
         if rep is not None and aa and aa["version"] != "standard":
             rep.note(f"AutoAttack ran its {aa['version']} version ({aa['reason']}); the record says so")
@@ -239,6 +253,9 @@ def evaluate(name: str | Path, attacks: list[str] | str | None = None, *, n: int
         report["plot"] = str(plot)
     if local:
         write_record(run_dir, report, source="eval", test_size=len(test))
+    if shard_ is not None:
+        shard_.finish()
+    distributed.teardown(info)
     return report
 
 

@@ -42,6 +42,7 @@ import torch.nn as nn
 from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 from torch.nn.parallel import DistributedDataParallel as DDP
 
+from . import files
 from .errors import UsageError
 
 
@@ -256,3 +257,105 @@ def launch(nproc: int, args: list[str]) -> int:
     if nproc < 1:
         raise UsageError(f"--nproc must be at least 1, got {nproc}")
     return subprocess.call(launch_command(nproc, args))
+
+
+#: Set by :func:`launch_here` for its workers: a rank other than 0 then leaves its one-line
+#: error in torch's per-worker error file (:func:`record_failure`) instead of printing it.
+LAUNCHED_ENV = "ROBUSTZOO_LAUNCHED"
+
+
+@dataclass(frozen=True)
+class RankFailure:
+    """The first process of a multi-process job that failed.
+
+    Attributes:
+        rank: its global rank.
+        world_size: processes in the job.
+        exitcode: its exit code (negative: killed by that signal).
+        message: its one-line error (:func:`record_failure`), or the signal's name.
+        printed: rank 0 failed with an exit code: it printed its own error line already.
+    """
+
+    rank: int
+    world_size: int
+    exitcode: int
+    message: str
+    printed: bool = False
+
+    def describe(self) -> str:
+        """'rank 1 of 2 was killed by SIGKILL' / 'rank 1 of 2 failed: <its error>'."""
+        who = f"rank {self.rank} of {self.world_size}"
+        if self.exitcode < 0:
+            return f"{who} was killed by {self.message}"
+        return f"{who} failed (exit code {self.exitcode}): {self.message}"
+
+
+def here_command(nproc: int, args: list[str]) -> list[str]:
+    """torchrun's arguments for ``robustzoo ARGS`` in ``nproc`` processes.
+
+    ``--`` ends torchrun's own options: its parser takes abbreviations, so ``--n 1000`` (of
+    ``robustzoo eval``) would otherwise be read as an ambiguous ``--nnodes`` / ``--nproc...``.
+    """
+    return ["--standalone", f"--nproc_per_node={nproc}", "-m", "--", "robustzoo", *args]
+
+
+def launch_here(nproc: int, args: list[str], debug: bool = False) -> RankFailure | None:
+    """Run ``robustzoo ARGS`` in ``nproc`` processes, with torchrun's agent in this process.
+
+    The processes are started exactly as ``torchrun --standalone --nproc_per_node=N -m
+    robustzoo ARGS`` starts them (OMP_NUM_THREADS=1 unless set), but a failure comes back as
+    the :class:`RankFailure` of the first process that failed instead of torchrun's page of
+    report: when one process dies, the agent stops the others and this returns. The agent's
+    own log lines are silenced unless ``debug``.
+
+    Returns:
+        None when every process exited with 0.
+    """
+    import logging
+
+    # deferred: the launcher's modules are needed only here
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import parse_args, run
+
+    if nproc < 1:
+        raise UsageError(f"--nproc must be at least 1, got {nproc}")
+    ns = parse_args(here_command(nproc, args))
+    old_env = os.environ.get(LAUNCHED_ENV)
+    os.environ[LAUNCHED_ENV] = "1"  # the workers inherit it
+    if not debug:
+        logging.disable(logging.CRITICAL)  # the agent's warnings and its failure report
+    try:
+        run(ns)
+    except ChildFailedError as exc:
+        if 0 in exc.failures and exc.failures[0].exitcode > 0:
+            f0 = exc.failures[0]
+            return RankFailure(0, nproc, f0.exitcode, str(f0.message), printed=True)
+        rank, f = exc.get_first_failure()
+        message = f.signal_name() if f.exitcode < 0 else str(f.message)
+        return RankFailure(rank, nproc, f.exitcode, message)
+    except SignalException as exc:  # Ctrl-C or kill of this process: the workers were stopped
+        return RankFailure(0, nproc, 128 + int(exc.sigval), exc.sigval.name, printed=True)
+    finally:
+        logging.disable(logging.NOTSET)
+        if old_env is None:
+            os.environ.pop(LAUNCHED_ENV, None)
+        else:
+            os.environ[LAUNCHED_ENV] = old_env
+    return None
+
+
+def record_failure(message: str) -> bool:
+    """Leave a worker's one-line error where :func:`launch_here` reads it; False when not launched so.
+
+    The file is torch's per-worker error file (``TORCHELASTIC_ERROR_FILE``, set by the
+    agent) in its plain form ``{"message": ..., "timestamp": ...}``.
+    """
+    import json
+    import time
+
+    path = os.environ.get("TORCHELASTIC_ERROR_FILE")
+    if not path or not os.environ.get(LAUNCHED_ENV):
+        return False
+    files.write_text(path, json.dumps({"message": message, "timestamp": int(time.time())}))
+    return True

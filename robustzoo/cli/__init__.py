@@ -99,7 +99,11 @@ def main(argv: list[str] | None = None) -> None:
     try:
         add_plugin_commands()
         as_json = json_on_stdout(args)
-        cli.main(args=args, prog_name="robustzoo", standalone_mode=False)
+        rv = cli.main(args=args, prog_name="robustzoo", standalone_mode=False)
+        # Without standalone mode click returns the code of a click.exceptions.Exit instead of
+        # exiting with it (`train --nproc` failures raise one): pass it on.
+        if isinstance(rv, int) and rv != 0:
+            sys.exit(rv)
     except click.exceptions.Abort as exc:
         # click turns Ctrl-C into Abort outside the commands that say what they kept.
         why = "interrupted" if isinstance(exc.__context__, KeyboardInterrupt) else "aborted"

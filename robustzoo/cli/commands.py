@@ -323,9 +323,12 @@ def _relaunch_args(ctx: click.Context) -> list[str]:
 @click.option("--allow-custom", is_flag=True,
               help="let a report with non-standard attack settings (--set) become the canonical record; "
                    "cards and RobustBench records then say so")
-def eval_cmd(model, suite, attacks, n, eps, seed, cascade, eps_sweep, plot, sets, no_health, no_resume,
+@click.option("--nproc", type=click.IntRange(min=1), help="evaluate with N processes (one GPU each, or CPU "
+              "processes) via torchrun; the same numbers as one process")
+@click.pass_context
+def eval_cmd(ctx, model, suite, attacks, n, eps, seed, cascade, eps_sweep, plot, sets, no_health, no_resume,
              batch_size, device, data_dir, revision, endpoint, cache_dir, json_out, precision,
-             check_precision, allow_custom) -> None:
+             check_precision, allow_custom, nproc) -> None:
     """Evaluate MODEL (run directory, zoo alias or hf-hub:org/name) on its test set.
 
     Prints accuracy with 95% intervals per attack, the worst case per example, and a
@@ -339,12 +342,17 @@ def eval_cmd(model, suite, attacks, n, eps, seed, cascade, eps_sweep, plot, sets
       robustzoo eval runs/at-digits-... --suite autoattack --n 1000
       robustzoo eval runs/at-digits-... --attacks clean,pgd20,square --set square_queries=1000
       robustzoo eval runs/at-digits-... --eps-sweep 0,0.05,0.1,0.2 --plot curve.png
+      robustzoo eval runs/cat-cw-wrn34 --suite autoattack --nproc 4   # 4 GPUs, same numbers as 1
     """
     # deferred: these import torch (see the top of this module)
+    from .. import distributed
     from ..api import evaluate
     from ..eval import parse_attack_options
     from ..objectives import parse_number
 
+    env = distributed.env_info()
+    if nproc is not None and env.world_size > 1 and nproc != env.world_size:
+        raise UsageError(f"--nproc {nproc} disagrees with WORLD_SIZE={env.world_size} set by torchrun; drop --nproc")
     eps_v = None if eps is None else parse_number(eps, "--eps")
     # Output paths are checked before hours of attacks, not after (files.check_output_file).
     replaced = {opt: files.check_output_file(path, opt) for opt, path in (("--plot", plot), ("--json", json_out))
@@ -352,6 +360,9 @@ def eval_cmd(model, suite, attacks, n, eps, seed, cascade, eps_sweep, plot, sets
     if check_precision:
         _check_precision_cmd(model, suite, attacks, n, seed, batch_size, device, data_dir, revision, endpoint,
                              cache_dir, json_out)
+        return
+    if nproc is not None and nproc > 1 and env.world_size == 1:
+        _launch_eval(ctx, model, nproc, suite, attacks, n, sets, eps_sweep, device, revision, endpoint, cache_dir)
         return
     try:
         with RichProgress() as bars:
@@ -362,9 +373,20 @@ def eval_cmd(model, suite, attacks, n, eps, seed, cascade, eps_sweep, plot, sets
                               health=not no_health, resume=not no_resume, precision=precision,
                               allow_custom=allow_custom)
     except KeyboardInterrupt:
+        if env.rank and distributed.record_failure("interrupted"):
+            # sys.exit, not click's Exit: click returns that one's code from main(standalone_mode=False)
+            sys.exit(130)  # rank 0 says what was kept
         raise Interrupted(_interrupted_eval(model)) from None
     except StorageError as exc:  # a full disk after some attacks: their outcomes are on disk
         raise StorageError(f"{exc}; {_kept_eval(model)}") from None
+    except Exception as exc:
+        # Under `eval --nproc` a rank other than 0 hands its one-line error to the launcher,
+        # which prints the first failure only (docs/evaluation.md, "Distributed evaluation").
+        if env.rank and not os.environ.get("ROBUSTZOO_DEBUG") and distributed.record_failure(_one_line(exc)):
+            sys.exit(getattr(exc, "exit_code", 1))
+        raise
+    if env.rank:  # rank 0 prints and writes
+        return
     if plot:
         err.print(files.replaced_note(plot, replaced["--plot"]))
     _say_record(model, report)
@@ -384,6 +406,55 @@ def eval_cmd(model, suite, attacks, n, eps, seed, cascade, eps_sweep, plot, sets
         stdout.print(sweep_table(report))
     if json_out:
         _emit_json(report, json_out)
+
+
+def _one_line(exc: BaseException) -> str:
+    """An exception as the CLI's one-line error message (without the 'error: ' prefix)."""
+    from ..errors import RobustzooError
+
+    if isinstance(exc, RobustzooError):
+        return str(exc)
+    first = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{type(exc).__name__}: {first}"
+
+
+def _launch_eval(ctx: click.Context, model: str, nproc: int, suite: str | None, attacks: str | None,
+                 n: int | None, sets: tuple[str, ...], eps_sweep: str | None, device: str, revision: str | None,
+                 endpoint: str | None, cache_dir: str | None) -> None:
+    """``eval --nproc N``: check what can be checked once, then run the command in N processes."""
+    import torch  # deferred, as at the top (loaded by now)
+
+    from .. import distributed
+    from ..api import resolve_model_dir
+    from ..devices import resolve_device
+    from ..eval import parse_attack_options, parse_eps_list, resolve_suite
+
+    names, _ = resolve_suite(suite, attacks, n)
+    for a in names:
+        registry("attacks").get(a)
+    parse_attack_options(sets)
+    if eps_sweep:
+        parse_eps_list(eps_sweep)
+    dev = resolve_device(device)
+    if dev.type == "cuda" and nproc > torch.cuda.device_count():
+        raise UsageError(f"--nproc {nproc} needs {nproc} GPUs; {torch.cuda.device_count()} are visible "
+                         f"(use --nproc {torch.cuda.device_count()}, or --device cpu)")
+    resolve_model_dir(model, revision=revision, endpoint=endpoint, cache_dir=cache_dir)  # a Hub model: pulled once
+    args = _relaunch_args(ctx)
+    args.insert(1, model)
+    err.print(f"launching {nproc} processes: torchrun {' '.join(distributed.here_command(nproc, args))}", soft_wrap=True)
+    failure = distributed.launch_here(nproc, args, debug=bool(os.environ.get("ROBUSTZOO_DEBUG")))
+    if failure is None:
+        return
+    if failure.printed:  # rank 0 said what went wrong (or Ctrl-C: what was kept)
+        sys.exit(failure.exitcode)
+    from ..errors import RobustzooError
+    from ..eval import FLAGS_FILE
+
+    flags = Path(model) / FLAGS_FILE
+    kept = (f"the outcomes saved so far are kept in {flags}: run the same command again, with any --nproc, "
+            f"to resume" if flags.is_file() else "nothing had been saved")
+    raise RobustzooError(f"{failure.describe()}; {kept}")
 
 
 def _say_record(model: str, report: dict[str, Any]) -> None:

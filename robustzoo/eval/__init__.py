@@ -2,12 +2,13 @@
 gradient-masking health checks and the record of a run's evaluations.
 
 It imports the pieces (attacks, data, objectives, runs), the registries and the device
-switches of :mod:`robustzoo.fast`, never the training loop, the Python API or the command
+switches of :mod:`robustzoo.fast` (and :mod:`robustzoo.distributed`'s rank and world size), never the training loop, the Python API or the command
 line; it reports progress through :class:`robustzoo.progress.Progress` and never prints.
 One concern a file, behind this face:
 
 * ``_evaluate`` — run attacks over examples, keep per-example flags, build eval.json;
 * ``_flagstore`` — the saved per-example flags that let an evaluation resume;
+* ``_shard`` — one evaluation run by several processes (torchrun), the same outcome for any number;
 * ``_suites`` — named attack lists (quick, paper, autoattack) and ``--eps-sweep`` parsing;
 * ``_sweep`` — robust accuracy against ε, and its plot;
 * ``_stats`` — intervals of accuracies and exact paired tests (McNemar, binomial tails);
@@ -57,6 +58,7 @@ from ._record import (
     whole_test_set,
     write_record,
 )
+from ._shard import Shard
 from ._stats import binomial_tail, mcnemar_exact, wilson_interval
 from ._suites import SUITES, Suite, get_suite, parse_eps_list
 from ._suites import resolve as resolve_suite
@@ -65,7 +67,7 @@ from ._sweep import plot_sweep, run_sweep
 __all__ = [
     "ATTACK_OPTIONS", "AttackOption", "AttackResult", "check_budget", "custom_settings", "evaluate_model", "examples_block", "mark_precision", "parse_attack_options",
     "run_attack", "run_keyed",
-    "FLAGS_FILE", "FlagStore", "model_fingerprint",
+    "FLAGS_FILE", "FlagStore", "model_fingerprint", "Shard",
     "HEALTH_THRESHOLDS", "apply_health", "assess_health", "degenerate_probe", "flagged_checks",
     "randomness_probe", "run_probes", "exact_forwards",
     "HISTORY_DIR", "PUBLISHABLE_N", "SAMPLE_RULE", "canonical_problems", "canonical_rank",

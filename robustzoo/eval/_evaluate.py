@@ -134,7 +134,7 @@ def _batch_seed(seed: int, start: int) -> int:
 def run_attack(model: nn.Module, data: TensorData, spec: Any, ctx: AttackContext,
                batch_size: int = EVAL_BATCH, progress: Progress | None = None, only: torch.Tensor | None = None, *,
                resume: tuple[torch.Tensor, torch.Tensor] | None = None, checkpoint: Any = None,
-               label: str | None = None, checkpoint_interval: float = 0.0) -> AttackResult:
+               label: str | None = None, checkpoint_interval: float = 0.0, offset: int = 0) -> AttackResult:
     """Run one registered attack over ``data``; returns per-example correctness.
 
     The outcomes stay on the data's device while the attack runs: which examples of a batch
@@ -151,6 +151,8 @@ def run_attack(model: nn.Module, data: TensorData, spec: Any, ctx: AttackContext
             when ``checkpoint_interval`` seconds have passed since the last call (0: after
             every batch); each call reads the outcomes back from the device.
         label: the task's name in ``progress`` events (default: the attack's name).
+        offset: position of ``data``'s first example among the examples the attack runs on
+            (a sharded evaluation runs each batch on its own): the batches' seeds follow it.
     """
     model.eval()
     n = len(data)
@@ -175,7 +177,7 @@ def run_attack(model: nn.Module, data: TensorData, spec: Any, ctx: AttackContext
                 continue
             todo = attacked[sl] & ~done[sl]  # host-side masks: deciding costs no sync
             if todo.any():
-                torch.manual_seed(_batch_seed(ctx.seed, sl.start))
+                torch.manual_seed(_batch_seed(ctx.seed, offset + sl.start))
                 if todo.all():
                     xs, ys, rows = x, y, None
                 else:  # positions computed on the host, gathered on the device
@@ -209,16 +211,26 @@ def run_attack(model: nn.Module, data: TensorData, spec: Any, ctx: AttackContext
 
 def run_keyed(model: nn.Module, data: TensorData, spec: Any, ctx: AttackContext, store: FlagStore,
               key: str, only: torch.Tensor | None, after: list[str], batch_size: int = 256,
-              progress: Progress | None = None, label: str | None = None) -> AttackResult:
+              progress: Progress | None = None, label: str | None = None, shard: Any = None) -> AttackResult:
     """:func:`run_attack` with its outcome saved under ``key`` and reused when it matches.
 
     The examples to attack (``only``) are gathered into full batches first, as AutoAttack's
     ``run_standard_evaluation`` gathers the still-robust points: no batch is half empty
     because its other examples were already broken, and with the same batch size an
     AutoAttack component sees exactly the batches the authors' code gives it.
+
+    Saved outcomes are reused only when they were made with the same batch size (``block``
+    in the flag store): batches of another size hold other examples, which see other noise.
+    ``shard`` (:class:`robustzoo.eval.Shard`) shares the batches out among the processes of
+    a torchrun job; every rank then returns the outcomes of all examples.
     """
     settings = spec.settings(ctx)
+    block = spec.batch_size or batch_size
     saved = store.get(key, settings, after)
+    if saved is not None and saved[3].get("block") != block:
+        saved = None  # recomputed, never mixed with batches of another size
+    if shard is not None:
+        saved = shard.agree(key, settings, after, block, only, len(data), saved)
     prev_seconds = 0.0
     resume = None
     if saved is not None:
@@ -234,15 +246,16 @@ def run_keyed(model: nn.Module, data: TensorData, spec: Any, ctx: AttackContext,
 
     def checkpoint(flags: torch.Tensor, attacked: torch.Tensor, done: torch.Tensor) -> None:
         store.put(key, settings, after, flags, attacked, done, complete=False, force=False,
-                  seconds=prev_seconds + time.perf_counter() - t0)
+                  seconds=prev_seconds + time.perf_counter() - t0, block=block)
 
     n = len(data)
     mask = only.detach().cpu().bool() if only is not None else None
     # Partial outcomes are read back only as often as the store may save them, and never
     # for a store that keeps nothing on disk.
     on_disk = store.path is not None
+    runner = run_attack if shard is None else shard.run_attack
     if mask is None or bool(mask.all()):
-        res = run_attack(model, data, spec, ctx, batch_size, progress, only=only, resume=resume,
+        res = runner(model, data, spec, ctx, batch_size, progress, only=only, resume=resume,
                          checkpoint=checkpoint if on_disk else None, label=label,
                          checkpoint_interval=store.min_interval)
     else:
@@ -258,14 +271,16 @@ def run_keyed(model: nn.Module, data: TensorData, spec: Any, ctx: AttackContext,
             checkpoint(scatter(flags, False), mask.clone(), scatter(done, True))
 
         sub_resume = (resume[0][rows], resume[1][rows]) if resume is not None else None
-        res = run_attack(model, data.take(rows.to(data.x.device)), spec, ctx, batch_size, progress,
+        res = runner(model, data.take(rows.to(data.x.device)), spec, ctx, batch_size, progress,
                          resume=sub_resume, checkpoint=checkpoint_rows if on_disk else None, label=label,
                          checkpoint_interval=store.min_interval)
         res.flags, res.attacked, res.n = scatter(res.flags, False), mask.clone(), n
     res.seconds += prev_seconds
     res.resumed = resume is not None
+    # ``ranks``: each process's share of the work (batches, busy seconds) when sharded.
+    ranks = {"ranks": shard.stats} if shard is not None and shard.stats else {}
     store.put(key, settings, after, res.flags, res.attacked, torch.ones(len(data), dtype=torch.bool),
-              complete=True, seconds=res.seconds, notes=res.notes)
+              complete=True, seconds=res.seconds, notes=res.notes, block=block, **ranks)
     return res
 
 
@@ -306,7 +321,7 @@ def evaluate_model(model: nn.Module, data: TensorData, attacks: list[str], *, ep
                    flags_path: str | Path | None = None, options: dict[str, Any] | None = None,
                    health: bool = True, eps_sweep: list[float] | None = None,
                    sweep_attack: str | None = None, checkpoint_interval: float = 10.0,
-                   test_size: int | None = None) -> dict[str, Any]:
+                   test_size: int | None = None, shard: Any = None) -> dict[str, Any]:
     """Evaluate ``model`` under each named attack; returns the eval.json dictionary.
 
     Args:
@@ -326,6 +341,9 @@ def evaluate_model(model: nn.Module, data: TensorData, attacks: list[str], *, ep
         checkpoint_interval: seconds between mid-attack saves of ``flags_path``.
         test_size: the dataset's canonical test size, recorded in ``examples`` (publishing
             counts only that many examples as the whole test set).
+        shard: this process's :class:`robustzoo.eval.Shard` of an evaluation run by several
+            processes (torchrun): each attack's batches are shared out, and every rank
+            returns the same report. Give ``flags_path`` and ``progress`` to rank 0 only.
 
     An attack whose outcome on the same examples, with the same settings, this evaluation
     already has (APGD-CE standalone and as AutoAttack's first component, in either order) is
@@ -395,9 +413,10 @@ def evaluate_model(model: nn.Module, data: TensorData, attacks: list[str], *, ep
                                  notes=list(r.notes), reused=k, components=[])
                 store.put(key, settings, after, shared.flags, shared.attacked,
                           torch.ones(len(data), dtype=torch.bool), complete=True, seconds=0.0,
-                          notes=shared.notes)
+                          notes=shared.notes, block=spec.batch_size or batch_size)
                 return shared
-        res = run_keyed(model, data, spec, actx, store, key, only, after, batch_size, progress, label=label)
+        res = run_keyed(model, data, spec, actx, store, key, only, after, batch_size, progress, label=label,
+                        shard=shard)
         ran.append((spec.name, settings, mask.clone(), key, res))
         return res
 
@@ -439,7 +458,7 @@ def evaluate_model(model: nn.Module, data: TensorData, attacks: list[str], *, ep
             chain.append(key)
     sweep_rows = None
     if eps_sweep:
-        run = partial(run_keyed, model, data, store=store, batch_size=batch_size, progress=progress)
+        run = partial(run_keyed, model, data, store=store, batch_size=batch_size, progress=progress, shard=shard)
         sweep_rows = run_sweep(run, sweep_spec, ctx, list(eps_sweep), clean.flags)
     probes = None
     if health:
@@ -455,7 +474,8 @@ def evaluate_model(model: nn.Module, data: TensorData, attacks: list[str], *, ep
     out: dict[str, Any] = {"eps": eps, "alpha": alpha, "n": len(data), "seed": seed,
                            "num_classes": num_classes, "mode": "cascade" if cascade else "standalone",
                            "model": fingerprint, "examples": examples_block(data, of, seed, split_is_subset, test_size),
-                           "results": [r.to_dict() for r in results]}
+                           # the batches' size decides which examples share noise (docs/evaluation.md)
+                           "batch_size": batch_size, "results": [r.to_dict() for r in results]}
     if ctx.options:
         out["options"] = dict(ctx.options)
     custom = {r.attack: r.custom for r in results if r.custom}

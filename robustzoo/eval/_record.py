@@ -100,6 +100,8 @@ def protocol_key(report: dict[str, Any]) -> dict[str, Any]:
         "settings": {r["attack"]: r.get("settings") or {} for r in rows},
         "options": report.get("options") or {},
         "precision": report.get("precision"),
+        # the batches decide which examples share an attack's noise (robustzoo.eval._shard)
+        "batch_size": report.get("batch_size"),
         "eps_sweep": [r["eps"] for r in report.get("eps_sweep") or []],
         "eps_sweep_attack": report.get("eps_sweep_attack"),
     }
