@@ -782,7 +782,9 @@ def test_the_final_table_has_a_margin_loss_attack_and_health_compares_it(cat_run
 
     from robustzoo.ui import results_table
 
-    report = newest_record(cat_run)
+    from robustzoo.eval import history
+
+    report = next(r for r in history(cat_run).values() if r.get("source") == "train")
     assert [r["attack"] for r in report["results"]] == ["clean", "pgd20", "cw"]
     assert report["worst_case"]["attacks"] == ["pgd20", "cw"]
     check = next(c for c in report["health"]["checks"] if c["name"] == "ce_vs_margin")

@@ -199,7 +199,7 @@ def test_suites_resolve_and_unknown_suite_suggests_close_matches():
     assert resolve("paper", None, None) == (["clean", "fgsm", "pgd20", "pgd100", "cw", "square"], None)
     assert resolve("autoattack", None, None) == (["clean", "autoattack"], None)
     assert resolve(None, "clean, fgsm", 10) == (["clean", "fgsm"], 10)
-    assert resolve(None, None, None) == (["clean", "pgd20"], None)
+    assert resolve(None, None, None) == (["clean", "pgd20", "cw"], None)  # CE and a margin loss
     with pytest.raises(NotFoundError, match="quick"):
         get_suite("quik")
     with pytest.raises(UsageError, match="not both"):
