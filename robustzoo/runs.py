@@ -216,7 +216,7 @@ def model_config(arch: str, num_classes: int, shape: tuple[int, int, int], mean,
         "input_size": [c, h, w], "mean": [0.0] * c, "std": [1.0] * c,
         "num_classes": num_classes, "interpolation": "bilinear", "crop_pct": 1.0,
         "first_conv": info.get("first_conv"), "classifier": info.get("classifier"),
-        "label_names": _label_names(robustzoo.get("dataset"), num_classes),
+        "pool_size": info.get("pool_size"), "label_names": _label_names(robustzoo.get("dataset"), num_classes),
         "license": "apache-2.0",
         "notes": [f"inputs in [0,1]; the model normalises them itself (its first layer subtracts "
                   f"mean {list(mean)} and divides by std {list(std)}), so pass un-normalised images"],
@@ -260,6 +260,9 @@ def _architecture_info(arch: str, num_classes: int, shape: tuple[int, int, int],
     for key in ("classifier", "first_conv"):
         if isinstance(cfg.get(key), str):
             info[key] = prefix + cfg[key]
+    if inner is net and hasattr(net, "head_hidden_size"):  # a native net: (H, W) of its unpooled features
+        with torch.device("meta"):
+            info["pool_size"] = list(net.forward_features(torch.empty(1, c, h, w)).shape[-2:])
     return info
 
 

@@ -651,7 +651,7 @@ def test_timm_fine_tunes_a_pulled_model_with_a_new_head(pushed, hub_server, hf_c
     model.eval()
     torch.testing.assert_close(model.forward_features(x), ref.forward_features(x))
     torch.testing.assert_close(model.forward_head(model.forward_features(x), pre_logits=True),
-                               ref.forward_features(x))
+                               ref.forward_head(ref.forward_features(x), pre_logits=True))
 
     # Fine-tune only the new head on 5 classes of the digits.
     from robustzoo.data import load_splits

@@ -43,13 +43,17 @@ def _cfg(base: dict[str, Any], arch: str, **extra: Any) -> dict[str, Any]:
 
 # timm reads the default config of each entrypoint from this module-level dict at
 # registration (no pretrained weights: the configs describe inputs, layer names and labels).
+# pool_size: the (H, W) of forward_features at the default input size.
 default_cfgs = {
-    "preact_resnet18": _cfg(_CIFAR, "preact_resnet18"),
-    "wrn34_10": _cfg(_CIFAR, "wrn34_10"),
-    "wrn28_10": _cfg(_CIFAR, "wrn28_10"),
-    "cnn_mnist": _cfg(_MNIST, "cnn_mnist", classifier="fc"),
-    "smallcnn": _cfg(_MNIST, "smallcnn", classifier="classifier.5"),
+    "preact_resnet18": _cfg(_CIFAR, "preact_resnet18", pool_size=(4, 4)),
+    "wrn34_10": _cfg(_CIFAR, "wrn34_10", pool_size=(8, 8)),
+    "wrn28_10": _cfg(_CIFAR, "wrn28_10", pool_size=(8, 8)),
+    "cnn_mnist": _cfg(_MNIST, "cnn_mnist", classifier="fc", pool_size=(7, 7)),
+    "smallcnn": _cfg(_MNIST, "smallcnn", classifier="classifier.5", pool_size=(4, 4)),
 }
+
+#: feature stages of each net (``features_only=True`` returns all of them by default).
+_FEATURE_STAGES = {"preact_resnet18": 5, "wrn34_10": 4, "wrn28_10": 4, "cnn_mnist": 4, "smallcnn": 3}
 
 #: pretrained_cfg keys a config.json may lack (written before they were recorded) and that
 #: timm needs to adapt a pretrained model; filled from the default config of the net.
@@ -84,6 +88,24 @@ def _hub_cfg(variant: str, pretrained_cfg: dict[str, Any], cache_dir: Any) -> di
     return cfg
 
 
+def adapt_checkpoint(state_dict: dict[str, Any], model: Any) -> dict[str, Any]:
+    """timm's ``pretrained_filter_fn``: give the Normalize constants of a checkpoint the
+    model's channel count (``in_chans=3`` on an MNIST net, ``in_chans=1`` on a CIFAR one).
+
+    timm adapts the first conv's weights itself; the constants are repeated or averaged the
+    same way (:func:`robustzoo.models.nets.adapt_channels`).
+    """
+    from .nets import adapt_channels
+
+    for key in ("normalize.mean", "normalize.std"):
+        ours = model.state_dict().get(key)
+        theirs = state_dict.get(key)
+        if ours is not None and theirs is not None and theirs.shape != ours.shape:
+            values = adapt_channels(theirs.flatten().tolist(), int(ours.numel()))
+            state_dict[key] = theirs.new_tensor(values).view(ours.shape)
+    return state_dict
+
+
 def _build(cls, variant: str, pretrained: bool, **kwargs):
     # Local import: this module is imported without timm (runs reads default_cfgs); timm is
     # loaded whenever these factories run, since timm calls them.
@@ -91,7 +113,10 @@ def _build(cls, variant: str, pretrained: bool, **kwargs):
 
     if pretrained and isinstance(kwargs.get("pretrained_cfg"), dict):
         kwargs["pretrained_cfg"] = _hub_cfg(variant, kwargs["pretrained_cfg"], kwargs.get("cache_dir"))
-    return build_model_with_cfg(cls, variant, pretrained, **kwargs)
+    # features_only=True: timm's FeatureGetterNet over forward_intermediates, every stage.
+    feature_cfg = dict(feature_cls="getter", out_indices=tuple(range(_FEATURE_STAGES[variant])))
+    return build_model_with_cfg(cls, variant, pretrained, feature_cfg=feature_cfg,
+                                pretrained_filter_fn=adapt_checkpoint, **kwargs)
 
 
 def preact_resnet18(pretrained: bool = False, **kwargs):
