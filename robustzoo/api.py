@@ -126,7 +126,7 @@ def evaluate(name: str | Path, attacks: list[str] | str | None = None, *, n: int
              suite: str | None = None, cascade: bool = False, options: dict[str, Any] | None = None,
              eps_sweep: list[float] | str | None = None, sweep_attack: str | None = None,
              plot: str | Path | None = None, health: bool = True, resume: bool = True,
-             precision: str = "auto") -> dict[str, Any]:
+             precision: str = "auto", dataset: str | None = None) -> dict[str, Any]:
     """Evaluate a model on its dataset's test set under ``attacks`` (or a named ``suite``).
 
     Returns the eval.json dictionary; with ``write`` and a local run directory it is also
@@ -141,7 +141,9 @@ def evaluate(name: str | Path, attacks: list[str] | str | None = None, *, n: int
     autocast on CUDA, fp32 elsewhere; fp32 when the run's saved precision check found bf16
     more than 0.1 points off, which the report records under ``precision_fallback``), 'bf16',
     or 'fp32' (exact: TF32 off on CUDA); see :mod:`robustzoo.fast`. ``show_progress`` and
-    ``progress``: see the module docstring.
+    ``progress``: see the module docstring. ``dataset`` names the test set of a model that
+    records none (a timm export of a fine-tune: :func:`robustzoo.runs.export_config`); its ε
+    then defaults to the dataset's.
     """
     _check_reporting(show_progress, progress)  # before a model is pulled or loaded
     if sweep_attack is None and eps_sweep is not None:
@@ -165,14 +167,14 @@ def evaluate(name: str | Path, attacks: list[str] | str | None = None, *, n: int
     run_dir = resolve_model_dir(name, revision=revision, endpoint=endpoint, cache_dir=cache_dir)
     dev = resolve_device(device)
     model, cfg = runs.load_run(run_dir, device=dev)
-    rz = cfg["robustzoo"]
-    spec = registry("datasets").get(rz["dataset"])
-    eps = float(rz["threat_model"]["eps"]) if eps is None else float(eps)
+    rz = cfg.get("robustzoo") or {}
+    spec = _test_set(str(name), cfg, dataset)
+    eps = float(rz["threat_model"]["eps"] if rz else spec.eps) if eps is None else float(eps)
     if not 0 <= eps <= 1:
         raise UsageError(f"epsilon {eps} is outside [0, 1]; it is on the [0,1] pixel scale")
     seed_split = int(rz.get("config", {}).get("seed", 0))
     splits = load_splits(spec, data_dir=data_dir or rz.get("config", {}).get("data_dir"), seed=seed_split)
-    local = write and Path(name).is_dir()
+    local = write and Path(name).is_dir() and bool(rz)  # records go into robustzoo runs only
     if local and not resume:
         (run_dir / FLAGS_FILE).unlink(missing_ok=True)  # start afresh; the new outcomes are saved
     # 'auto' falls back to fp32 where the run's bf16 check drifted too far (docs/performance.md)
@@ -199,6 +201,24 @@ def evaluate(name: str | Path, attacks: list[str] | str | None = None, *, n: int
     if local:
         write_record(run_dir, report, source="eval", test_size=len(splits.test))
     return report
+
+
+def _test_set(name: str, cfg: dict[str, Any], dataset: str | None) -> Any:
+    """The dataset a model is evaluated on: its run's, or ``dataset`` for a timm export."""
+    recorded = (cfg.get("robustzoo") or {}).get("dataset")
+    if recorded and dataset and dataset != recorded:
+        raise UsageError(f"{name} was trained on {recorded}; --dataset {dataset} is for models that record "
+                         f"no dataset (timm exports)")
+    if not (recorded or dataset):
+        raise UsageError(f"{name} is a timm export that records no dataset (a fine-tune's classes are its "
+                         f"own); name its test set: --dataset NAME (see `robustzoo list datasets`)")
+    spec = registry("datasets").get(recorded or dataset)
+    c, size = cfg["model_args"].get("in_chans", 3), list(cfg["model_args"].get("input_size", []))
+    if (int(cfg["num_classes"]), int(c), size) != (spec.num_classes, spec.shape[0], list(spec.shape[1:])):
+        raise UsageError(f"{name} takes {c}x{'x'.join(map(str, size))} images into {cfg['num_classes']} "
+                         f"classes; {spec.name} has {'x'.join(map(str, spec.shape))} images in "
+                         f"{spec.num_classes}: pick its dataset with --dataset")
+    return spec
 
 
 def list_names(kind: str, pattern: str | None = None) -> list[str]:

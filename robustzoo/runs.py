@@ -177,8 +177,14 @@ def eval_record(run_dir: str | Path) -> dict[str, Any] | None:
     return report
 
 
-def read_config(run_dir: str | Path) -> dict[str, Any]:
-    """Read and check a run's config.json."""
+def read_config(run_dir: str | Path, *, timm_export: bool = False) -> dict[str, Any]:
+    """Read and check a run's config.json.
+
+    With ``timm_export``, the config.json of a timm export of one of robustzoo's nets (timm's
+    ``save_for_hf`` folder or ``push_to_hf_hub`` repo: ``architecture``, ``num_classes``,
+    ``pretrained_cfg``, no ``robustzoo`` block) is taken too, completed by
+    :func:`export_config`; only loading a model needs no more than that.
+    """
     run_dir = Path(run_dir)
     cfg_path = run_dir / CONFIG_FILE
     if not run_dir.is_dir():
@@ -191,10 +197,37 @@ def read_config(run_dir: str | Path) -> dict[str, Any]:
         cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise RunError(f"{cfg_path} is not valid JSON ({exc.msg if hasattr(exc, 'msg') else exc})") from None
-    if not isinstance(cfg, dict) or "architecture" not in cfg or "robustzoo" not in cfg:
+    if not isinstance(cfg, dict) or "architecture" not in cfg:
         raise RunError(f"{cfg_path} lacks 'architecture' or the 'robustzoo' block; it was not "
                        f"written by robustzoo")
+    if "robustzoo" not in cfg:
+        if timm_export:
+            return export_config(cfg, str(cfg_path))
+        raise RunError(f"{cfg_path} has no 'robustzoo' block: it is a timm export (save_for_hf or "
+                       f"push_to_hf_hub), not a robustzoo run; `robustzoo eval` and robustzoo.load take it, "
+                       f"this command needs a run written by `robustzoo train`")
     return cfg
+
+
+def export_config(cfg: dict[str, Any], source: str) -> dict[str, Any]:
+    """A timm export's config.json with the ``model_args`` robustzoo builds the net from.
+
+    Recent timm versions record the factory arguments under ``model_args`` (robustzoo's
+    in_chans, input_size, mean, std among them); where an export has none, the channels and
+    size come from ``pretrained_cfg.input_size``. mean/std need no value here: the weights carry
+    them (the Normalize buffers). The result has no ``robustzoo`` block.
+    """
+    pcfg = cfg.get("pretrained_cfg") if isinstance(cfg.get("pretrained_cfg"), dict) else {}
+    size = pcfg.get("input_size")
+    margs = cfg.get("model_args") or {}
+    if not isinstance(margs, dict) or not (isinstance(size, list) and len(size) == 3
+                                           and all(isinstance(v, int) for v in size)):
+        raise RunError(f"{source} is not a timm config of an image classifier (pretrained_cfg.input_size "
+                       f"[channels, height, width] and a model_args object are needed)")
+    margs = dict(margs)
+    margs.setdefault("in_chans", size[0])
+    margs.setdefault("input_size", size[1:])
+    return dict(cfg, model_args=margs)
 
 
 def model_config(arch: str, num_classes: int, shape: tuple[int, int, int], mean, std,
@@ -285,14 +318,19 @@ def build_from_config(cfg: dict[str, Any]) -> nn.Module:
 
 
 def load_run(run_dir: str | Path, checkpoint: str = MODEL_FILE, device: str | torch.device = "cpu"):
-    """Load a run's model (eval mode) and config.
+    """Load a run's model (eval mode) and config; also a timm export of a robustzoo net
+    (:func:`export_config`: its config has no ``robustzoo`` block).
 
     Returns:
         (model, config dict).
     """
     run_dir = Path(run_dir)
-    cfg = read_config(run_dir)
+    cfg = read_config(run_dir, timm_export=True)
     weights = run_dir / checkpoint
+    if not weights.is_file() and (run_dir / "pytorch_model.bin").is_file():
+        raise RunError(f"{run_dir} has only pytorch_model.bin, a pickle, which robustzoo never loads; save it "
+                       f"with timm's save_for_hf(model, DIR, safe_serialization=True) (or push_to_hf_hub, "
+                       f"which writes both)")
     if not weights.is_file():
         raise NotFoundError(f"{run_dir} has no {checkpoint} (did training finish an epoch? "
                             f"continue it with `robustzoo train --resume {run_dir}`)")

@@ -267,6 +267,7 @@ def _relaunch_args(ctx: click.Context) -> list[str]:
 @click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
 @click.option("--device", default="auto", show_default=True)
 @click.option("--data-dir", type=click.Path())
+@click.option("--dataset", help="test set of a model that records none (a timm export of a fine-tune)")
 @click.option("--revision", help="Hub revision (commit sha) for hub models")
 @click.option("--endpoint", help="Hub endpoint URL")
 @click.option("--cache-dir", type=click.Path(), help="Hugging Face cache directory")
@@ -274,8 +275,9 @@ def _relaunch_args(ctx: click.Context) -> list[str]:
 @click.option("--precision", type=click.Choice(["auto", "bf16", "fp32"]), default="auto", show_default=True,
               help="auto = bf16 autocast on CUDA, fp32 on CPU; fp32 = exact (TF32 off)")
 def eval_cmd(model, suite, attacks, n, eps, seed, cascade, eps_sweep, plot, sets, no_health, no_resume,
-             batch_size, device, data_dir, revision, endpoint, cache_dir, json_out, precision) -> None:
-    """Evaluate MODEL (run directory, zoo alias or hf-hub:org/name) on its test set.
+             batch_size, device, data_dir, dataset, revision, endpoint, cache_dir, json_out, precision) -> None:
+    """Evaluate MODEL (run directory, zoo alias, hf-hub:org/name, or a timm export of a
+    robustzoo net: a save_for_hf folder or push_to_hf_hub repo) on its test set.
 
     Prints accuracy with 95% intervals per attack, the worst case per example, and a
     gradient-masking health report; suspect numbers are marked. For a run directory the
@@ -304,7 +306,8 @@ def eval_cmd(model, suite, attacks, n, eps, seed, cascade, eps_sweep, plot, sets
                               data_dir=data_dir, progress=bars, revision=revision, endpoint=endpoint,
                               cache_dir=cache_dir, suite=suite, cascade=cascade,
                               options=parse_attack_options(sets), eps_sweep=eps_sweep, plot=plot,
-                              health=not no_health, resume=not no_resume, precision=precision)
+                              health=not no_health, resume=not no_resume, precision=precision,
+                              dataset=dataset)
     except KeyboardInterrupt:
         raise Interrupted(_interrupted_eval(model)) from None
     if plot:

@@ -895,7 +895,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             if entry["lfs"]:
                 sibling["lfs"] = {
                     "size": entry["size"],
-                    "sha256": entry["sha256"],
+                    # tamper(announce=True): the substitute's hash is announced here too
+                    "sha256": self._store.announced_hash(repo, commit, path) or entry["sha256"],
                     "pointerSize": entry["pointerSize"],
                 }
             siblings.append(sibling)
@@ -1211,10 +1212,10 @@ class HubServer:
         download can catch them. Use data of the original length to mimic silent corruption.
 
         Args:
-            announce: also announce the substitute's hash in the ``ETag`` (a blob swapped in
-                the server's storage, under the same commit sha): a check against the ETag then
-                passes, and only a hash recorded elsewhere (the model card of the commit, a
-                pin) catches the swap.
+            announce: also announce the substitute's hash, in the ``ETag`` and the repo-info
+                listing (a blob swapped in the server's storage, under the same commit sha): a
+                check against the server's hash then passes, and only a hash recorded
+                elsewhere (the model card of the commit, a pin) catches the swap.
 
         Raises:
             KeyError: If there is no such repo or file.
