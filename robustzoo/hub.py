@@ -766,8 +766,9 @@ def check_publishable(report: dict[str, Any], run_dir: Path, allow_partial: bool
 def push(run_dir: str | Path, repo_id: str, *, endpoint: str | None = None, token: str | None = None,
          private: bool = False, alias: str | None = None, license: str = "apache-2.0",
          commit_message: str | None = None, allow_partial: bool = False) -> PushResult:
-    """Publish a run in one commit: weights, aux state, config.json, robustbench.json and a model
-    card rendered from config.json and eval.json that lists the sha256 of every other file.
+    """Publish a run in one commit: weights, aux state, config.json, robustbench.json (when the
+    run was evaluated with standard AutoAttack) and a model card rendered from config.json and
+    eval.json that lists the sha256 of every other file.
 
     Args:
         run_dir: a trained and evaluated run directory.
@@ -789,7 +790,7 @@ def push(run_dir: str | Path, repo_id: str, *, endpoint: str | None = None, toke
 
     from ._version import __version__
     from .cards import render_run_card
-    from .robustbench import robustbench_record
+    from .robustbench import has_autoattack, robustbench_record
     from .zoo import ALIAS_RE
 
     run_dir = Path(run_dir)
@@ -809,7 +810,8 @@ def push(run_dir: str | Path, repo_id: str, *, endpoint: str | None = None, toke
     endpoint = (endpoint or default_endpoint()).rstrip("/")
     blobs: dict[str, bytes | Path] = {runs.CONFIG_FILE: _config_bytes(run_dir / runs.CONFIG_FILE, license)}
     blobs.update({f: run_dir / f for f in (runs.MODEL_FILE, runs.AUX_FILE) if (run_dir / f).is_file()})
-    blobs[ROBUSTBENCH_FILE] = (json.dumps(robustbench_record(cfg, report), indent=2) + "\n").encode("utf-8")
+    if has_autoattack(report):  # RobustBench ranks by it: without it, no record (its records have no nulls)
+        blobs[ROBUSTBENCH_FILE] = (json.dumps(robustbench_record(cfg, report), indent=2) + "\n").encode("utf-8")
     files = {f: ({"sha256": hashlib.sha256(b).hexdigest(), "size": len(b)} if isinstance(b, bytes)
                  else {"sha256": sha256_file(b), "size": b.stat().st_size}) for f, b in blobs.items()}
     card = render_run_card(cfg, report, repo_id=repo_id, files={f: v["sha256"] for f, v in files.items()},

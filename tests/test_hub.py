@@ -94,8 +94,8 @@ def test_push_uploads_everything_in_one_commit(pushed, hub_server):
     assert commits[0] == res.revision and len(commits) == 2  # the repo's initial commit + ours
     assert len(res.revision) == 40
     assert [m for m, p in hub_server.requests if p.endswith("/commit/main")] == ["POST"]
-    assert set(res.files) == {"config.json", "model.safetensors", "aux.safetensors", "README.md",
-                              "robustbench.json"}
+    # No robustbench.json: the tiny run has no AutoAttack result, which RobustBench ranks by.
+    assert set(res.files) == {"config.json", "model.safetensors", "aux.safetensors", "README.md"}
     for name in ("config.json", "model.safetensors", "aux.safetensors"):
         assert res.files[name]["sha256"] == sha256(run_dir / name)
         assert res.files[name]["size"] == (run_dir / name).stat().st_size
@@ -273,7 +273,7 @@ def test_push_pull_eval_round_trip(pushed, hub_server, hf_cache):
     out = hub.pull_model(f"hf-hub:{REPO}", endpoint=hub_server.endpoint, cache_dir=hf_cache, verify=True)
     assert out.revision == res.revision  # 'main' was resolved to the commit sha first
     assert out.path == hf_cache / f"models--{REPO.replace('/', '--')}" / "snapshots" / res.revision
-    for name in ("config.json", "model.safetensors", "aux.safetensors", "README.md", "robustbench.json"):
+    for name in ("config.json", "model.safetensors", "aux.safetensors", "README.md"):
         assert out.files[name] == res.files[name]["sha256"] == sha256(out.path / name)
         # Every file but the card itself is also checked against the card's sha256 list.
         assert out.checked[name] == ("server hash" if name == "README.md" else "server hash + card sha256")
@@ -615,21 +615,30 @@ def test_a_repo_without_a_robustzoo_card_loads_with_one_note(run_dir, hub_server
     assert pinned.vouched_by == "expected sha256" and pinned.note == ""
 
 
-def test_robustbench_record_is_published_with_the_run(pushed, hub_server, hf_cache):
-    from robustzoo.robustbench import FIELDS, robustbench_record
+def test_robustbench_record_is_published_only_with_autoattack(pushed, hub_server, hf_cache, capsys):
+    """RobustBench ranks by AutoAttack and reads its numbers as floats: a run evaluated without
+    it gets no robustbench.json (and the push says why); with it, the record is in the commit."""
+    from robustzoo.robustbench import robustbench_record
 
     run_dir, res = pushed
-    path = hub.pull(f"hf-hub:{REPO}@{res.revision}", endpoint=hub_server.endpoint, cache_dir=hf_cache)
-    record = json.loads((path / "robustbench.json").read_text())
-    cfg = json.loads((run_dir / "config.json").read_text())
+    assert "robustbench.json" not in res.files  # the tiny run was evaluated with clean, PGD-20
+    code, _, err = run_cli(["push", str(run_dir), "--repo-id", REPO, "--endpoint", hub_server.endpoint,
+                            "--token", TEST_TOKEN], capsys)
+    assert code == 0 and "note: no robustbench.json" in err and "--suite autoattack" in err
     report = json.loads((run_dir / "eval.json").read_text())
-    assert record == robustbench_record(cfg, report)
-    assert tuple(record) == FIELDS
-    clean = next(r for r in report["results"] if r["attack"] == "clean")
-    assert record["clean_acc"] == f"{100 * clean['accuracy']:.2f}"
-    assert record["reported"] == f"{100 * report['worst_case']['accuracy']:.2f}"
-    assert record["autoattack_acc"] is None and "AutoAttack" in record["footnote"]  # the tiny run has none
-    assert record["eps"] == "0.1" and record["threat_model"] == "Linf" and record["dataset"] == "digits"
+    n = report["n"]
+    report["results"].append({"attack": "autoattack", "accuracy": 0.4, "correct": int(0.4 * n), "n": n,
+                              "ci95": [0.35, 0.45]})
+    runs.write_json(run_dir / "eval.json", report)
+    code, out, err = run_cli(["push", str(run_dir), "--repo-id", REPO, "--endpoint", hub_server.endpoint,
+                              "--token", TEST_TOKEN, "--json"], capsys)
+    assert code == 0, err
+    again = json.loads(out)
+    path = hub.pull(f"hf-hub:{REPO}@{again['revision']}", endpoint=hub_server.endpoint, cache_dir=hf_cache)
+    record = json.loads((path / "robustbench.json").read_text())
+    assert record == robustbench_record(json.loads((run_dir / "config.json").read_text()), report)
+    assert record["autoattack_acc"] == "40.00" and None not in record.values()
+    assert record["eps"] == "0.1" and record["dataset"] == "digits" and "reported" not in record
     assert record["architecture"] == "4-conv/2-FC CNN" and record["number_forward_passes"] == 1
     assert record["link"] == "https://arxiv.org/abs/1706.06083" and record["venue"] == "ICLR 2018"
     assert record["unreliable"] is (report["health"]["status"] != "passed")

@@ -11,7 +11,8 @@ from helpers import run_cli
 
 from robustzoo import leaderboard as lb
 from robustzoo import runs
-from robustzoo.robustbench import FIELDS, robustbench_record
+from robustzoo.errors import RunError
+from robustzoo.robustbench import FIELDS, record_path, robustbench_record
 
 
 def _result(attack: str, correct: int, n: int, **extra) -> dict:
@@ -119,36 +120,80 @@ def test_export_robustbench_json_out_and_table(runs_dir, tmp_path, capsys):
     expected = robustbench_record(runs.read_config(run), runs.eval_record(run))
     code, out, err = run_cli(["export", "robustbench", str(run), "--json"], capsys)
     assert code == 0, err
-    assert json.loads(out) == expected and tuple(json.loads(out)) == FIELDS
+    # `at` on the digits: no reported number of the paper for it, so no `reported` (RobustBench omits it too).
+    assert json.loads(out) == expected and tuple(expected) == tuple(f for f in FIELDS if f != "reported")
     assert expected["autoattack_acc"] == f"{100 * 20 / 64:.2f}" and expected["unreliable"] is False
+    assert expected["name"] == "Towards Deep Learning Models Resistant to Adversarial Attacks (robustzoo reproduction)"
+    assert "reproduction" in expected["footnote"] and "RobustBench has no digits leaderboard" in expected["footnote"]
+    assert "note: RobustBench has no digits leaderboard" in err
     target = tmp_path / "Madry2018Towards.json"
     code, out, err = run_cli(["export", "robustbench", str(run), "--out", str(target)], capsys)
     assert code == 0 and json.loads(target.read_text()) == expected and f"wrote {target}" in err
     assert "autoattack_acc" in out and "clean_acc" in out  # the human view is a table
-    code, out, err = run_cli(["export", "robustbench", str(runs_dir / "plain"), "--json"], capsys)
-    assert code == 0 and json.loads(out)["autoattack_acc"] is None
-    assert "no standard AutoAttack result" in err and "--suite autoattack" in err
     code, out, err = run_cli(["export", "robustbench", str(runs_dir / "masked"), "--json"], capsys)
     assert json.loads(out)["unreliable"] is True and "pgd_vs_apgd" in json.loads(out)["footnote"]
     code, _, err = run_cli(["export", "robustbench", str(runs_dir / "untested")], capsys)
     assert code != 0 and "has no eval.json" in err and "Traceback" not in err
 
 
-def test_robustbench_record_notes_eps_and_sample_size(at_run):
-    """A CIFAR-10 model at ε = 0.031 (the TRADES code's value) evaluated on part of the test
-    set: both are said in the footnote, as RobustBench does."""
+def test_export_robustbench_refuses_a_run_without_autoattack(runs_dir, capsys):
+    """RobustBench ranks by AutoAttack and reads every accuracy as a number: no record at all."""
+    code, out, err = run_cli(["export", "robustbench", str(runs_dir / "plain"), "--json"], capsys)
+    assert code != 0 and "Traceback" not in err
+    (line,) = [ln for ln in err.splitlines() if ln.strip()]
+    assert "no standard AutoAttack result" in line and "--suite autoattack" in line
+    with pytest.raises(RunError, match="--suite autoattack"):
+        robustbench_record(runs.read_config(runs_dir / "plain"), runs.eval_record(runs_dir / "plain"))
+
+
+def _cifar_config(at_run, objective: str, arch: str, **settings) -> dict:
     cfg = runs.read_config(at_run)
-    cfg["architecture"] = "wrn34_10"
-    cfg["robustzoo"].update(dataset="cifar10", objective="trades")
+    cfg["architecture"] = arch
+    cfg["robustzoo"].update(dataset="cifar10", objective=objective, objective_settings=settings)
+    return cfg
+
+
+def test_robustbench_record_notes_eps_and_sample_size(at_run):
+    """A CIFAR-10 TRADES model at ε = 0.031 (the TRADES code's value) evaluated on part of the
+    test set: both are said in the footnote, as RobustBench does; `reported` is the paper's number."""
+    cfg = _cifar_config(at_run, "trades", "wrn34_10", beta=6.0)
     report = {"eps": 0.031, "dataset": "cifar10", "n": 1000, "seed": 0,
               "results": [_result("clean", 850, 1000), _result("autoattack", 105, 200)],
               "health": {"status": "passed", "flagged": [], "checks": []}}
     record = robustbench_record(cfg, report)
+    assert tuple(record) == FIELDS
     assert record["eps"] == "0.031" and record["architecture"] == "WideResNet-34-10"
     assert "ε = 0.031 ≈ 7.9/255 instead of 8/255" in record["footnote"]
     assert "AutoAttack on 200 of the 10,000 test images" in record["footnote"]
-    assert record["name"] == "Theoretically Principled Trade-off between Robustness and Accuracy"
+    assert record["name"] == "Theoretically Principled Trade-off between Robustness and Accuracy (robustzoo reproduction)"
     assert record["clean_acc"] == "85.00" and record["autoattack_acc"] == "52.50"
-    assert record["reported"] == "52.50"  # the lowest robust accuracy measured
+    assert record["reported"] == "56.43"  # RobustBench's Zhang2019Theoretically record: the paper's number
+    assert "leaderboard" not in record["footnote"]  # CIFAR-10 has one
+    assert record_path(cfg, report) == "model_info/cifar10/Linf/Zhang2019Theoretically_robustzoo_wrn34_10.json"
     at8 = robustbench_record(cfg, dict(report, eps=8 / 255))
-    assert at8["eps"] == "8/255" and "instead of" not in at8["footnote"]
+    assert at8["eps"] == "8/255" and "instead of" not in at8["footnote"] and "reported" not in at8
+    other = robustbench_record(_cifar_config(at_run, "trades", "wrn34_10", beta=1.0), report)
+    assert "reported" not in other  # the paper's number is for β = 6 only
+    prn = _cifar_config(at_run, "calibrated", "preact_resnet18")
+    assert robustbench_record(prn, report)["architecture"] == "PreActResNet-18"
+    assert record_path(prn, report) == "model_info/cifar10/Linf/Huang2021Calibrated_robustzoo_preact_resnet18.json"
+
+
+def test_robustbench_record_is_what_robustbenchs_own_code_reads(at_run, tmp_path):
+    """What RobustBench's generators need, checked without its code: the fields its records
+    have, no nulls, accuracies and ε as its strings, a file name whose part before '_' is the
+    <Name><Year><FirstWord> citation key, a venue ending in the year (its bibtex generator)."""
+    import re
+
+    cfg = _cifar_config(at_run, "fat", "wrn34_10")
+    report = {"eps": 8 / 255, "dataset": "cifar10", "n": 10000, "seed": 0,
+              "results": [_result("clean", 8450, 10000), _result("autoattack", 5300, 10000)],
+              "health": {"status": "passed", "flagged": [], "checks": []}}
+    record = robustbench_record(cfg, report)
+    assert set(record) <= set(FIELDS) and None not in record.values()
+    for key in ("clean_acc", "autoattack_acc", *(["reported"] if "reported" in record else [])):
+        assert re.fullmatch(r"\d{1,3}\.\d\d", record[key]) and 0 <= float(record[key]) <= 100
+    assert isinstance(record["additional_data"], bool) and record["number_forward_passes"] == 1
+    assert record["venue"].split(" ")[-1] == "2020" and record["authors"].startswith("Jingfeng Zhang")
+    stem = record_path(cfg, report).split("/")[-1].removesuffix(".json")
+    assert stem.split("_")[0] == "Zhang2020Attacks" and record_path(cfg, report).startswith("model_info/cifar10/Linf/")

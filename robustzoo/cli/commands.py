@@ -389,6 +389,9 @@ def push(run_dir, repo_id, endpoint, token, private, alias, license_, allow_part
     for name, info in res.files.items():
         t.add_row(name, str(info["size"]), info["sha256"])
     stdout.print(t)
+    if "robustbench.json" not in res.files:
+        err.print(f"note: no robustbench.json: RobustBench ranks by standard AutoAttack, which {run_dir}/eval.json "
+                  f"lacks; run `robustzoo eval {run_dir} --suite autoattack` and push again")
     stdout.print(f"commit: {res.revision}\nurl: {res.commit_url}\n"
                  f"next: robustzoo pull hf-hub:{res.repo_id}@{res.revision}   (to add it to the zoo, "
                  f"copy the zoo_entry that --json prints into the index: docs/zoo.md)")

@@ -86,33 +86,37 @@ def export() -> None:
 def export_robustbench(run_dir, out, as_json) -> None:
     """RUN_DIR's record in RobustBench's model_info format (robustbench.json).
 
-    The same record `robustzoo push` writes into the repository. RobustBench ranks by
-    AutoAttack: without it `autoattack_acc` is null (run `robustzoo eval RUN_DIR --suite
-    autoattack`); `unreliable` is true when the health checks flagged the evaluation.
+    The same record `robustzoo push` writes into the repository. RobustBench ranks by standard
+    AutoAttack: a run evaluated without it has no record (run `robustzoo eval RUN_DIR --suite
+    autoattack`). The name says the weights are a robustzoo reproduction; `reported` is the
+    paper's own number where robustzoo knows it; `unreliable` is true when the health checks
+    flagged the evaluation. The file name RobustBench's README prescribes is printed on stderr.
 
     \b
     Examples:
-      robustzoo export robustbench runs/cat-cw-wrn34
-      robustzoo export robustbench runs/cat-cw-wrn34 --json > Huang2021Calibrated_CW.json
-      robustzoo export robustbench runs/cat-cw-wrn34 --out model_info/cifar10/Linf/mine.json
+      robustzoo export robustbench runs/trades-wrn34
+      robustzoo export robustbench runs/trades-wrn34 --json > Zhang2019Theoretically_robustzoo_wrn34_10.json
+      robustzoo export robustbench runs/trades-wrn34 --out robustbench/model_info/cifar10/Linf/mine.json
     """
     from rich.table import Table
 
     from .. import runs
     from ..hub import read_eval
-    from ..robustbench import robustbench_record
+    from ..robustbench import board_note, record_path, robustbench_record
 
     if out:
         files.check_output_file(out, "--out")
     config = runs.read_config(run_dir)
-    record = robustbench_record(config, read_eval(Path(run_dir)))
+    report = read_eval(Path(run_dir))
+    record = robustbench_record(config, report, where=str(run_dir))
     text = json.dumps(record, indent=2) + "\n"
     stdout, err = _consoles()
     if out:
         write_file(out, text, "--out")
-    if record["autoattack_acc"] is None:
-        err.print(f"warning: no standard AutoAttack result, so autoattack_acc is null (RobustBench ranks by "
-                  f"it); run `robustzoo eval {run_dir} --suite autoattack`")
+    if note := board_note(record["dataset"]):
+        err.print(f"note: {note}")
+    else:
+        err.print(f"RobustBench file: {record_path(config, report)}")
     if record["unreliable"]:
         err.print("warning: the health checks flagged this evaluation: the record says unreliable: true")
     if as_json:
