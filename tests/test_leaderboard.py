@@ -85,9 +85,10 @@ def test_leaderboard_cli_table_json_and_html(runs_dir, tmp_path, capsys):
     text = page.read_text()
     assert text.startswith("<!doctype html>") and text.rstrip().endswith("</html>")
     assert text.count('<table class="board">') == 1 and "<script>" in text and "aria-sort" in text
-    assert "src=" not in text and "href=" not in text and "http" not in text.split("<body>", 1)[1]
+    _assert_self_contained(text)
     assert text.index(">masked<") < text.index(">strong<") < text.index(">plain<")
     assert f'data-sort="{30 / 64:.6f}"' in text  # numeric sort keys for the sortable columns
+    assert 'href="runs/strong"' in text  # the run, relative to the page's folder
 
 
 def test_leaderboard_ranks_zoo_entries(capsys):
@@ -197,3 +198,130 @@ def test_robustbench_record_is_what_robustbenchs_own_code_reads(at_run, tmp_path
     assert record["venue"].split(" ")[-1] == "2020" and record["authors"].startswith("Jingfeng Zhang")
     stem = record_path(cfg, report).split("/")[-1].removesuffix(".json")
     assert stem.split("_")[0] == "Zhang2020Attacks" and record_path(cfg, report).startswith("model_info/cifar10/Linf/")
+
+
+# -- the HTML page ------------------------------------------------------------------------
+
+def _assert_self_contained(text: str) -> None:
+    """One file: no script, style sheet, image or font from anywhere else."""
+    lowered = text.lower()
+    for needle in (" src=", "<link", "@import", "url(", "<iframe", "<img"):
+        assert needle not in lowered, needle
+
+
+REV = "0123456789abcdef0123456789abcdef01234567"
+
+
+@pytest.fixture
+def page(runs_dir, tmp_path, monkeypatch) -> tuple[Path, lb.Leaderboard]:
+    """The page of the runs plus two zoo entries (a published one, and the registry's recorded
+    runs), written into a folder of its own: run links are relative to it."""
+    from robustzoo.cli.leaderboard_view import html_page
+    from robustzoo.plugins import registry
+    from robustzoo.zoo import ZooEntry
+
+    monkeypatch.delenv("HF_ENDPOINT", raising=False)
+    published = ZooEntry(
+        name="trades-demo-digits", repo_id="demo-org/trades-demo", revision=REV, status="published",
+        files={"model.safetensors": "0" * 64}, architecture="cnn_mnist", dataset="digits",
+        threat_model={"norm": "linf", "eps": 0.1}, method="trades",
+        results={"clean": 330 / 360, "pgd20": 200 / 360, "autoattack": 150 / 360},
+        evaluation={"health": "passed", "counts": {"clean": [330, 360], "pgd20": [200, 360],
+                                                   "autoattack": [150, 360]}})
+    board = lb.leaderboard(runs_dir, entries=[published, *(e for _, e in registry("zoo").items())])
+    site = tmp_path / "site"
+    site.mkdir()
+    path = site / "index.html"
+    path.write_text(html_page(board, title="test board", generator="robustzoo test", out_dir=site))
+    return path, board
+
+
+def test_page_rows_link_and_mark_what_they_are(page, runs_dir):
+    path, board = page
+    text = path.read_text()
+    _assert_self_contained(text)
+    digits = next(b for b in board.boards if b.dataset == "digits")
+    assert [r.name for r in digits.rows] == ["masked", "trades-demo-digits", "strong", "plain"]
+    plain = digits.rows[-1]
+    assert plain.upper_bound and not any(r.upper_bound for r in digits.rows[:-1])
+    assert set(plain.links) == {"paper", "run"} and plain.links["run"] == str((runs_dir / "plain").resolve())
+    demo = digits.rows[1]
+    assert demo.links == {"paper": "https://arxiv.org/abs/1901.08573",
+                          "card": f"https://huggingface.co/demo-org/trades-demo/blob/{REV}/README.md",
+                          "repo": f"https://huggingface.co/demo-org/trades-demo/tree/{REV}"}
+    # Every row: its status, its ranking value with the attack and n, the upper bound marked.
+    assert text.count('class="num rankval"') == sum(len(b.rows) for b in board.boards)
+    assert "local run" in text and "measured only" in text and ">published<" in text
+    assert "AutoAttack, n = 64" in text and "per-example worst case, n = " in text
+    assert 'title="upper bound: no AutoAttack">*</span>' in text
+    assert f"repo@{REV[:12]}" in text and "../runs/plain" in text
+
+
+def _browser():
+    """Headless Debian chromium through playwright, or a skip when either is missing."""
+    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install -e '.[browser]'")
+    if not Path("/usr/bin/chromium").is_file():
+        pytest.skip("no /usr/bin/chromium (Debian: apt-get install chromium)")
+    return sync_api.sync_playwright()
+
+
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+def test_page_in_a_real_browser_sorts_filters_links_and_fits_1000px(page, runs_dir):
+    """Loaded in headless chromium at 1000 px: no horizontal overflow, a click sorts, typed
+    text and the status box filter, and the links point where they should."""
+    path, board = page
+    with _browser() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        try:
+            tab = browser.new_page(viewport={"width": 1000, "height": 800})
+            errors: list[str] = []
+            tab.on("pageerror", lambda exc: errors.append(str(exc)))
+            tab.goto(path.as_uri())
+            assert tab.title() == "test board" and errors == []
+            total = sum(len(b.rows) for b in board.boards)
+            assert tab.inner_text("#shown") == f"{total} of {total} models shown"
+            widths = tab.evaluate("""() => ({page: document.documentElement.scrollWidth,
+                view: document.documentElement.clientWidth,
+                tables: Array.from(document.querySelectorAll('table')).map(
+                    t => t.scrollWidth - t.parentElement.clientWidth)})""")
+            assert widths["page"] <= widths["view"] == 1000 and max(widths["tables"]) <= 0, widths
+
+            digits = tab.locator("section.board", has_text="digits").first
+            names = lambda: digits.locator("tbody tr td.model b").all_inner_texts()  # noqa: E731
+            assert names() == ["masked", "trades-demo-digits", "strong", "plain"]
+            digits.locator("th", has_text="clean").click()
+            clean = {r.name: r.clean.accuracy for b in board.boards if b.dataset == "digits" for r in b.rows}
+            assert [clean[n] for n in names()] == sorted(clean.values())  # ascending
+            digits.locator("th", has_text="clean").click()
+            assert [clean[n] for n in names()] == sorted(clean.values(), reverse=True)
+            digits.locator("th", has_text="model").click()
+            assert names() == sorted(names())
+
+            tab.fill("#filter", "MASKED")
+            assert tab.locator("tbody tr:visible td.model b").all_inner_texts() == ["masked"]
+            assert tab.inner_text("#shown") == f"1 of {total} models shown"
+            assert tab.locator("section.board:visible").count() == 1  # boards without a match hide
+            tab.fill("#filter", "")
+            tab.select_option("#status", "published")
+            assert tab.locator("tbody tr:visible td.model b").all_inner_texts() == ["trades-demo-digits"]
+            tab.select_option("#status", "")
+
+            row = lambda name: tab.locator("tbody tr", has=tab.locator(f"b:text-is('{name}')"))  # noqa: E731
+            run_href = row("strong").locator("a.run").evaluate("a => a.href")
+            assert run_href == (runs_dir / "strong").resolve().as_uri()
+            assert row("strong").locator("a.paper").evaluate("a => a.href") == "https://arxiv.org/abs/1706.06083"
+            demo = row("trades-demo-digits")
+            assert demo.locator("a.repo").inner_text() == f"repo@{REV[:12]}"
+            assert demo.locator("a.repo").evaluate("a => a.href") == (
+                f"https://huggingface.co/demo-org/trades-demo/tree/{REV}")
+            measured = tab.locator("tbody tr[data-status='measured only']").first
+            for link in ("a.card", "a.run"):  # files of this checkout: the card, the run's record
+                target = measured.locator(link).evaluate("a => a.href")
+                assert target.startswith("file://") and Path(target[len("file://"):]).is_file()
+            tab.goto(run_href)  # a local run link opens the run directory
+            assert "config.json" in tab.content()
+        finally:
+            browser.close()

@@ -29,7 +29,7 @@ def _consoles():
               help="rank the zoo entries too (published ones, and the recorded runs of unpublished ones)")
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output on stdout")
 @click.option("--html", "html_out", metavar="FILE", type=click.Path(),
-              help="also write a single-file HTML page with sortable columns")
+              help="also write a single-file HTML page: sortable, filterable, linked to papers, cards, repos, runs")
 def leaderboard(runs_dir, with_zoo, as_json, html_out) -> None:
     """Rank the evaluated runs under RUNS_DIR (and/or the zoo entries) by robust accuracy.
 
@@ -62,7 +62,8 @@ def leaderboard(runs_dir, with_zoo, as_json, html_out) -> None:
     stdout, err = _consoles()
     if html_out:
         title = "robustzoo leaderboard" + (f": {runs_dir}" if runs_dir else ": zoo")
-        write_file(html_out, html_page(lb, title=title, generator=f"robustzoo {__version__}"), "--html")
+        page = html_page(lb, title=title, generator=f"robustzoo {__version__}", out_dir=Path(html_out).parent)
+        write_file(html_out, page, "--html")
     if as_json:
         click.echo(json.dumps(lb.to_dict(), indent=2))
         return
