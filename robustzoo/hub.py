@@ -1,34 +1,30 @@
 """Publish runs to, and pull models from, the Hugging Face Hub (or any Hub-protocol server).
 
 Push uploads ``config.json``, ``model.safetensors``, ``aux.safetensors`` (when the run has
-one), ``robustbench.json`` (the RobustBench record) and a rendered model card that lists the
+one), ``robustbench.json`` (with standard AutoAttack) and a rendered model card that lists the
 sha256 of all of them, in one commit. Pull resolves the revision to a commit sha, downloads
 fixed filenames by that sha into the Hugging Face cache and checks every file; a file that
-fails a check is removed from the cache and refused with
-:class:`~robustzoo.errors.IntegrityError`:
+fails a check is refused with :class:`~robustzoo.errors.IntegrityError` and its commit removed
+from the cache:
 
-* against the hash the server announced (the ETag: sha256 of LFS files, git blob sha1 of
-  small files): catches corruption in transit;
-* against the sha256 list in the model card (README.md) of the same commit: catches a blob
-  swapped under a published commit even when the server announces the new hash (a pull by
-  repo id needs that card, or ``--expect-sha256``);
-* zoo aliases: against the sha256 pinned in the zoo index; scripts: against
-  ``--expect-sha256 FILE=SHA256``. Only a pin made elsewhere (the index, a script) also
-  holds against a server that rewrites the card;
-* only ``config.json`` (parsed as JSON), the card's YAML front matter (``yaml.safe_load``)
-  and safetensors files are ever read; the architecture named in config.json must be a
-  registered robustzoo architecture; nothing from a repo is executed, and no path a server
-  sends is joined into a local path.
+* against the hash the server lists for the commit (LFS sha256, or git blob sha1): catches
+  corruption in transit;
+* against the sha256 list of the robustzoo model card (README.md) of the same commit: catches
+  a blob swapped under a published commit even when the server announces the new hash;
+* zoo aliases: against the sha256 pinned in the zoo index; scripts: ``--expect-sha256``. Only
+  a pin made elsewhere also holds against a server that rewrites the card. A repo that nothing
+  vouches for (a timm push) is pulled with one :class:`~robustzoo.errors.UnvouchedModelWarning`;
+* only ``config.json`` (JSON), the card's YAML front matter (``yaml.safe_load``) and
+  safetensors files are ever read; the architecture must be a registered robustzoo net;
+  nothing from a repo is executed, and no path a server sends is joined into a local path.
 
-``timm.create_model("hf-hub:org/name", pretrained=True)`` checks only the file size by
-itself; once robustzoo is imported, its factories for robustzoo's nets load the weights
-through :func:`verified_weights` (the same checks) instead.
-
-``huggingface_hub`` reads ``HF_ENDPOINT`` once, at import, so every call here passes
-``endpoint=`` and ``cache_dir=`` explicitly. For endpoints other than huggingface.co, Xet
-transfers (only the real Hub speaks them) and telemetry (which would fetch an agent registry
-from huggingface.co) are switched off for the duration of the call, and no stored token is
-sent unless one is passed explicitly.
+Only huggingface_hub's public API is used (``HfApi``, ``hf_hub_download``,
+``try_to_load_from_cache``, ``scan_cache_dir``, ``huggingface_hub.errors``): no cache layout
+of its own. Once robustzoo is imported, ``timm.create_model("hf-hub:...")`` of robustzoo's
+nets loads the weights through :func:`verified_weights` (the same checks). huggingface_hub
+reads ``HF_ENDPOINT`` once, at import, so every call passes ``endpoint=`` and ``cache_dir=``;
+for other endpoints than huggingface.co, Xet and telemetry are off during the call, and no
+stored token is sent unless one is passed.
 """
 
 from __future__ import annotations
@@ -357,12 +353,8 @@ def _scan(cache: str) -> Any:
 def _cached_commit(cache: str, repo_id: str, revision: str) -> str | None:
     """The commit a branch or tag named when it was last downloaded into the cache."""
     info = _scan(cache)
-    for repo in info.repos if info is not None else ():
-        if repo.repo_type == "model" and repo.repo_id == repo_id:
-            for rev in repo.revisions:
-                if revision in rev.refs:
-                    return rev.commit_hash
-    return None
+    return next((rev.commit_hash for repo in (info.repos if info else ()) for rev in repo.revisions
+                 if repo.repo_type == "model" and repo.repo_id == repo_id and revision in rev.refs), None)
 
 
 def _refuse(cache: str, sha: str, message: str) -> IntegrityError:
@@ -378,44 +370,34 @@ def _refuse(cache: str, sha: str, message: str) -> IntegrityError:
                                     "publishing, or in transit: do not use it, report it)")
 
 
-def _server_hash(path: Path, digest: str, sibling: Any) -> tuple[bool, str] | None:
-    """Compare a download with the hash the server lists for it (the LFS sha256, else the git
-    blob id); None when the server listed nothing to compare."""
-    lfs = getattr(sibling, "lfs", None)
-    want = getattr(lfs, "sha256", None) if lfs is not None else None
-    if isinstance(want, str) and SHA256_RE.match(want):
-        return digest == want, f"the sha256 {want} the server announced"
-    blob = getattr(sibling, "blob_id", None)
-    if isinstance(blob, str) and _SHA1_RE.match(blob):
-        return _git_blob_sha1(path) == blob, f"the git blob sha1 {blob} the server announced"
-    return None
-
-
 def _verify(path: Path, filename: str, target: Target, sha: str, cache: str, expected: Mapping[str, str],
             listing: Mapping[str, Any] | None) -> tuple[str, list[str]]:
-    """sha256 of a download, checked against the zoo pin, ``--expect-sha256`` and the server's
-    listing; the commit is evicted from the cache on any mismatch. Returns (sha256, checks)."""
+    """sha256 of a download, checked against the zoo pin, ``--expect-sha256`` and the hash the
+    server lists for the commit (the LFS sha256, else the git blob id); the commit is evicted
+    from the cache on any mismatch. Returns (sha256, the checks passed)."""
     digest = sha256_file(path)
     where = f"{target.repo_id}@{_short(sha)}"
+    pins = (("pinned sha256", target.entry.files if target.entry else {}, f"the zoo index pins {{}} for "
+             f"{target.name!r}"), ("expected sha256", expected, "--expect-sha256 says {}"))
     checks = []
-    if target.entry is not None and filename in target.entry.files:
-        want = target.entry.files[filename]
-        if digest != want:
-            raise _refuse(cache, sha, f"{filename} of {where} has sha256 {digest}, but the zoo index pins "
-                          f"{want} for {target.name!r}")
-        checks.append("pinned sha256")
-    if filename in expected:
-        if digest != expected[filename]:
-            raise _refuse(cache, sha, f"{filename} of {where} has sha256 {digest}, but --expect-sha256 says "
-                          f"{expected[filename]}")
-        checks.append("expected sha256")
-    server = _server_hash(path, digest, listing.get(filename)) if listing is not None else None
-    if server is not None:
-        ok, what = server
-        if not ok:
-            raise _refuse(cache, sha, f"{filename} of {where} does not match {what}")
-        checks.append("server hash")
-    return digest, checks
+    for check, pinned, says in pins:
+        if filename in pinned:
+            if digest != pinned[filename]:
+                raise _refuse(cache, sha, f"{filename} of {where} has sha256 {digest}, but "
+                              + says.format(pinned[filename]))
+            checks.append(check)
+    sibling = (listing or {}).get(filename)
+    lfs = getattr(getattr(sibling, "lfs", None), "sha256", None)
+    blob = getattr(sibling, "blob_id", None)
+    if isinstance(lfs, str) and SHA256_RE.match(lfs):
+        ok, what = digest == lfs, f"the sha256 {lfs} the server announced"
+    elif isinstance(blob, str) and _SHA1_RE.match(blob):
+        ok, what = _git_blob_sha1(path) == blob, f"the git blob sha1 {blob} the server announced"
+    else:
+        return digest, checks  # offline, or served from the cache: the server lists nothing now
+    if not ok:
+        raise _refuse(cache, sha, f"{filename} of {where} does not match {what}")
+    return digest, [*checks, "server hash"]
 
 
 def card_sha256(card: Path, source: str) -> dict[str, str] | None:
@@ -506,10 +488,8 @@ def verified_weights(hf_hub_id: str, cache_dir: str | Path | None = None) -> str
 
 
 def _wanted(target: Target) -> list[tuple[str, bool]]:
-    """(filename, required) to download: config.json first (a foreign architecture is refused
-    before any weights are fetched), then the card, whose sha256 list the others are checked
-    against. Only these fixed names are ever requested; nothing a server lists is turned into a
-    request or a local path."""
+    """(filename, required) to download, fixed names only: config.json first (a foreign
+    architecture is refused before any weights are fetched), then the card."""
     if target.entry is not None:
         wanted = [(f, True) for f in target.entry.files]
     else:
