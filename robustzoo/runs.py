@@ -252,7 +252,8 @@ def model_config(arch: str, num_classes: int, shape: tuple[int, int, int], mean,
         "pool_size": info.get("pool_size"), "label_names": _label_names(robustzoo.get("dataset"), num_classes),
         "license": "apache-2.0",
         "notes": [f"inputs in [0,1]; the model normalises them itself (its first layer subtracts "
-                  f"mean {list(mean)} and divides by std {list(std)}), so pass un-normalised images"],
+                  f"mean {list(mean)} and divides by std {list(std)}), so pass un-normalised images",
+                  "timm: `import robustzoo` before timm.create_model (it registers this architecture)"],
     }
     paper = method_paper(str(robustzoo.get("objective", "")))
     if paper.title:

@@ -290,6 +290,7 @@ def eval_cmd(model, suite, attacks, n, eps, seed, cascade, eps_sweep, plot, sets
       robustzoo eval runs/at-digits-... --suite autoattack --n 1000
       robustzoo eval runs/at-digits-... --attacks clean,pgd20,square --set square_queries=1000
       robustzoo eval runs/at-digits-... --eps-sweep 0,0.05,0.1,0.2 --plot curve.png
+      robustzoo eval my-finetune/ --dataset fashion-mnist --suite quick   # a timm save_for_hf folder
     """
     # deferred: these import torch (see the top of this module)
     from ..api import evaluate
