@@ -760,6 +760,9 @@ def test_a_timm_fine_tune_comes_back(pushed, hub_server, hf_cache, monkeypatch, 
     pulled = json.loads(out)
     assert pulled["vouched_by"] == "" and "pytorch_model.bin" not in pulled["files"]  # never a pickle
     assert err.count("warning:") == 1 and "vouches" in err
+    with pytest.warns(UnvouchedModelWarning):
+        loaded = api.load("hf-hub:robustzoo-test/ft", endpoint=hub_server.endpoint, cache_dir=str(hf_cache))
+    torch.testing.assert_close(loaded(x), want)
     code, out, err = run_cli(["eval", "hf-hub:robustzoo-test/ft", "--endpoint", hub_server.endpoint,
                               "--cache-dir", str(hf_cache), "--attacks", "clean", "--n", "64", "--no-health",
                               "--dataset", "digits", "--json", "-"], capsys)

@@ -867,8 +867,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         base = self._base_url()
         if _OLD_CLIENT_RE.search(self.headers.get("User-Agent", "")):
             # huggingface_hub 0.x parses commitUrl against constants.ENDPOINT, ignoring the
-            # endpoint= it was given, and fails on any other host; 1.x+ map the canonical
-            # host to endpoint=. The real Hub answers with the canonical host too.
+            # endpoint= it was given, and fails on any other host; 1.x maps the canonical
+            # host to endpoint= (and from 1.3.2 also parses the URL against endpoint=). The
+            # real Hub answers with the canonical host too.
             base = _CANONICAL_ENDPOINT
         self._send_json(
             200,
