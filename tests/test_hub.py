@@ -747,6 +747,9 @@ def test_a_timm_fine_tune_comes_back(pushed, hub_server, hf_cache, monkeypatch, 
     assert not (folder / "eval.json").exists()  # a timm export is not a run: no record written into it
     code, _, err = run_cli(["eval", str(folder), "--attacks", "clean"], capsys)
     assert_one_line_error(code, err, "records no dataset", "--dataset NAME")
+    save_for_hf(model, str(tmp_path / "pickled"))  # timm's default: pytorch_model.bin only
+    with pytest.raises(RunError, match="only pytorch_model.bin, a pickle, which robustzoo never loads"):
+        api.load(tmp_path / "pickled")
     code, _, err = run_cli(["eval", str(folder), "--attacks", "clean", "--dataset", "fashion-mnist"], capsys)
     assert_one_line_error(code, err, "1x8x8 images into 10 classes", "fashion-mnist has 1x28x28")
 
