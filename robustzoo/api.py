@@ -165,7 +165,8 @@ def evaluate(name: str | Path, attacks: list[str] | str | None = None, *, n: int
              suite: str | None = None, cascade: bool = False, options: dict[str, Any] | None = None,
              eps_sweep: list[float] | str | None = None, sweep_attack: str | None = None,
              plot: str | Path | None = None, health: bool = True, resume: bool = True,
-             precision: str = "auto", allow_custom: bool = False, shard: bool = True) -> dict[str, Any]:
+             precision: str = "auto", allow_custom: bool = False, shard: bool = True,
+             dataset: str | None = None) -> dict[str, Any]:
     """Evaluate a model on its dataset's test set under ``attacks`` (or a named ``suite``).
 
     Returns the eval.json dictionary; with ``write`` and a local run directory it is also
@@ -189,7 +190,9 @@ def evaluate(name: str | Path, attacks: list[str] | str | None = None, *, n: int
     every process calls ``evaluate`` with the same arguments and runs a share of every
     attack's batches; rank 0 alone reports progress and writes the record, the flags and the
     plot, and every rank returns the numbers one process would (docs/evaluation.md,
-    "Distributed evaluation"). ``shard=False`` evaluates in this process alone.
+    "Distributed evaluation"). ``shard=False`` evaluates in this process alone. ``dataset`` names the test set of a model
+    that records none (a timm export of a fine-tune: :func:`robustzoo.runs.export_config`); its ε
+    then defaults to the dataset's.
     """
     _check_reporting(show_progress, progress)  # before a model is pulled or loaded
     if sweep_attack is None and eps_sweep is not None:
@@ -220,11 +223,11 @@ def evaluate(name: str | Path, attacks: list[str] | str | None = None, *, n: int
         show_progress, progress, plot, write = False, None, None, False
     shard_ = Shard.join(info) if info.enabled else None
     model, cfg = runs.load_run(run_dir, device=dev)
-    rz = cfg["robustzoo"]
-    spec = registry("datasets").get(rz["dataset"])
-    eps = float(rz["threat_model"]["eps"]) if eps is None else float(eps)
+    rz = cfg.get("robustzoo") or {}
+    spec = _test_set(str(name), cfg, dataset)
+    eps = float(rz["threat_model"]["eps"] if rz else spec.eps) if eps is None else float(eps)
     _check_eval_eps(eps)
-    local = write and Path(name).is_dir()
+    local = write and Path(name).is_dir() and bool(rz)  # records go into robustzoo runs only
     # Published numbers are exact fp32 unless a precision check of these weights allows bf16.
     check = read_precision_check(run_dir, lambda: model_fingerprint(model)) if precision == "bf16" else None
     prec, drift = eval_precision(precision, dev, check, attacks=attacks)
@@ -335,6 +338,24 @@ def check_precision(name: str | Path, attacks: list[str] | str | None = None, *,
     if record and low == "bf16" and Path(name).is_dir():
         out["recorded"] = str(write_precision_check(run_dir, out))
     return out
+
+
+def _test_set(name: str, cfg: dict[str, Any], dataset: str | None) -> Any:
+    """The dataset a model is evaluated on: its run's, or ``dataset`` for a timm export."""
+    recorded = (cfg.get("robustzoo") or {}).get("dataset")
+    if recorded and dataset and dataset != recorded:
+        raise UsageError(f"{name} was trained on {recorded}; --dataset {dataset} is for models that record "
+                         f"no dataset (timm exports)")
+    if not (recorded or dataset):
+        raise UsageError(f"{name} is a timm export that records no dataset (a fine-tune's classes are its "
+                         f"own); name its test set: --dataset NAME (see `robustzoo list datasets`)")
+    spec = registry("datasets").get(recorded or dataset)
+    c, size = cfg["model_args"].get("in_chans", 3), list(cfg["model_args"].get("input_size", []))
+    if (int(cfg["num_classes"]), int(c), size) != (spec.num_classes, spec.shape[0], list(spec.shape[1:])):
+        raise UsageError(f"{name} takes {c}x{'x'.join(map(str, size))} images into {cfg['num_classes']} "
+                         f"classes; {spec.name} has {'x'.join(map(str, spec.shape))} images in "
+                         f"{spec.num_classes}: pick its dataset with --dataset")
+    return spec
 
 
 def list_names(kind: str, pattern: str | None = None) -> list[str]:

@@ -609,9 +609,11 @@ def render_run_card(config: Mapping[str, Any], report: Mapping[str, Any], *, rep
             "Python:",
             _code("python", f'import robustzoo\n\nmodel = robustzoo.load("{pull_name}")  '
                             f"# eval mode, takes images in [0, 1]"),
-            "Plain timm (importing robustzoo registers its architectures with timm and checks the "
-            "download as `robustzoo pull` does; no code is downloaded from the repo). Fine-tune it with "
-            "a new head by passing `num_classes`:",
+            "timm: `import robustzoo` is the one line timm needs — it registers the architecture "
+            "(without it timm says \"Unknown model\") and checks the download as `robustzoo pull` does; no "
+            "code is downloaded from the repo. Fine-tune it with a new head by passing `num_classes`; a "
+            "`save_for_hf` folder or `push_to_hf_hub` repo of the fine-tune loads back in timm and in "
+            "`robustzoo eval ... --dataset NAME`:",
             _code("python", f'import robustzoo  # noqa: F401\nimport timm\n\n'
                             f'model = timm.create_model("hf-hub:{repo_id}", pretrained=True).eval()\n'
                             f'backbone = timm.create_model("hf-hub:{repo_id}", pretrained=True, num_classes=5)'),

@@ -60,6 +60,11 @@ class SettingWarning(UserWarning):
     """An allowed setting that changes what a method is (e.g. TRADES with β = 0: clean training)."""
 
 
+class UnvouchedModelWarning(UserWarning):
+    """A model was loaded that no robustzoo record vouches for (no robustzoo card, pin or
+    ``--expect-sha256``): its files were checked against the server's hashes only."""
+
+
 def close_matches(name: str, candidates: Iterable[str], n: int = 3) -> list[str]:
     """Return up to ``n`` candidates that look like ``name`` (for 'did you mean')."""
     candidates = list(candidates)

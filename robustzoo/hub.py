@@ -1,34 +1,30 @@
 """Publish runs to, and pull models from, the Hugging Face Hub (or any Hub-protocol server).
 
 Push uploads ``config.json``, ``model.safetensors``, ``aux.safetensors`` (when the run has
-one), ``robustbench.json`` (the RobustBench record) and a rendered model card that lists the
+one), ``robustbench.json`` (with standard AutoAttack) and a rendered model card that lists the
 sha256 of all of them, in one commit. Pull resolves the revision to a commit sha, downloads
 fixed filenames by that sha into the Hugging Face cache and checks every file; a file that
-fails a check is removed from the cache and refused with
-:class:`~robustzoo.errors.IntegrityError`:
+fails a check is refused with :class:`~robustzoo.errors.IntegrityError` and its commit removed
+from the cache:
 
-* against the hash the server announced (the ETag: sha256 of LFS files, git blob sha1 of
-  small files): catches corruption in transit;
-* against the sha256 list in the model card (README.md) of the same commit: catches a blob
-  swapped under a published commit even when the server announces the new hash (a pull by
-  repo id needs that card, or ``--expect-sha256``);
-* zoo aliases: against the sha256 pinned in the zoo index; scripts: against
-  ``--expect-sha256 FILE=SHA256``. Only a pin made elsewhere (the index, a script) also
-  holds against a server that rewrites the card;
-* only ``config.json`` (parsed as JSON), the card's YAML front matter (``yaml.safe_load``)
-  and safetensors files are ever read; the architecture named in config.json must be a
-  registered robustzoo architecture; nothing from a repo is executed, and no path a server
-  sends is joined into a local path.
+* against the hash the server lists for the commit (LFS sha256, or git blob sha1): catches
+  corruption in transit;
+* against the sha256 list of the robustzoo model card (README.md) of the same commit: catches
+  a blob swapped under a published commit even when the server announces the new hash;
+* zoo aliases: against the sha256 pinned in the zoo index; scripts: ``--expect-sha256``. Only
+  a pin made elsewhere also holds against a server that rewrites the card. A repo that nothing
+  vouches for (a timm push) is pulled with one :class:`~robustzoo.errors.UnvouchedModelWarning`;
+* only ``config.json`` (JSON), the card's YAML front matter (``yaml.safe_load``) and
+  safetensors files are ever read; the architecture must be a registered robustzoo net;
+  nothing from a repo is executed, and no path a server sends is joined into a local path.
 
-``timm.create_model("hf-hub:org/name", pretrained=True)`` checks only the file size by
-itself; once robustzoo is imported, its factories for robustzoo's nets load the weights
-through :func:`verified_weights` (the same checks) instead.
-
-``huggingface_hub`` reads ``HF_ENDPOINT`` once, at import, so every call here passes
-``endpoint=`` and ``cache_dir=`` explicitly. For endpoints other than huggingface.co, Xet
-transfers (only the real Hub speaks them) and telemetry (which would fetch an agent registry
-from huggingface.co) are switched off for the duration of the call, and no stored token is
-sent unless one is passed explicitly.
+Only huggingface_hub's public API is used (``HfApi``, ``hf_hub_download``,
+``try_to_load_from_cache``, ``scan_cache_dir``, ``huggingface_hub.errors``): no cache layout
+of its own. Once robustzoo is imported, ``timm.create_model("hf-hub:...")`` of robustzoo's
+nets loads the weights through :func:`verified_weights` (the same checks). huggingface_hub
+reads ``HF_ENDPOINT`` once, at import, so every call passes ``endpoint=`` and ``cache_dir=``;
+for other endpoints than huggingface.co, Xet and telemetry are off during the call, and no
+stored token is sent unless one is passed.
 """
 
 from __future__ import annotations
@@ -36,6 +32,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -43,7 +40,15 @@ from pathlib import Path
 from typing import Any
 
 from . import runs
-from .errors import HubError, IntegrityError, NotFoundError, RunError, UsageError, did_you_mean
+from .errors import (
+    HubError,
+    IntegrityError,
+    NotFoundError,
+    RunError,
+    UnvouchedModelWarning,
+    UsageError,
+    did_you_mean,
+)
 from .zoo import COMMIT_RE, PUBLISHABLE_FILES, SHA256_RE, ZooEntry, repo_id_problem, validate_entry
 
 HUB_PREFIX = "hf-hub:"
@@ -178,7 +183,7 @@ def check_architecture(cfg: Mapping[str, Any], source: str) -> None:
 def _read_config_file(path: Path, source: str) -> dict[str, Any]:
     if path.stat().st_size > MAX_CONFIG_BYTES:
         raise RunError(f"{source} is larger than {MAX_CONFIG_BYTES} bytes; it was not written by robustzoo")
-    cfg = runs.read_config(path.parent)
+    cfg = runs.read_config(path.parent, timm_export=True)
     check_architecture(cfg, source)
     return cfg
 
@@ -242,26 +247,19 @@ def parse_name(name: str, revision: str | None = None) -> Target:
 
 # -- error translation ---------------------------------------------------------------------
 
-def _is_connection_error(exc: BaseException) -> bool:
-    if isinstance(exc, (ConnectionError, TimeoutError)):
-        return True
-    # Transport errors of whichever HTTP stack huggingface_hub uses (httpx2, httpx, requests).
-    from huggingface_hub.errors import HfHubHTTPError
-
-    if isinstance(exc, HfHubHTTPError):
-        return False
-    mod = type(exc).__module__.split(".")[0]
-    return mod in ("httpx2", "httpx", "httpcore", "requests", "urllib3")
-
-
 @contextmanager
 def _translate(target: str, endpoint: str, cache_dir: str | None, what: str) -> Iterator[None]:
-    """Turn huggingface_hub errors into one-line robustzoo errors."""
+    """Turn huggingface_hub errors into one-line robustzoo errors.
+
+    Only huggingface_hub's own error types are caught by name; an unreachable server shows up
+    as its ``errors.HTTPError`` (the transport error base class of the HTTP stack it uses) or
+    as an ``OSError`` (connection refused, timeouts).
+    """
     from huggingface_hub.errors import (
-        BadRequestError,
         EntryNotFoundError,
         GatedRepoError,
         HfHubHTTPError,
+        HTTPError,
         LocalEntryNotFoundError,
         OfflineModeIsEnabled,
         RepositoryNotFoundError,
@@ -290,15 +288,13 @@ def _translate(target: str, endpoint: str, cache_dir: str | None, what: str) -> 
     except EntryNotFoundError:
         raise NotFoundError(f"{what} does not exist at {endpoint}; the repo was not published by "
                             f"`robustzoo push`") from None
-    except (BadRequestError, HfHubHTTPError) as exc:
+    except HfHubHTTPError as exc:
         status = getattr(getattr(exc, "response", None), "status_code", "?")
         hint = " (pass a valid --token, or log in with `hf auth login`)" if status in (401, 403) else ""
         msg = (getattr(exc, "server_message", None) or str(exc)).strip().splitlines()
         raise HubError(f"{endpoint} answered HTTP {status} to {what}{hint}: "
                        f"{msg[0][:200] if msg else type(exc).__name__}") from None
-    except Exception as exc:
-        if not _is_connection_error(exc):
-            raise
+    except (HTTPError, OSError) as exc:
         first = (str(exc).splitlines() or [type(exc).__name__])[0][:160]
         raise HubError(f"cannot reach {endpoint} for {what} ({type(exc).__name__}: {first}); check the "
                        f"network or --endpoint") from None
@@ -314,9 +310,13 @@ class PullResult:
         path: local folder (cache snapshot) with config.json and model.safetensors.
         files: filename -> sha256 of every file pulled.
         checked: filename -> the checks its sha256 passed, joined by ' + ': 'pinned sha256'
-            (zoo index), 'expected sha256' (``--expect-sha256``), 'card sha256' (the sha256 list
-            of the model card of the same commit) and 'server hash' (the ETag it announced).
+            (zoo index), 'expected sha256' (``--expect-sha256``), 'server hash' (the LFS
+            sha256 or git blob id the server lists for the commit) and 'card sha256' (the
+            sha256 list of the robustzoo model card of the same commit).
         offline: True when the revision came from the cache because the Hub was unreachable.
+        vouched_by: what the files were checked against besides the server: 'zoo pin',
+            'expected sha256', 'robustzoo card' (joined by ' + '), or '' when nothing vouches
+            for them (a timm push, a repo without a robustzoo card): then ``note`` says so.
     """
 
     name: str
@@ -327,6 +327,8 @@ class PullResult:
     files: dict[str, str] = field(default_factory=dict)
     checked: dict[str, str] = field(default_factory=dict)
     offline: bool = False
+    vouched_by: str = ""
+    note: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -334,72 +336,72 @@ class PullResult:
         return d
 
 
-def _storage_folder(cache_dir: str, repo_id: str) -> Path:
-    from huggingface_hub.file_download import repo_folder_name
+def _cached(repo_id: str, filename: str, cache: str, sha: str) -> Path | None:
+    """The cached copy of ``filename`` at commit ``sha``, or None."""
+    from huggingface_hub import try_to_load_from_cache
 
-    return Path(cache_dir) / repo_folder_name(repo_id=repo_id, repo_type="model")
+    hit = try_to_load_from_cache(repo_id, filename, cache_dir=cache, revision=sha)
+    return Path(hit) if isinstance(hit, str) else None
 
 
-def _cached_commit(cache_dir: str, repo_id: str, revision: str) -> str | None:
-    ref = _storage_folder(cache_dir, repo_id) / "refs" / revision
+def _scan(cache: str) -> Any:
+    from huggingface_hub import scan_cache_dir
+    from huggingface_hub.errors import CacheNotFound, CorruptedCacheException
+
     try:
-        sha = ref.read_text(encoding="ascii").strip()
-    except (OSError, UnicodeDecodeError):
+        return scan_cache_dir(cache)
+    except (CacheNotFound, CorruptedCacheException, OSError):
         return None
-    return sha if COMMIT_RE.match(sha) else None
 
 
-def _evict(pointer: Path, cache_dir: str, repo_id: str) -> None:
-    """Remove a bad download (snapshot link and its blob) so that it is never used again."""
-    blobs = (_storage_folder(cache_dir, repo_id) / "blobs").resolve()
-    target = pointer.resolve()
-    pointer.unlink(missing_ok=True)
-    if target.parent == blobs:
-        target.unlink(missing_ok=True)
+def _cached_commit(cache: str, repo_id: str, revision: str) -> str | None:
+    """The commit a branch or tag named when it was last downloaded into the cache."""
+    info = _scan(cache)
+    return next((rev.commit_hash for repo in (info.repos if info else ()) for rev in repo.revisions
+                 if repo.repo_type == "model" and repo.repo_id == repo_id and revision in rev.refs), None)
 
 
-def _refuse(path: Path, cache_dir: str, repo_id: str, message: str) -> IntegrityError:
-    _evict(path, cache_dir, repo_id)
+def _refuse(cache: str, sha: str, message: str) -> IntegrityError:
+    """Remove every cached file of commit ``sha`` (so that a bad download is never served from
+    the cache again) and return the error to raise."""
+    info = _scan(cache)
+    if info is not None:
+        try:
+            info.delete_revisions(sha).execute()
+        except OSError:
+            pass  # best effort: the error below says not to use the files
     return IntegrityError(message + "; refused and removed from the cache (the file was altered after "
                                     "publishing, or in transit: do not use it, report it)")
 
 
-def _server_hash(path: Path, digest: str) -> tuple[bool, str] | None:
-    """Compare a download with the hash the server announced (the ETag the cache names its blob
-    by); None when there is nothing to compare (a copy instead of a link, or other ETags)."""
-    blob = path.resolve().name
-    if SHA256_RE.match(blob):
-        return digest == blob, f"the sha256 {blob} the server announced"
-    if _SHA1_RE.match(blob):
-        return _git_blob_sha1(path) == blob, f"the git blob sha1 {blob} the server announced"
-    return None
-
-
-def _verify(path: Path, filename: str, target: Target, sha: str, cache_dir: str,
-            expected: Mapping[str, str]) -> tuple[str, list[str]]:
-    """sha256 of a download, checked against the zoo pin, ``--expect-sha256`` and the server's
-    hash; evicts it from the cache on any mismatch. Returns (sha256, checks passed)."""
+def _verify(path: Path, filename: str, target: Target, sha: str, cache: str, expected: Mapping[str, str],
+            listing: Mapping[str, Any] | None) -> tuple[str, list[str]]:
+    """sha256 of a download, checked against the zoo pin, ``--expect-sha256`` and the hash the
+    server lists for the commit (the LFS sha256, else the git blob id); the commit is evicted
+    from the cache on any mismatch. Returns (sha256, the checks passed)."""
     digest = sha256_file(path)
     where = f"{target.repo_id}@{_short(sha)}"
+    pins = (("pinned sha256", target.entry.files if target.entry else {}, f"the zoo index pins {{}} for "
+             f"{target.name!r}"), ("expected sha256", expected, "--expect-sha256 says {}"))
     checks = []
-    if target.entry is not None and filename in target.entry.files:
-        want = target.entry.files[filename]
-        if digest != want:
-            raise _refuse(path, cache_dir, target.repo_id, f"{filename} of {where} has sha256 {digest}, but the "
-                          f"zoo index pins {want} for {target.name!r}")
-        checks.append("pinned sha256")
-    if filename in expected:
-        if digest != expected[filename]:
-            raise _refuse(path, cache_dir, target.repo_id, f"{filename} of {where} has sha256 {digest}, but "
-                          f"--expect-sha256 says {expected[filename]}")
-        checks.append("expected sha256")
-    server = _server_hash(path, digest)
-    if server is not None:
-        ok, what = server
-        if not ok:
-            raise _refuse(path, cache_dir, target.repo_id, f"{filename} of {where} does not match {what}")
-        checks.append("server hash")
-    return digest, checks
+    for check, pinned, says in pins:
+        if filename in pinned:
+            if digest != pinned[filename]:
+                raise _refuse(cache, sha, f"{filename} of {where} has sha256 {digest}, but "
+                              + says.format(pinned[filename]))
+            checks.append(check)
+    sibling = (listing or {}).get(filename)
+    lfs = getattr(getattr(sibling, "lfs", None), "sha256", None)
+    blob = getattr(sibling, "blob_id", None)
+    if isinstance(lfs, str) and SHA256_RE.match(lfs):
+        ok, what = digest == lfs, f"the sha256 {lfs} the server announced"
+    elif isinstance(blob, str) and _SHA1_RE.match(blob):
+        ok, what = _git_blob_sha1(path) == blob, f"the git blob sha1 {blob} the server announced"
+    else:
+        return digest, checks  # offline, or served from the cache: the server lists nothing now
+    if not ok:
+        raise _refuse(cache, sha, f"{filename} of {where} does not match {what}")
+    return digest, [*checks, "server hash"]
 
 
 def card_sha256(card: Path, source: str) -> dict[str, str] | None:
@@ -445,11 +447,13 @@ def pull_model(name: str, *, revision: str | None = None, endpoint: str | None =
                verify: bool = False, expect_sha256: Mapping[str, str] | None = None) -> PullResult:
     """Download a zoo alias or Hub model into the Hugging Face cache and check it.
 
-    Every file is checked against the hash the server announced and, unless it is the card
-    itself, against the sha256 list of the model card (README.md) of the same commit: a blob
-    swapped under a published commit is refused even when the server announces its new hash.
-    A pull by repo id needs that card (every ``robustzoo push`` writes one) unless
-    ``expect_sha256`` pins the files; zoo aliases are also checked against their pins.
+    Every file is checked against the hash the server lists for the commit and, when the repo
+    has a robustzoo model card (README.md with a sha256 list, as ``robustzoo push`` writes),
+    against that list: a blob swapped under a published commit is refused even when the server
+    announces its new hash. Zoo aliases are also checked against their pins, and
+    ``expect_sha256`` pins files from a script. A repo that nothing vouches for (a timm
+    ``push_to_hf_hub`` of a fine-tune, say) is pulled with one :class:`~robustzoo.errors.
+    UnvouchedModelWarning` saying so.
 
     Args:
         name: zoo alias (``cat-cw-wrn34``), ``hf-hub:org/name[@rev]`` or ``org/name[@rev]``.
@@ -465,8 +469,8 @@ def pull_model(name: str, *, revision: str | None = None, endpoint: str | None =
     """
     expected = parse_expected(expect_sha256)
     try:
-        return _pull(name, revision=revision, endpoint=endpoint, cache_dir=cache_dir, token=token,
-                     verify=verify, expected=expected)
+        result = _pull(name, revision=revision, endpoint=endpoint, cache_dir=cache_dir, token=token,
+                       verify=verify, expected=expected)
     except (NotFoundError, HubError) as exc:
         text = str(name)
         if (text.startswith(HUB_PREFIX) or "/" not in text or text.startswith(("/", ".", "~"))
@@ -474,6 +478,9 @@ def pull_model(name: str, *, revision: str | None = None, endpoint: str | None =
             raise
         # 'org/name' may as well be a mistyped run directory: say both.
         raise type(exc)(f"{text} is not a run directory, and as a Hub model: {exc}") from None
+    if result.note:
+        warnings.warn(result.note, UnvouchedModelWarning, stacklevel=2)
+    return result
 
 
 def verified_weights(hf_hub_id: str, cache_dir: str | Path | None = None) -> str:
@@ -484,9 +491,56 @@ def verified_weights(hf_hub_id: str, cache_dir: str | Path | None = None) -> str
     return str(res.path / runs.MODEL_FILE)
 
 
+def _wanted(target: Target) -> list[tuple[str, bool]]:
+    """(filename, required) to download, fixed names only: config.json first (a foreign
+    architecture is refused before any weights are fetched), then the card."""
+    if target.entry is not None:
+        wanted = [(f, True) for f in target.entry.files]
+    else:
+        wanted = [(f, True) for f in REQUIRED] + [(f, False) for f in OPTIONAL]
+    return sorted(wanted, key=lambda fr: {runs.CONFIG_FILE: 0, CARD_FILE: 1}.get(fr[0], 2))
+
+
+def _complete_in_cache(target: Target, cache: str, sha: str) -> bool:
+    """A pinned commit whose required files, card and every file the card lists are cached is
+    served without a request."""
+    names = [f for f, required in _wanted(target) if required]
+    card = _cached(target.repo_id, CARD_FILE, cache, sha)
+    if card is not None:
+        names += list(card_sha256(card, f"README.md of {target.repo_id}@{_short(sha)}") or {})
+    return card is not None and all(_cached(target.repo_id, f, cache, sha) is not None for f in names)
+
+
+def _resolve(api: Any, target: Target, cache: str) -> tuple[str, dict[str, Any] | None, bool]:
+    """(commit sha, the server's file listing of that commit or None, served from the cache
+    because the server was unreachable). A branch or tag moves: it is resolved to a commit
+    first, and everything is downloaded by that commit."""
+    rev, where = target.revision, f"{target.repo_id}@{target.revision}"
+    pinned = COMMIT_RE.match(rev) is not None
+    if pinned and _complete_in_cache(target, cache, rev):
+        return rev, None, False
+    if offline_mode():
+        cached = rev if pinned else _cached_commit(cache, target.repo_id, rev)
+        if cached is None:
+            raise HubError(f"{where} is not in the cache ({cache}) and offline mode is on "
+                           f"(HF_HUB_OFFLINE); connect and run `robustzoo pull {target.name}` once")
+        return cached, None, not pinned
+    try:
+        with _translate(target.name, api.endpoint, cache, where):
+            info = api.model_info(target.repo_id, revision=rev, files_metadata=True)
+    except HubError:
+        cached = rev if pinned else _cached_commit(cache, target.repo_id, rev)
+        if cached is None:
+            raise
+        return cached, None, True  # unreachable: fall back to the cached commit
+    if not isinstance(info.sha, str) or not COMMIT_RE.match(info.sha):
+        raise HubError(f"{api.endpoint} resolved {where} to {info.sha!r}, not a commit sha")
+    return info.sha, {s.rfilename: s for s in info.siblings or []}, False
+
+
 def _pull(name: str, *, revision: str | None, endpoint: str | None, cache_dir: str | Path | None,
           token: str | None, verify: bool, expected: Mapping[str, str]) -> PullResult:
-    from huggingface_hub import HfApi, hf_hub_download, try_to_load_from_cache
+    from huggingface_hub import HfApi, hf_hub_download
 
     from ._version import __version__
 
@@ -494,154 +548,92 @@ def _pull(name: str, *, revision: str | None, endpoint: str | None, cache_dir: s
     endpoint = (endpoint or default_endpoint()).rstrip("/")
     cache = str(Path(cache_dir or default_cache_dir()).expanduser().resolve())
     tok = _token_for(endpoint, token)
-    offline = offline_mode()
-    from_cache = False
-    siblings: set[str] | None = None
-    where = f"{target.repo_id}@{target.revision}"
-
     with client_settings(endpoint):
-        sha = target.revision
-        if not COMMIT_RE.match(sha):
-            # A branch or tag moves: resolve it to a commit first and download by that commit.
-            cached = _cached_commit(cache, target.repo_id, sha)
-            if offline:
-                if cached is None:
-                    raise HubError(f"{where} is not in the cache ({cache}) and offline mode is on "
-                                   f"(HF_HUB_OFFLINE); connect and run `robustzoo pull {name}` once")
-                sha, from_cache = cached, True
-            else:
-                api = HfApi(endpoint=endpoint, token=tok, library_name="robustzoo",
-                            library_version=__version__)
-                try:
-                    with _translate(target.name, endpoint, cache, where):
-                        info = api.model_info(target.repo_id, revision=sha)
-                except HubError:
-                    if cached is None:
-                        raise
-                    sha, from_cache = cached, True  # unreachable: fall back to the cached commit
-                else:
-                    if not isinstance(info.sha, str) or not COMMIT_RE.match(info.sha):
-                        raise HubError(f"{endpoint} resolved {where} to {info.sha!r}, not a commit sha")
-                    sha = info.sha
-                    siblings = {s.rfilename for s in (info.siblings or [])}
-                    _remember_ref(cache, target.repo_id, target.revision, sha)
-        if target.entry is not None:
-            wanted = [(f, True) for f in target.entry.files]
-        else:
-            wanted = [(f, True) for f in REQUIRED] + [(f, False) for f in OPTIONAL]
-        # config.json first (a foreign architecture is refused before any weights are fetched),
-        # then the card, whose sha256 list every other file is checked against.
-        wanted.sort(key=lambda fr: {runs.CONFIG_FILE: 0, CARD_FILE: 1}.get(fr[0], 2))
+        api = HfApi(endpoint=endpoint, token=tok, library_name="robustzoo", library_version=__version__)
+        sha, listing, from_cache = _resolve(api, target, cache)
         where = f"{target.repo_id}@{_short(sha)}"
-        if siblings is not None:
-            missing = [f for f, required in wanted if required and f not in siblings]
+        wanted = _wanted(target)
+        if listing is not None:
+            missing = [f for f, required in wanted if required and f not in listing]
             if missing:
-                raise NotFoundError(f"{where} has no {missing[0]}; it is not a robustzoo model (publish "
-                                    f"one with `robustzoo push`)")
-            for f, _ in wanted:
-                if f not in siblings:
-                    _mark_absent(cache, target.repo_id, sha, f)
-            wanted = [(f, r) for f, r in wanted if r or f in siblings]
-
+                raise NotFoundError(f"{where} has no {missing[0]}; it is not a model robustzoo can load (publish "
+                                    f"one with `robustzoo push`, or timm's push_to_hf_hub with safetensors)")
+            wanted = [(f, r) for f, r in wanted if f in listing]
         result = PullResult(name=target.name, repo_id=target.repo_id, revision=sha, path=Path(),
                             endpoint=endpoint, offline=from_cache)
-        local_only = offline or from_cache
-        locals_: dict[str, Path] = {}
+        local_only = listing is None
+        paths: dict[str, Path] = {}
         checks: dict[str, list[str]] = {}
         for filename, required in wanted:
-            # Only fixed names from PUBLISHABLE_FILES are requested (validate_entry checks a zoo
-            # entry's names); nothing a server lists is turned into a request or a local path.
-            cached_path = try_to_load_from_cache(target.repo_id, filename, cache_dir=cache, revision=sha)
-            if not required and not isinstance(cached_path, str) and (local_only or cached_path is not None):
-                continue  # known to be absent, or cannot be checked offline: optional anyway
+            if local_only and not required and _cached(target.repo_id, filename, cache, sha) is None:
+                continue  # absent, or cannot be fetched now: optional anyway
+            # A branch's first file is asked for by the branch name, so that huggingface_hub
+            # records branch -> commit in the cache (what an offline pull of the branch reads).
+            by = target.revision if filename == runs.CONFIG_FILE and not local_only else sha
             what = f"{filename} of {where}"
             try:
                 with _translate(target.name, endpoint, cache, what):
-                    local = hf_hub_download(target.repo_id, filename, revision=sha, endpoint=endpoint,
-                                            cache_dir=cache, token=tok, local_files_only=local_only,
-                                            library_name="robustzoo", library_version=__version__)
+                    local = Path(hf_hub_download(target.repo_id, filename, revision=by, endpoint=endpoint,
+                                                 cache_dir=cache, token=tok, local_files_only=local_only,
+                                                 library_name="robustzoo", library_version=__version__))
             except (NotFoundError, HubError):
                 if required:
                     raise
-                continue  # an optional file that is absent or unreachable
-            local = Path(local)
-            expected_path = _storage_folder(cache, target.repo_id) / "snapshots" / sha / filename
-            if local != expected_path:
-                raise HubError(f"huggingface_hub returned {local} for {what}, outside {expected_path.parent}")
-            result.files[filename], checks[filename] = _verify(local, filename, target, sha, cache, expected)
-            locals_[filename] = local
+                continue
+            if by != sha and _cached(target.repo_id, filename, cache, sha) != local:
+                raise HubError(f"{target.repo_id}@{target.revision} moved to another commit while it was pulled; "
+                               f"pull it again")
+            result.files[filename], checks[filename] = _verify(local, filename, target, sha, cache, expected,
+                                                               listing)
+            paths[filename] = local
             if filename == runs.CONFIG_FILE:
                 _read_config_file(local, f"config.json of {where}")
-        _check_against_card(locals_, result, checks, target, sha, cache, siblings, expected)
+        vouched = _check_against_card(paths, result, checks, target, sha, cache, listing, expected)
         for filename in expected:
             if filename not in result.files:
                 raise NotFoundError(f"--expect-sha256 names {filename}, which {where} does not have")
         result.checked = {f: " + ".join(c) or "unchecked" for f, c in checks.items()}
-        snapshot = _storage_folder(cache, target.repo_id) / "snapshots" / sha
-        result.path = snapshot
+        result.vouched_by = " + ".join(vouched)
+        if not vouched:
+            result.note = (f"no robustzoo record vouches for {where}: it has no robustzoo model card (a sha256 "
+                           f"list), so its files were checked against the server's hashes only; pin them with "
+                           f"--expect-sha256 FILE=SHA256 if you know them")
+        result.path = paths[runs.CONFIG_FILE].parent
     if verify:
-        runs.load_run(snapshot)
+        runs.load_run(result.path)
     return result
 
 
-def _check_against_card(locals_: Mapping[str, Path], result: PullResult, checks: dict[str, list[str]],
-                        target: Target, sha: str, cache: str, siblings: set[str] | None,
-                        expected: Mapping[str, str]) -> None:
-    """Every pulled file but the card must have the sha256 the card of the same commit lists."""
+def _check_against_card(paths: Mapping[str, Path], result: PullResult, checks: dict[str, list[str]],
+                        target: Target, sha: str, cache: str, listing: Mapping[str, Any] | None,
+                        expected: Mapping[str, str]) -> list[str]:
+    """Every pulled file but the card must have the sha256 the card of the same commit lists.
+
+    Returns what vouched for the files: 'zoo pin', 'expected sha256', 'robustzoo card'.
+    """
     where = f"{target.repo_id}@{_short(sha)}"
-    card = locals_.get(CARD_FILE)
+    vouched = (["zoo pin"] if target.entry is not None else []) + (["expected sha256"] if expected else [])
+    card = paths.get(CARD_FILE)
     listed = card_sha256(card, f"README.md of {where}") if card is not None else None
     if listed is None:
-        if target.entry is None and not expected:
-            why = "has no model card (README.md)" if card is None else "has a card without a sha256 list"
-            raise IntegrityError(f"{where} {why}, so its files cannot be checked; it was not published by "
-                                 f"`robustzoo push`. Pin the files with --expect-sha256 FILE=SHA256 to pull "
-                                 f"it anyway")
-        return
-    for filename, path in locals_.items():
+        return vouched
+    for filename in paths:
         if filename == CARD_FILE:
             continue
         want = listed.get(filename)
         if want is None:
-            raise _refuse(path, cache, target.repo_id, f"{filename} of {where} is not in the sha256 list of "
-                          f"the model card of the same commit")
+            raise _refuse(cache, sha, f"{filename} of {where} is not in the sha256 list of the model card of "
+                          f"the same commit")
         if result.files[filename] != want:
-            raise _refuse(path, cache, target.repo_id, f"{filename} of {where} has sha256 "
-                          f"{result.files[filename]}, but the model card (README.md) of the same commit "
-                          f"lists {want}")
+            raise _refuse(cache, sha, f"{filename} of {where} has sha256 {result.files[filename]}, but the "
+                          f"model card (README.md) of the same commit lists {want}")
         checks[filename].append("card sha256")
-    if siblings is not None:
+    if listing is not None:
         for filename in listed:
-            if filename in PUBLISHABLE_FILES and filename not in siblings:
+            if filename in PUBLISHABLE_FILES and filename not in listing:
                 raise IntegrityError(f"the model card of {where} lists {filename}, which the commit does "
                                      f"not have; the repo was changed after publishing: do not use it")
-
-
-def _mark_absent(cache: str, repo_id: str, sha: str, filename: str) -> None:
-    """Record in the cache that ``filename`` does not exist at commit ``sha``.
-
-    hf_hub_download does the same after a 404 (``.no_exist/<sha>/<file>``); doing it when the
-    file list already says so spares a later offline pull a request (and its retries).
-    """
-    marker = _storage_folder(cache, repo_id) / ".no_exist" / sha / filename
-    try:
-        marker.parent.mkdir(parents=True, exist_ok=True)
-        marker.touch(exist_ok=True)
-    except OSError:
-        pass  # best effort, like hf_hub_download
-
-
-def _remember_ref(cache: str, repo_id: str, revision: str, sha: str) -> None:
-    """Record branch -> commit in the cache (as hf_hub_download does) for offline pulls."""
-    if revision == sha:
-        return
-    ref = _storage_folder(cache, repo_id) / "refs" / revision
-    try:
-        ref.parent.mkdir(parents=True, exist_ok=True)
-        if not ref.is_file() or ref.read_text(encoding="ascii").strip() != sha:
-            runs.write_text(ref, sha)
-    except OSError:
-        pass  # best effort: a read-only cache still serves pinned pulls
+    return vouched + ["robustzoo card"]
 
 
 def pull(name: str, *, revision: str | None = None, endpoint: str | None = None,
@@ -768,8 +760,9 @@ def push(run_dir: str | Path, repo_id: str, *, endpoint: str | None = None, toke
          private: bool = False, alias: str | None = None, license: str = "apache-2.0",
          commit_message: str | None = None, allow_partial: bool = False,
          allow_custom: bool = False) -> PushResult:
-    """Publish a run in one commit: weights, aux state, config.json, robustbench.json and a model
-    card rendered from config.json and eval.json that lists the sha256 of every other file.
+    """Publish a run in one commit: weights, aux state, config.json, robustbench.json (when the
+    run was evaluated with standard AutoAttack) and a model card rendered from config.json and
+    eval.json that lists the sha256 of every other file.
 
     Args:
         run_dir: a trained and evaluated run directory.
@@ -793,7 +786,7 @@ def push(run_dir: str | Path, repo_id: str, *, endpoint: str | None = None, toke
 
     from ._version import __version__
     from .cards import render_run_card
-    from .robustbench import robustbench_record
+    from .robustbench import has_autoattack, robustbench_record
     from .zoo import ALIAS_RE
 
     run_dir = Path(run_dir)
@@ -813,7 +806,8 @@ def push(run_dir: str | Path, repo_id: str, *, endpoint: str | None = None, toke
     endpoint = (endpoint or default_endpoint()).rstrip("/")
     blobs: dict[str, bytes | Path] = {runs.CONFIG_FILE: _config_bytes(run_dir / runs.CONFIG_FILE, license)}
     blobs.update({f: run_dir / f for f in (runs.MODEL_FILE, runs.AUX_FILE) if (run_dir / f).is_file()})
-    blobs[ROBUSTBENCH_FILE] = (json.dumps(robustbench_record(cfg, report), indent=2) + "\n").encode("utf-8")
+    if has_autoattack(report):  # RobustBench ranks by it: without it, no record (its records have no nulls)
+        blobs[ROBUSTBENCH_FILE] = (json.dumps(robustbench_record(cfg, report), indent=2) + "\n").encode("utf-8")
     files = {f: ({"sha256": hashlib.sha256(b).hexdigest(), "size": len(b)} if isinstance(b, bytes)
                  else {"sha256": sha256_file(b), "size": b.stat().st_size}) for f, b in blobs.items()}
     card = render_run_card(cfg, report, repo_id=repo_id, files={f: v["sha256"] for f, v in files.items()},

@@ -15,6 +15,7 @@ it (a rich table, JSON, a static HTML page).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -54,6 +55,11 @@ class Row:
         rank_cell: the accuracy the row is ranked by.
         health: 'passed', 'suspect' (a check flagged or an attack is marked suspect) or '—'.
         note: why the row is ranked the way it is, or what its numbers are.
+        upper_bound: ranked by attacks weaker than AutoAttack: the ranking value is an upper
+            bound on robust accuracy.
+        links: where to read more: 'paper' (the method's paper), 'card' (the model card),
+            'repo' (the Hub repo at the published commit), 'run' (the run directory, or the
+            record of an unpublished entry's run); URLs, or absolute local paths.
     """
 
     name: str
@@ -69,6 +75,8 @@ class Row:
     health: str
     note: str = ""
     rank: int = 0
+    upper_bound: bool = False
+    links: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -146,9 +154,35 @@ def row_from_report(name: str, config: Mapping[str, Any], report: Mapping[str, A
         verdict = "suspect"
     key = (str(report.get("dataset") or rz["dataset"]), str(rz.get("threat_model", {}).get("norm", "linf")),
            float(report["eps"]))
+    links = _links(str(rz["objective"]), card=Path(location) / "README.md", run=Path(location))
     return key, Row(name=name, source="run", location=location, status="local", method=str(rz["objective"]),
                     architecture=str(config["architecture"]), clean=clean, attacks=results,
-                    ranked_by=ranked_by, rank_cell=cell, health=verdict, note=note)
+                    ranked_by=ranked_by, rank_cell=cell, health=verdict, note=note,
+                    upper_bound=_upper_bound(ranked_by), links=links)
+
+
+def _upper_bound(ranked_by: str) -> bool:
+    return ranked_by not in (RANK_ATTACK, "clean")
+
+
+#: The source checkout (model_cards/ and the recorded runs live there, not in a wheel).
+_SOURCE = Path(__file__).resolve().parents[1]
+
+
+def _links(method: str, *, card: Path | str | None = None, run: Path | str | None = None,
+           repo: str | None = None) -> dict[str, str]:
+    """Links of a row: the method's paper, and the card / run / Hub repo that exist."""
+    from .papers import method_paper
+
+    out = {"paper": method_paper(method).link}
+    for key, target in (("card", card), ("run", run)):
+        if isinstance(target, str) and target.startswith("https://"):
+            out[key] = target
+        elif target is not None and Path(target).exists():
+            out[key] = str(Path(target).resolve())
+    if repo:
+        out["repo"] = repo
+    return {k: v for k, v in out.items() if v}
 
 
 def row_from_entry(entry: ZooEntry) -> tuple[tuple[str, str, float], Row] | None:
@@ -162,18 +196,29 @@ def row_from_entry(entry: ZooEntry) -> tuple[tuple[str, str, float], Row] | None
         status, location = "published", f"{entry.repo_id}@{entry.revision[:12]}"
         health = str((entry.evaluation or {}).get("health") or "—")
         extra = ""
+        hub = f"{hub_endpoint()}/{entry.repo_id}"
+        links = _links(entry.method, card=f"{hub}/blob/{entry.revision}/README.md",
+                       repo=f"{hub}/tree/{entry.revision}")
     elif entry.measured:
         m = entry.measured
         cells = {a: _count_cell(*m["counts"][a]) for a in m["results"]}
         status, location, health = "measured", m["source"], str(m.get("health") or "—")
         extra = f"not published; measured under {m['protocol'].split(':')[0]} (not the recipe)"
+        links = _links(entry.method, card=_SOURCE / entry.card if entry.card else None, run=_SOURCE / m["source"])
     else:
         return None
     clean = cells.pop("clean", None)
     ranked_by, cell, note = _rank_choice(clean, cells, None, [])
     return key, Row(name=entry.name, source="zoo", location=location, status=status, method=entry.method,
                     architecture=entry.architecture, clean=clean, attacks=cells, ranked_by=ranked_by,
-                    rank_cell=cell, health=health, note="; ".join(x for x in (extra, note) if x))
+                    rank_cell=cell, health=health, note="; ".join(x for x in (extra, note) if x),
+                    upper_bound=_upper_bound(ranked_by), links=links)
+
+
+def hub_endpoint() -> str:
+    """The Hub the zoo's repos are on: ``HF_ENDPOINT``, else huggingface.co (as huggingface_hub
+    reads it; read here without importing huggingface_hub)."""
+    return os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
 
 
 def _attack_key(name: str) -> tuple[int, str]:

@@ -75,6 +75,15 @@ ARCHITECTURES: dict[str, Paper] = {
     "smallcnn": METHODS["trades"],  # the MNIST net of the TRADES code
 }
 
+#: Robust accuracy in percent that a method's paper reported for one setting — what
+#: RobustBench's ``reported`` field holds: (objective, dataset, architecture, norm, ε as
+#: '8/255' or '0.031') -> (the number as RobustBench's record of the authors' model has it,
+#: the objective settings the authors trained with).
+REPORTED: dict[tuple[str, str, str, str, str], tuple[str, dict[str, Any]]] = {
+    # RobustBench model_info/cifar10/Linf/Zhang2019Theoretically.json (no extra data)
+    ("trades", "cifar10", "wrn34_10", "linf", "0.031"): ("56.43", {"beta": 6.0}),
+}
+
 _ARXIV_IN_TEXT = re.compile(r"arXiv[:\s]+(\d{4}\.\d{4,5})", re.IGNORECASE)
 
 
@@ -101,6 +110,17 @@ def method_paper(objective: str) -> Paper:
     return Paper(link=link, title=str(getattr(cls, "paper_title", "") or text),
                  authors=str(getattr(cls, "paper_authors", "") or ""),
                  venue=str(getattr(cls, "paper_venue", "") or ""), ids=ids)
+
+
+def reported_accuracy(objective: str, *, dataset: str, architecture: str, norm: str, eps: str,
+                      settings: dict[str, Any]) -> str | None:
+    """The robust accuracy (percent, a string) the method's paper reported for this setting,
+    or None when :data:`REPORTED` has no number for it or the run's objective ``settings``
+    differ from the authors'."""
+    number, theirs = REPORTED.get((objective, dataset, architecture, norm, eps), (None, {}))
+    if number is None or any(settings.get(k) != v for k, v in theirs.items()):
+        return None
+    return number
 
 
 def timm_paper_fields(paper: Paper) -> dict[str, Any]:

@@ -1,40 +1,54 @@
 """The RobustBench record of a run: ``robustbench.json``, in RobustBench's ``model_info`` format.
 
-RobustBench keeps one JSON object per model (``model_info/<dataset>/<threat model>/<name>.json``
-in its repository) with the fields of :data:`FIELDS`. ``robustzoo push`` writes this record
-into every published repository and ``robustzoo export robustbench RUN`` prints it, so a model
-can be submitted there. Percentages are strings with two decimals, ε is '8/255' for multiples
-of 1/255 and the shortest decimal otherwise — as RobustBench writes them.
+RobustBench keeps one JSON object per model at
+``model_info/<dataset>/<Linf|L2>/<Name><Year><FirstWordOfTheTitle>.json`` in its repository
+(its README, "Adding a new model"), with the fields of :data:`FIELDS`; its leaderboard and
+LaTeX generators read every number as ``float(...)``, so the record has no nulls.
+``robustzoo push`` writes this record into a published repository and ``robustzoo export
+robustbench RUN`` prints it — both only for a run evaluated with standard AutoAttack, which
+RobustBench ranks by. Percentages are strings with two decimals; ε is '8/255' for multiples of
+1/255 and the shortest decimal otherwise, as RobustBench writes them.
 
 What robustzoo fills in, and how:
 
-* ``link``, ``name``, ``authors``, ``venue``: the training method's paper
-  (:mod:`robustzoo.papers`); the footnote says the weights are a robustzoo reproduction.
-* ``clean_acc``, ``autoattack_acc``: from eval.json; ``autoattack_acc`` is null when standard
-  AutoAttack was not run (RobustBench ranks by it: run ``robustzoo eval RUN --suite autoattack``).
-* ``reported``: the lowest robust accuracy robustzoo measured (the per-example worst case over
-  the attacks when eval.json has it), i.e. what the model card headlines.
+* ``name``: the training method's paper title with "(robustzoo reproduction)", so that the
+  row does not read as the authors' own entry; ``link``, ``authors``, ``venue``: the paper
+  (:mod:`robustzoo.papers`), which RobustBench's bibtex and LaTeX generators cite.
+* ``clean_acc`` and ``autoattack_acc``: the run's canonical record (eval.json), through
+  :func:`robustzoo.eval.headline`.
+* ``reported``: what RobustBench means by it, the robust accuracy the paper reported for the
+  same setting and settings (:func:`robustzoo.papers.reported_accuracy`); left out when the
+  paper has no number for it, as RobustBench's own records do.
+* ``architecture``: RobustBench's label ('PreActResNet-18', 'WideResNet-34-10').
 * ``unreliable``: true when the gradient-masking health report flagged the evaluation or an
   attack is marked suspect.
-* ``footnote``: ε that differs from the leaderboard's (0.031 rather than 8/255), evaluations
-  on fewer than all test images, a missing health report.
+* ``footnote``: that the weights are a robustzoo reproduction; ε that differs from the
+  leaderboard's (0.031 rather than 8/255); AutoAttack on fewer than all test images; a
+  missing health report; a dataset RobustBench has no leaderboard for.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
 from .cards import ARCH_LABELS, STANDARD_EPS, eps_note, eps_text
-from .papers import method_paper
+from .errors import RunError
+from .papers import Paper, method_paper, reported_accuracy
 
-#: RobustBench's model_info fields, in its order.
+#: RobustBench's model_info fields, in the order its own records have them.
 FIELDS = ("link", "name", "authors", "additional_data", "number_forward_passes", "dataset", "venue",
-          "architecture", "eps", "clean_acc", "reported", "autoattack_acc", "footnote", "unreliable",
-          "threat_model")
+          "architecture", "eps", "clean_acc", "reported", "autoattack_acc", "footnote", "unreliable")
+#: robustzoo norm -> RobustBench's threat-model folder.
 THREAT_MODELS = {"linf": "Linf", "l2": "L2"}
-__all__ = ["FIELDS", "ROBUSTBENCH_FILE", "STANDARD_EPS", "robustbench_record", "robust_accuracy",
-           "is_unreliable"]
+#: The datasets RobustBench has leaderboards for (its BenchmarkDataset values).
+BOARDS = ("cifar10", "cifar100", "imagenet")
+#: robustzoo architecture -> RobustBench's label for it (its model_info files spell them so).
+ARCHITECTURES = {"preact_resnet18": "PreActResNet-18", "wrn34_10": "WideResNet-34-10",
+                 "wrn28_10": "WideResNet-28-10"}
+__all__ = ["ARCHITECTURES", "BOARDS", "FIELDS", "ROBUSTBENCH_FILE", "STANDARD_EPS", "board_note",
+           "has_autoattack", "is_unreliable", "record_path", "robustbench_record"]
 #: Test-set sizes, to say when an evaluation used fewer images.
 TEST_SIZES = {"cifar10": 10_000, "cifar100": 10_000, "mnist": 10_000, "fashion-mnist": 10_000}
 
@@ -49,18 +63,6 @@ def _results(report: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
     return {r["attack"]: r for r in report.get("results", []) if isinstance(r, Mapping) and "attack" in r}
 
 
-def robust_accuracy(report: Mapping[str, Any]) -> tuple[float, str] | None:
-    """The lowest robust accuracy of a report and what it is: (fraction, description)."""
-    wc = report.get("worst_case")
-    if isinstance(wc, Mapping) and wc.get("attacks"):
-        return float(wc["accuracy"]), "worst case over " + ", ".join(wc["attacks"])
-    robust = [r for a, r in _results(report).items() if a != "clean"]
-    if not robust:
-        return None
-    low = min(robust, key=lambda r: float(r["accuracy"]))
-    return float(low["accuracy"]), str(low["attack"])
-
-
 def is_unreliable(report: Mapping[str, Any]) -> bool:
     """True when the health report flagged the evaluation or any attack is marked suspect."""
     health = report.get("health")
@@ -69,36 +71,64 @@ def is_unreliable(report: Mapping[str, Any]) -> bool:
     return any(r.get("suspect") for r in _results(report).values())
 
 
-def robustbench_record(config: Mapping[str, Any], report: Mapping[str, Any]) -> dict[str, Any]:
+def board_note(dataset: str) -> str:
+    """A sentence when RobustBench has no leaderboard for ``dataset``, else ''."""
+    if dataset in BOARDS:
+        return ""
+    return (f"RobustBench has no {dataset} leaderboard (it has {', '.join(BOARDS)}): the record follows its "
+            f"format but cannot be submitted there.")
+
+
+def has_autoattack(report: Mapping[str, Any]) -> bool:
+    """Whether a canonical record leads with standard AutoAttack (what RobustBench ranks by)."""
+    from .eval import headline  # deferred: the evaluation package imports torch
+
+    head = headline(dict(report))
+    return head is not None and head["attack"] == "autoattack"
+
+
+def _autoattack(report: Mapping[str, Any], where: str) -> Mapping[str, Any]:
+    """The canonical record's AutoAttack row, or a one-line refusal."""
+    from .eval import headline  # deferred: the evaluation package imports torch
+
+    head = headline(dict(report))
+    if head is None or head["attack"] != "autoattack":
+        raise RunError(f"{where} has no standard AutoAttack result, which RobustBench ranks by (its records "
+                       f"have no nulls); run `robustzoo eval {where} --suite autoattack` first")
+    return head
+
+
+def robustbench_record(config: Mapping[str, Any], report: Mapping[str, Any], *,
+                       where: str = "RUN_DIR") -> dict[str, Any]:
     """The RobustBench model_info record of a run (its config.json and eval.json).
 
     Args:
         config: the run's config.json.
-        report: the run's evaluation record (eval.json).
+        report: the run's canonical evaluation record (eval.json).
+        where: the run, for the error message.
+
+    Raises:
+        RunError: the record has no standard AutoAttack result (or no clean accuracy).
     """
     rz = config["robustzoo"]
     dataset = str(report.get("dataset") or rz["dataset"])
     norm = str(rz.get("threat_model", {}).get("norm", "linf"))
     eps = float(report["eps"])
-    by_attack = _results(report)
+    aa = _autoattack(report, where)
+    clean = _results(report).get("clean")
+    if clean is None:
+        raise RunError(f"{where}/eval.json has no clean accuracy; run `robustzoo eval {where} --suite autoattack`")
     paper = method_paper(str(rz["objective"]))
+    arch = str(config["architecture"])
     version = rz.get("versions", {}).get("robustzoo", "?")
     recipe = rz.get("config", {}).get("recipe")
-
-    notes = [f"Weights trained and evaluated with robustzoo {version} (objective `{rz['objective']}`"
-             + (f", recipe `{recipe}`" if recipe else "") + "); a reproduction of the method, not the "
-             "authors' weights."]
+    notes = [f"A robustzoo {version} reproduction (objective `{rz['objective']}`"
+             + (f", recipe `{recipe}`" if recipe else "") + "), not the authors' weights."]
     if note := eps_note(dataset, norm, eps):
         notes.append(note)
-    aa = by_attack.get("autoattack")
     full = TEST_SIZES.get(dataset)
-    if aa is None:
-        notes.append("Not evaluated with standard AutoAttack (autoattack_acc is null).")
-    elif full is not None and int(aa["n"]) < full:
+    if full is not None and int(aa["n"]) < full:
         notes.append(f"AutoAttack on {int(aa['n'])} of the {full:,} test images.")
-    robust = robust_accuracy(report)
-    if robust is not None:
-        notes.append(f"'reported' is robustzoo's lowest robust accuracy ({robust[1]}).")
     custom = report.get("custom") or {}
     if custom:  # only with --allow-custom (robustzoo.hub.check_publishable)
         notes.append("Custom attack settings (not the standard protocol): " + "; ".join(
@@ -110,24 +140,49 @@ def robustbench_record(config: Mapping[str, Any], report: Mapping[str, Any]) -> 
         notes.append("No gradient-masking health report.")
     elif is_unreliable(report):
         flagged = list((report.get("health") or {}).get("flagged") or []) or [
-            a for a, r in by_attack.items() if r.get("suspect")]
+            a for a, r in _results(report).items() if r.get("suspect")]
         notes.append("robustzoo's health checks flagged: " + ", ".join(flagged) + ".")
-    clean = by_attack.get("clean")
+    if note := board_note(dataset):
+        notes.append(note)
+    reported = reported_accuracy(str(rz["objective"]), dataset=dataset, architecture=arch, norm=norm,
+                                 eps=eps_text(eps), settings=dict(rz.get("objective_settings") or {}))
     record = {
         "link": paper.link,
-        "name": paper.title or str(rz["objective"]),
+        "name": f"{paper.title or rz['objective']} (robustzoo reproduction)",
         "authors": paper.authors,
         "additional_data": False,  # robustzoo trains on the dataset's training split only
         "number_forward_passes": 1,  # deterministic, one forward pass per prediction
         "dataset": dataset,
         "venue": paper.venue,
-        "architecture": ARCH_LABELS.get(config["architecture"], config["architecture"]),
+        "architecture": ARCHITECTURES.get(arch, ARCH_LABELS.get(arch, arch)),
         "eps": eps_text(eps),
-        "clean_acc": _pct(clean["accuracy"]) if clean else None,
-        "reported": _pct(robust[0]) if robust else None,
-        "autoattack_acc": _pct(aa["accuracy"]) if aa else None,
+        "clean_acc": _pct(clean["accuracy"]),
+        "reported": reported,
+        "autoattack_acc": _pct(aa["accuracy"]),
         "footnote": " ".join(notes),
         "unreliable": is_unreliable(report),
-        "threat_model": THREAT_MODELS.get(norm, norm),
     }
-    return {k: record[k] for k in FIELDS}
+    return {k: record[k] for k in FIELDS if record[k] is not None}
+
+
+def _file_stem(paper: Paper, objective: str, arch: str) -> str:
+    """RobustBench's ``<Name><Year><FirstWordOfTheTitle>`` (first author's surname, the year of
+    the venue, the title's first word), then ``_robustzoo_<arch>``: its generators cite the part
+    before the first '_', and the rest keeps a reproduction apart from the authors' entry."""
+    surname = paper.authors.split(",")[0].split()[-1] if paper.authors.strip() else ""
+    year = (re.findall(r"\b(?:19|20)\d\d\b", paper.venue) or [""])[-1]
+    word = re.sub(r"\W", "", (paper.title.split() or [""])[0])
+    head = objective
+    if surname and year and word:
+        head = re.sub(r"\W", "", surname) + year + word[:1].upper() + word[1:]
+    return f"{head}_robustzoo_{arch}"
+
+
+def record_path(config: Mapping[str, Any], report: Mapping[str, Any]) -> str:
+    """Where the record goes in RobustBench's repository:
+    ``model_info/<dataset>/<Linf|L2>/<Name><Year><FirstWord>_robustzoo_<arch>.json``."""
+    rz = config["robustzoo"]
+    norm = str(rz.get("threat_model", {}).get("norm", "linf"))
+    dataset = str(report.get("dataset") or rz["dataset"])
+    stem = _file_stem(method_paper(str(rz["objective"])), str(rz["objective"]), str(config["architecture"]))
+    return f"model_info/{dataset}/{THREAT_MODELS.get(norm, norm)}/{stem}.json"

@@ -315,8 +315,13 @@ def eval_record(run_dir: str | Path) -> dict[str, Any] | None:
     return check_eval_report(read_json(path, fix), path, fix)
 
 
-def read_config(run_dir: str | Path) -> dict[str, Any]:
+def read_config(run_dir: str | Path, *, timm_export: bool = False) -> dict[str, Any]:
     """Read and check a run's config.json (the fields loading, evaluating and publishing read).
+
+    With ``timm_export``, the config.json of a timm export of one of robustzoo's nets (timm's
+    ``save_for_hf`` folder or ``push_to_hf_hub`` repo: ``architecture``, ``num_classes``,
+    ``pretrained_cfg``, no ``robustzoo`` block) is taken too, completed by
+    :func:`export_config`; only loading a model needs no more than that.
 
     Raises:
         NotFoundError: not a directory, or no config.json.
@@ -331,9 +336,15 @@ def read_config(run_dir: str | Path) -> dict[str, Any]:
                             f"create one with `robustzoo train --out {run_dir}`")
     fix = "restore config.json as `robustzoo train` wrote it (or pull the model again)"
     cfg = read_json(cfg_path, fix)
-    if not isinstance(cfg, dict) or "architecture" not in cfg or "robustzoo" not in cfg:
+    if not isinstance(cfg, dict) or "architecture" not in cfg:
         raise RunError(f"{cfg_path} lacks 'architecture' or the 'robustzoo' block; it was not "
                        f"written by robustzoo")
+    if "robustzoo" not in cfg:
+        if timm_export:
+            return export_config(cfg, str(cfg_path))
+        raise RunError(f"{cfg_path} has no 'robustzoo' block: it is a timm export (save_for_hf or "
+                       f"push_to_hf_hub), not a robustzoo run; `robustzoo eval` and robustzoo.load take it, "
+                       f"this command needs a run written by `robustzoo train`")
     check_config_fields(cfg, cfg_path, fix)
     return cfg
 
@@ -436,6 +447,27 @@ def missing_run_dir(path: str | Path, hint: str = "") -> str:
     return f"no such run directory {path}{suggestion}" + (f"; {hint}" if hint else "")
 
 
+def export_config(cfg: dict[str, Any], source: str) -> dict[str, Any]:
+    """A timm export's config.json with the ``model_args`` robustzoo builds the net from.
+
+    Recent timm versions record the factory arguments under ``model_args`` (robustzoo's
+    in_chans, input_size, mean, std among them); where an export has none, the channels and
+    size come from ``pretrained_cfg.input_size``. mean/std need no value here: the weights carry
+    them (the Normalize buffers). The result has no ``robustzoo`` block.
+    """
+    pcfg = cfg.get("pretrained_cfg") if isinstance(cfg.get("pretrained_cfg"), dict) else {}
+    size = pcfg.get("input_size")
+    margs = cfg.get("model_args") or {}
+    if not isinstance(margs, dict) or not (isinstance(size, list) and len(size) == 3
+                                           and all(isinstance(v, int) for v in size)):
+        raise RunError(f"{source} is not a timm config of an image classifier (pretrained_cfg.input_size "
+                       f"[channels, height, width] and a model_args object are needed)")
+    margs = dict(margs)
+    margs.setdefault("in_chans", size[0])
+    margs.setdefault("input_size", size[1:])
+    return dict(cfg, model_args=margs)
+
+
 def model_config(arch: str, num_classes: int, shape: tuple[int, int, int], mean, std,
                  robustzoo: dict[str, Any]) -> dict[str, Any]:
     """The timm-compatible config.json of a run.
@@ -455,10 +487,11 @@ def model_config(arch: str, num_classes: int, shape: tuple[int, int, int], mean,
         "input_size": [c, h, w], "mean": [0.0] * c, "std": [1.0] * c,
         "num_classes": num_classes, "interpolation": "bilinear", "crop_pct": 1.0,
         "first_conv": info.get("first_conv"), "classifier": info.get("classifier"),
-        "label_names": _label_names(robustzoo.get("dataset"), num_classes),
+        "pool_size": info.get("pool_size"), "label_names": _label_names(robustzoo.get("dataset"), num_classes),
         "license": "apache-2.0",
         "notes": [f"inputs in [0,1]; the model normalises them itself (its first layer subtracts "
-                  f"mean {list(mean)} and divides by std {list(std)}), so pass un-normalised images"],
+                  f"mean {list(mean)} and divides by std {list(std)}), so pass un-normalised images",
+                  "timm: `import robustzoo` before timm.create_model (it registers this architecture)"],
     }
     paper = method_paper(str(robustzoo.get("objective", "")))
     if paper.title:
@@ -499,6 +532,9 @@ def _architecture_info(arch: str, num_classes: int, shape: tuple[int, int, int],
     for key in ("classifier", "first_conv"):
         if isinstance(cfg.get(key), str):
             info[key] = prefix + cfg[key]
+    if inner is net and hasattr(net, "head_hidden_size"):  # a native net: (H, W) of its unpooled features
+        with torch.device("meta"):
+            info["pool_size"] = list(net.forward_features(torch.empty(1, c, h, w)).shape[-2:])
     return info
 
 
@@ -521,14 +557,19 @@ def build_from_config(cfg: dict[str, Any]) -> nn.Module:
 
 
 def load_run(run_dir: str | Path, checkpoint: str = MODEL_FILE, device: str | torch.device = "cpu"):
-    """Load a run's model (eval mode) and config.
+    """Load a run's model (eval mode) and config; also a timm export of a robustzoo net
+    (:func:`export_config`: its config has no ``robustzoo`` block).
 
     Returns:
         (model, config dict).
     """
     run_dir = Path(run_dir)
-    cfg = read_config(run_dir)
+    cfg = read_config(run_dir, timm_export=True)
     weights = run_dir / checkpoint
+    if not weights.is_file() and (run_dir / "pytorch_model.bin").is_file():
+        raise RunError(f"{run_dir} has only pytorch_model.bin, a pickle, which robustzoo never loads; save it "
+                       f"with timm's save_for_hf(model, DIR, safe_serialization=True) (or push_to_hf_hub, "
+                       f"which writes both)")
     if not weights.is_file():
         raise NotFoundError(f"{run_dir} has no {checkpoint} (did training finish an epoch? "
                             f"continue it with `robustzoo train --resume {run_dir}`)")

@@ -780,9 +780,8 @@ def test_the_final_table_has_a_margin_loss_attack_and_health_compares_it(cat_run
     the health report compares them example by example (never skipped silently)."""
     from rich.console import Console
 
-    from robustzoo.ui import results_table
-
     from robustzoo.eval import history
+    from robustzoo.ui import results_table
 
     report = next(r for r in history(cat_run).values() if r.get("source") == "train")
     assert [r["attack"] for r in report["results"]] == ["clean", "pgd20", "cw"]

@@ -94,8 +94,8 @@ def test_push_uploads_everything_in_one_commit(pushed, hub_server):
     assert commits[0] == res.revision and len(commits) == 2  # the repo's initial commit + ours
     assert len(res.revision) == 40
     assert [m for m, p in hub_server.requests if p.endswith("/commit/main")] == ["POST"]
-    assert set(res.files) == {"config.json", "model.safetensors", "aux.safetensors", "README.md",
-                              "robustbench.json"}
+    # No robustbench.json: the tiny run has no AutoAttack result, which RobustBench ranks by.
+    assert set(res.files) == {"config.json", "model.safetensors", "aux.safetensors", "README.md"}
     for name in ("config.json", "model.safetensors", "aux.safetensors"):
         assert res.files[name]["sha256"] == sha256(run_dir / name)
         assert res.files[name]["size"] == (run_dir / name).stat().st_size
@@ -273,13 +273,15 @@ def test_push_pull_eval_round_trip(pushed, hub_server, hf_cache):
     out = hub.pull_model(f"hf-hub:{REPO}", endpoint=hub_server.endpoint, cache_dir=hf_cache, verify=True)
     assert out.revision == res.revision  # 'main' was resolved to the commit sha first
     assert out.path == hf_cache / f"models--{REPO.replace('/', '--')}" / "snapshots" / res.revision
-    for name in ("config.json", "model.safetensors", "aux.safetensors", "README.md", "robustbench.json"):
+    for name in ("config.json", "model.safetensors", "aux.safetensors", "README.md"):
         assert out.files[name] == res.files[name]["sha256"] == sha256(out.path / name)
         # Every file but the card itself is also checked against the card's sha256 list.
         assert out.checked[name] == ("server hash" if name == "README.md" else "server hash + card sha256")
-    # Downloads asked for fixed names, by commit sha.
+    # Downloads asked for fixed names, by commit sha; config.json by the branch, so that the
+    # cache records branch -> commit for offline pulls (checked to be the same commit).
     gets = [p for m, p in hub_server.requests if m == "GET" and "/resolve/" in p]
-    assert gets and all(f"/resolve/{res.revision}/" in p for p in gets)
+    assert gets and all(f"/resolve/{res.revision}/" in p or p.endswith("/resolve/main/config.json")
+                        for p in gets)
     here = api.evaluate(run_dir, ["clean"], write=False, health=False)
     there = api.evaluate(f"hf-hub:{REPO}", ["clean"], endpoint=hub_server.endpoint, cache_dir=str(hf_cache),
                          health=False)
@@ -549,8 +551,7 @@ def test_blob_swapped_under_the_same_commit_is_refused(pushed, hub_server, hf_ca
     assert_one_line_error(code, err, "model.safetensors", hashlib.sha256(bad).hexdigest(),
                           res.files["model.safetensors"]["sha256"], "model card")
     snapshot = hf_cache / f"models--{REPO.replace('/', '--')}" / "snapshots" / res.revision
-    assert not (snapshot / "model.safetensors").exists()  # evicted
-    assert (snapshot / "README.md").is_file()  # the card itself was fine
+    assert not (snapshot / "model.safetensors").exists()  # the whole commit is evicted from the cache
     with pytest.raises(IntegrityError, match="model card"):  # and again: never served from the cache
         hub.pull(f"hf-hub:{REPO}", endpoint=hub_server.endpoint, cache_dir=hf_cache)
 
@@ -586,10 +587,13 @@ def test_expect_sha256_pins_files_from_a_script(pushed, hub_server, hf_cache, ca
     assert_one_line_error(code, err, "64 hex digits")
 
 
-def test_pull_by_repo_id_needs_the_card_or_a_pin(run_dir, hub_server, hf_cache):
-    """A repo without a robustzoo card has nothing to check its files against: refused, unless
-    the caller pins them."""
+def test_a_repo_without_a_robustzoo_card_loads_with_one_note(run_dir, hub_server, hf_cache, capsys):
+    """Nothing vouches for a repo without a robustzoo card (a timm push, a repo made by hand):
+    it is pulled with one note saying so, its files checked against the server's hashes only;
+    a pin from the caller vouches for it."""
     from huggingface_hub import CommitOperationAdd
+
+    from robustzoo.errors import UnvouchedModelWarning
 
     api_ = HfApi(endpoint=hub_server.endpoint, token=TEST_TOKEN)
     api_.create_repo("other/bare")
@@ -597,28 +601,44 @@ def test_pull_by_repo_id_needs_the_card_or_a_pin(run_dir, hub_server, hf_cache):
         CommitOperationAdd("config.json", str(run_dir / "config.json")),
         CommitOperationAdd("model.safetensors", str(run_dir / "model.safetensors")),
     ], commit_message="by hand")
-    with pytest.raises(IntegrityError, match="no model card .*--expect-sha256"):
-        hub.pull("hf-hub:other/bare", endpoint=hub_server.endpoint, cache_dir=hf_cache)
-    res = hub.pull_model("hf-hub:other/bare", endpoint=hub_server.endpoint, cache_dir=hf_cache,
-                         expect_sha256={"model.safetensors": sha256(run_dir / "model.safetensors")})
-    assert res.checked["model.safetensors"] == "expected sha256 + server hash"
+    with pytest.warns(UnvouchedModelWarning, match="no robustzoo record vouches for other/bare@"):
+        res = hub.pull_model("hf-hub:other/bare", endpoint=hub_server.endpoint, cache_dir=hf_cache)
+    assert res.vouched_by == "" and res.checked["model.safetensors"] == "server hash"
+    code, out, err = run_cli(["pull", "hf-hub:other/bare", "--endpoint", hub_server.endpoint,
+                              "--cache-dir", str(hf_cache)], capsys)
+    assert code == 0 and out.strip() == str(res.path)
+    assert [ln for ln in err.splitlines() if "vouches" in ln] == [
+        f"warning: {res.note}"]
+    pinned = hub.pull_model("hf-hub:other/bare", endpoint=hub_server.endpoint, cache_dir=hf_cache,
+                            expect_sha256={"model.safetensors": sha256(run_dir / "model.safetensors")})
+    assert pinned.checked["model.safetensors"] == "expected sha256 + server hash"
+    assert pinned.vouched_by == "expected sha256" and pinned.note == ""
 
 
-def test_robustbench_record_is_published_with_the_run(pushed, hub_server, hf_cache):
-    from robustzoo.robustbench import FIELDS, robustbench_record
+def test_robustbench_record_is_published_only_with_autoattack(pushed, hub_server, hf_cache, capsys):
+    """RobustBench ranks by AutoAttack and reads its numbers as floats: a run evaluated without
+    it gets no robustbench.json (and the push says why); with it, the record is in the commit."""
+    from robustzoo.robustbench import robustbench_record
 
     run_dir, res = pushed
-    path = hub.pull(f"hf-hub:{REPO}@{res.revision}", endpoint=hub_server.endpoint, cache_dir=hf_cache)
-    record = json.loads((path / "robustbench.json").read_text())
-    cfg = json.loads((run_dir / "config.json").read_text())
+    assert "robustbench.json" not in res.files  # the tiny run was evaluated with clean, PGD-20
+    code, _, err = run_cli(["push", str(run_dir), "--repo-id", REPO, "--endpoint", hub_server.endpoint,
+                            "--token", TEST_TOKEN], capsys)
+    assert code == 0 and "note: no robustbench.json" in err and "--suite autoattack" in err
     report = json.loads((run_dir / "eval.json").read_text())
-    assert record == robustbench_record(cfg, report)
-    assert tuple(record) == FIELDS
-    clean = next(r for r in report["results"] if r["attack"] == "clean")
-    assert record["clean_acc"] == f"{100 * clean['accuracy']:.2f}"
-    assert record["reported"] == f"{100 * report['worst_case']['accuracy']:.2f}"
-    assert record["autoattack_acc"] is None and "AutoAttack" in record["footnote"]  # the tiny run has none
-    assert record["eps"] == "0.1" and record["threat_model"] == "Linf" and record["dataset"] == "digits"
+    n = report["n"]
+    report["results"].append({"attack": "autoattack", "accuracy": 0.4, "correct": int(0.4 * n), "n": n,
+                              "ci95": [0.35, 0.45]})
+    runs.write_json(run_dir / "eval.json", report)
+    code, out, err = run_cli(["push", str(run_dir), "--repo-id", REPO, "--endpoint", hub_server.endpoint,
+                              "--token", TEST_TOKEN, "--json"], capsys)
+    assert code == 0, err
+    again = json.loads(out)
+    path = hub.pull(f"hf-hub:{REPO}@{again['revision']}", endpoint=hub_server.endpoint, cache_dir=hf_cache)
+    record = json.loads((path / "robustbench.json").read_text())
+    assert record == robustbench_record(json.loads((run_dir / "config.json").read_text()), report)
+    assert record["autoattack_acc"] == "40.00" and None not in record.values()
+    assert record["eps"] == "0.1" and record["dataset"] == "digits" and "reported" not in record
     assert record["architecture"] == "4-conv/2-FC CNN" and record["number_forward_passes"] == 1
     assert record["link"] == "https://arxiv.org/abs/1706.06083" and record["venue"] == "ICLR 2018"
     assert record["unreliable"] is (report["health"]["status"] != "passed")
@@ -651,7 +671,7 @@ def test_timm_fine_tunes_a_pulled_model_with_a_new_head(pushed, hub_server, hf_c
     model.eval()
     torch.testing.assert_close(model.forward_features(x), ref.forward_features(x))
     torch.testing.assert_close(model.forward_head(model.forward_features(x), pre_logits=True),
-                               ref.forward_features(x))
+                               ref.forward_head(ref.forward_features(x), pre_logits=True))
 
     # Fine-tune only the new head on 5 classes of the digits.
     from robustzoo.data import load_splits
@@ -681,6 +701,77 @@ def test_timm_fine_tunes_a_pulled_model_with_a_new_head(pushed, hub_server, hf_c
     assert exported["pretrained_cfg"]["first_conv"] == "features.0"
     again = timm.create_model(f"local-dir:{out}", pretrained=True).eval()
     torch.testing.assert_close(again(x), model(x))
+
+
+def _timm_at(hub_server, monkeypatch) -> None:
+    """timm has no endpoint argument: point huggingface_hub's import-time ENDPOINT (and the URL
+    template derived from it) at the test server."""
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", hub_server.endpoint)
+    monkeypatch.setattr(huggingface_hub.constants, "HUGGINGFACE_CO_URL_TEMPLATE",
+                        hub_server.endpoint + "/{repo_id}/resolve/{revision}/{filename}")
+
+
+def test_a_timm_fine_tune_comes_back(pushed, hub_server, hf_cache, monkeypatch, tmp_path, capsys):
+    """Fine-tune in timm, measure robustness in robustzoo: a robustzoo net fine-tuned with timm
+    and saved with save_for_hf, or pushed with push_to_hf_hub, loads in timm (robustzoo
+    imported), in robustzoo.load, `robustzoo eval --dataset` and `robustzoo pull`; the pushed
+    repo has no robustzoo card, so it loads with one note saying nothing vouches for it."""
+    import timm
+    from timm.models import push_to_hf_hub, save_for_hf
+
+    from robustzoo.errors import UnvouchedModelWarning
+
+    run_dir, res = pushed
+    _timm_at(hub_server, monkeypatch)
+    model = timm.create_model(f"hf-hub:{REPO}@{res.revision}", pretrained=True, cache_dir=str(hf_cache))
+    x = torch.rand(8, 1, 8, 8)
+    model.train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    for _ in range(3):  # a few steps of further training: the weights differ from the published ones
+        opt.zero_grad()
+        model(x).logsumexp(1).mean().backward()
+        opt.step()
+    model.eval()
+    want = model(x)
+
+    folder = tmp_path / "ft"
+    save_for_hf(model, str(folder), safe_serialization=True)
+    assert "robustzoo" not in json.loads((folder / "config.json").read_text())  # timm writes its own config
+    torch.testing.assert_close(api.load(folder)(x), want)
+    torch.testing.assert_close(timm.create_model(f"local-dir:{folder}", pretrained=True).eval()(x), want)
+    code, out, err = run_cli(["eval", str(folder), "--attacks", "clean", "--n", "64", "--no-health",
+                              "--dataset", "digits", "--json", "-"], capsys)
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["dataset"] == "digits" and report["n"] == 64 and report["eps"] == pytest.approx(0.1)
+    assert not (folder / "eval.json").exists()  # a timm export is not a run: no record written into it
+    code, _, err = run_cli(["eval", str(folder), "--attacks", "clean"], capsys)
+    assert_one_line_error(code, err, "records no dataset", "--dataset NAME")
+    save_for_hf(model, str(tmp_path / "pickled"))  # timm's default: pytorch_model.bin only
+    with pytest.raises(RunError, match="only pytorch_model.bin, a pickle, which robustzoo never loads"):
+        api.load(tmp_path / "pickled")
+    code, _, err = run_cli(["eval", str(folder), "--attacks", "clean", "--dataset", "fashion-mnist"], capsys)
+    assert_one_line_error(code, err, "1x8x8 images into 10 classes", "fashion-mnist has 1x28x28")
+
+    push_to_hf_hub(model, "robustzoo-test/ft", token=TEST_TOKEN)  # timm's own push: safetensors + .bin
+    with pytest.warns(UnvouchedModelWarning, match="no robustzoo record vouches for robustzoo-test/ft@"):
+        again = timm.create_model("hf-hub:robustzoo-test/ft", pretrained=True, cache_dir=str(hf_cache)).eval()
+    torch.testing.assert_close(again(x), want)
+    code, out, err = run_cli(["pull", "hf-hub:robustzoo-test/ft", "--endpoint", hub_server.endpoint,
+                              "--cache-dir", str(hf_cache), "--json"], capsys)
+    assert code == 0, err
+    pulled = json.loads(out)
+    assert pulled["vouched_by"] == "" and "pytorch_model.bin" not in pulled["files"]  # never a pickle
+    assert err.count("warning:") == 1 and "vouches" in err
+    with pytest.warns(UnvouchedModelWarning):
+        loaded = api.load("hf-hub:robustzoo-test/ft", endpoint=hub_server.endpoint, cache_dir=str(hf_cache))
+    torch.testing.assert_close(loaded(x), want)
+    code, out, err = run_cli(["eval", "hf-hub:robustzoo-test/ft", "--endpoint", hub_server.endpoint,
+                              "--cache-dir", str(hf_cache), "--attacks", "clean", "--n", "64", "--no-health",
+                              "--dataset", "digits", "--json", "-"], capsys)
+    assert code == 0, err
+    assert [(r["attack"], r["correct"]) for r in json.loads(out)["results"]] == [
+        (r["attack"], r["correct"]) for r in report["results"]]
 
 
 def test_push_records_the_licence_in_config_json_too(run_dir, hub_server, hf_cache):

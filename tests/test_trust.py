@@ -181,9 +181,18 @@ def test_custom_settings_are_recorded_and_kept_out_of_the_canonical_record(at_ru
     assert "**Custom protocol**: CW∞: kappa = 10 (standard 50)" in card and "custom settings" in card
     code, out, err = run_cli(["export", "robustbench", str(run), "--json"], capsys)
     assert_one_line_error(code, err, "custom attack settings", "--allow-custom")
+    # A RobustBench record needs standard AutoAttack: a custom one (fewer Square queries) is
+    # exported only with --allow-custom, and its footnote says so.
+    rep = evaluate(run, ["clean", "autoattack"], device="cpu", n=24, options={"square_queries": 20},
+                   allow_custom=True)
+    assert rep["record"]["is_canonical"] and _row(rep, "autoattack")["custom"]["square_queries"] == {
+        "value": 20, "standard": 5000}
+    code, out, err = run_cli(["export", "robustbench", str(run), "--json"], capsys)
+    assert_one_line_error(code, err, "custom attack settings", "--allow-custom")
     code, out, err = run_cli(["export", "robustbench", str(run), "--json", "--allow-custom"], capsys)
     assert code == 0, err
-    assert "Custom attack settings (not the standard protocol): cw kappa=10.0" in json.loads(out)["footnote"]
+    assert ("Custom attack settings (not the standard protocol): autoattack square_queries=20 (standard 5000)"
+            in json.loads(out)["footnote"])
 
 
 def test_an_old_record_is_judged_by_its_settings(test_set):

@@ -310,6 +310,7 @@ def _relaunch_args(ctx: click.Context) -> list[str]:
               help="examples per attack batch  [default: 256; 512 on CUDA]")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--data-dir", type=click.Path())
+@click.option("--dataset", help="test set of a model that records none (a timm export of a fine-tune)")
 @click.option("--revision", help="Hub revision (commit sha) for hub models")
 @click.option("--endpoint", help="Hub endpoint URL")
 @click.option("--cache-dir", type=click.Path(), help="Hugging Face cache directory")
@@ -327,9 +328,10 @@ def _relaunch_args(ctx: click.Context) -> list[str]:
               "processes) via torchrun; the same numbers as one process")
 @click.pass_context
 def eval_cmd(ctx, model, suite, attacks, n, eps, seed, cascade, eps_sweep, plot, sets, no_health, no_resume,
-             batch_size, device, data_dir, revision, endpoint, cache_dir, json_out, precision,
+             batch_size, device, data_dir, dataset, revision, endpoint, cache_dir, json_out, precision,
              check_precision, allow_custom, nproc) -> None:
-    """Evaluate MODEL (run directory, zoo alias or hf-hub:org/name) on its test set.
+    """Evaluate MODEL (run directory, zoo alias, hf-hub:org/name, or a timm export of a
+    robustzoo net: a save_for_hf folder or push_to_hf_hub repo) on its test set.
 
     Prints accuracy with 95% intervals per attack, the worst case per example, and a
     gradient-masking health report; suspect numbers are marked. For a run directory the
@@ -343,6 +345,7 @@ def eval_cmd(ctx, model, suite, attacks, n, eps, seed, cascade, eps_sweep, plot,
       robustzoo eval runs/at-digits-... --attacks clean,pgd20,square --set square_queries=1000
       robustzoo eval runs/at-digits-... --eps-sweep 0,0.05,0.1,0.2 --plot curve.png
       robustzoo eval runs/cat-cw-wrn34 --suite autoattack --nproc 4   # 4 GPUs, same numbers as 1
+      robustzoo eval my-finetune/ --dataset fashion-mnist --suite quick   # a timm save_for_hf folder
     """
     # deferred: these import torch (see the top of this module)
     from .. import distributed
@@ -371,7 +374,7 @@ def eval_cmd(ctx, model, suite, attacks, n, eps, seed, cascade, eps_sweep, plot,
                               cache_dir=cache_dir, suite=suite, cascade=cascade,
                               options=parse_attack_options(sets), eps_sweep=eps_sweep, plot=plot,
                               health=not no_health, resume=not no_resume, precision=precision,
-                              allow_custom=allow_custom)
+                              allow_custom=allow_custom, dataset=dataset)
     except KeyboardInterrupt:
         if env.rank and distributed.record_failure("interrupted"):
             # sys.exit, not click's Exit: click returns that one's code from main(standalone_mode=False)
@@ -573,6 +576,9 @@ def push(run_dir, repo_id, endpoint, token, private, alias, license_, allow_part
     for name, info in res.files.items():
         t.add_row(name, str(info["size"]), info["sha256"])
     stdout.print(t)
+    if "robustbench.json" not in res.files:
+        err.print(f"note: no robustbench.json: RobustBench ranks by standard AutoAttack, which {run_dir}/eval.json "
+                  f"lacks; run `robustzoo eval {run_dir} --suite autoattack` and push again")
     stdout.print(f"commit: {res.revision}\nurl: {res.commit_url}\n"
                  f"next: robustzoo pull hf-hub:{res.repo_id}@{res.revision}   (to add it to the zoo, "
                  f"copy the zoo_entry that --json prints into the index: docs/zoo.md)")

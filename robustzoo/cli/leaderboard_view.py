@@ -2,16 +2,20 @@
 
 The data comes from :mod:`robustzoo.leaderboard`; nothing here computes a number. The HTML
 page needs no external asset (its CSS and the few lines of JavaScript that sort a column on a
-click are inline), so it can be opened from disk or published as it is.
+click and filter the rows are inline), so it can be opened from disk or published as it is;
+links to local runs are relative to the folder it is written to.
 """
 
 from __future__ import annotations
 
 import html
+import os
+from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from ..cards import NORM_LABELS, attack_label, eps_text
-from ..leaderboard import Board, Cell, Leaderboard
+from ..leaderboard import Board, Cell, Leaderboard, Row
 
 
 def board_title(board: Board) -> str:
@@ -46,7 +50,7 @@ def rich_tables(lb: Leaderboard) -> list[Any]:
                          no_wrap=col in ("model", "95% CI"))
         for r in board.rows:
             health = f"[red]{r.health}[/red]" if r.health == "suspect" else r.health
-            rank = f"{r.rank}*" if r.note else str(r.rank)
+            rank = f"{r.rank}*" if r.upper_bound else str(r.rank)
             t.add_row(rank, r.name, r.architecture, pct(r.clean), *[pct(r.attacks.get(a)) for a in board.attacks],
                       *([attack_label(r.ranked_by)] if mixed else []),
                       str(r.rank_cell.n) if r.rank_cell.n is not None else "—", interval(r.rank_cell), health)
@@ -59,17 +63,25 @@ def rich_tables(lb: Leaderboard) -> list[Any]:
 
 
 _CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2rem;color:#1b1b1b}
-h1{font-size:1.4rem}h2{font-size:1.1rem;margin-top:2rem}
-table{border-collapse:collapse;font-size:.9rem}
-th,td{padding:.3rem .6rem;border-bottom:1px solid #ddd;text-align:left;white-space:nowrap}
+body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:1rem;color:#1b1b1b;line-height:1.35}
+h1{font-size:1.35rem;margin:.2rem 0 .6rem}h2{font-size:1.05rem;margin:1.6rem 0 .4rem}
+p.note{max-width:60rem}
+.controls{display:flex;flex-wrap:wrap;gap:.6rem 1.2rem;align-items:center;margin:.8rem 0}
+.controls input{width:18rem;max-width:100%;padding:.25rem .4rem}
+table{border-collapse:collapse;font-size:.82rem;width:100%}
+th,td{padding:.25rem .35rem;border-bottom:1px solid #ddd;text-align:left;vertical-align:top}
+th{cursor:pointer;background:#f4f4f4;user-select:none;font-weight:600}
 td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}
-th{cursor:pointer;background:#f4f4f4;user-select:none}
 th[aria-sort=ascending]::after{content:" ▲"}th[aria-sort=descending]::after{content:" ▼"}
-.suspect{color:#b00020;font-weight:600}.note{color:#555;font-size:.85rem}
+td.model{min-width:10rem;overflow-wrap:anywhere}td.model b{font-size:.9rem}td.status{min-width:6.2rem}
+.sub,.n,.links,.why{color:#555;font-size:.72rem}.why{max-width:24rem}
+.links a{margin-right:.45rem}
+.ub{color:#b00020;font-weight:700}.suspect{color:#b00020;font-weight:600}
+tr[hidden],section[hidden]{display:none}
 """
 
-# Sorts a table by the clicked column: numeric cells carry data-sort (a number), others sort as text.
+# Sorts a table by the clicked column (numeric cells carry data-sort, others sort by data-text),
+# and filters every board by the typed text and the chosen status.
 _JS = """
 document.querySelectorAll("table.board").forEach(function(table){
   table.querySelectorAll("th").forEach(function(th, col){
@@ -81,57 +93,126 @@ document.querySelectorAll("table.board").forEach(function(table){
       rows.sort(function(a, b){
         var x = a.cells[col], y = b.cells[col];
         var nx = parseFloat(x.dataset.sort), ny = parseFloat(y.dataset.sort);
-        var c = (!isNaN(nx) && !isNaN(ny)) ? nx - ny : x.textContent.localeCompare(y.textContent);
+        var c = (!isNaN(nx) && !isNaN(ny)) ? nx - ny
+              : (x.dataset.text || x.textContent).localeCompare(y.dataset.text || y.textContent);
         return asc ? c : -c;
       });
       rows.forEach(function(r){body.appendChild(r);});
     });
   });
 });
+var filterBox = document.getElementById("filter"), statusBox = document.getElementById("status");
+function applyFilter(){
+  var q = filterBox.value.trim().toLowerCase(), st = statusBox.value, shown = 0, total = 0;
+  document.querySelectorAll("section.board").forEach(function(sec){
+    var visible = 0;
+    sec.querySelectorAll("tbody tr").forEach(function(tr){
+      var ok = tr.dataset.search.indexOf(q) >= 0 && (!st || tr.dataset.status === st);
+      tr.hidden = !ok; total += 1; if (ok) { visible += 1; shown += 1; }
+    });
+    sec.hidden = visible === 0;
+  });
+  document.getElementById("shown").textContent = shown + " of " + total + " models shown";
+}
+filterBox.addEventListener("input", applyFilter);
+statusBox.addEventListener("change", applyFilter);
+applyFilter();
 """
 
-
-def _td(text: str, sort: float | None = None, cls: str = "") -> str:
-    attrs = f' data-sort="{sort:.6f}"' if sort is not None else ""
-    klass = f' class="{cls}"' if cls else ""
-    return f"<td{klass}{attrs}>{html.escape(text)}</td>"
+#: Row.status -> what the status column says.
+STATUS_LABELS = {"published": "published", "measured": "measured only", "local": "local run"}
 
 
-def _num(cell: Cell | None) -> str:
-    # Missing values sort below every number.
-    return _td(pct(cell), -1.0 if cell is None else cell.accuracy, "num")
+def _esc(text: object) -> str:
+    return html.escape(str(text), quote=True)
 
 
-def html_page(lb: Leaderboard, *, title: str, generator: str) -> str:
-    """A complete HTML document with one sortable table per board."""
+def _href(target: str, out_dir: Path | None) -> str:
+    """A URL as it is; a local path relative to the page's folder (or a file:// URI)."""
+    if target.startswith(("https://", "http://")):
+        return target
+    if out_dir is None:
+        return Path(target).as_uri()
+    return quote(os.path.relpath(target, out_dir).replace(os.sep, "/"))
+
+
+def _links(r: Row, out_dir: Path | None) -> str:
+    labels = {"paper": "paper", "card": "card", "repo": f"repo@{r.location.rpartition('@')[2]}", "run": "run"}
+    items = [f'<a class="{k}" href="{_esc(_href(r.links[k], out_dir))}">{_esc(label)}</a>'
+             for k, label in labels.items() if k in r.links]
+    return f'<div class="links">{"".join(items)}</div>' if items else ""
+
+
+def _cell(cell: Cell | None) -> str:
+    """An accuracy with its count (correct/n) beneath; missing values sort below every number."""
+    if cell is None:
+        return '<td class="num" data-sort="-1">—</td>'
+    count = f"{cell.correct}/{cell.n}" if cell.correct is not None and cell.n else "n unknown"
+    ci = f"; 95% CI {interval(cell)}" if cell.ci95 else ""
+    return (f'<td class="num" data-sort="{cell.accuracy:.6f}" title="{_esc(count + ci)}">{pct(cell)}'
+            f'<div class="n">{_esc(count)}</div></td>')
+
+
+def _rank_cell(r: Row) -> str:
+    c = r.rank_cell
+    mark = '<span class="ub" title="upper bound: no AutoAttack">*</span>' if r.upper_bound else ""
+    n = f"n = {c.n}" if c.n else "n unknown"
+    ci = f"; 95% CI {interval(c)}" if c.ci95 else ""
+    return (f'<td class="num rankval" data-sort="{c.accuracy:.6f}" title="{_esc(n + ci)}">{pct(c)}{mark}'
+            f'<div class="n">{_esc(_ranked_by(r.ranked_by))}, {_esc(n)}</div></td>')
+
+
+def _ranked_by(name: str) -> str:
+    return "per-example worst case" if name == "worst-case" else attack_label(name)
+
+
+def _row(r: Row, attacks: list[str], out_dir: Path | None) -> str:
+    status = STATUS_LABELS.get(r.status, r.status)
+    search = " ".join([r.name, r.method, r.architecture, status, r.health, r.note, r.location]).lower()
+    health = f'<div class="n{" suspect" if r.health == "suspect" else ""}">health: {_esc(r.health)}</div>'
+    model = (f'<td class="model" data-text="{_esc(r.name)}"><b>{_esc(r.name)}</b>'
+             f'<div class="sub">{_esc(r.method)} · {_esc(r.architecture)}</div>{_links(r, out_dir)}'
+             + (f'<div class="why">{_esc(r.note)}</div>' if r.note else "") + "</td>")
+    return (f'<tr data-status="{_esc(status)}" data-search="{_esc(search)}">'
+            f'<td class="num" data-sort="{r.rank}">{r.rank}{"*" if r.upper_bound else ""}</td>{model}'
+            f'<td class="status" data-text="{_esc(status)}">{_esc(status)}{health}</td>{_cell(r.clean)}'
+            + "".join(_cell(r.attacks.get(a)) for a in attacks) + _rank_cell(r) + "</tr>")
+
+
+def html_page(lb: Leaderboard, *, title: str, generator: str, out_dir: str | Path | None = None) -> str:
+    """A complete, self-contained HTML document: one sortable table per board, a filter box.
+
+    Each row links to the method's paper, the model card, the Hub repo at its commit and the
+    run (local paths relative to ``out_dir``, the folder the page is written to); it shows its
+    status, every accuracy with its count, and the value it is ranked by with its n, marked
+    ``*`` when that is an upper bound (no AutoAttack).
+    """
+    out = Path(out_dir).resolve() if out_dir is not None else None
+    statuses = sorted({STATUS_LABELS.get(r.status, r.status) for b in lb.boards for r in b.rows})
     parts = ["<!doctype html>", '<html lang="en"><head><meta charset="utf-8">',
-             f"<title>{html.escape(title)}</title>", f"<style>{_CSS}</style></head><body>",
-             f"<h1>{html.escape(title)}</h1>",
-             '<p class="note">Accuracy in percent. Ranked by standard AutoAttack where it was run (those rows '
-             "first); other rows by the strongest attack that was run, an upper bound on robust accuracy. "
-             "The interval is the 95% Wilson interval of the ranking accuracy. Click a column to sort.</p>"]
+             '<meta name="viewport" content="width=device-width, initial-scale=1">',
+             f"<title>{_esc(title)}</title>", f"<style>{_CSS}</style></head><body>",
+             f"<h1>{_esc(title)}</h1>",
+             '<p class="note">Accuracy in percent, with correct/n beneath. Ranked by standard AutoAttack where it '
+             "was run (those rows first); other rows by the strongest attack that was run, an upper bound on "
+             "robust accuracy, marked *. The ranking value gives its attack and n; hover a number for its 95% "
+             "Wilson interval. Click a column to sort.</p>",
+             '<div class="controls"><label>Filter <input id="filter" type="search" '
+             'placeholder="model, method, architecture, status, note"></label>'
+             '<label>Status <select id="status"><option value="">all</option>'
+             + "".join(f'<option value="{_esc(s)}">{_esc(s)}</option>' for s in statuses)
+             + '</select></label><span id="shown" aria-live="polite"></span></div>']
     for board in lb.boards:
-        heads = ["#", "model", "method", "arch", "clean", *[attack_label(a) for a in board.attacks],
-                 "ranked by", "n", "95% CI", "health", "note"]
-        numeric = {"#", "clean", "n", "95% CI", *[attack_label(a) for a in board.attacks]}
-        parts.append(f"<h2>{html.escape(board_title(board))}</h2>")
-        parts.append('<table class="board"><thead><tr>' + "".join(
-            f'<th class="num">{html.escape(h)}</th>' if h in numeric else f"<th>{html.escape(h)}</th>"
-            for h in heads) + "</tr></thead><tbody>")
-        for r in board.rows:
-            cells = [_td(str(r.rank), r.rank, "num"), _td(r.name), _td(r.method), _td(r.architecture),
-                     _num(r.clean), *[_num(r.attacks.get(a)) for a in board.attacks],
-                     _td(attack_label(r.ranked_by)),
-                     _td(str(r.rank_cell.n) if r.rank_cell.n is not None else "—",
-                         r.rank_cell.n if r.rank_cell.n is not None else -1, "num"),
-                     _td(interval(r.rank_cell), r.rank_cell.ci95[0] if r.rank_cell.ci95 else -1, "num"),
-                     _td(r.health, None, "suspect" if r.health == "suspect" else ""),
-                     _td(r.note, None, "note")]
-            parts.append("<tr>" + "".join(cells) + "</tr>")
-        parts.append("</tbody></table>")
+        labels = [attack_label(a) for a in board.attacks]
+        heads = ['<th class="num">#</th>', "<th>model</th>", "<th>status</th>", '<th class="num">clean</th>',
+                 *[f'<th class="num">{_esc(x)}</th>' for x in labels], '<th class="num">ranking value</th>']
+        parts.append(f'<section class="board"><h2>{_esc(board_title(board))}</h2>')
+        parts.append('<table class="board"><thead><tr>' + "".join(heads) + "</tr></thead><tbody>")
+        parts += [_row(r, board.attacks, out) for r in board.rows]
+        parts.append("</tbody></table></section>")
     if lb.skipped:
         parts.append("<h2>Not ranked</h2><ul>" + "".join(
-            f"<li>{html.escape(s['name'])}: {html.escape(s['why'])}</li>" for s in lb.skipped) + "</ul>")
-    parts.append(f'<p class="note">Generated by {html.escape(generator)}.</p>')
+            f"<li>{_esc(s['name'])}: {_esc(s['why'])}</li>" for s in lb.skipped) + "</ul>")
+    parts.append(f'<p class="note">Generated by {_esc(generator)}.</p>')
     parts.append(f"<script>{_JS}</script></body></html>")
     return "\n".join(parts) + "\n"

@@ -29,7 +29,7 @@ def _consoles():
               help="rank the zoo entries too (published ones, and the recorded runs of unpublished ones)")
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output on stdout")
 @click.option("--html", "html_out", metavar="FILE", type=click.Path(),
-              help="also write a single-file HTML page with sortable columns")
+              help="also write a single-file HTML page: sortable, filterable, linked to papers, cards, repos, runs")
 def leaderboard(runs_dir, with_zoo, as_json, html_out) -> None:
     """Rank the evaluated runs under RUNS_DIR (and/or the zoo entries) by robust accuracy.
 
@@ -62,7 +62,8 @@ def leaderboard(runs_dir, with_zoo, as_json, html_out) -> None:
     stdout, err = _consoles()
     if html_out:
         title = "robustzoo leaderboard" + (f": {runs_dir}" if runs_dir else ": zoo")
-        write_file(html_out, html_page(lb, title=title, generator=f"robustzoo {__version__}"), "--html")
+        page = html_page(lb, title=title, generator=f"robustzoo {__version__}", out_dir=Path(html_out).parent)
+        write_file(html_out, page, "--html")
     if as_json:
         click.echo(json.dumps(lb.to_dict(), indent=2))
         return
@@ -88,35 +89,38 @@ def export() -> None:
 def export_robustbench(run_dir, out, as_json, allow_custom) -> None:
     """RUN_DIR's record in RobustBench's model_info format (robustbench.json).
 
-    The same record `robustzoo push` writes into the repository. RobustBench ranks by
-    AutoAttack: without it `autoattack_acc` is null (run `robustzoo eval RUN_DIR --suite
-    autoattack`); `unreliable` is true when the health checks flagged the evaluation.
+    The same record `robustzoo push` writes into the repository. RobustBench ranks by standard
+    AutoAttack: a run evaluated without it has no record (run `robustzoo eval RUN_DIR --suite
+    autoattack`). The name says the weights are a robustzoo reproduction; `reported` is the
+    paper's own number where robustzoo knows it; `unreliable` is true when the health checks
+    flagged the evaluation. The file name RobustBench's README prescribes is printed on stderr.
 
     \b
     Examples:
-      robustzoo export robustbench runs/cat-cw-wrn34
-      robustzoo export robustbench runs/cat-cw-wrn34 --json > Huang2021Calibrated_CW.json
-      robustzoo export robustbench runs/cat-cw-wrn34 --out model_info/cifar10/Linf/mine.json
+      robustzoo export robustbench runs/trades-wrn34
+      robustzoo export robustbench runs/trades-wrn34 --json > Zhang2019Theoretically_robustzoo_wrn34_10.json
+      robustzoo export robustbench runs/trades-wrn34 --out robustbench/model_info/cifar10/Linf/mine.json
     """
     from rich.table import Table
 
     from .. import runs
     from ..hub import check_publishable, read_eval
-    from ..robustbench import robustbench_record
+    from ..robustbench import board_note, record_path, robustbench_record
 
     if out:
         files.check_output_file(out, "--out")
     config = runs.read_config(run_dir)
     report = check_publishable(read_eval(Path(run_dir)), Path(run_dir), allow_partial=True,
                                allow_custom=allow_custom)  # never a failed or (silently) custom record
-    record = robustbench_record(config, report)
+    record = robustbench_record(config, report, where=str(run_dir))
     text = json.dumps(record, indent=2) + "\n"
     stdout, err = _consoles()
     if out:
         write_file(out, text, "--out")
-    if record["autoattack_acc"] is None:
-        err.print(f"warning: no standard AutoAttack result, so autoattack_acc is null (RobustBench ranks by "
-                  f"it); run `robustzoo eval {run_dir} --suite autoattack`")
+    if note := board_note(record["dataset"]):
+        err.print(f"note: {note}")
+    else:
+        err.print(f"RobustBench file: {record_path(config, report)}")
     if record["unreliable"]:
         err.print("warning: the health checks flagged this evaluation: the record says unreliable: true")
     if as_json:

@@ -43,13 +43,17 @@ def _cfg(base: dict[str, Any], arch: str, **extra: Any) -> dict[str, Any]:
 
 # timm reads the default config of each entrypoint from this module-level dict at
 # registration (no pretrained weights: the configs describe inputs, layer names and labels).
+# pool_size: the (H, W) of forward_features at the default input size.
 default_cfgs = {
-    "preact_resnet18": _cfg(_CIFAR, "preact_resnet18"),
-    "wrn34_10": _cfg(_CIFAR, "wrn34_10"),
-    "wrn28_10": _cfg(_CIFAR, "wrn28_10"),
-    "cnn_mnist": _cfg(_MNIST, "cnn_mnist", classifier="fc"),
-    "smallcnn": _cfg(_MNIST, "smallcnn", classifier="classifier.5"),
+    "preact_resnet18": _cfg(_CIFAR, "preact_resnet18", pool_size=(4, 4)),
+    "wrn34_10": _cfg(_CIFAR, "wrn34_10", pool_size=(8, 8)),
+    "wrn28_10": _cfg(_CIFAR, "wrn28_10", pool_size=(8, 8)),
+    "cnn_mnist": _cfg(_MNIST, "cnn_mnist", classifier="fc", pool_size=(7, 7)),
+    "smallcnn": _cfg(_MNIST, "smallcnn", classifier="classifier.5", pool_size=(4, 4)),
 }
+
+#: feature stages of each net (``features_only=True`` returns all of them by default).
+_FEATURE_STAGES = {"preact_resnet18": 5, "wrn34_10": 4, "wrn28_10": 4, "cnn_mnist": 4, "smallcnn": 3}
 
 #: pretrained_cfg keys a config.json may lack (written before they were recorded) and that
 #: timm needs to adapt a pretrained model; filled from the default config of the net.
@@ -84,14 +88,55 @@ def _hub_cfg(variant: str, pretrained_cfg: dict[str, Any], cache_dir: Any) -> di
     return cfg
 
 
+def adapt_checkpoint(state_dict: dict[str, Any], model: Any) -> dict[str, Any]:
+    """timm's ``pretrained_filter_fn``: fit a checkpoint to the model's channel count
+    (``in_chans=3`` on an MNIST net, ``in_chans=1`` on a CIFAR one).
+
+    The Normalize constants are repeated or averaged (:func:`robustzoo.models.nets.
+    adapt_channels`) and the first conv's weights adapted as timm 1.0.31 does (summed into one
+    channel; otherwise repeated cyclically and scaled by old/new channels) — here, because
+    timm before 1.0.31 adapts only from 3 channels. The model's ``pretrained_cfg.input_size``
+    then names its own channels, so timm finds nothing left to adapt.
+    """
+    from .nets import adapt_channels
+
+    for key in ("normalize.mean", "normalize.std"):
+        ours = model.state_dict().get(key)
+        theirs = state_dict.get(key)
+        if ours is not None and theirs is not None and theirs.shape != ours.shape:
+            values = adapt_channels(theirs.flatten().tolist(), int(ours.numel()))
+            state_dict[key] = theirs.new_tensor(values).view(ours.shape)
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    first = f"{cfg.get('first_conv')}.weight"
+    weight, want = state_dict.get(first), model.state_dict().get(first)
+    if weight is not None and want is not None and weight.shape[1] != want.shape[1]:
+        old, new = weight.shape[1], want.shape[1]
+        if new == 1:
+            weight = weight.float().sum(dim=1, keepdim=True)
+        else:
+            weight = weight.float().repeat(1, -(-new // old), 1, 1)[:, :new] * (old / new)
+        state_dict[first] = weight.to(want.dtype)
+        if isinstance(cfg, dict) and cfg.get("input_size"):
+            cfg["input_size"] = (new, *tuple(cfg["input_size"])[1:])
+    return state_dict
+
+
 def _build(cls, variant: str, pretrained: bool, **kwargs):
     # Local import: this module is imported without timm (runs reads default_cfgs); timm is
     # loaded whenever these factories run, since timm calls them.
     from timm.models import build_model_with_cfg
 
-    if pretrained and isinstance(kwargs.get("pretrained_cfg"), dict):
-        kwargs["pretrained_cfg"] = _hub_cfg(variant, kwargs["pretrained_cfg"], kwargs.get("cache_dir"))
-    return build_model_with_cfg(cls, variant, pretrained, **kwargs)
+    cfg = kwargs.get("pretrained_cfg")
+    if isinstance(cfg, dict) and cfg.get("input_size") and "input_size" not in kwargs:
+        # A Hub or local-dir config of another size (8x8 digits): the MNIST nets' first FC
+        # depends on it, and timm before 1.0.31 exports no model_args that would say so.
+        kwargs["input_size"] = tuple(cfg["input_size"])[1:]
+    if pretrained and isinstance(cfg, dict):
+        kwargs["pretrained_cfg"] = _hub_cfg(variant, cfg, kwargs.get("cache_dir"))
+    # features_only=True: timm's FeatureGetterNet over forward_intermediates, every stage.
+    feature_cfg = dict(feature_cls="getter", out_indices=tuple(range(_FEATURE_STAGES[variant])))
+    return build_model_with_cfg(cls, variant, pretrained, feature_cfg=feature_cfg,
+                                pretrained_filter_fn=adapt_checkpoint, **kwargs)
 
 
 def preact_resnet18(pretrained: bool = False, **kwargs):

@@ -867,8 +867,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         base = self._base_url()
         if _OLD_CLIENT_RE.search(self.headers.get("User-Agent", "")):
             # huggingface_hub 0.x parses commitUrl against constants.ENDPOINT, ignoring the
-            # endpoint= it was given, and fails on any other host; 1.x+ map the canonical
-            # host to endpoint=. The real Hub answers with the canonical host too.
+            # endpoint= it was given, and fails on any other host; 1.x maps the canonical
+            # host to endpoint= (and from 1.3.2 also parses the URL against endpoint=). The
+            # real Hub answers with the canonical host too.
             base = _CANONICAL_ENDPOINT
         self._send_json(
             200,
@@ -895,7 +896,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             if entry["lfs"]:
                 sibling["lfs"] = {
                     "size": entry["size"],
-                    "sha256": entry["sha256"],
+                    # tamper(announce=True): the substitute's hash is announced here too
+                    "sha256": self._store.announced_hash(repo, commit, path) or entry["sha256"],
                     "pointerSize": entry["pointerSize"],
                 }
             siblings.append(sibling)
@@ -1211,10 +1213,10 @@ class HubServer:
         download can catch them. Use data of the original length to mimic silent corruption.
 
         Args:
-            announce: also announce the substitute's hash in the ``ETag`` (a blob swapped in
-                the server's storage, under the same commit sha): a check against the ETag then
-                passes, and only a hash recorded elsewhere (the model card of the commit, a
-                pin) catches the swap.
+            announce: also announce the substitute's hash, in the ``ETag`` and the repo-info
+                listing (a blob swapped in the server's storage, under the same commit sha): a
+                check against the server's hash then passes, and only a hash recorded
+                elsewhere (the model card of the commit, a pin) catches the swap.
 
         Raises:
             KeyError: If there is no such repo or file.
