@@ -22,11 +22,21 @@ unpaired rule applies: the two 95% Wilson intervals must not overlap.
 * ``degenerate`` (fails) — non-finite weights or outputs, one predicted class for every
   probe image, or a clean accuracy whose 95% interval reaches down to chance (1/C): there is
   no model to attack, and every robust number is meaningless.
-* ``randomised`` — five forward passes of the same probe images give different logits
-  (normalised, more than 1e-4 apart, AutoAttack's own ``check_randomized`` rule) or
-  predictions. The attacks then see a moving target: evaluate with Expectation over
-  Transformation (AutoAttack's ``rand`` version, which the evaluation then runs itself;
+* ``randomised`` — five forward passes of the same probe images, in exact fp32 with
+  deterministic kernels (:func:`exact_forwards`), give logits (normalised) more than 1e-4
+  apart (AutoAttack's own ``check_randomized`` rule), or more than 8 units of the logits'
+  dtype resolution when the model returns a coarser dtype: rounding is not randomness. The
+  attacks then see a moving target: evaluate with Expectation over Transformation
+  (AutoAttack's ``rand`` version, which the evaluation then runs itself and records;
   ``--set eot_iter=20`` for APGD).
+* ``noop`` (fails) — an attack with ε > 0 breaks none of the correctly classified examples
+  while another attack of the report, or a PGD-10 probe on the logit margin at ε, breaks at
+  least 7 of them, and the probes do not find that attack's loss masked: it did not act (a
+  setting or a bug), and its "robust" accuracy is the clean one.
+* ``ce_vs_margin`` — an iterative CE attack leaves more examples robust than the strongest
+  margin-loss attack (CW∞, APGD-DLR, APGD-T) on the same examples by more than 1 point
+  beyond chance (McNemar's exact test shifted by that tolerance, p < 0.01): a saturated or
+  rescaled softmax stalls CE attacks and not margin ones.
 * ``pgd_vs_apgd`` — the strongest iterative CE attack (pgd, pgd20, pgd100, apgd-ce) leaves
   at least 5 points more examples robust than APGD-DLR / APGD-T / AutoAttack, and (paired)
   McNemar's p < 0.01. Honest models show 2–5 points between PGD-20 and AutoAttack (TRADES
@@ -34,11 +44,12 @@ unpaired rule applies: the two 95% Wilson intervals must not overlap.
   (Customized AT re-implemented: 68.1 under PGD-20, 23.9 under APGD-DLR). FGSM is not the
   comparison (it is weak by design) but is marked suspect with the others when it is as far
   above.
-* ``blackbox_vs_whitebox`` — Square (no gradients) breaks more than 1% of the examples that
-  survived every gradient attack (paired, from the per-example flags), or AutoAttack's own
-  Square component does so after APGD-CE, APGD-T and FAB-T, and an exact binomial test
-  says that share is above AutoAttack's own tolerance of 0.2 points (p < 0.01). A black box
-  should not beat white-box attacks that see the model.
+* ``blackbox_vs_whitebox`` — Square (no gradients) scores below the strongest white-box
+  attack on the same examples (paired McNemar, p < 0.01), or breaks more than 1% of the
+  examples that survived every gradient attack (paired, from the per-example flags), or
+  AutoAttack's own Square component does so after APGD-CE, APGD-T and FAB-T, and an exact
+  binomial test says that share is above AutoAttack's own tolerance of 0.2 points
+  (p < 0.01). A black box should not beat white-box attacks that see the model.
 * ``more_steps`` — (i) an attack with more PGD steps leaves at least 1 point more examples
   robust (paired: McNemar's p < 0.01), or (ii) with at least 100 examples and a clean
   accuracy 10+ points above chance, the best multi-step CE attack lowers accuracy by less
