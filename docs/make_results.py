@@ -159,9 +159,11 @@ def training_eval(run: Path) -> dict[str, Any] | None:
 
 
 def _weights(run: Path) -> dict[str, str]:
+    """file -> sha256 of the run's weights: weights.sha256 of an export, else (a run directory
+    itself given as the records) the weight files there."""
     path = run / "weights.sha256"
     if not path.is_file():
-        return {}
+        return {f: _sha256(run / f) for f in WEIGHT_FILES if (run / f).is_file()}
     out = {}
     for line in path.read_text(encoding="utf-8").splitlines():
         digest, _, name = line.strip().partition("  ")

@@ -298,6 +298,16 @@ def test_cards_are_rendered_from_the_records(study, tmp_path):
     assert "## Calibrated AT masks" not in text  # no calibrated run
 
 
+def test_run_directories_serve_as_records(study, tmp_path):
+    """The run directories themselves (with their weights, without weights.sha256) give the same
+    tables, and the cards name the weights' sha256."""
+    text = _generate({"records": study["runs"]}, tmp_path)
+    card = (tmp_path / "site" / "model_cards" / "runs" / "at-cnn-fmnist-run.md").read_text()
+    assert hashlib.sha256((study["runs"] / "at-s0" / "model.safetensors").read_bytes()).hexdigest() in card
+    exported = _generate(study, tmp_path / "exported")
+    assert _row(text, "| at-s0 |", "## Every run") == _row(exported, "| at-s0 |", "## Every run")
+
+
 def test_outcomes_that_do_not_match_the_report_are_not_used(study, tmp_path):
     records = tmp_path / "records"
     shutil.copytree(study["records"], records)
