@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from robustzoo.cards import attack_label, render_run_card
-from robustzoo.errors import IntegrityError, NotFoundError, RobustzooError
+from robustzoo.errors import IntegrityError, NotFoundError, RobustzooError, RunError
 from robustzoo.eval import mcnemar_exact, wilson_interval
 from robustzoo.files import atomic_path, write_json, write_text
 from robustzoo.leaderboard import build, row_from_report
@@ -96,9 +96,10 @@ class Run:
 
     @property
     def flags(self) -> set[str]:
-        """The gradient-masking checks that flagged eval-paper.json."""
+        """The gradient-masking checks that flagged (or failed) eval-paper.json."""
         checks = ((self.paper or {}).get("health") or {}).get("checks", [])
-        return {c["name"] for c in checks if c.get("status") == "flagged"}
+        return {c["name"] + (" (failed)" if c["status"] == "failed" else "") for c in checks
+                if c.get("status") in ("flagged", "failed")}
 
     @property
     def best_epoch(self) -> int | None:
@@ -222,6 +223,9 @@ def collect(root: Path) -> dict[str, list[Run]]:
                   sweep=_report(d / "eval-sweep.json"),
                   final={r["attack"]: r for r in (final or {}).get("results", [])}, weights=_weights(d))
         load_outcomes(run)
+        twin = next((r for r in runs[run.method] if r.seed == run.seed), None)
+        if twin is not None:
+            raise RunError(f"{twin.dir} and {d} are both {run.method} with seed {run.seed}; keep one of them in {root}")
         runs[run.method].append(run)
     for rs in runs.values():
         rs.sort(key=lambda r: r.seed)
@@ -431,8 +435,9 @@ def ranking_table(runs: dict[str, list[Run]]) -> str:
             return True
         if a.ranked_by != b.ranked_by or a.rank_cell.accuracy <= b.rank_cell.accuracy:
             return False
+        # on the seeds they share, a must be the better one too, by a real difference
         p = compare(runs[b.name], runs[a.name], a.ranked_by)
-        return p is not None and p.p < ALPHA
+        return p is not None and p.diff > 0 and p.p < ALPHA
 
     ranked = []
     for pos, row in enumerate(order):

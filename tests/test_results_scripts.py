@@ -385,10 +385,15 @@ def test_bad_records_are_one_line_errors(tmp_path, capsys, study):
     (records / "at-s0" / "eval-paper.json").write_text("{")
     assert mr.main([str(records), "--into", str(tmp_path / "site")]) == 1
     assert mr.main([str(study["records"]), "--into", str(tmp_path / "site"), "--weights", str(tmp_path / "no")]) == 1
+    twins = tmp_path / "twins"
+    for name in ("at-s0", "at-s0-again"):
+        shutil.copytree(study["records"] / "at-s0", twins / name)
+    assert mr.main([str(twins), "--into", str(tmp_path / "site")]) == 1
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 4 and all(e.startswith("error: ") for e in err), err
+    assert len(err) == 5 and all(e.startswith("error: ") for e in err), err
     assert "fmnist_zoo.py export" in err[0] and "fmnist_zoo.py export" in err[1]
     assert "eval-paper.json is not valid JSON" in err[2] and "--weights" in err[3]
+    assert "both at with seed 0" in err[4]
 
 
 if __name__ == "__main__":  # pragma: no cover
