@@ -1,107 +1,241 @@
-"""Build docs/results.md, its figures and the runs' model cards from Fashion-MNIST run dirs.
+"""Build docs/results.md, its figures and the runs' model cards from the Fashion-MNIST study's records.
 
-    python docs/make_results.py runs/fmnist
+    python docs/make_results.py docs/results/fmnist                        # the records alone
+    python docs/make_results.py docs/results/fmnist --weights runs/fmnist  # also the mask figures
+    python docs/make_results.py docs/results/fmnist --into /tmp/preview    # write a preview elsewhere
 
-Reads each run's config.json, metrics.jsonl, the end-of-training evaluation (its record in
-RUN/evals/, or RUN/eval-final.json in run directories made before the history),
-eval-paper.json, eval-autoattack.json and eval-sweep.json (written by
-``benchmarks/fmnist_zoo.py eval``) and the directory's protocol.json, and regenerates:
+RECORDS holds one folder per run as ``benchmarks/fmnist_zoo.py export`` writes it (no weights):
+config.json, metrics.jsonl, eval.json and evals/ (the evaluation history; the end-of-training
+record has ``"source": "train"``: clean and PGD-20 on the whole test set), eval-paper.json (one
+evaluation of every attack, standard AutoAttack included, on the same 1,000 test images of
+every run), eval-sweep.json (PGD-20 at several ε on those images), eval_flags.safetensors (the
+per-example outcomes of both) and weights.sha256; and protocol.json. From these alone it
+regenerates:
 
 * the part of docs/results.md between the ``generated`` markers (the hand-written reading
-  outside them is kept), including a ranking of the methods by the same code as
-  ``robustzoo leaderboard``;
+  outside them is kept): the protocol, the accuracy table (mean ± std over seeds), every run's
+  AutoAttack with its 95% Wilson interval, each method against AT image by image (exact
+  McNemar tests, per seed and pooled over seeds), a ranking in ``robustzoo leaderboard``'s
+  order that gives methods it cannot tell apart the same rank, Calibrated AT's β × β1 points,
+  PGD-20 against the stronger attacks, the training table and the commands;
 * docs/img/fmnist-eps-curve.png (PGD-20 accuracy against ε, one line per method);
-* docs/img/fmnist-masks-<method>.png (natural / adversarial / mask / calibrated grid) for the
-  best run of each Calibrated AT variant;
-* model_cards/runs/<method>-cnn-fmnist-run.md for the best run of each method, rendered by
-  the same code as ``robustzoo push`` as the card of an unpublished run (no repo, no zoo
-  alias; cards of methods no longer present are removed).
+* model_cards/runs/<method>-cnn-fmnist-run.md for the best run of each method, rendered by the
+  same code as ``robustzoo push`` as the card of an unpublished run (the weights' sha256 come
+  from weights.sha256; cards of methods no longer present are removed).
+
+The mask figures (docs/img/fmnist-masks-<method>.png) need the weights: with ``--weights RUNS``
+(the run directories the records were exported from; each model's sha256 must match
+weights.sha256) they are drawn again and described in docs/img/fmnist-masks.json; without it the
+figures drawn before are kept and linked when that file says they show the same weights.
 """
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import math
+import os
 import statistics
 import sys
 from collections import defaultdict
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from robustzoo.cards import attack_label, render_run_card
+from robustzoo.errors import IntegrityError, NotFoundError, RobustzooError, RunError
+from robustzoo.eval import mcnemar_exact, wilson_interval
+from robustzoo.files import atomic_path, write_json, write_text
+from robustzoo.leaderboard import build, row_from_report
+from robustzoo.runs import check_eval_report, read_config, read_json, read_metrics, read_weights
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGE = ROOT / "docs" / "results.md"
 IMG = ROOT / "docs" / "img"
 CARDS = ROOT / "model_cards" / "runs"  # run cards, kept apart from the zoo entries' cards
+MASK_INFO = "fmnist-masks.json"  # beside the mask figures: which run and weights each one shows
 START, END = "<!-- generated:start -->", "<!-- generated:end -->"
 ORDER = ["at", "trades", "mart", "fat-trades", "cat-cent", "cat-cw", "cat-cw-b1-0.05", "cat-cw-b5-0.3",
          "cat-cw-b5-0.05", "cat-cent-b5-0.05", "customized-ce", "customized-mix", "customized-mix-code"]
-# Columns of the main table: (attack, which report it comes from, header); "aa" is
-# eval-autoattack.json, "paper" eval-paper.json.
-COLUMNS = [("clean", "paper", "clean"), ("fgsm", "paper", "FGSM"), ("pgd20", "paper", "PGD-20"),
-           ("pgd100", "paper", "PGD-100"), ("cw", "paper", "CW∞"), ("square", "paper", "Square"),
-           ("apgd-ce", "paper", "APGD-CE"), ("apgd-dlr", "paper", "APGD-DLR"),
-           ("autoattack", "aa", "AutoAttack")]
+REFERENCE = "at"  # every method is tested against this one, image by image
+ALPHA = 0.01  # a paired difference with p below this is called real at this n
+# Columns of the accuracy table, all from eval-paper.json: (attack, header).
+COLUMNS = [("clean", "clean"), ("fgsm", "FGSM"), ("pgd20", "PGD-20"), ("pgd100", "PGD-100"), ("cw", "CW∞"),
+           ("square", "Square"), ("apgd-ce", "APGD-CE"), ("apgd-dlr", "APGD-DLR"), ("autoattack", "AutoAttack")]
 AA_STAGES = ("apgd-ce", "apgd-t", "fab-t", "square")
 # Calibrated AT runs whose masks are drawn: the MNIST settings (β 1, β1 0.3) and the CIFAR ones (β 5, β1 0.05).
 MASK_FIGURES = ("cat-cent", "cat-cw", "cat-cent-b5-0.05", "cat-cw-b5-0.05")
+# Where the regenerate commands put the run directories (fmnist_zoo.py's default --out; any folder works).
+RUNS = "runs/fmnist"
+WEIGHT_FILES = ("model.safetensors", "aux.safetensors")  # what a card and a mask figure are made from
 
 
-def _load(path: Path) -> dict[str, Any] | None:
-    return json.loads(path.read_text()) if path.is_file() else None
+@dataclass
+class Run:
+    """One run's records (a folder of the export)."""
+
+    name: str
+    method: str
+    seed: int
+    dir: Path
+    config: dict[str, Any]
+    metrics: list[dict[str, Any]]
+    paper: dict[str, Any] | None  # eval-paper.json: every attack on the shared images
+    sweep: dict[str, Any] | None  # eval-sweep.json
+    final: dict[str, dict[str, Any]]  # the end-of-training evaluation (whole test set), by attack
+    weights: dict[str, str]  # file -> sha256, from weights.sha256
+    index: Any = None  # the evaluated examples' rows in the test split (torch tensor)
+    outcomes: dict[str, Any] = field(default_factory=dict)  # attack -> per-example "still correct"
+    outcome_note: str = ""  # why per-example outcomes are missing
+
+    @property
+    def rows(self) -> dict[str, dict[str, Any]]:
+        """eval-paper.json's results by attack ({} before the run is evaluated)."""
+        return {r["attack"]: r for r in (self.paper or {}).get("results", [])}
+
+    @property
+    def flags(self) -> set[str]:
+        """The gradient-masking checks that flagged (or failed) eval-paper.json."""
+        checks = ((self.paper or {}).get("health") or {}).get("checks", [])
+        return {c["name"] + (" (failed)" if c["status"] == "failed" else "") for c in checks
+                if c.get("status") in ("flagged", "failed")}
+
+    @property
+    def best_epoch(self) -> int | None:
+        """model.safetensors is the last epoch marked best on validation."""
+        return max((x["epoch"] for x in self.metrics if x.get("best")), default=None)
+
+    def acc(self, attack: str) -> float | None:
+        row = self.rows.get(attack)
+        return row["accuracy"] if row else None
 
 
-def _by_attack(report: dict[str, Any] | None, largest: bool = False) -> dict[str, dict[str, Any]]:
-    """attack -> result; ``largest``: of the rows of one attack keep the one on the most images
-    (an eval.json of a run made before the evaluation history may have merged later
-    evaluations on fewer images into it)."""
-    out: dict[str, dict[str, Any]] = {}
-    for r in (report or {}).get("results", []):
-        if not largest or r["attack"] not in out or r["n"] > out[r["attack"]]["n"]:
-            out[r["attack"]] = r
-    return out
+@dataclass
+class Pair:
+    """Two runs' outcomes under one attack on the same n examples."""
+
+    n: int
+    ref_only: int  # still correct for the reference run only
+    other_only: int  # still correct for the other run only
+
+    @property
+    def diff(self) -> float:
+        """The other run's accuracy minus the reference's (a fraction)."""
+        return (self.other_only - self.ref_only) / self.n
+
+    @property
+    def p(self) -> float:
+        return two_sided_p(self.ref_only, self.other_only)
+
+
+def two_sided_p(b: int, c: int) -> float:
+    """Two-sided exact McNemar p-value: twice the smaller one-sided tail, at most 1."""
+    return min(1.0, 2 * min(mcnemar_exact(b, c), mcnemar_exact(c, b)))
+
+
+def _read(path: Path, fix: str) -> Any:
+    return read_json(path, fix) if path.is_file() else None
+
+
+def _report(path: Path) -> dict[str, Any] | None:
+    fix = "export the run again (benchmarks/fmnist_zoo.py export) or delete the file and re-run its evaluation"
+    data = _read(path, fix)
+    return None if data is None else check_eval_report(data, path, fix)
 
 
 def training_eval(run: Path) -> dict[str, Any] | None:
-    """The run's end-of-training evaluation (clean and PGD-20 on the whole test set).
+    """The run's end-of-training evaluation (clean and PGD-20 on the whole test set) from its history.
 
-    Run directories made before the evaluation history kept it in eval-final.json; newer ones
-    keep it in RUN/evals/ (``"source": "train"``, or the record migrated from the first
-    eval.json, which only training writes here); else eval.json itself.
+    Training records it in RUN/evals/ with ``"source": "train"`` (a run made before that has it
+    as the record migrated from its first eval.json, which only training wrote); the largest
+    such record when there are several.
     """
-    old = _load(run / "eval-final.json")
-    if old is not None:
-        return old
-    records = [json.loads(p.read_text()) for p in sorted((run / "evals").glob("*.json"))]
+    records = [_read(p, "export the run again") for p in sorted((run / "evals").glob("*.json"))]
     for pick in (lambda r: r.get("source") == "train", lambda r: r.get("migrated")):
-        found = [r for r in records if pick(r)]
+        found = [r for r in records if isinstance(r, dict) and pick(r)]
         if found:
             return max(found, key=lambda r: r.get("n") or 0)
-    return _load(run / "eval.json")
+    return None
 
 
-def collect(root: Path) -> dict[str, list[dict[str, Any]]]:
-    """method -> its finished runs (one per seed); a run without eval.json is not scored."""
-    runs: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for run in sorted(p for p in root.iterdir() if (p / "eval.json").is_file()):
-        reports = {k: _load(run / f"eval-{k}.json") for k in ("paper", "autoattack", "sweep", "autoattack-large")}
-        flags: set[str] = set()
-        for key in ("paper", "autoattack"):
-            for c in ((reports[key] or {}).get("health") or {}).get("checks", []):
-                if c["status"] == "flagged":
-                    flags.add(c["name"])
-        cfg = json.loads((run / "config.json").read_text())
-        metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line]
-        final = training_eval(run)
-        runs[run.name.rsplit("-s", 1)[0]].append({
-            "dir": run, "config": cfg, "seed": cfg["robustzoo"]["config"]["seed"], "metrics": metrics,
-            "paper": _by_attack(reports["paper"]), "aa": _by_attack(reports["autoattack"]),
-            "aa_large": _by_attack(reports["autoattack-large"]),
-            "final": _by_attack(final, largest=True),
-            # model.safetensors is the last epoch marked best on validation
-            "best_epoch": max((x["epoch"] for x in metrics if x.get("best")), default=None),
-            "reports": reports, "flags": flags, "sweep": reports["sweep"]})
-    return runs
+def _weights(run: Path) -> dict[str, str]:
+    """file -> sha256 of the run's weights: weights.sha256 of an export, else (a run directory
+    itself given as the records) the weight files there."""
+    path = run / "weights.sha256"
+    if not path.is_file():
+        return {f: _sha256(run / f) for f in WEIGHT_FILES if (run / f).is_file()}
+    out = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        digest, _, name = line.strip().partition("  ")
+        if digest and name:
+            out[name] = digest
+    return out
+
+
+def load_outcomes(run: Run) -> None:
+    """Fill ``run.index`` and ``run.outcomes`` from eval_flags.safetensors, when that file holds
+    eval-paper.json's evaluation (same model, examples, ε and seed) and agrees with its counts;
+    else say why in ``run.outcome_note``.
+
+    AutoAttack's outcomes are stored per component (``autoattack/<component>``): an example
+    is robust when no component broke it.
+    """
+    path = run.dir / "eval_flags.safetensors"
+    if run.paper is None:
+        return
+    if not path.is_file():
+        run.outcome_note = "no eval_flags.safetensors"
+        return
+    tensors, meta = read_weights(path)
+    info = json.loads(meta.get("robustzoo.eval_flags", "{}"))
+    header, entries = info.get("header", {}), info.get("entries", {})
+    for key in ("model", "n", "seed", "eps"):
+        if header.get(key) != run.paper.get(key):
+            run.outcome_note = (f"eval_flags.safetensors holds another evaluation ({key} {header.get(key)!r}, "
+                                f"eval-paper.json {run.paper.get(key)!r})")
+            return
+    outcomes = {}
+    for attack, row in run.rows.items():
+        keys = ([k for k in entries if k.startswith(attack + "/")] if row.get("components") else
+                [attack] if attack in entries else [])
+        if not keys or not all(entries[k].get("complete") for k in keys):
+            continue
+        robust = tensors[f"flags::{keys[0]}"].bool()
+        for k in keys[1:]:
+            robust = robust & tensors[f"flags::{k}"].bool()
+        if int(robust.sum()) != row["correct"]:
+            run.outcome_note = (f"eval_flags.safetensors counts {int(robust.sum())} examples correct under "
+                                f"{attack}, eval-paper.json {row['correct']}")
+            return
+        outcomes[attack] = robust
+    run.index, run.outcomes = tensors["index"].long(), outcomes
+
+
+def collect(root: Path) -> dict[str, list[Run]]:
+    """method -> its exported runs, by seed (a run folder is one with eval.json)."""
+    runs: dict[str, list[Run]] = defaultdict(list)
+    for d in sorted(p for p in root.iterdir() if (p / "eval.json").is_file()):
+        cfg = read_config(d)
+        final = training_eval(d)
+        run = Run(name=d.name, method=d.name.rsplit("-s", 1)[0], seed=int(cfg["robustzoo"]["config"]["seed"]),
+                  dir=d, config=cfg, metrics=read_metrics(d), paper=_report(d / "eval-paper.json"),
+                  sweep=_report(d / "eval-sweep.json"),
+                  final={r["attack"]: r for r in (final or {}).get("results", [])}, weights=_weights(d))
+        load_outcomes(run)
+        twin = next((r for r in runs[run.method] if r.seed == run.seed), None)
+        if twin is not None:
+            raise RunError(f"{twin.dir} and {d} are both {run.method} with seed {run.seed}; keep one of them in {root}")
+        runs[run.method].append(run)
+    for rs in runs.values():
+        rs.sort(key=lambda r: r.seed)
+    return dict(runs)
+
+
+def evaluated(runs: dict[str, list[Run]]) -> dict[str, list[Run]]:
+    """The runs that have eval-paper.json, by method (methods without any are left out)."""
+    out = {m: [r for r in rs if r.paper is not None] for m, rs in runs.items()}
+    return {m: rs for m, rs in out.items() if rs}
 
 
 def _methods(runs: dict[str, Any]) -> list[str]:
@@ -109,7 +243,7 @@ def _methods(runs: dict[str, Any]) -> list[str]:
 
 
 def _cell(values: list[float]) -> str:
-    """Mean ± standard deviation over seeds, in percent ('—' when nothing was measured)."""
+    """Mean ± sample standard deviation over seeds, in percent ('—' when nothing was measured)."""
     if not values:
         return "—"
     m = 100 * statistics.fmean(values)
@@ -118,9 +252,30 @@ def _cell(values: list[float]) -> str:
     return f"{m:.1f} ± {100 * statistics.stdev(values):.1f}"
 
 
-def _ns(runs: dict[str, list[dict[str, Any]]], key: str, attacks: tuple[str, ...] | None = None) -> list[int]:
-    return sorted({r[key][a]["n"] for rs in runs.values() for r in rs for a in r[key]
-                   if attacks is None or a in attacks})
+def _interval(values: list[float], n: int) -> str:
+    """``_cell`` with the 95% Wilson interval at n examples of the mean (one seed: of the run).
+
+    The seeds of a method are evaluated on the same images, so averaging them does not
+    shrink the images' sampling error: the interval at n of the mean accuracy bounds it.
+    """
+    if not values:
+        return "—"
+    lo, hi = wilson_interval(round(statistics.fmean(values) * n), n)
+    return f"{_cell(values)} ({100 * lo:.1f}–{100 * hi:.1f})"
+
+
+def _label(attack: str) -> str:
+    """An attack's name inside a sentence ('clean', 'PGD-20')."""
+    return "clean" if attack == "clean" else attack_label(attack)
+
+
+def _points(x: float) -> str:
+    return f"{100 * x:+.1f}"
+
+
+def _p(p: float) -> str:
+    text = f"{p:.2g}"
+    return f"**{text}**" if p < ALPHA else text
 
 
 def _half_width(n: int) -> float:
@@ -128,208 +283,291 @@ def _half_width(n: int) -> float:
     return 100 * 1.96 * math.sqrt(0.25 / n)
 
 
-def main_table(runs: dict[str, list[dict[str, Any]]]) -> str:
-    cols = [c for c in COLUMNS if any(c[0] in r[c[1]] for rs in runs.values() for r in rs)]
-    lines = ["| method | seeds | " + " | ".join(h for _, _, h in cols) + " | health flags |",
+def _sizes(runs: dict[str, list[Run]]) -> list[int]:
+    return sorted({r.paper["n"] for rs in runs.values() for r in rs})
+
+
+def _seeds(rs: list[Run]) -> str:
+    seeds = [r.seed for r in rs]
+    if len(seeds) > 2 and seeds == list(range(seeds[0], seeds[-1] + 1)):
+        return f"seeds {seeds[0]}–{seeds[-1]}"
+    return ("seeds " if len(seeds) > 1 else "seed ") + ", ".join(map(str, seeds))
+
+
+def _flag_cell(rs: list[Run]) -> str:
+    names = sorted(set().union(*(r.flags for r in rs)))
+    if not names:
+        return "none"
+    return ", ".join(n if all(n in r.flags for r in rs) else
+                     f"{n} ({sum(n in r.flags for r in rs)} of {len(rs)} seeds)" for n in names)
+
+
+def main_table(runs: dict[str, list[Run]]) -> str:
+    cols = [c for c in COLUMNS if any(c[0] in r.rows for rs in runs.values() for r in rs)]
+    lines = ["| method | seeds | " + " | ".join(h for _, h in cols) + " | health flags |",
              "|---|---|" + "---|" * (len(cols) + 1)]
     for m in _methods(runs):
         rs = runs[m]
-        cells = [_cell([r[src][a]["accuracy"] for r in rs if a in r[src]]) for a, src, _ in cols]
-        flags = sorted(set().union(*(r["flags"] for r in rs))) or ["none"]
-        lines.append(f"| {m} | {len(rs)} | " + " | ".join(cells) + f" | {', '.join(flags)} |")
+        cells = [_cell([r.acc(a) for r in rs if a in r.rows]) for a, _ in cols]
+        lines.append(f"| {m} | {len(rs)} | " + " | ".join(cells) + f" | {_flag_cell(rs)} |")
     return "\n".join(lines)
 
 
-def ranking_table(runs: dict[str, list[dict[str, Any]]]) -> str:
-    """The best run of each method ranked as `robustzoo leaderboard` ranks runs (by standard
-    AutoAttack where it was run, else by the strongest attack, with a note)."""
-    from robustzoo.cards import attack_label
-    from robustzoo.leaderboard import build, row_from_report
+def runs_table(runs: dict[str, list[Run]]) -> str:
+    """Every run's AutoAttack (and clean) accuracy with its 95% Wilson interval."""
+    lines = ["| run | clean (95% CI) | AutoAttack: correct / n | AutoAttack (95% CI) | health |",
+             "|---|---|---|---|---|"]
 
+    def ci(row: dict[str, Any] | None) -> str:
+        if row is None:
+            return "—"
+        lo, hi = wilson_interval(row["correct"], row["n"])
+        return f"{100 * row['accuracy']:.1f} ({100 * lo:.1f}–{100 * hi:.1f})"
+
+    for m in _methods(runs):
+        for r in runs[m]:
+            aa = r.rows.get("autoattack")
+            health = ((r.paper or {}).get("health") or {}).get("status", "—")
+            lines.append(f"| {r.name} | {ci(r.rows.get('clean'))} | "
+                         f"{'{} / {}'.format(aa['correct'], aa['n']) if aa else '—'} | {ci(aa)} | {health} |")
+    return "\n".join(lines)
+
+
+def pair(ref: Run, other: Run, attack: str) -> Pair | None:
+    """The two runs' outcomes under ``attack`` on the same examples (None: not comparable)."""
+    if attack not in ref.outcomes or attack not in other.outcomes:
+        return None
+    if ref.index.shape != other.index.shape or not bool((ref.index == other.index).all()):
+        return None
+    a, b = ref.outcomes[attack], other.outcomes[attack]
+    return Pair(n=len(a), ref_only=int((a & ~b).sum()), other_only=int((b & ~a).sum()))
+
+
+def pooled(pairs: list[Pair]) -> Pair:
+    """Seeds pooled: the discordant counts summed (one test; the difference is the seeds' mean)."""
+    return Pair(n=sum(p.n for p in pairs), ref_only=sum(p.ref_only for p in pairs),
+                other_only=sum(p.other_only for p in pairs))
+
+
+def seed_pairs(ref: list[Run], other: list[Run], attack: str) -> list[tuple[int, Pair | None]]:
+    """Seed k of ``other`` against seed k of ``ref``, for each seed of ``other`` that ``ref`` has."""
+    by_seed = {r.seed: r for r in ref}
+    return [(o.seed, pair(by_seed[o.seed], o, attack)) for o in other if o.seed in by_seed]
+
+
+def compare(ref: list[Run], other: list[Run], attack: str) -> Pair | None:
+    """The test that decides: seeds paired and pooled (one seed: that pair); None if none paired."""
+    pairs = [p for _, p in seed_pairs(ref, other, attack)]
+    if not pairs or any(p is None for p in pairs):
+        return None
+    return pooled(pairs) if len(pairs) > 1 else pairs[0]
+
+
+def paired_table(runs: dict[str, list[Run]]) -> tuple[str, list[str]] | None:
+    """Each method against AT, example by example: the table and the summary lines."""
+    if REFERENCE not in runs or set(runs) == {REFERENCE}:
+        return None
+    ref = runs[REFERENCE]
+    lines = ["| method | pairing | AutoAttack − AT (points) | robust only for AT / only for the method | p | "
+             "clean − AT (points) | correct only for AT / only for the method | p |", "|---|---|---|---|---|---|---|---|"]
+    verdicts: dict[str, list[tuple[str, str, Pair]]] = {"autoattack": [], "clean": []}
+    missing = []
+
+    def cells(p: Pair | None) -> list[str]:
+        return [_points(p.diff), f"{p.ref_only} / {p.other_only}", _p(p.p)] if p else ["—", "—", "—"]
+
+    for m in _methods(runs):
+        if m == REFERENCE:
+            continue
+        per = {a: seed_pairs(ref, runs[m], a) for a in verdicts}
+        if not per["autoattack"]:
+            missing.append(f"{m} (no seed in common with {REFERENCE})")
+            continue
+        for i, (seed, aa) in enumerate(per["autoattack"]):
+            clean = per["clean"][i][1]
+            lines.append(f"| {m} | seed {seed} vs {REFERENCE} seed {seed} | " + " | ".join(cells(aa) + cells(clean)) + " |")
+        if len(per["autoattack"]) > 1:
+            lines.append(f"| {m} | {_seeds([r for r in runs[m] if r.seed in {s for s, _ in per['autoattack']}])} "
+                         "pooled | " + " | ".join(cells(compare(ref, runs[m], "autoattack"))
+                                                  + cells(compare(ref, runs[m], "clean"))) + " |")
+        for a in verdicts:
+            decided = compare(ref, runs[m], a)
+            if decided is None:
+                missing.append(f"{m} ({a}: per-example outcomes missing)")
+            else:
+                how = "pooled over seeds" if len(per[a]) > 1 else f"seed {per[a][0][0]}"
+                verdicts[a].append((m, how, decided))
+    summary = []
+    for a, label in (("autoattack", "AutoAttack"), ("clean", "Clean accuracy")):
+        real = [f"{m} {_points(p.diff)} (p = {p.p:.2g}, {how})" for m, how, p in verdicts[a] if p.p < ALPHA]
+        ties = [f"{m} {_points(p.diff)} (p = {p.p:.2g})" for m, how, p in verdicts[a] if p.p >= ALPHA]
+        summary.append(f"- **{label}**: real at this n (p < {ALPHA:g}): {'; '.join(real) or 'none'}. "
+                       f"Not told apart from {REFERENCE}: {'; '.join(ties) or 'none'}.")
+    notes = {r.name: r.outcome_note for rs in runs.values() for r in rs if r.outcome_note}
+    if notes or missing:
+        summary.append("- Not tested: " + "; ".join([f"{k}: {v}" for k, v in notes.items()] + missing) + ".")
+    return "\n".join(lines), summary
+
+
+def ranking_table(runs: dict[str, list[Run]]) -> str:
+    """The methods in `robustzoo leaderboard`'s order, with a rank that ties what the paired
+    test cannot tell apart.
+
+    Each method is a leaderboard row whose accuracies are the means over its seeds (ranked by
+    standard AutoAttack where it was run, else by the strongest attack). Its rank is 1 + the
+    number of methods that are better by a real difference: ranked by AutoAttack when it is
+    not, or with a higher accuracy under the same attack and p < ALPHA (``compare``).
+    """
     rows = []
     for m in _methods(runs):
-        r = best_run(runs[m])
-        report = merged_report(r)
-        if report is not None:
-            rows.append(row_from_report(m, r["config"], report, location=str(r["dir"])))
-    lines = ["| rank | method | clean | robust | ranked by | n | 95% CI | health |", "|---|---|---|---|---|---|---|---|"]
-    for board in build(rows).boards:
-        for row in board.rows:
-            ci = row.rank_cell.ci95
-            lines.append(f"| {row.rank} | {row.name} | {_cell([row.clean.accuracy]) if row.clean else '—'} | "
-                         f"{_cell([row.rank_cell.accuracy])} | {attack_label(row.ranked_by)} | {row.rank_cell.n} | "
-                         + (f"{100 * ci[0]:.1f}–{100 * ci[1]:.1f}" if ci else "—") + f" | {row.health} |")
+        rs = runs[m]
+        attacks = {a for r in rs for a in r.rows}
+        report = {"eps": rs[0].paper["eps"], "dataset": rs[0].paper.get("dataset"),
+                  "results": [{"attack": a, "accuracy": statistics.fmean(r.acc(a) for r in rs if a in r.rows)}
+                              for a in sorted(attacks)],
+                  "health": {"status": "suspect" if any(r.paper["health"].get("status") == "suspect"
+                                                        for r in rs if r.paper.get("health")) else "passed"}}
+        rows.append(row_from_report(m, rs[0].config, report, location=m))
+    order = [row for board in build(rows).boards for row in board.rows]
+
+    def better(a: Any, b: Any) -> bool:
+        if a.ranked_by == "autoattack" and b.ranked_by != "autoattack":
+            return True
+        if a.ranked_by != b.ranked_by or a.rank_cell.accuracy <= b.rank_cell.accuracy:
+            return False
+        # on the seeds they share, a must be the better one too, by a real difference
+        p = compare(runs[b.name], runs[a.name], a.ranked_by)
+        return p is not None and p.diff > 0 and p.p < ALPHA
+
+    ranked = []
+    for pos, row in enumerate(order):
+        rank = 1 + sum(better(o, row) for o in order if o is not row)
+        ties = [o.name if compare(runs[row.name], runs[o.name], o.ranked_by) else f"{o.name} (not tested)"
+                for o in order if o is not row and o.ranked_by == row.ranked_by
+                and not better(o, row) and not better(row, o)]
+        ranked.append((rank, pos, row, ties))
+    lines = ["| rank | method | seeds | clean | robust | ranked by | not told apart from (p ≥ 0.01) | health |",
+             "|---|---|---|---|---|---|---|---|"]
+    for rank, _, row, ties in sorted(ranked, key=lambda t: t[:2]):
+        rs = runs[row.name]
+        lines.append(f"| {rank} | {row.name} | {len(rs)} | {_cell([r.acc('clean') for r in rs if 'clean' in r.rows])} "
+                     f"| {_cell([r.acc(row.ranked_by) for r in rs if row.ranked_by in r.rows])} | "
+                     f"{attack_label(row.ranked_by)} | {', '.join(ties) or '—'} | {row.health} |")
     return "\n".join(lines)
 
 
-def gap_table(runs: dict[str, list[dict[str, Any]]]) -> str:
-    """PGD-20 against the stronger attacks, each gap on one set of images."""
+def gap_table(runs: dict[str, list[Run]]) -> str:
+    """PGD-20 against the stronger attacks on the same images; the whole test set at the end."""
+    final_attacks = [a for a in ("clean", "pgd20", "cw") if any(a in r.final for rs in runs.values() for r in rs)]
     lines = ["| method | PGD-20 − min(APGD-CE, APGD-DLR) | PGD-20 | AutoAttack | PGD-20 − AutoAttack | "
-             "AutoAttack after " + " → ".join(s.upper() for s in AA_STAGES) + " | whole test set: clean / PGD-20 |",
-             "|---|---|---|---|---|---|---|"]
+             "AutoAttack after " + " → ".join(attack_label(s) for s in AA_STAGES) + " | whole test set: "
+             + " / ".join(_label(a) for a in final_attacks) + " |", "|---|---|---|---|---|---|---|"]
     for m in _methods(runs):
         rs = runs[m]
-        apgd_gap = [r["paper"]["pgd20"]["accuracy"] - min(r["paper"][k]["accuracy"] for k in ("apgd-ce", "apgd-dlr"))
-                    for r in rs if {"pgd20", "apgd-ce", "apgd-dlr"} <= r["paper"].keys()]
-        both = [r for r in rs if {"pgd20", "autoattack"} <= r["aa"].keys()]
-        pgd = [r["aa"]["pgd20"]["accuracy"] for r in both]
-        aa = [r["aa"]["autoattack"]["accuracy"] for r in both]
-        stages = []
-        for s in AA_STAGES:
-            vals = [c["accuracy"] for r in both for c in r["aa"]["autoattack"].get("components", [])
-                    if c["attack"] == s]
-            stages.append(_cell(vals))
-        full = " / ".join(_cell([r["final"][a]["accuracy"] for r in rs if a in r["final"]]) for a in ("clean", "pgd20"))
-        lines.append(f"| {m} | {_cell(apgd_gap)} | {_cell(pgd)} | {_cell(aa)} | "
-                     f"{_cell([p - a for p, a in zip(pgd, aa)])} | {' → '.join(stages)} | {full} |")
+        apgd = [r.acc("pgd20") - min(r.acc("apgd-ce"), r.acc("apgd-dlr"))
+                for r in rs if {"pgd20", "apgd-ce", "apgd-dlr"} <= r.rows.keys()]
+        both = [r for r in rs if {"pgd20", "autoattack"} <= r.rows.keys()]
+        stages = [_cell([c["accuracy"] for r in both for c in r.rows["autoattack"].get("components", [])
+                         if c["attack"] == s]) for s in AA_STAGES]
+        full = " / ".join(_cell([r.final[a]["accuracy"] for r in rs if a in r.final]) for a in final_attacks)
+        lines.append(f"| {m} | {_cell(apgd)} | {_cell([r.acc('pgd20') for r in both])} | "
+                     f"{_cell([r.acc('autoattack') for r in both])} | "
+                     f"{_cell([r.acc('pgd20') - r.acc('autoattack') for r in both])} | {' → '.join(stages)} | {full} |")
     return "\n".join(lines)
 
 
-def _setting(r: dict[str, Any], key: str) -> Any:
-    return r["config"]["robustzoo"].get("objective_settings", {}).get(key)
+def _setting(config: dict[str, Any], key: str) -> Any:
+    return config["robustzoo"].get("objective_settings", {}).get(key)
 
 
-def _pct1(result: dict[str, Any] | None) -> str:
-    return f"{100 * result['accuracy']:.1f}" if result else "—"
+def calibrated_table(runs: dict[str, list[Run]], protocol: dict[str, Any]) -> str | None:
+    """Every Calibrated AT point the study plans (protocol.json) or ran, next to AT and TRADES.
+
+    Clean and AutoAttack on the shared images with their 95% intervals, mean ± std over seeds;
+    a planned point without runs says so.
+    """
+    planned = {m: spec[1] for m, spec in (protocol.get("methods") or {}).items() if spec[0] == "calibrated"}
+    ran = [m for m in runs if runs[m][0].config["robustzoo"]["objective"] == "calibrated"]
+    if not planned and not ran:
+        return None
+    n = max(_sizes(runs))
+    lines = ["| method | training attack | β | β1 | seeds | mean M (last epoch) | mask collapsed | clean (95% CI) | "
+             "AutoAttack (95% CI) |", "|---|---|---|---|---|---|---|---|---|"]
+    for m in [m for m in ORDER if m in planned or m in ran] + sorted((set(planned) | set(ran)) - set(ORDER)):
+        rs = runs.get(m, [])
+        # the settings a run was trained with, else the ones the study plans for it
+        get = (rs[0].config["robustzoo"].get("objective_settings", {}) if rs else planned[m]).get
+        attack = "CE (CATcent)" if get("attack") == "cent" else "CW (CATcw)"
+        if not rs:
+            lines.append(f"| {m} | {attack} | {float(get('beta')):g} | {float(get('beta1')):g} | not run yet | "
+                         "— | — | — | — |")
+            continue
+        masks = [r.metrics[-1]["mask_mean"] for r in rs if r.metrics and "mask_mean" in r.metrics[-1]]
+        collapsed = [r.seed for r in rs if any(x.get("mask_collapsed") for x in r.metrics)]
+        cells = [m, attack, f"{float(get('beta')):g}", f"{float(get('beta1')):g}", str(len(rs)),
+                 f"{statistics.fmean(masks):.2f}" if masks else "—",
+                 f"yes (seed {', '.join(map(str, collapsed))})" if collapsed else "no",
+                 _interval([r.acc("clean") for r in rs if "clean" in r.rows], n),
+                 _interval([r.acc("autoattack") for r in rs if "autoattack" in r.rows], n)]
+        lines.append("| " + " | ".join(cells) + " |")
+    for m, label in ((REFERENCE, "CE (PGD)"), ("trades", "KL (TRADES)")):
+        rs = runs.get(m)
+        if rs:
+            beta = _setting(rs[0].config, "beta")
+            beta = f"{float(beta):g}" if beta is not None else "—"
+            lines.append(f"| {m} | {label} | {beta} | — | {len(rs)} | — | — | "
+                         f"{_interval([r.acc('clean') for r in rs if 'clean' in r.rows], n)} | "
+                         f"{_interval([r.acc('autoattack') for r in rs if 'autoattack' in r.rows], n)} |")
+    return "\n".join(lines)
 
 
-def _full(r: dict[str, Any], attack: str) -> str:
-    return _pct1(r["final"].get(attack))
-
-
-def calibrated_table(runs: dict[str, list[dict[str, Any]]]) -> str:
-    """Calibrated AT's β × β1 runs next to AT and TRADES: clean, PGD-20, AutoAttack, the mask."""
-    lines = ["| run | training attack | β | β1 | mean M (last epoch) | mask collapsed | clean | PGD-20 | "
-             "AutoAttack (200) | AutoAttack (1,000) |", "|---|---|---|---|---|---|---|---|---|---|"]
+def training_table(runs: dict[str, list[Run]]) -> str:
+    lines = [f"| run | best epoch (validation) | val clean | val PGD-{_values(runs, 'val_steps')} | s per epoch (wall clock; runs "
+             "shared 2 CPU cores two at a time or more) | mean of the mask M by epoch | mask collapsed | "
+             "mean ε_i at the best epoch (its training batches) |", "|---|---|---|---|---|---|---|---|"]
     for m in _methods(runs):
         for r in runs[m]:
-            obj = r["config"]["robustzoo"]["objective"]
-            if obj not in ("calibrated", "at", "trades"):
+            rows = r.metrics
+            if not rows:
+                lines.append(f"| {r.name} | — | — | — | — | — | — | — |")
                 continue
-            rows = r["metrics"]
-            if obj == "calibrated":
-                attack = "CE (CATcent)" if _setting(r, "attack") == "cent" else "CW (CATcw)"
-                beta, beta1 = f"{_setting(r, 'beta'):g}", f"{_setting(r, 'beta1'):g}"
-                mask = f"{rows[-1]['mask_mean']:.2f}" if "mask_mean" in rows[-1] else "—"
-                collapsed = "yes" if any(x.get("mask_collapsed") for x in rows) else "no"
-            else:
-                attack = "CE (PGD)" if obj == "at" else "KL (TRADES)"
-                beta = f"{_setting(r, 'beta'):g}" if obj == "trades" else "—"
-                beta1 = mask = collapsed = "—"
-            aa, big = (_pct1(r[k].get("autoattack")) for k in ("aa", "aa_large"))
-            lines.append(f"| {m} | {attack} | {beta} | {beta1} | {mask} | {collapsed} | {_full(r, 'clean')} | "
-                         f"{_full(r, 'pgd20')} | {aa} | {big} |")
-    return "\n".join(lines)
-
-
-def _autoattack_flags(run: Path, n: int) -> tuple[Any, Any] | None:
-    """(test rows, per-example "robust under standard AutoAttack") from RUN/eval_flags.safetensors,
-    when the flags saved there are those of the n-image AutoAttack evaluation; else None."""
-    from robustzoo.runs import read_weights
-
-    path = run / "eval_flags.safetensors"
-    if not path.is_file():
-        return None
-    tensors, meta = read_weights(path)
-    info = json.loads(meta.get("robustzoo.eval_flags", "{}"))
-    if info.get("header", {}).get("n") != n:
-        return None
-    keys = [k for k in info.get("entries", {}) if k.startswith("autoattack/")]
-    if not keys or not all(info["entries"][k].get("complete") for k in keys):
-        return None
-    robust = tensors[f"flags::{keys[0]}"].bool()
-    for k in keys[1:]:  # AutoAttack cascades: robust = no component broke the example
-        robust = robust & tensors[f"flags::{k}"].bool()
-    return tensors["index"].long(), robust
-
-
-def large_aa_table(runs: dict[str, list[dict[str, Any]]]) -> str | None:
-    """Standard AutoAttack on the larger shared sample; each run against AT, example by example."""
-    from robustzoo.eval import wilson_interval
-    from robustzoo.eval._stats import mcnemar_exact, paired_counts
-
-    have = [(m, r) for m in _methods(runs) for r in runs[m] if "autoattack" in r["aa_large"]]
-    if not have:
-        return None
-    flags = {r["dir"]: _autoattack_flags(r["dir"], r["aa_large"]["autoattack"]["n"]) for _, r in have}
-    ref = next((r for m, r in have if m == "at"), None)
-    ref_flags = flags.get(ref["dir"]) if ref else None
-    lines = ["| run | clean | PGD-20 | AutoAttack (95% CI) | − AT (points) | robust only under AT / only here | "
-             "exact McNemar p (two-sided) |", "|---|---|---|---|---|---|---|"]
-    for m, r in have:
-        big = r["aa_large"]
-        aa = big["autoattack"]
-        lo, hi = wilson_interval(aa["correct"], aa["n"])
-        cells = [f"{100 * big['clean']['accuracy']:.1f}" if "clean" in big else "—",
-                 f"{100 * big['pgd20']['accuracy']:.1f}" if "pgd20" in big else "—",
-                 f"{100 * aa['accuracy']:.1f} ({100 * lo:.1f}–{100 * hi:.1f}), n = {aa['n']}"]
-        mine = flags.get(r["dir"])
-        if ref is None or r is ref or mine is None or ref_flags is None or not bool(
-                (mine[0] == ref_flags[0]).all()):
-            cells += ["—", "—", "—"]
-        else:
-            at_only, here_only = paired_counts(ref_flags[1], mine[1])
-            p = min(1.0, 2 * min(mcnemar_exact(at_only, here_only), mcnemar_exact(here_only, at_only)))
-            cells += [f"{100 * (aa['accuracy'] - ref['aa_large']['autoattack']['accuracy']):+.1f}",
-                      f"{at_only} / {here_only}", f"{p:.2g}"]
-        lines.append(f"| {m} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def eps_table_summary(r: dict[str, Any]) -> str:
-    """Customized AT's per-example budgets ε_i saved with the checkpoint: mean, share at ε_max."""
-    from safetensors.torch import load_file
-
-    aux = r["dir"] / "aux.safetensors"
-    eps_max = r["config"]["robustzoo"].get("objective_settings", {}).get("eps_max")
-    if not aux.is_file() or eps_max is None:
-        return "—"
-    eps = load_file(str(aux)).get("state.eps")
-    if eps is None:
-        return "—"
-    eps = eps.float()
-    return f"{float(eps.mean()):.3f} / {100 * float((eps >= eps_max - 1e-6).float().mean()):.0f}%"
-
-
-def training_table(runs: dict[str, list[dict[str, Any]]]) -> str:
-    lines = ["| method | best epoch (validation) | val clean | val PGD-10 | s per epoch (wall clock; runs "
-             "shared 2 CPU cores two at a time or more) | mean of the mask M by epoch | mask collapsed | ε_i at the best epoch: mean / "
-             "share at ε_max |", "|---|---|---|---|---|---|---|---|"]
-    for m in _methods(runs):
-        for r in runs[m]:
-            rows = r["metrics"]
-            best = next((x for x in rows if x["epoch"] == r["best_epoch"]), rows[-1])
+            best = next((x for x in rows if x["epoch"] == r.best_epoch), rows[-1])
             masks = " ".join(f"{x['mask_mean']:.3f}" if "mask_mean" in x else "–" for x in rows) \
                 if any("mask_mean" in x for x in rows) else "—"
-            secs = statistics.fmean(x["seconds"] for x in rows)
             watched = [x for x in rows if "mask_collapsed" in x]
             collapsed = ("yes, epoch " + ", ".join(str(x["epoch"]) for x in watched if x["mask_collapsed"])
                          if any(x["mask_collapsed"] for x in watched) else "no") if watched else "—"
-            lines.append(f"| {m} (seed {r['seed']}) | {best['epoch']} of {len(rows)} | "
-                         f"{100 * best['val_clean']:.1f} | {100 * best['val_pgd']:.1f} | {secs:.0f} | {masks} | "
-                         f"{collapsed} | {eps_table_summary(r)} |")
+            eps = f"{best['eps_mean']:.4f}" if "eps_mean" in best else "—"
+            lines.append(f"| {r.name} | {best['epoch']} of {len(rows)} | {100 * best['val_clean']:.1f} | "
+                         f"{100 * best['val_pgd']:.1f} | {statistics.fmean(x['seconds'] for x in rows):.0f} | "
+                         f"{masks} | {collapsed} | {eps} |")
     return "\n".join(lines)
 
 
-def curve(runs: dict[str, list[dict[str, Any]]], path: Path) -> bool:
+def curve(runs: dict[str, list[Run]], path: Path) -> list[int]:
+    """PGD-20 accuracy against ε, the mean over each method's seeds; returns the sample sizes
+    drawn ([] when no run has a sweep, and nothing is written)."""
+    # deferred: matplotlib is slow to import and only the figures need it
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(6.5, 4.2), dpi=120)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
-    drawn = False
+    sizes = set()
     for m in _methods(runs):
-        sweeps = [r["sweep"]["eps_sweep"] for r in runs[m] if r["sweep"] and r["sweep"].get("eps_sweep")]
+        sweeps = [r.sweep for r in runs[m] if r.sweep and r.sweep.get("eps_sweep")]
         if not sweeps:
             continue
-        eps = [row["eps"] for row in sweeps[0]]
-        acc = [100 * statistics.fmean(s[i]["accuracy"] for s in sweeps) for i in range(len(eps))]
+        eps = [row["eps"] for row in sweeps[0]["eps_sweep"]]
+        acc = [100 * statistics.fmean(s["eps_sweep"][i]["accuracy"] for s in sweeps) for i in range(len(eps))]
         ax.plot(eps, acc, marker="o", label=m, linestyle="--" if m.startswith("cat-") else "-")
-        drawn = True
-    if not drawn:
-        return False
-    ax.axvline(0.1, color="grey", linestyle=":", linewidth=1, label="training ε = 0.1")
+        sizes |= {s["n"] for s in sweeps}
+    if not sizes:
+        return []
+    train_eps = _values(runs, "eps")
+    ax.axvline(float(train_eps.split(" / ")[0]), color="grey", linestyle=":", linewidth=1,
+               label=f"training ε = {train_eps}")
     ax.set_xlabel("ε (L∞, [0,1] scale)")
     ax.set_ylabel("PGD-20 accuracy (%)")
     ax.set_ylim(0, 100)
@@ -338,206 +576,312 @@ def curve(runs: dict[str, list[dict[str, Any]]], path: Path) -> bool:
     ax.set_title("Fashion-MNIST: robust accuracy vs ε")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png")
-    return True
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    return sorted(sizes)
 
 
-def best_run(rs: list[dict[str, Any]]) -> dict[str, Any]:
-    """The seed with the best worst-case accuracy (AutoAttack when measured, else PGD-20)."""
-    def score(r: dict[str, Any]) -> tuple[float, float]:
-        robust = r["aa"].get("autoattack") or r["paper"].get("pgd20") or r["final"].get("pgd20")
-        clean = r["paper"].get("clean") or r["final"].get("clean")
+def best_run(rs: list[Run]) -> Run:
+    """The seed with the best AutoAttack accuracy (else PGD-20), then clean accuracy."""
+    def score(r: Run) -> tuple[float, float]:
+        robust = r.rows.get("autoattack") or r.rows.get("pgd20") or r.final.get("pgd20")
+        clean = r.rows.get("clean") or r.final.get("clean")
         return (robust["accuracy"] if robust else 0.0, clean["accuracy"] if clean else 0.0)
     return max(rs, key=score)
 
 
-def merged_report(r: dict[str, Any]) -> dict[str, Any] | None:
-    """The run's gradient-attack report with the AutoAttack row (and its health) added."""
-    paper, aa = r["reports"]["paper"], r["reports"]["autoattack"]
-    if not paper and not aa:
-        return None
-    report = dict(paper or aa)
-    have = {x["attack"] for x in report["results"]}
-    if paper and aa:
-        report["results"] = list(paper["results"]) + [x for x in aa["results"] if x["attack"] not in have]
-        report["health"] = dict(paper.get("health") or {})
-        checks = {c["name"]: c for c in (paper.get("health") or {}).get("checks", [])}
-        for c in (aa.get("health") or {}).get("checks", []):  # a flag from either sample counts
-            if c["name"] not in checks or checks[c["name"]]["status"] == "skipped" or c["status"] == "flagged":
-                checks[c["name"]] = c
-        report["health"]["checks"] = list(checks.values())
-        flagged = [c["name"] for c in checks.values() if c["status"] == "flagged"]
-        report["health"].update(status="suspect" if flagged else "passed", flagged=flagged)
-        report["worst_case"] = aa.get("worst_case") or report.get("worst_case")
-        report.pop("suite", None)
-    return report
-
-
-def cards(runs: dict[str, list[dict[str, Any]]]) -> list[str]:
-    from robustzoo.cards import render_run_card
-
+def cards(runs: dict[str, list[Run]], out_dir: Path) -> list[str]:
+    """The card of each method's best run (its eval-paper.json; the weights' sha256 from
+    weights.sha256); stale cards removed. Returns the file names."""
     written = []
     for m in _methods(runs):
         r = best_run(runs[m])
-        report = merged_report(r)
-        if report is None:
-            continue
-        files = {f: hashlib.sha256((r["dir"] / f).read_bytes()).hexdigest()
-                 for f in ("model.safetensors", "aux.safetensors", "config.json") if (r["dir"] / f).is_file()}
+        files = {f: r.weights[f] for f in WEIGHT_FILES if f in r.weights}
+        files["config.json"] = hashlib.sha256((r.dir / "config.json").read_bytes()).hexdigest()
         stem = f"{m}-cnn-fmnist"
         # Not published: the card names no repo and no zoo alias, only the run, what it scored
-        # and the commands that trained and evaluated it (its numbers are documented on PAGE).
-        text = render_run_card(r["config"], report, repo_id=None, files=files,
-                               name=f"{stem}-run ({r['dir'].name}, reduced protocol)",
-                               source_url="../../docs/results.md", metrics=r["metrics"])
-        out = CARDS / f"{stem}-run.md"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_suffix(".md.tmp")
-        tmp.write_text(text)
-        tmp.replace(out)
-        written.append(out.name)
-    for stale in CARDS.glob("*-cnn-fmnist-run.md"):
+        # and the commands that trained and evaluated it (its numbers are documented on the page).
+        text = render_run_card(r.config, r.paper, repo_id=None, files=files,
+                               name=f"{stem}-run ({r.name}, reduced protocol)",
+                               source_url="../../docs/results.md", metrics=r.metrics)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_text(out_dir / f"{stem}-run.md", text)
+        written.append(f"{stem}-run.md")
+    for stale in out_dir.glob("*-cnn-fmnist-run.md"):
         if stale.name not in written:
             stale.unlink()
     return written
 
 
-def masks(runs: dict[str, list[dict[str, Any]]]) -> list[str]:
-    """Mask grids of the best run of each Calibrated AT variant; returns page lines."""
-    from robustzoo_calibrated.viz import mask_figure
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
+
+def check_weights(runs: dict[str, list[Run]], weights: Path) -> None:
+    """Every run of the records found under ``weights`` must have the weights it was measured with."""
+    if not weights.is_dir():
+        raise NotFoundError(f"--weights {weights} is not a directory; give the folder the records were exported "
+                            "from (benchmarks/fmnist_zoo.py export --out FOLDER)")
+    for rs in runs.values():
+        for r in rs:
+            for f in WEIGHT_FILES:
+                path = weights / r.name / f
+                if f in r.weights and path.is_file() and _sha256(path) != r.weights[f]:
+                    raise IntegrityError(f"{path} is not the file {r.dir / 'weights.sha256'} names (sha256 differs): "
+                                         "these weights are not the ones the records were measured with; export "
+                                         "the runs again or give the right folder")
+
+
+def masks(runs: dict[str, list[Run]], img: Path, weights: Path | None) -> list[str]:
+    """Mask grids of the best run of each Calibrated AT variant in MASK_FIGURES; returns page lines.
+
+    With ``weights`` they are drawn again (old figures removed) and described in MASK_INFO;
+    without, a figure is linked only when MASK_INFO says it shows the same run and weights.
+    """
+    info_path = img / MASK_INFO
+    chosen = [(m, best_run(runs[m])) for m in _methods(runs)
+              if m in MASK_FIGURES and runs[m][0].config["robustzoo"]["objective"] == "calibrated"]
+    if weights is not None:
+        # deferred: a plugin's module, needed only when the figures are drawn
+        from robustzoo_calibrated.viz import mask_figure
+
+        img.mkdir(parents=True, exist_ok=True)
+        for old in img.glob("fmnist-masks*.png"):
+            old.unlink()
+        info = {}
+        for m, r in chosen:
+            if not (weights / r.name / "model.safetensors").is_file():
+                continue
+            path = img / f"fmnist-masks-{m}.png"
+            drawn = mask_figure(weights / r.name, path, n=8, seed=0)
+            info[m] = {"run": r.name, "model_sha256": r.weights.get("model.safetensors"), "image": path.name,
+                       "best_epoch": r.best_epoch, "mask_mean": round(float(drawn["mask_mean"]), 6)}
+        write_json(info_path, info)
+    info = _read(info_path, "run with --weights to draw the figures again") or {}
     lines = []
-    for old in IMG.glob("fmnist-masks*.png"):
-        old.unlink()
-    for m in _methods(runs):
-        r = best_run(runs[m])
-        if r["config"]["robustzoo"]["objective"] != "calibrated" or m not in MASK_FIGURES:
+    for m, r in chosen:
+        fig = info.get(m)
+        if not fig or fig.get("run") != r.name or fig.get("model_sha256") != r.weights.get("model.safetensors") \
+                or not (img / fig["image"]).is_file():
+            lines += [f"**{m}** (`{r.name}`): no figure of these weights yet (`python docs/make_results.py "
+                      f"RECORDS --weights {RUNS}` draws it).", ""]
             continue
-        path = IMG / f"fmnist-masks-{m}.png"
-        info = mask_figure(r["dir"], path, n=8, seed=0)
-        lines += [f"**{m}** (`{r['dir'].name}`, best epoch {r['best_epoch']}): mean of M over these 8 test "
-                  f"images {info['mask_mean']:.3f}. Rows: natural x, adversarial x', mask M, calibrated x_cal.",
-                  "", f"![{m} masks](img/{path.name})", ""]
+        lines += [f"**{m}** (`{r.name}`, best epoch {fig['best_epoch']}): mean of M over these 8 test "
+                  f"images {fig['mask_mean']:.3f}. Rows: natural x, adversarial x', mask M, calibrated x_cal.",
+                  "", f"![{m} masks](img/{fig['image']})", ""]
     return lines
 
 
-def commands(root: Path, protocol: dict[str, Any]) -> list[str]:
-    stages = protocol.get("stages", {})
+def _rel(path: Path) -> str:
+    path = path.resolve()
+    return os.path.relpath(path, ROOT) if path.is_relative_to(ROOT) else str(path)
+
+
+def commands(root: Path, runs: dict[str, list[Run]], protocol: dict[str, Any]) -> list[str]:
+    """Train (one command per set of seeds), evaluate, export and build the page."""
     red = " --reduced" if protocol.get("reduced") else ""
-    train = stages.get("train", {})
-    seeds = ",".join(map(str, train.get("seeds", [0])))
-    methods = ",".join(train.get("methods", []))
-    out = [f"python benchmarks/fmnist_zoo.py train --out {root}{red} --seeds {seeds}"
-           + (f" --methods {methods}" if methods else "") + " --jobs 2",
-           f"python benchmarks/fmnist_zoo.py eval --out {root}{red} --jobs 2",
-           f"python docs/make_results.py {root}"]
+    groups: dict[tuple[int, ...], list[str]] = {}
+    for m in _methods(runs):
+        groups.setdefault(tuple(r.seed for r in runs[m]), []).append(m)
+    out = [f"python benchmarks/fmnist_zoo.py train --out {RUNS}{red} --seeds {','.join(map(str, seeds))} "
+           f"--methods {','.join(ms)} --jobs 2" for seeds, ms in sorted(groups.items(), key=lambda g: (-len(g[0]), g[0]))]
+    out += [f"python benchmarks/fmnist_zoo.py eval --out {RUNS}{red} --jobs 2",
+            f"python benchmarks/fmnist_zoo.py export --out {RUNS} --to {_rel(root)}",
+            f"python docs/make_results.py {_rel(root)} --weights {RUNS}"]
     return [f"`{c}`" for c in out]
 
 
-def _values(runs: dict[str, list[dict[str, Any]]], key: str) -> str:
+def _values(runs: dict[str, list[Run]], key: str) -> str:
     """The distinct values of a training setting over all runs, from their config.json."""
     vals = []
     for rs in runs.values():
         for r in rs:
-            v = r["config"]["robustzoo"]["config"].get(key)
+            v = r.config["robustzoo"]["config"].get(key)
             v = ",".join(f"{x:g}" for x in v) if isinstance(v, list) else v
             if v not in vals:
                 vals.append(v)
     return " / ".join(str(v) for v in vals)
 
 
-def protocol_text(runs: dict[str, list[dict[str, Any]]], protocol: dict[str, Any]) -> str:
-    """What the runs were trained and evaluated with, read from their own config.json."""
-    ev = protocol.get("reduced_eval") or {}
-    seeds = sorted({r["seed"] for rs in runs.values() for r in rs})
-    n_train = sorted({r["config"]["robustzoo"]["num_train"] for rs in runs.values() for r in rs})
+def protocol_text(runs: dict[str, list[Run]], protocol: dict[str, Any]) -> str:
+    """What the runs were trained and evaluated with, read from their config.json and reports."""
+    seeds = sorted({r.seed for rs in runs.values() for r in rs})
+    n_train = sorted({r.config["robustzoo"]["num_train"] for rs in runs.values() for r in rs})
     subset = _values(runs, "subset")
     text = (f"Training: `{_values(runs, 'arch')}`, ε = {_values(runs, 'eps')}, {_values(runs, 'epochs')} epochs, "
             f"PGD-{_values(runs, 'steps')} with α = {_values(runs, 'alpha')}, {_values(runs, 'optimizer')} "
             f"lr {_values(runs, 'lr')} (×0.1 from milestone {_values(runs, 'milestones')}; below 1 = fraction of "
             f"the run), batch {_values(runs, 'batch_size')}, {', '.join(map(str, n_train))} training images"
             + (f" (a seeded subset of {subset} minus the validation split)" if subset != "None" else "")
-            + f", checkpoint chosen on a held-out validation split by clean + PGD-10 accuracy; "
+            + f", checkpoint chosen on a held-out validation split by clean + PGD-{_values(runs, 'val_steps')} "
+            "accuracy; "
             f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}.")
+    papers = [r.paper for rs in evaluated(runs).values() for r in rs]
+    if papers:
+        attacks = list(dict.fromkeys(r["attack"] for p in papers for r in p["results"]))
+        samples = {(p["n"], p["seed"], (p.get("examples") or {}).get("index_sha256")) for p in papers}
+        n, seed, sha = sorted(samples, key=str)[0]
+        same = len(samples) == 1
+        where = (f"the same {n:,} test images for every attack and every run (seed {seed} of robustzoo's sample "
+                 f"rule, index sha256 `{str(sha)[:16]}…`), so any two runs are compared image by image"
+                 if same else f"{' / '.join(str(s[0]) for s in sorted(samples, key=str))} test images — NOT the same "
+                 "images in every run (different seeds or sizes), so runs are not compared image by image")
+        custom = sorted({f"{a}: " + ", ".join(f"{k} = {v['value']} (standard {v['standard']})" for k, v in opts.items())
+                         for p in papers for a, opts in (p.get("custom_settings") or {}).items()})
+        aa = ("standard AutoAttack (APGD-CE, APGD-T, FAB-T, Square with 5,000 queries)" if not custom else
+              f"AutoAttack with custom settings ({'; '.join(custom)})") if "autoattack" in attacks else "no AutoAttack"
+        sweeps = {(s["n"], (s.get("examples") or {}).get("index_sha256")) for rs in runs.values() for r in rs
+                  for s in [r.sweep] if s}
+        sweep = ("the ε sweep (PGD-20) on the same images" if sweeps and {x[1] for x in sweeps} == {sha} and same
+                 else f"the ε sweep on {', '.join(str(x[0]) for x in sorted(sweeps))} images" if sweeps else "no ε sweep")
+        final = list(dict.fromkeys(a for rs in runs.values() for r in rs for a in r.final))
+        final_n = sorted({r.final[a]["n"] for rs in runs.values() for r in rs for a in r.final})
+        ev = (f"Evaluation: one evaluation per run of {', '.join(_label(a) for a in attacks if a != 'autoattack')}"
+              f" and {aa} on {where}; {sweep}; {', '.join(_label(a) for a in final) or 'nothing'} on the whole "
+              f"test set ({' / '.join(f'{n:,}' for n in final_n)} images) at the end of training.")
+        if "square" not in attacks and "autoattack" in attacks:
+            ev += " Standalone Square is not run (it runs inside AutoAttack)."
+        text += " " + ev
     if protocol.get("reduced"):
-        text = ("**Reduced protocol (CPU).** " + text +
-                f" Evaluation: {ev.get('attacks', '').replace(',', ', ')} on {ev.get('n')} test images; standard "
-                f"AutoAttack (APGD-CE, APGD-T, FAB-T, Square with 5,000 queries) with PGD-20 beside it on the first "
-                f"{ev.get('aa_n')} of them; the ε sweep on {ev.get('sweep_n')}; clean and PGD-20 on the whole test "
-                "set at the end of training. Standalone Square is not run (it runs inside AutoAttack). The full "
-                "protocol (whole training set, 40 epochs, PGD-20 training, 3 seeds, every attack on the whole "
-                "test set) is still to be run on a GPU.")
+        text = ("**Reduced protocol (CPU).** " + text + " The full protocol (whole training set, 40 epochs, PGD-20 "
+                "training, 3 seeds, every attack on the whole test set) is still to be run on a GPU.")
     return text
 
 
-def main(argv: list[str]) -> int:
-    root = Path(argv[0] if argv else "runs/fmnist")
+def build_page(root: Path, runs: dict[str, list[Run]], protocol: dict[str, Any], img: Path, cards_dir: Path,
+               weights: Path | None) -> str:
+    """The generated part of the page (between the markers, markers included); writes the
+    figures and cards it links."""
+    done = evaluated(runs)
+    parts = [START, "", "## Protocol", "", protocol_text(runs, protocol), ""]
+    if done:
+        sizes = _sizes(done)
+        widths = ", ".join(f"±{_half_width(n):.1f} points at n = {n:,}" for n in sizes)
+        parts += ["## Accuracy under attack", "", main_table(done), "",
+                  "Accuracy in % at ε = " + _values(runs, "eps") + " (L∞, [0,1] scale); mean ± sample standard "
+                  "deviation over seeds (one seed: no ±). Every column on the same "
+                  f"{', '.join(f'{n:,}' for n in sizes)} test images of each run; a 95% Wilson interval reaches at "
+                  f"most {widths} on either side. Health flags: the gradient-masking checks of "
+                  "[Evaluation](evaluation.md) that flagged the run's evaluation.", "",
+                  "## Every run under AutoAttack", "",
+                  "Accuracy in % with its 95% Wilson interval; health: the verdict of the run's gradient-masking "
+                  "checks.", "", runs_table(done), ""]
+        paired = paired_table(done)
+        if paired:
+            table, summary = paired
+            parts += [f"## Each method against {REFERENCE.upper()}, image by image", "",
+                      f"Every run keeps its outcome on each of the shared test images (eval_flags.safetensors), so "
+                      f"each method is compared with {REFERENCE.upper()} on the same images: the discordant counts are "
+                      f"the images only {REFERENCE.upper()} kept (robust under AutoAttack; correctly classified, for "
+                      "clean accuracy) and those only the method kept, and the two-sided exact McNemar p-value "
+                      "(twice the smaller one-sided `robustzoo.eval.mcnemar_exact`, at most 1) says how likely a "
+                      "split at least this uneven is by chance. Seed k is paired with "
+                      f"{REFERENCE.upper()}'s seed k; for a method with several seeds the discordant counts are also "
+                      f"summed over seeds (one test, which decides). A difference is called real at this n when "
+                      f"p < {ALPHA:g} (bold); a larger p does not show the methods equal, only that this many "
+                      "images cannot tell them apart.", "", table, ""] + summary + [""]
+        parts += ["## Ranking", "",
+                  "The methods in the order `robustzoo leaderboard` ranks runs (standard AutoAttack, here the mean "
+                  "over a method's seeds, then clean accuracy), but the rank does not order what the paired test "
+                  f"cannot: it is 1 + the number of methods with a higher accuracy by a difference that is real at "
+                  f"this n (p < {ALPHA:g}, seeds paired and pooled as above), so methods not told apart share a "
+                  "rank.", "", ranking_table(done), "",
+                  "## PGD-20 against the stronger attacks", "",
+                  "The gap a masked model shows, every gap on the same images of the run: PGD-20 against the better "
+                  "of APGD-CE and APGD-DLR, against AutoAttack, and AutoAttack's running accuracy after each of its "
+                  "four attacks; the last column is the end-of-training evaluation on the whole test set. "
+                  "Mean ± std over seeds, in %.", "", gap_table(done), ""]
+        sweep_sizes = curve(done, img / "fmnist-eps-curve.png")
+        if sweep_sizes:
+            parts += ["## Accuracy against ε", "", f"PGD-20 (no random start) at each ε on "
+                      f"{', '.join(f'{n:,}' for n in sweep_sizes)} test images, the mean over each method's seeds; "
+                      "dashed lines are Calibrated AT.", "", "![accuracy vs ε](img/fmnist-eps-curve.png)", ""]
+        cal = calibrated_table(done, protocol)
+        if cal:
+            parts += ["## Calibrated AT: β and β1", "",
+                      "Every Calibrated AT point of the study (g_φ on SGD, the objective's default), with AT and "
+                      "TRADES on the same protocol. β weighs the KL term of the classifier's loss, β1 the CE term "
+                      "of the mask network's. Clean and AutoAttack in % on the shared test images, mean ± std "
+                      "over seeds, and a 95% Wilson interval at n of the mean (the seeds share the images, so "
+                      "averaging them does not narrow it).", "", cal, ""]
+    parts += ["## Training", "", training_table(runs), ""]
+    pending = [r.name for rs in runs.values() for r in rs if r.paper is None]
+    if pending:
+        parts += ["Not evaluated yet (no eval-paper.json; `benchmarks/fmnist_zoo.py eval` then `export`): "
+                  + ", ".join(f"`{n}`" for n in sorted(pending)), ""]
+    if weights is not None:
+        training = sorted(p.name for p in weights.iterdir() if (p / "config.json").is_file()
+                          and not (p / "eval.json").is_file())
+        if training:
+            parts += ["Still training (resume with `robustzoo train --resume RUN_DIR`): "
+                      + ", ".join(f"`{n}`" for n in training), ""]
+    mask_lines = masks(done, img, weights) if done else []
+    if mask_lines:
+        parts += ["## Calibrated AT masks", ""] + mask_lines
+    written = cards(done, cards_dir) if done else []
+    if written:
+        parts += ["## Model cards", "", "Best run of each method (highest AutoAttack accuracy over its seeds), "
+                  "rendered by `robustzoo push`'s card code: "
+                  + ", ".join(f"[{w}](../model_cards/runs/{w})" for w in written), ""]
+    parts += ["## Regenerate", "", "From a clean checkout (training and evaluation skip what is already done; "
+              "`export` copies each run's records, without the weights, into the repository):", ""]
+    parts += [f"{i}. {c}" for i, c in enumerate(commands(root, runs, protocol), 1)] + ["", END]
+    return "\n".join(parts)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("records", type=Path, help="the exported records (benchmarks/fmnist_zoo.py export --to)")
+    ap.add_argument("--weights", type=Path, help="the run directories they were exported from: also draw the "
+                                                 "mask figures")
+    ap.add_argument("--into", type=Path, help="write docs/results.md, docs/img/ and model_cards/runs/ under this "
+                                              "folder instead of the checkout (a preview)")
+    ap.add_argument("--debug", action="store_true", help="show the traceback of an error")
+    args = ap.parse_args(argv)
+    try:
+        return _main(args)
+    except RobustzooError as exc:
+        if args.debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+def _main(args: argparse.Namespace) -> int:
+    root = args.records
+    fix = f"export the study's runs first: python benchmarks/fmnist_zoo.py export --out {RUNS} --to {root}"
     if not root.is_dir():
-        print(f"{root} is not a directory; run benchmarks/fmnist_zoo.py train --out {root} first", file=sys.stderr)
+        print(f"error: {root} is not a directory; {fix}", file=sys.stderr)
         return 1
     runs = collect(root)
     if not runs:
-        print(f"no finished runs under {root}; run benchmarks/fmnist_zoo.py first", file=sys.stderr)
+        print(f"error: no run records under {root} (no RUN/eval.json); {fix}", file=sys.stderr)
         return 1
-    protocol = _load(root / "protocol.json") or {}
-    n_grad, n_aa = _ns(runs, "paper"), _ns(runs, "aa", ("autoattack",))
-    widths = ", ".join(f"±{_half_width(n):.1f} at n = {n}" for n in sorted(set(n_grad) | set(n_aa)))
-    parts = [START, "", "## Protocol", "", protocol_text(runs, protocol), "",
-             "## Accuracy under attack", "", main_table(runs), "",
-             f"Accuracy in % at ε = 0.1 (L∞, [0,1] scale); mean ± standard deviation over seeds (one seed: no ±). "
-             f"Clean to APGD-DLR on {', '.join(map(str, n_grad))} test images, AutoAttack on "
-             f"{', '.join(map(str, n_aa))} (the first of the same seeded sample); a 95% Wilson interval is at most "
-             f"{widths} points wide on either side. Health flags: the gradient-masking checks of "
-             "[Evaluation](evaluation.md) that flagged something, on either sample.", "",
-             "## Ranking", "",
-             "The best run of each method, ranked as `robustzoo leaderboard` ranks runs: by standard AutoAttack "
-             "(accuracy in %, its n and 95% Wilson interval), clean accuracy on the gradient attacks' sample, and "
-             "the health verdict of both samples.", "", ranking_table(runs), "",
-             "## PGD-20 against the stronger attacks", "",
-             "The gap a masked model shows: each gap is measured on one set of images. The first on "
-             f"{', '.join(map(str, n_grad))} images; PGD-20, AutoAttack, their gap and AutoAttack's running accuracy "
-             f"after each of its four attacks on {', '.join(map(str, n_aa))}; the last column on the whole test set "
-             "(10,000 images, evaluated at the end of training).", "", gap_table(runs), ""]
-    if curve(runs, IMG / "fmnist-eps-curve.png"):
-        n_sw = sorted({r["sweep"]["n"] for rs in runs.values() for r in rs if r["sweep"]})
-        parts += ["## Accuracy against ε", "", f"PGD-20 (no random start) at each ε on {', '.join(map(str, n_sw))} "
-                  "test images; dashed lines are Calibrated AT.", "", "![accuracy vs ε](img/fmnist-eps-curve.png)", ""]
-    if any(r["config"]["robustzoo"]["objective"] == "calibrated" for rs in runs.values() for r in rs):
-        parts += ["## Calibrated AT: β and β1", "",
-                  "Every Calibrated AT run (g_φ on SGD, the objective's default), with AT and TRADES on the same "
-                  "protocol. Clean and PGD-20 on the whole test set (end of training); AutoAttack on 200 images "
-                  "and, where run, on 1,000 (the same seeded images for every run). β weighs the KL term of the "
-                  "classifier's loss, β1 the CE term of the mask network's.", "", calibrated_table(runs), ""]
-    large = large_aa_table(runs)
-    if large:
-        n_large = _ns(runs, "aa_large", ("autoattack",))
-        parts += [f"## Standard AutoAttack on {', '.join(map(str, n_large))} images", "",
-                  "The same seeded test images for every run, so each run is compared with AT example by example: "
-                  "the discordant counts are images robust under AutoAttack for AT only and for the run only, and "
-                  "the exact McNemar test asks whether the difference is more than chance.", "", large, ""]
-    parts += ["## Training", "", training_table(runs), ""]
-    unfinished = sorted(p for p in root.iterdir() if (p / "config.json").is_file() and not (p / "eval.json").is_file())
-    if unfinished:
-        parts += ["Not finished (resume with `robustzoo train --resume RUN_DIR`): " + ", ".join(
-            f"`{p.name}`" for p in unfinished), ""]
-    mask_lines = masks(runs)
-    if mask_lines:
-        parts += ["## Calibrated AT masks", ""] + mask_lines
-    written = cards(runs)
-    parts += ["## Model cards", "", "Best run of each method (highest AutoAttack accuracy over its seeds), rendered by "
-              "`robustzoo push`'s card code: " + ", ".join(f"[{w}](../model_cards/runs/{w})" for w in written), ""]
-    parts += ["## Regenerate", "", "From a clean checkout (training and evaluation skip what is already done):", ""]
-    parts += [f"{i}. {c}" for i, c in enumerate(commands(root, protocol), 1)] + ["", END]
-    generated = "\n".join(parts)
-    text = PAGE.read_text() if PAGE.is_file() else "# Results on Fashion-MNIST\n\n" + START + "\n" + END + "\n"
+    if args.weights is not None:
+        check_weights(runs, args.weights)
+    protocol = _read(root / "protocol.json", fix) or {}
+    page, img, cards_dir = PAGE, IMG, CARDS
+    if args.into is not None:
+        page, img, cards_dir = (args.into / "docs" / "results.md", args.into / "docs" / "img",
+                                args.into / "model_cards" / "runs")
+    source = page if page.is_file() else PAGE  # a preview starts from the checkout's page
+    text = (source.read_text(encoding="utf-8") if source.is_file()
+            else "# Results on Fashion-MNIST\n\n" + START + "\n" + END + "\n")
+    if START not in text or END not in text:
+        print(f"error: {page} lacks the markers {START} and {END}; put them around the generated part",
+              file=sys.stderr)
+        return 1
+    generated = build_page(root, runs, protocol, img, cards_dir, args.weights)
     head, rest = text.split(START, 1)
-    tail = rest.split(END, 1)[1]
-    tmp = PAGE.with_suffix(".md.tmp")
-    tmp.write_text(head + generated + tail)
-    tmp.replace(PAGE)
-    print(f"wrote {PAGE}")
+    page.parent.mkdir(parents=True, exist_ok=True)
+    write_text(page, head + generated + rest.split(END, 1)[1])
+    print(f"wrote {page}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(main())

@@ -72,11 +72,14 @@ class Recorder:
 def load_script(path: str):
     """Import a script of the repository (benchmarks/..., docs/...) as a module, by its path."""
     import importlib.util
+    import sys
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]
     spec = importlib.util.spec_from_file_location(Path(path).stem, root / path)
     mod = importlib.util.module_from_spec(spec)
+    # registered first, as importlib's recipe does: dataclasses look their module up while defined
+    sys.modules[spec.name] = mod
     spec.loader.exec_module(mod)
     return mod
 
