@@ -9,7 +9,8 @@ config.json, metrics.jsonl, eval.json and evals/ (the evaluation history; the en
 record has ``"source": "train"``: clean and PGD-20 on the whole test set), eval-paper.json (one
 evaluation of every attack, standard AutoAttack included, on the same 1,000 test images of
 every run), eval-sweep.json (PGD-20 at several ε on those images), eval_flags.safetensors (the
-per-example outcomes of both) and weights.sha256; and protocol.json. From these alone it
+per-example outcomes of both) and weights.sha256; protocol.json; and study.json (the runs the
+study plans; the page says which of them its tables do not cover yet). From these alone it
 regenerates:
 
 * the part of docs/results.md between the ``generated`` markers (the hand-written reading
@@ -752,12 +753,52 @@ def protocol_text(runs: dict[str, list[Run]], protocol: dict[str, Any]) -> str:
     return text
 
 
+def status_section(root: Path, runs: dict[str, list[Run]], plan: dict[str, list[int]], reduced: bool) -> list[str]:
+    """What the study planned (study.json, written by ``fmnist_zoo.py export``) against what the
+    records hold: per method, the seeds evaluated, trained only, and not trained; then what is
+    left to run. Empty when every planned run is evaluated."""
+    have = {(m, r.seed): ("evaluated" if r.paper is not None and r.sweep is not None else "trained")
+            for m, rs in runs.items() for r in rs}
+    rows, todo_train, todo_eval = [], defaultdict(list), False
+    for m, seeds in plan.items():
+        cells: dict[str, list[str]] = {"evaluated": [], "trained": [], "not trained": []}
+        for s in seeds:
+            state = have.get((m, s), "not trained")
+            cells[state].append(str(s))
+            if state == "not trained":
+                todo_train[s].append(m)
+            todo_eval = todo_eval or state != "evaluated"
+        rows.append([f"`{m}`", ", ".join(map(str, seeds))] + [", ".join(cells[k]) or "—" for k in cells])
+    total = sum(len(s) for s in plan.values())
+    done = sum(1 for (m, s), v in have.items() if v == "evaluated" and s in plan.get(m, ()))
+    if done == total:
+        return []
+    trained = sum(1 for (m, s), v in have.items() if v == "trained" and s in plan.get(m, ()))
+    red = " --reduced" if reduced else ""
+    cmds = [f"python benchmarks/fmnist_zoo.py train --out {RUNS}{red} --seeds {s} --methods {','.join(ms)} --jobs 2"
+            for s, ms in sorted(todo_train.items())]
+    cmds += [f"python benchmarks/fmnist_zoo.py eval --out {RUNS}{red} --jobs 2"] if todo_eval else []
+    cmds += [f"python benchmarks/fmnist_zoo.py export --out {RUNS} --to {_rel(root)}",
+             f"python docs/make_results.py {_rel(root)} --weights {RUNS}"]
+    return ["## Study status", "",
+            f"**The study is not finished: {done} of its {total} planned runs {'is' if done == 1 else 'are'} "
+            f"evaluated**, {trained} more {'is' if trained == 1 else 'are'} trained but not yet evaluated and "
+            f"{total - done - trained} {'is' if total - done - trained == 1 else 'are'} not trained. Every table below "
+            "covers the evaluated runs only; a method with fewer seeds than planned has a smaller (or no) ± and "
+            "its comparisons have less power than the study was planned for.", "",
+            "| method | planned seeds | evaluated | trained, not evaluated | not trained |", "|---|---|---|---|---|",
+            *("| " + " | ".join(r) + " |" for r in rows), "",
+            "To finish it (each command skips what is done):", ""] + [f"{i}. `{c}`" for i, c in enumerate(cmds, 1)] + [""]
+
+
 def build_page(root: Path, runs: dict[str, list[Run]], protocol: dict[str, Any], img: Path, cards_dir: Path,
-               weights: Path | None) -> str:
+               weights: Path | None, plan: dict[str, list[int]] | None = None) -> str:
     """The generated part of the page (between the markers, markers included); writes the
     figures and cards it links."""
     done = evaluated(runs)
     parts = [START, "", "## Protocol", "", protocol_text(runs, protocol), ""]
+    if plan:
+        parts += status_section(root, runs, plan, bool(protocol.get("reduced")))
     if done:
         sizes = _sizes(done)
         widths = ", ".join(f"±{_half_width(n):.1f} points at n = {n:,}" for n in sizes)
@@ -875,7 +916,9 @@ def _main(args: argparse.Namespace) -> int:
         print(f"error: {page} lacks the markers {START} and {END}; put them around the generated part",
               file=sys.stderr)
         return 1
-    generated = build_page(root, runs, protocol, img, cards_dir, args.weights)
+    study = _read(root / "study.json", fix) if (root / "study.json").is_file() else None
+    plan = {m: [int(s) for s in seeds] for m, seeds in (study or {}).get("plan", {}).items()} or None
+    generated = build_page(root, runs, protocol, img, cards_dir, args.weights, plan)
     head, rest = text.split(START, 1)
     page.parent.mkdir(parents=True, exist_ok=True)
     write_text(page, head + generated + rest.split(END, 1)[1])

@@ -398,3 +398,37 @@ def test_bad_records_are_one_line_errors(tmp_path, capsys, study):
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(pytest.main([__file__]))
+
+
+def test_study_status_says_what_is_left(tmp_path):
+    """`fmnist_zoo.py status`: each planned run's state and the commands that finish the study."""
+    evaluated = _fake_run(tmp_path, "at-s0")
+    for name in ("eval-paper.json", "eval-sweep.json"):
+        (evaluated / name).write_text("{}")
+    _fake_run(tmp_path, "trades-s0")
+    _fake_run(tmp_path, "at-s1", finished=False)
+    status = zoo.study_status(tmp_path)
+    assert len(status) == sum(len(s) for s in zoo.STUDY.values())
+    assert (status["at-s0"], status["trades-s0"], status["at-s1"], status["at-s2"]) == (
+        "evaluated", "trained", "training", "not started")
+    cmds = zoo.remaining_commands(tmp_path, reduced=True)
+    seed1 = next(c for c in cmds if "--seeds 1 " in c)
+    assert "at," in seed1 and "--reduced" in seed1  # the partial at-s1 is resumed by train
+    assert "--methods trades," not in next(c for c in cmds if "--seeds 0 " in c)
+    assert cmds[-1].startswith("python benchmarks/fmnist_zoo.py eval")
+
+
+def test_page_says_which_planned_runs_are_missing(study, tmp_path):
+    """With study.json (written by export) the page states how much of the plan its tables cover,
+    and says nothing once every planned run is evaluated."""
+    records = tmp_path / "records"
+    shutil.copytree(study["records"], records)
+    plan = {"at": [0, 1, 2], "trades": [0, 1, 2], "mart": [0], "customized-ce": [0]}
+    (records / "study.json").write_text(json.dumps({"plan": plan}))
+    assert "## Study status" not in _generate({"records": records}, tmp_path / "a")
+    (records / "study.json").write_text(json.dumps({"plan": dict(plan, **{"cat-cw": [0], "at": [0, 1, 2, 3]})}))
+    text = _generate({"records": records}, tmp_path / "b")
+    assert "**The study is not finished: 8 of its 10 planned runs are evaluated**" in text
+    assert _row(text, "| `at` |", "## Study status") == "| `at` | 0, 1, 2, 3 | 0, 1, 2 | — | 3 |"
+    assert _row(text, "| `cat-cw` |", "## Study status") == "| `cat-cw` | 0 | — | — | 0 |"
+    assert "--seeds 0 --methods cat-cw --jobs 2`" in text and "--seeds 3 --methods at --jobs 2`" in text
