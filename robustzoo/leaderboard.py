@@ -148,6 +148,15 @@ def row_from_report(name: str, config: Mapping[str, Any], report: Mapping[str, A
     worst = _cell(wc) if isinstance(wc, Mapping) and "accuracy" in wc else None
     worst_attacks = list(wc.get("attacks") or []) if isinstance(wc, Mapping) else []
     ranked_by, cell, note = _rank_choice(clean, results, worst, worst_attacks)
+    from .eval import custom_rows  # deferred (startup time): the evaluation package loads torch
+
+    custom = custom_rows(dict(report))
+    if custom:
+        # Allowed with --allow-custom, but not the standard protocol: weaker settings (fewer
+        # queries, restarts) give a higher number, so the row is ranked as an upper bound.
+        note = "; ".join(filter(None, [note, "custom settings (" + "; ".join(
+            f"{a}: " + ", ".join(f"{k}={d['value']}, standard {d['standard']}" for k, d in diff.items())
+            for a, diff in custom.items()) + ")"]))
     health = report.get("health")
     verdict = str(health.get("status")) if isinstance(health, Mapping) and health.get("status") else "—"
     if any(r.get("suspect") for r in report.get("results", []) if isinstance(r, Mapping)):
@@ -158,7 +167,7 @@ def row_from_report(name: str, config: Mapping[str, Any], report: Mapping[str, A
     return key, Row(name=name, source="run", location=location, status="local", method=str(rz["objective"]),
                     architecture=str(config["architecture"]), clean=clean, attacks=results,
                     ranked_by=ranked_by, rank_cell=cell, health=verdict, note=note,
-                    upper_bound=_upper_bound(ranked_by), links=links)
+                    upper_bound=_upper_bound(ranked_by) or ranked_by in custom, links=links)
 
 
 def _upper_bound(ranked_by: str) -> bool:
@@ -274,6 +283,8 @@ def from_runs(root: str | Path) -> tuple[list[tuple[tuple[str, str, float], Row]
         # An eval.json written before the canonical rule knew health and custom settings may hold
         # a failed or custom record: it is not ranked as robust accuracy.
         problems = canonical_problems(dict(report))
+        if not isinstance(report.get("health"), dict):
+            problems.append("evaluated without health checks (--no-health)")
         if problems:
             skipped.append({"name": run_dir.name, "path": str(run_dir),
                             "why": f"{'; '.join(problems)}; run `robustzoo eval {run_dir} --suite autoattack`"})

@@ -299,7 +299,7 @@ class MadryAT(Objective):
     defaults = {"attack": "pgd", "rand_init": "uniform", "attack_bn": "train", "kappa": 50.0}
     choices = {"attack": ("pgd", "fgsm", "cw"), "rand_init": ("uniform", "normal", "none"),
                "attack_bn": ("train", "eval")}
-    ranges = {"kappa": Setting(meaning="CW margin κ (attack=cw)")}
+    ranges = {"kappa": Setting(min=0.0, meaning="CW margin κ (attack=cw); ≥ 0 as the eval attack's")}
     help = {"attack": "inner maximisation: pgd (CE), fgsm (one step of ε), cw (CW margin)",
             "rand_init": "PGD start: uniform U(-ε,ε), normal x+0.001·N, none",
             "attack_bn": "BatchNorm mode while attacking",

@@ -160,14 +160,22 @@ def train_entry(entry: ZooEntry, run_dir: Path, *, overrides: Mapping[str, Any],
 
 
 def _test_size(run_dir: Path, data_dir: str | None) -> int:
-    from .data import load_splits
+    """The size of the test set a publication evaluates: the whole test split (no validation
+    split is drawn, so a run trained with any ``val_size`` or ``subset`` is evaluated the same),
+    which must be the dataset's canonical test set (``DatasetSpec.test_size``)."""
+    from .data import load_test
     from .plugins import registry
 
     cfg = runs.read_config(run_dir)
     rz = cfg["robustzoo"]
     spec = registry("datasets").get(rz["dataset"])
-    seed = int(rz.get("config", {}).get("seed", 0))
-    return len(load_splits(spec, data_dir=data_dir or rz.get("config", {}).get("data_dir"), seed=seed).test)
+    where = data_dir or rz.get("config", {}).get("data_dir")
+    n = len(load_test(spec, data_dir=where))
+    if spec.test_size and n != spec.test_size:
+        raise RunError(f"the {rz['dataset']} test set{f' under {where}' if where else ''} has {n:,} images, not "
+                       f"the dataset's {spec.test_size:,}; a published number is measured on the whole test set: "
+                       f"point --data-dir at the complete dataset")
+    return n
 
 
 def canonical_done(report: Mapping[str, Any] | None, n: int) -> bool:

@@ -147,6 +147,9 @@ def results_table(report: dict[str, Any], title: str = "Evaluation") -> Table:
                   "per example, over " + ",".join(w["attacks"]))
     h = report.get("health")
     if h:
+        skipped = [c["name"] + (f" (needs {', '.join(c['needs'])})" if c.get("needs") else "")
+                   for c in h.get("checks", []) if c["status"] == "skipped"]
+        not_checked = f"; not checked: {', '.join(skipped)}" if skipped else ""
         if h.get("failed"):
             why = {"degenerate": "the model is degenerate", "noop": "an attack did not act"}
             t.caption = (f"[red]health: FAILED[/red] — {', '.join(h['failed'])}: "
@@ -154,11 +157,9 @@ def results_table(report: dict[str, Any], title: str = "Evaluation") -> Table:
                          "see the health table / eval.json")
         elif h.get("flagged"):
             t.caption = (f"[red]health: suspect[/red] — {', '.join(h['flagged'])} flagged (possible "
-                         "gradient masking); see the health table / eval.json")
+                         f"gradient masking){not_checked}; see the health table / eval.json")
         else:
-            skipped = [c["name"] for c in h.get("checks", []) if c["status"] == "skipped"]
-            t.caption = "health: no sign of gradient masking" + (
-                f" (not checked: {', '.join(skipped)}; see the health table)" if skipped else "")
+            t.caption = "health: no sign of gradient masking" + (f" ({not_checked[2:]})" if skipped else "")
     notes = []
     if not report.get("standard", True):
         custom = report.get("custom_settings") or {}
@@ -183,6 +184,14 @@ def sweep_table(report: dict[str, Any]) -> Table:
     for r in report.get("eps_sweep", []):
         t.add_row(_fmt(float(r["eps"]), True) if r["eps"] else "0", f"{100 * r['accuracy']:.2f}%", _ci(r), str(r["n"]))
     return t
+
+
+def attacks_for_skipped_checks(report: dict[str, Any]) -> list[str]:
+    """The attacks a report did not run that its skipped health checks need (in check order)."""
+    ran = {r["attack"] for r in report.get("results", [])}
+    needs = [a for c in (report.get("health") or {}).get("checks", []) if c.get("status") == "skipped"
+             for a in c.get("needs", [])]
+    return [a for a in dict.fromkeys(needs) if a not in ran]
 
 
 def health_table(report: dict[str, Any]) -> Table:

@@ -255,6 +255,41 @@ def test_the_canonical_rule_with_failed_suspect_and_passed_reports():
     assert choose_canonical({"aa-failed": reports["aa-failed"]}) is None  # nothing eligible: no eval.json
 
 
+def test_a_report_without_health_checks_is_never_published_nor_preferred():
+    """`eval --no-health`: nothing shows its attacks acted. It never replaces a report whose
+    checks ran (even a suspect one of a lower tier), is refused for publishing with the command
+    that evaluates with the checks, and the leaderboard does not rank it."""
+    blind = _rep(["clean", "autoattack"], 1000)
+    del blind["health"]
+    reports = {"aa-blind": blind, "pgd-suspect": _rep(["clean", "pgd20"], 1000, "suspect")}
+    assert choose_canonical(reports) == "pgd-suspect"
+    assert choose_canonical({"aa-blind": blind}) == "aa-blind"  # alone it is the record, but ...
+    ok, why = publishable(blind, "RUN")
+    assert not ok and "--no-health" in why and "robustzoo eval RUN --suite quick" in why
+    ok, why = publishable(dict(blind, n=16, examples={"n": 16, "of": 16, "test_size": 10000}), "RUN")
+    assert not ok and "no health checks" in why and "fewer than 1,000 examples" in why
+
+
+def test_the_leaderboard_skips_a_blind_report_and_bounds_a_custom_one(at_run, tmp_path):
+    from robustzoo.leaderboard import from_runs, row_from_report
+    from robustzoo.runs import read_config
+
+    run = _copy(at_run, tmp_path)
+    report = json.loads((run / "eval.json").read_text())
+    blind = {k: v for k, v in report.items() if k != "health"}
+    (run / "eval.json").write_text(json.dumps(blind))
+    rows, skipped = from_runs(run)
+    assert not rows and "without health checks (--no-health)" in skipped[0]["why"]
+    aa = {"attack": "autoattack", "accuracy": 0.4, "correct": 4, "n": 10, "ci95": [0.1, 0.7],
+          "settings": {"square_queries": 20}, "standard": False,
+          "custom": {"square_queries": {"value": 20, "standard": 5000}}}
+    custom = dict(report, results=[*report["results"], aa], allow_custom=True, standard=False,
+                  custom_settings={"autoattack": aa["custom"]})
+    _, row = row_from_report("x", read_config(run), custom, location=str(run))
+    assert row.ranked_by == "autoattack" and row.upper_bound
+    assert "custom settings (autoattack: square_queries=20, standard 5000)" in row.note
+
+
 def test_no_eligible_record_leaves_no_eval_json(at_run, tmp_path):
     from robustzoo.eval import read_canonical, write_record
 
@@ -382,6 +417,12 @@ def test_eval_of_a_small_val_size_run_on_a_16_image_test_set(tmp_path):
     assert "pgd20 on 16 of 10,000 test images" in why
     # the embedded digits: its 360 test images are its whole test set
     assert whole_test_set({"n": 360, "examples": {"n": 360, "of": 360, "test_size": 360}})
+    # `zoo publish` does not rebuild the train/val split either, and refuses an incomplete test set
+    from robustzoo import publish
+    from robustzoo.errors import RunError
+
+    with pytest.raises(RunError, match="has 16 images, not the dataset's 10,000"):
+        publish._test_size(run, str(tmp_path / "data"))
 
 
 # --- issue 26: CE attacks against margin losses and the black box -------------------------------

@@ -96,7 +96,7 @@ class CalibratedAT(Objective):
     ranges = {
         "beta": Setting(min=0.0, meaning="weight of the KL term"),
         "beta1": Setting(min=0.0, meaning="weight of CE in the mask loss"),
-        "kappa": Setting(meaning="CW margin κ"),
+        "kappa": Setting(min=0.0, meaning="CW margin κ (≥ 0, as the eval attack's)"),
         "mask_warmup": Setting(min=0, meaning="epochs before the first φ-step"),
         "mask_lr": Setting(min=0.0, meaning="base lr of g_φ; 0 = auto"),
         "mask_momentum": Setting(min=0.0, max=1.0, max_open=True, meaning="SGD momentum of g_φ"),

@@ -75,7 +75,7 @@ class CustomizedAT(Objective):
               "eps_max": Setting(min=0.0, max=1.0, meaning="cap of ε_i on the [0,1] scale; 0 = the run's ε"),
               "c": Setting(min=0.0, meaning="label smoothing per unit of ε"),
               "dirichlet": Setting(min=0.0, min_open=True, meaning="Dirichlet concentration β_D"),
-              "kappa": Setting(meaning="floor −κ of the mix loss's logit margin")}
+              "kappa": Setting(min=0.0, meaning="floor −κ of the mix loss's logit margin")}
     help = {
         "loss": "ce = soft-label CE (CAT-CE); mix = soft CE + logit margin (CAT-MIX)",
         "eta": "budget increment η per visit, on the [0,1] scale (paper: 0.005)",

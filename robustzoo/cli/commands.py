@@ -19,7 +19,7 @@ from .. import files
 from .._version import __version__
 from ..errors import Interrupted, RobustzooError, StorageError, UsageError
 from ..plugins import plugin_infos, registry
-from ..ui import RichProgress, health_table, results_table, sweep_table
+from ..ui import RichProgress, attacks_for_skipped_checks, health_table, results_table, sweep_table
 
 # The engines (train, eval, hub, distributed, config, objectives, runs) are imported inside
 # the commands that use them: they import torch, timm or huggingface_hub, which take seconds,
@@ -230,7 +230,10 @@ def train(ctx: click.Context, recipe, objective, dataset, arch, attack, eps, alp
     else:
         stdout.print(results_table(report, title=f"{c.objective} on {c.dataset} (test, best epoch "
                                                f"{report.get('best_epoch')})"))
-        stdout.print(f"run directory: {run_dir}   next: robustzoo eval {run_dir} --attacks clean,fgsm,pgd20,pgd100,cw")
+        # The next evaluation also runs what the final evaluation's skipped health checks need.
+        attacks = ["clean", "fgsm", "pgd20", "pgd100", "cw"]
+        attacks += [a for a in attacks_for_skipped_checks(report) if a not in attacks]
+        stdout.print(f"run directory: {run_dir}   next: robustzoo eval {run_dir} --attacks {','.join(attacks)}")
 
 
 def interrupted_training(run_dir: Path, epochs: int) -> str:
@@ -399,9 +402,8 @@ def eval_cmd(ctx, model, suite, attacks, n, eps, seed, cascade, eps_sweep, plot,
     stdout.print(results_table(report, title=f"{model} ({report['dataset']} test, ε={report['eps']:.4g})"))
     if report.get("health"):
         stdout.print(health_table(report))
-        needs = [a for c in report["health"]["checks"] if c["status"] == "skipped" for a in c.get("needs", [])]
         ran = [r["attack"] for r in report["results"]]
-        extra = [a for a in dict.fromkeys(needs) if a not in ran]
+        extra = attacks_for_skipped_checks(report)
         if extra:
             err.print(f"to run the skipped checks: robustzoo eval {model} --attacks {','.join(ran + extra)}"
                       + (f" --n {report['n']}" if n else ""), soft_wrap=True)

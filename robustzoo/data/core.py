@@ -267,7 +267,9 @@ def load_test(spec: DatasetSpec, *, data_dir: str | Path | None = None, download
     Unlike :func:`load_splits`, no validation split is drawn, so a run trained with a small
     ``val_size`` (or ``--subset``) is evaluated on the same test set as any other run.
     """
+    check_data_dir(Path(data_dir) if data_dir else None)  # as load_splits: also datasets that need no files
     _, _, x_te, y_te = spec.load(Path(data_dir) if data_dir else None, download)
+    check_arrays(spec, x_te, y_te, "test", data_dir)
     return TensorData(x_te, y_te)
 
 

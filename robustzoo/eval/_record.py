@@ -237,6 +237,8 @@ def choose_canonical(records: dict[str, dict[str, Any]], model: str | None = Non
            and not canonical_problems(r)]
     if not ids:
         return None
+    checked = [i for i in ids if health_status(records[i]) is not None]
+    ids = checked or ids  # a report made with --no-health never replaces one whose checks ran
     best = min(ids, key=lambda i: canonical_rank(records[i], i))
     top = records[best]
     if health_status(top) != "suspect":
@@ -361,6 +363,10 @@ def read_canonical(run_dir: str | Path) -> dict[str, Any]:
 
 # -- what may be published, and what a card leads with ----------------------------------------
 
+#: What :func:`partial_problems` says of a record made with ``--no-health``.
+NO_HEALTH = "no health checks (evaluated with --no-health)"
+
+
 def partial_problems(report: dict[str, Any] | None) -> list[str]:
     """What keeps a record from being a real protocol (empty when it is one); no paths, no commands.
 
@@ -374,6 +380,9 @@ def partial_problems(report: dict[str, Any] | None) -> list[str]:
     attacks = {r.get("attack") for r in report["results"]}
     problems = []
     health = report.get("health") or {}
+    if not isinstance(report.get("health"), dict):
+        # No check ran, so nothing says the attacks acted (a no-op attack reads as robustness).
+        problems.append(NO_HEALTH)
     if health.get("status") == "failed":
         failed = [c["name"] for c in health.get("checks", []) if c.get("status") == "failed"]
         what = {"degenerate": "a degenerate model", "noop": "an attack that did not act"}
@@ -417,6 +426,9 @@ def publishable(report: dict[str, Any] | None, run_dir: str | Path | None = None
         return True, ""
     if problems == ["no evaluation"]:
         return False, f"{target} has no evaluation; run `robustzoo eval {target} --suite quick`"
+    if problems == [NO_HEALTH]:
+        return False, (f"{target}/eval.json was evaluated without its health checks (--no-health), so nothing "
+                       f"shows its attacks acted; run `robustzoo eval {target} --suite quick` without --no-health")
     if any(p.startswith("the health report failed") for p in problems):
         return False, (f"{target}/eval.json: {problems[0]}; its robust numbers mean nothing: see the "
                        f"health table of `robustzoo eval {target} --suite quick`")
