@@ -192,15 +192,20 @@ def is_number(v: Any, lo: float | None = None, hi: float | None = None) -> bool:
     return (lo is None or v >= lo) and (hi is None or v <= hi)
 
 
-def read_json(path: str | Path, fix: str) -> Any:
-    """A JSON file, or a RunError naming it (not UTF-8, not JSON: line and column)."""
-    path = Path(path)
+def _read_text(path: Path, fix: str) -> str:
+    """A run file's text, or a RunError naming it (not UTF-8) / the OS error, with ``fix``."""
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
         raise RunError(f"{path} is not UTF-8 text (a damaged or binary file); {fix}") from None
     except OSError as exc:
         raise os_error(exc, path, "read") from None
+
+
+def read_json(path: str | Path, fix: str) -> Any:
+    """A JSON file, or a RunError naming it (not UTF-8, not JSON: line and column)."""
+    path = Path(path)
+    text = _read_text(path, fix)
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
@@ -211,12 +216,7 @@ def read_jsonl(path: str | Path, fix: str) -> list[dict[str, Any]]:
     """The rows of a JSON-lines file: each non-blank line one JSON object, or a RunError naming
     the file and the line."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise RunError(f"{path} is not UTF-8 text (a damaged or binary file); {fix}") from None
-    except OSError as exc:
-        raise os_error(exc, path, "read") from None
+    text = _read_text(path, fix)
     rows = []
     for i, line in enumerate(text.splitlines(), 1):
         if not line.strip():
