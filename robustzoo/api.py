@@ -212,6 +212,7 @@ def evaluate(name: str | Path, attacks: list[str] | str | None = None, *, n: int
         raise UsageError(f"batch size {batch_size} must be at least 1")
     if eps is not None:
         _check_eval_eps(eps)
+    seed = _check_eval_seed(seed)
     reg = registry("attacks")
     for a in attacks:
         reg.get(a)
@@ -264,8 +265,19 @@ def evaluate(name: str | Path, attacks: list[str] | str | None = None, *, n: int
 
 def _check_eval_eps(eps: float) -> None:
     if not (isinstance(eps, (int, float)) and math.isfinite(eps) and 0 < eps <= 1):
-        raise UsageError(f"--eps {eps} must be in (0, 1] on the [0,1] pixel scale (8/255 = 0.0314): at ε = 0 "
-                         f"every attack is a no-op; use --attacks clean for clean accuracy")
+        why = ("at ε = 0 every attack is a no-op; use --attacks clean for clean accuracy"
+               if isinstance(eps, (int, float)) and eps == 0 else
+               "ε is a distance on that scale: below 0 means nothing, above 1 allows every image"
+               if isinstance(eps, (int, float)) and math.isfinite(eps) else "ε must be a finite number")
+        raise UsageError(f"--eps {eps} must be in (0, 1] on the [0,1] pixel scale (8/255 = 0.0314): {why}")
+
+
+def _check_eval_seed(seed: int) -> int:
+    """The sample seed of an evaluation, by train's rule (an integer in 0..2³²−1): it names the
+    record file, and a record its own reader refuses would block every later use of the run."""
+    from .config import SCHEMA
+
+    return SCHEMA["seed"].check("seed", seed)
 
 
 def check_precision(name: str | Path, attacks: list[str] | str | None = None, *, n: int | None = 1000,
@@ -290,6 +302,7 @@ def check_precision(name: str | Path, attacks: list[str] | str | None = None, *,
 
     if low not in ("bf16", "fp32"):
         raise UsageError(f"low precision {low!r}: use bf16 (or fp32 for a sanity check)")
+    seed = _check_eval_seed(seed)
     names = [a.strip() for a in attacks.split(",") if a.strip()] if isinstance(attacks, str) else list(
         attacks if attacks is not None else ["clean", "pgd20"])
     if not names:

@@ -29,6 +29,7 @@ stored token is sent unless one is passed.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import re
@@ -49,6 +50,7 @@ from .errors import (
     UsageError,
     did_you_mean,
 )
+from .files import os_error
 from .zoo import COMMIT_RE, PUBLISHABLE_FILES, SHA256_RE, ZooEntry, repo_id_problem, validate_entry
 
 HUB_PREFIX = "hf-hub:"
@@ -294,10 +296,26 @@ def _translate(target: str, endpoint: str, cache_dir: str | None, what: str) -> 
         msg = (getattr(exc, "server_message", None) or str(exc)).strip().splitlines()
         raise HubError(f"{endpoint} answered HTTP {status} to {what}{hint}: "
                        f"{msg[0][:200] if msg else type(exc).__name__}") from None
-    except (HTTPError, OSError) as exc:
-        first = (str(exc).splitlines() or [type(exc).__name__])[0][:160]
-        raise HubError(f"cannot reach {endpoint} for {what} ({type(exc).__name__}: {first}); check the "
-                       f"network or --endpoint") from None
+    except OSError as exc:
+        if isinstance(exc, HTTPError) or exc.errno not in _LOCAL_ERRNOS:
+            raise _unreachable(exc, endpoint, what) from None
+        # The cache on this machine, not the network: a full disk, a read-only or non-folder HF_HOME.
+        raise os_error(exc, exc.filename, "write", fix=(
+            f"free some space or fix the permissions there, or point HF_HOME (or --cache-dir) at a "
+            f"writable folder; the Hub cache is {cache_dir or 'the default one'}")) from None
+    except HTTPError as exc:
+        raise _unreachable(exc, endpoint, what) from None
+
+
+#: OS errors of the local Hub cache (disk, permissions, paths), as opposed to the network's.
+_LOCAL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR,
+                 errno.EISDIR, errno.EEXIST, errno.ENAMETOOLONG}
+
+
+def _unreachable(exc: BaseException, endpoint: str, what: str) -> HubError:
+    first = (str(exc).splitlines() or [type(exc).__name__])[0][:160]
+    return HubError(f"cannot reach {endpoint} for {what} ({type(exc).__name__}: {first}); check the "
+                    f"network or --endpoint")
 
 
 # -- pull ----------------------------------------------------------------------------------

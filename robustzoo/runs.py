@@ -16,6 +16,7 @@ Layout::
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -72,10 +73,14 @@ def save_weights(path: str | Path, tensors: dict[str, torch.Tensor], metadata: d
 
 
 def _os_error_of(exc: Exception) -> BaseException:
-    """safetensors reports a failed write as ``SafetensorError: ... Os { code: 28, ... }``: the
-    OSError it was (atomic_path names the file and the cause), or ``exc`` itself."""
-    m = re.search(r"Os \{ code: (\d+)", str(exc))
-    return OSError(int(m.group(1)), os.strerror(int(m.group(1)))) if m else exc
+    """safetensors reports a failed write as ``SafetensorError: ... Os { code: 28, ... }`` (the
+    Debug form) or ``... I/O error: No space left on device (os error 28)`` (0.8's Display
+    form): the OSError it was (atomic_path names the file and the cause), or ``exc`` itself."""
+    m = re.search(r"Os \{ code: (\d+)|\(os error (\d+)\)", str(exc))
+    if not m:
+        return exc
+    code = int(m.group(1) or m.group(2))
+    return OSError(code, os.strerror(code))
 
 
 def _canonical_header(path: Path) -> None:
@@ -119,8 +124,17 @@ def save_state(path: str | Path, state: dict[str, Any]) -> None:
     read back with ``weights_only=True``)."""
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         # A file object, not a path: a full disk is then an OSError (ENOSPC) that atomic_path
-        # reports, not torch's "enforce fail at inline_container.cc".
-        torch.save(state, f)
+        # reports, not torch's "enforce fail at inline_container.cc" ...
+        try:
+            torch.save(state, f)
+        except RuntimeError as exc:
+            # ... except when the disk fills part-way through a write: torch's writer sees a
+            # short write and fails its position check. Say what it was when the disk is full.
+            if "inline_container" not in str(exc) and "unexpected pos" not in str(exc):
+                raise
+            full = shutil.disk_usage(Path(tmp).parent).free < 1 << 20  # under 1 MiB left
+            raise (OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)) if full else
+                   OSError(errno.EIO, f"torch could not write the file ({str(exc).splitlines()[0][:80]})")) from None
 
 
 def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -533,6 +547,7 @@ def _architecture_info(arch: str, num_classes: int, shape: tuple[int, int, int],
         if isinstance(cfg.get(key), str):
             info[key] = prefix + cfg[key]
     if inner is net and hasattr(net, "head_hidden_size"):  # a native net: (H, W) of its unpooled features
+        net.eval()  # one image: train-mode BatchNorm refuses a 1×1 map (PreAct ResNet-18 on 8×8 digits)
         with torch.device("meta"):
             info["pool_size"] = list(net.forward_features(torch.empty(1, c, h, w)).shape[-2:])
     return info

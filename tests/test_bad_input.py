@@ -368,13 +368,45 @@ def _disk_full_in_safetensors(tmp, mp):
     from robustzoo import runs
 
     def save_file(*a, **kw):
-        raise RuntimeError('Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: '
-                           '"No space left on device" })')
+        # safetensors 0.8's own wording on a real full disk (a 300 KiB tmpfs); older versions
+        # printed the Debug form "IoError(Os { code: 28, kind: StorageFull, ... })".
+        raise RuntimeError("Error while serializing: I/O error: No space left on device (os error 28)")
 
     mp.setattr(runs, "save_file", save_file)
 
 
 _disk_full_in_safetensors.__name__ = "ENOSPC in safetensors"
+
+
+def test_both_safetensors_wordings_of_an_os_error_are_understood():
+    from robustzoo.runs import _os_error_of
+
+    for text in ('Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: "x" })',
+                 "Error while serializing: I/O error: No space left on device (os error 28)"):
+        err = _os_error_of(RuntimeError(text))
+        assert isinstance(err, OSError) and err.errno == 28
+    other = RuntimeError("something else")
+    assert _os_error_of(other) is other
+
+
+def test_a_disk_that_fills_inside_torch_save_is_a_full_disk(tmp_path, monkeypatch):
+    """torch's writer fails its position check on a short write ("unexpected pos"): with the
+    disk full that is ENOSPC, named with the file."""
+    import shutil as _shutil
+
+    import torch
+
+    from robustzoo import runs
+    from robustzoo.errors import StorageError
+
+    def short_write(*a, **kw):
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 320 vs 258")
+
+    monkeypatch.setattr(torch, "save", short_write)
+    monkeypatch.setattr(_shutil, "disk_usage", lambda p: _shutil._ntuple_diskusage(10 << 20, 10 << 20, 4096))
+    with pytest.raises(StorageError, match=r"cannot write .*resume\.pt: the disk is full"):
+        runs.save_state(tmp_path / "resume.pt", {"x": 1})
+    assert not list(tmp_path.iterdir())  # no temporary file left behind
 
 
 def _lock_held(tmp, mp):
@@ -549,6 +581,9 @@ CASES = [
         code=2),
     row("train", "--set", "val_every=0", needles=("val_every=0 is out of range", ">= 1"), code=2),
     row("train", "--set", "kappa=-1", needles=("kappa=-1 is out of range", ">= 0"), code=2),
+    row("eval", "{run}", "--seed", "-1", "--n", "10", needles=("seed=-1 is out of range", ">= 0"), code=2),
+    row("eval", "{run}", "--seed", "123456789012345678901", "--n", "10", needles="is out of range", code=2),
+    row("eval", "{run}", "--eps", "2", "--n", "10", needles=("--eps 2", "above 1 allows every image"), code=2),
     row("train", "--set", "eval_n=-5", needles=("eval_n=-5 is out of range", "or none (all)"), code=2),
     row("train", "--seed", "123456789012345678901",
         needles=("seed=123456789012345678901 is out of range", "<= 4294967295"), code=2),

@@ -358,9 +358,19 @@ def test_branch_moves_but_a_pin_does_not(pushed, hub_server, hf_cache):
     assert new.files["model.safetensors"] == second.files["model.safetensors"]["sha256"]
 
 
-@pytest.mark.parametrize("case", ["repo", "revision", "file", "unpublished", "unknown-alias", "offline"])
+@pytest.mark.parametrize("case", ["repo", "revision", "file", "unpublished", "unknown-alias", "offline",
+                                  "cache-is-a-file"])
 def test_pull_errors_are_one_line(case, run_dir, hub_server, hf_cache, zoo_plugin, monkeypatch, capsys):
     ep = ["--endpoint", hub_server.endpoint, "--cache-dir", str(hf_cache)]
+    if case == "cache-is-a-file":
+        # The cache on this machine, not the network: named as such, not "cannot reach".
+        hub.push(run_dir, REPO, endpoint=hub_server.endpoint, token=TEST_TOKEN)
+        (afile := hf_cache.parent / "afile").write_text("not a folder")
+        args = ["pull", f"hf-hub:{REPO}", "--endpoint", hub_server.endpoint, "--cache-dir", str(afile / "hub")]
+        code, _, err = run_cli(args, capsys)
+        assert_one_line_error(code, err, "cannot write", "HF_HOME (or --cache-dir)")
+        assert "cannot reach" not in err
+        return
     if case == "repo":
         args, needles = ["pull", "hf-hub:nobody/nothing", *ep], ["nobody/nothing", "no Hub repo"]
     elif case == "revision":
