@@ -693,7 +693,12 @@ def read_eval(run_dir: Path) -> dict[str, Any]:
     hint = f"`robustzoo eval {run_dir} --suite paper`"
     report = runs.eval_record(run_dir)
     if report is None:
-        raise RunError(f"{run_dir} has no {runs.EVAL_FILE}; evaluate it before publishing: {hint}")
+        from .eval import why_no_record  # deferred: the evaluation package imports torch
+
+        why = why_no_record(run_dir)
+        raise RunError(f"{run_dir} has no {runs.EVAL_FILE}; " + (
+            f"{why}: see docs/evaluation.md, then evaluate again: {hint}" if why else
+            f"evaluate it before publishing: {hint}"))
     results = report.get("results")
     attacks = {r.get("attack") for r in results or [] if isinstance(r, dict)}
     if "clean" not in attacks or not attacks - {"clean"} or "eps" not in report:

@@ -31,10 +31,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from .cards import ARCH_LABELS, STANDARD_EPS, eps_note, eps_text
-from .errors import RunError
+from .errors import RobustzooError, RunError
 from .papers import Paper, method_paper, reported_accuracy
 
 #: RobustBench's model_info fields, in the order its own records have them.
@@ -93,9 +94,28 @@ def _autoattack(report: Mapping[str, Any], where: str) -> Mapping[str, Any]:
 
     head = headline(dict(report))
     if head is None or head["attack"] != "autoattack":
+        why = _autoattack_not_canonical(where)
         raise RunError(f"{where} has no standard AutoAttack result, which RobustBench ranks by (its records "
-                       f"have no nulls); run `robustzoo eval {where} --suite autoattack` first")
+                       f"have no nulls); " + (why or f"run `robustzoo eval {where} --suite autoattack` first"))
     return head
+
+
+def _autoattack_not_canonical(where: str) -> str | None:
+    """Why an AutoAttack evaluation in the run's history is not its record (running the same
+    evaluation again would not help), or None when there is none."""
+    from .eval import canonical_problems, history, partial_problems  # deferred: imports torch
+
+    try:
+        records = history(where) if Path(where).is_dir() else {}
+    except RobustzooError:
+        return None
+    for rid, rep in sorted(records.items()):
+        if any(r.get("attack") == "autoattack" for r in rep.get("results", [])):
+            problems = canonical_problems(rep) or partial_problems(rep)
+            if problems:
+                return (f"its AutoAttack evaluation (evals/{rid}.json) cannot be the record: {'; '.join(problems)}"
+                        f"; see `robustzoo eval {where} --suite autoattack` and docs/evaluation.md")
+    return None
 
 
 def robustbench_record(config: Mapping[str, Any], report: Mapping[str, Any], *,

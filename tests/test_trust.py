@@ -301,6 +301,22 @@ def test_no_eligible_record_leaves_no_eval_json(at_run, tmp_path):
     assert info["canonical"] is None and not (run / "eval.json").exists()
     with pytest.raises(RunError, match="no canonical evaluation"):
         read_canonical(run)
+    # publishing says why, so that its advice does not send the user round in a circle
+    from robustzoo.hub import read_eval
+
+    with pytest.raises(RunError, match=r"none of its 1 evaluations can be the record \(evals/.*health report "
+                                       r"failed \(noop\)"):
+        read_eval(run)
+
+
+def test_export_robustbench_says_why_an_autoattack_record_is_not_the_record(tmp_path):
+    from robustzoo.robustbench import _autoattack
+
+    (tmp_path / "evals").mkdir()
+    (tmp_path / "evals" / "aa.json").write_text(json.dumps(_rep(["clean", "autoattack"], 1000, "failed")))
+    with pytest.raises(RunError, match=r"its AutoAttack evaluation \(evals/aa.json\) cannot be the record: its "
+                                       r"health report failed \(noop\)"):
+        _autoattack(_rep(["clean", "pgd20"], 1000), str(tmp_path))
 
 
 # --- the randomness probe measures randomness, not rounding -------------------------------------

@@ -56,6 +56,7 @@ from ._record import (
     read_canonical,
     record_id,
     whole_test_set,
+    why_no_record,
     write_record,
 )
 from ._shard import Shard
@@ -70,7 +71,7 @@ __all__ = [
     "FLAGS_FILE", "FlagStore", "model_fingerprint", "Shard",
     "HEALTH_THRESHOLDS", "apply_health", "assess_health", "degenerate_probe", "flagged_checks",
     "randomness_probe", "run_probes", "exact_forwards",
-    "HISTORY_DIR", "PUBLISHABLE_N", "SAMPLE_RULE", "canonical_problems", "canonical_rank",
+    "HISTORY_DIR", "PUBLISHABLE_N", "SAMPLE_RULE", "canonical_problems", "canonical_rank", "why_no_record",
     "choose_canonical", "custom_rows", "describe", "headline", "health_status", "history", "migrate", "partial_problems", "protocol_key", "publishable", "read_canonical",
     "record_id", "whole_test_set", "write_record",
     "binomial_tail", "mcnemar_exact", "wilson_interval",

@@ -48,7 +48,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from ..errors import RunError
+from ..errors import RobustzooError, RunError
 from ..runs import EVAL_FILE, check_eval_report, read_json, write_json
 
 HISTORY_DIR = "evals"
@@ -248,6 +248,21 @@ def choose_canonical(records: dict[str, dict[str, Any]], model: str | None = Non
                and int(records[i].get("n") or 0) >= int(top.get("n") or 0)
                and checks_ran(records[i]) >= checks_ran(top)]
     return min(cleaner, key=lambda i: canonical_rank(records[i], i)) if cleaner else best
+
+
+def why_no_record(run_dir: str | Path) -> str | None:
+    """Why a run with evaluations in its history has no eval.json (each record's first problem),
+    or None when the history is empty or unreadable."""
+    try:
+        records = history(run_dir)
+    except RobustzooError:
+        return None
+    if not records:
+        return None
+    why = [f"evals/{rid}.json: {(canonical_problems(r) or ['records of other weights'])[0]}"
+           for rid, r in sorted(records.items())]
+    return f"none of its {len(records)} evaluations can be the record ({'; '.join(why[:3])}" + (
+        f"; {len(why) - 3} more)" if len(why) > 3 else ")")
 
 
 # -- reading and writing ---------------------------------------------------------------------
