@@ -317,7 +317,9 @@ def test_progress_events_per_attack_and_a_note_when_saved_flags_are_not_reused(t
     rec = Recorder()
     _evaluate(model, test_set, ["clean", "fgsm"], n=40, eps=0.05, batch_size=16, flags_path=path,
               progress=rec)
-    assert rec.of("note") == [("note", f"{path}: not reused (made with a different eps); evaluating afresh")]
+    assert rec.of("note") == [("note", f"{path}: not reused (made with a different eps); evaluating afresh (the "
+                                       "file is replaced by this evaluation's outcomes; its records in evals/ are "
+                                       "kept)")]
     # fgsm runs on (and counts) only the correctly classified examples, gathered into full batches.
     ok = _row(_evaluate(model, test_set, ["clean"], n=40, eps=0.05), "clean")["correct"]
     assert ok < 40
@@ -326,6 +328,9 @@ def test_progress_events_per_attack_and_a_note_when_saved_flags_are_not_reused(t
         assert [c for c, _ in rec.updates(task)] == [16, 32, total]
         assert rec.events.index(("end", task)) > rec.events.index(("update", task, total, {}))
     assert capsys.readouterr().err == ""  # the engine reports, it does not print
+    rec = Recorder()  # another --n: said as such, not "unreadable"
+    _evaluate(model, test_set, ["clean"], n=24, eps=0.05, batch_size=16, flags_path=path, progress=rec)
+    assert rec.of("note")[0][1].startswith(f"{path}: not reused (made on 40 examples, not these 24)")
 
 
 def test_cascade_attacks_only_what_is_still_robust(test_set):

@@ -381,7 +381,8 @@ def evaluate_model(model: nn.Module, data: TensorData, attacks: list[str], *, ep
     # which name the options it uses, are compared entry by entry instead.
     store = FlagStore(flags_path, header, data.index, min_interval=checkpoint_interval)
     if store.discarded and progress is not None:
-        progress.note(f"{flags_path}: not reused ({store.discarded}); evaluating afresh")
+        progress.note(f"{flags_path}: not reused ({store.discarded}); evaluating afresh (the file is replaced "
+                      f"by this evaluation's outcomes; its records in evals/ are kept)")
     # Randomness first (a few forward passes): AutoAttack's version depends on it, as the
     # authors' own check_randomized advises version='rand' (EoT) for a randomised model.
     wants_aa = any(_components(s, ctx) for s in specs)

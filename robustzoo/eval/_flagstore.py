@@ -92,6 +92,10 @@ class FlagStore:
                               "'entries' objects)")
             return
         bad = [k for k, t in tensors.items() if t.dim() != 1 or len(t) != len(self.index)]
+        if bad and "index" in tensors and tensors["index"].dim() == 1 and all(
+                t.dim() == 1 and len(t) == len(tensors["index"]) for t in tensors.values()):
+            self.discarded = f"made on {len(tensors['index'])} examples, not these {len(self.index)}"
+            return
         if bad:
             self.discarded = f"unreadable ({bad[0]} holds {tuple(tensors[bad[0]].shape)} values, not one per example)"
             return
