@@ -582,6 +582,9 @@ CASES = [
     row("train", "--set", "val_every=0", needles=("val_every=0 is out of range", ">= 1"), code=2),
     row("train", "--set", "kappa=-1", needles=("kappa=-1 is out of range", ">= 0"), code=2),
     row("eval", "{run}", "--seed", "-1", "--n", "10", needles=("seed=-1 is out of range", ">= 0"), code=2),
+    # local paths before Hub ids: pull is told what it was given before anything asks the Hub
+    row("pull", "{run}", needles=("is a local run directory", "needs no pull", "robustzoo eval"), code=2),
+    row("pull", "{tmp}/runz/at-digits", needles=("no such run directory", "pull takes a zoo alias"), code=1),
     row("eval", "{run}", "--seed", "123456789012345678901", "--n", "10", needles="is out of range", code=2),
     row("eval", "{run}", "--eps", "2", "--n", "10", needles=("--eps 2", "above 1 allows every image"), code=2),
     row("train", "--set", "eval_n=-5", needles=("eval_n=-5 is out of range", "or none (all)"), code=2),

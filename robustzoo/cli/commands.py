@@ -17,7 +17,7 @@ from rich.table import Table
 
 from .. import files
 from .._version import __version__
-from ..errors import Interrupted, RobustzooError, StorageError, UsageError
+from ..errors import Interrupted, NotFoundError, RobustzooError, StorageError, UsageError
 from ..plugins import plugin_infos, registry
 from ..ui import RichProgress, attacks_for_skipped_checks, health_table, results_table, sweep_table
 
@@ -612,6 +612,7 @@ def pull(name, revision, endpoint, cache_dir, token, expect, as_json) -> None:
     """
     from ..hub import pull_model  # deferred: imports torch
 
+    _refuse_local_path(name)
     pins = dict(e.split("=", 1) if "=" in e else ("model.safetensors", e) for e in expect)
     res = pull_model(name, revision=revision, endpoint=endpoint, cache_dir=cache_dir, token=token, verify=True,
                      expect_sha256=pins)
@@ -623,6 +624,20 @@ def pull(name, revision, endpoint, cache_dir, token, expect, as_json) -> None:
     for fname, digest in res.files.items():
         err.print(f"{fname}  sha256 {digest}  ({res.checked[fname]})")
     click.echo(str(res.path))
+
+
+def _refuse_local_path(name: str) -> None:
+    """`pull` takes Hub names; a local path (one that exists, or whose first folder does, as
+    runs/ in runs/at-digitz-1) is said to be one before anything asks the Hub."""
+    from .. import runs
+
+    p = Path(name)
+    if name.startswith("hf-hub:") or not (p.exists() or (len(p.parts) > 1 and Path(p.parts[0]).is_dir())):
+        return
+    if (p / runs.CONFIG_FILE).is_file():
+        raise UsageError(f"{name} is a local run directory: it needs no pull; use it as it is "
+                         f"(`robustzoo eval {name}`), or name a Hub model as hf-hub:ORG/NAME")
+    raise NotFoundError(runs.missing_run_dir(name, "pull takes a zoo alias or hf-hub:ORG/NAME[@REVISION]"))
 
 
 KINDS = ("datasets", "architectures", "attacks", "objectives", "recipes", "zoo")
