@@ -605,6 +605,8 @@ CASES = [
                                                "robustzoo list architectures"), code=2, setup=_arch_for_28x28),
     row(*TRAIN, "--objective", "trades", "--beta", "0", "--out", "{tmp}/r",
         needles=("trades: beta=0 drops the KL term", "clean images only"), code=0, kind="warning"),
+    row(*TRAIN, "--objective", "mart", "--set", "lam=0", "--out", "{tmp}/r",
+        needles=("mart: lam=0 drops the misclassification-aware KL term", "not MART"), code=0, kind="warning"),
     # data files: checked on load, named in the message; --data-dir is one folder with every file
     row("train", "--dataset", "fashion-mnist", "--data-dir", "{tmp}/d",
         needles=("d lacks t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte", "one folder"), code=1,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn as nn
 
@@ -34,6 +36,14 @@ class MART(Objective):
             "attack_bn": "BatchNorm mode while attacking (paper: eval)",
             "clip_start": "clip the random start to [0,1] before the first gradient (true); false = the "
                           "authors' code, which takes it at x + 0.001·N unclipped (every step is clipped)"}
+
+    @classmethod
+    def setting_warnings(cls, settings: dict[str, Any]) -> list[str]:
+        """λ = 0 leaves the boosted CE on x′ alone: allowed (the paper's ablation), said once."""
+        if settings["lam"] == 0:
+            return ["lam=0 drops the misclassification-aware KL term: this is adversarial training with "
+                    "the boosted CE alone (an ablation), not MART; the paper uses lam=6 (WRN-34-10)"]
+        return []
 
     def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor) -> StepResult:
         s, c = self.settings, self.ctx
