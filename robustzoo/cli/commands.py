@@ -307,7 +307,7 @@ def _relaunch_args(ctx: click.Context) -> list[str]:
 @click.option("--plot", type=click.Path(), help="write the accuracy-vs-ε plot of --eps-sweep to this PNG")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
               help="attack option: kappa, cw_rand_init, square_queries, apgd_restarts, eot_iter, aa_version")
-@click.option("--no-health", is_flag=True, help="skip the gradient-masking checks")
+@click.option("--no-health", is_flag=True, help="skip the gradient-masking checks (the report is then never published nor preferred to a checked one)")
 @click.option("--no-resume", is_flag=True, help="ignore RUN_DIR/eval_flags.safetensors and start afresh")
 @click.option("--batch-size", type=click.IntRange(min=1),
               help="examples per attack batch  [default: 256; 512 on CUDA]")
