@@ -148,15 +148,16 @@ def row_from_report(name: str, config: Mapping[str, Any], report: Mapping[str, A
     worst = _cell(wc) if isinstance(wc, Mapping) and "accuracy" in wc else None
     worst_attacks = list(wc.get("attacks") or []) if isinstance(wc, Mapping) else []
     ranked_by, cell, note = _rank_choice(clean, results, worst, worst_attacks)
-    from .eval import custom_rows  # deferred (startup time): the evaluation package loads torch
+    from .eval import (  # deferred (startup time): the evaluation package loads torch
+        custom_rows,
+        custom_text,
+    )
 
     custom = custom_rows(dict(report))
     if custom:
         # Allowed with --allow-custom, but not the standard protocol: weaker settings (fewer
         # queries, restarts) give a higher number, so the row is ranked as an upper bound.
-        note = "; ".join(filter(None, [note, "custom settings (" + "; ".join(
-            f"{a}: " + ", ".join(f"{k}={d['value']}, standard {d['standard']}" for k, d in diff.items())
-            for a, diff in custom.items()) + ")"]))
+        note = "; ".join(filter(None, [note, f"custom settings ({custom_text(custom)})"]))
     health = report.get("health")
     verdict = str(health.get("status")) if isinstance(health, Mapping) and health.get("status") else "—"
     if any(r.get("suspect") for r in report.get("results", []) if isinstance(r, Mapping)):
@@ -276,15 +277,16 @@ def from_runs(root: str | Path) -> tuple[list[tuple[tuple[str, str, float], Row]
             skipped.append({"name": run_dir.name, "path": str(run_dir),
                             "why": f"not evaluated; run `robustzoo eval {run_dir} --suite autoattack`"})
             continue
-        from .eval import (
-            canonical_problems,  # deferred (startup time): the evaluation package loads torch
+        from .eval import (  # deferred (startup time): the evaluation package loads torch
+            NO_HEALTH,
+            canonical_problems,
         )
 
         # An eval.json written before the canonical rule knew health and custom settings may hold
         # a failed or custom record: it is not ranked as robust accuracy.
         problems = canonical_problems(dict(report))
         if not isinstance(report.get("health"), dict):
-            problems.append("evaluated without health checks (--no-health)")
+            problems.append(NO_HEALTH)
         if problems:
             skipped.append({"name": run_dir.name, "path": str(run_dir),
                             "why": f"{'; '.join(problems)}; run `robustzoo eval {run_dir} --suite autoattack`"})

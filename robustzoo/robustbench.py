@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from .cards import ARCH_LABELS, STANDARD_EPS, eps_note, eps_text
-from .errors import RobustzooError, RunError
+from .errors import RunError
 from .papers import Paper, method_paper, reported_accuracy
 
 #: RobustBench's model_info fields, in the order its own records have them.
@@ -103,18 +103,12 @@ def _autoattack(report: Mapping[str, Any], where: str) -> Mapping[str, Any]:
 def _autoattack_not_canonical(where: str) -> str | None:
     """Why an AutoAttack evaluation in the run's history is not its record (running the same
     evaluation again would not help), or None when there is none."""
-    from .eval import canonical_problems, history, partial_problems  # deferred: imports torch
+    from .eval import history_problems  # deferred: imports torch
 
-    try:
-        records = history(where) if Path(where).is_dir() else {}
-    except RobustzooError:
-        return None
-    for rid, rep in sorted(records.items()):
-        if any(r.get("attack") == "autoattack" for r in rep.get("results", [])):
-            problems = canonical_problems(rep) or partial_problems(rep)
-            if problems:
-                return (f"its AutoAttack evaluation (evals/{rid}.json) cannot be the record: {'; '.join(problems)}"
-                        f"; see `robustzoo eval {where} --suite autoattack` and docs/evaluation.md")
+    for rid, problems in history_problems(where, "autoattack", partial=True) if Path(where).is_dir() else []:
+        if problems:
+            return (f"its AutoAttack evaluation (evals/{rid}.json) cannot be the record: {'; '.join(problems)}"
+                    f"; see `robustzoo eval {where} --suite autoattack` and docs/evaluation.md")
     return None
 
 

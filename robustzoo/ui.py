@@ -149,7 +149,7 @@ def results_table(report: dict[str, Any], title: str = "Evaluation") -> Table:
     if h:
         skipped = [c["name"] + (f" (needs {', '.join(c['needs'])})" if c.get("needs") else "")
                    for c in h.get("checks", []) if c["status"] == "skipped"]
-        not_checked = f"; not checked: {', '.join(skipped)}" if skipped else ""
+        not_checked = f"not checked: {', '.join(skipped)}" if skipped else ""
         if h.get("failed"):
             why = {"degenerate": "the model is degenerate", "noop": "an attack did not act"}
             t.caption = (f"[red]health: FAILED[/red] — {', '.join(h['failed'])}: "
@@ -157,9 +157,9 @@ def results_table(report: dict[str, Any], title: str = "Evaluation") -> Table:
                          "see the health table / eval.json")
         elif h.get("flagged"):
             t.caption = (f"[red]health: suspect[/red] — {', '.join(h['flagged'])} flagged (possible "
-                         f"gradient masking){not_checked}; see the health table / eval.json")
+                         f"gradient masking){'; ' + not_checked if skipped else ''}; see the health table / eval.json")
         else:
-            t.caption = "health: no sign of gradient masking" + (f" ({not_checked[2:]})" if skipped else "")
+            t.caption = "health: no sign of gradient masking" + (f" ({not_checked})" if skipped else "")
     notes = []
     if not report.get("standard", True):
         custom = report.get("custom_settings") or {}

@@ -206,7 +206,7 @@ def test_an_old_record_is_judged_by_its_settings(test_set):
         r.pop("standard", None)
     assert canonical_problems(old) == []
     _row(old, "cw")["settings"]["kappa"] = 0.5
-    assert "cw: kappa=0.5, standard 50.0" in canonical_problems(old)[0]
+    assert "cw: kappa=0.5 (standard 50.0)" in canonical_problems(old)[0]
 
 
 def test_an_autoattack_version_switch_is_recorded_and_shown(test_set):
@@ -279,7 +279,7 @@ def test_the_leaderboard_skips_a_blind_report_and_bounds_a_custom_one(at_run, tm
     blind = {k: v for k, v in report.items() if k != "health"}
     (run / "eval.json").write_text(json.dumps(blind))
     rows, skipped = from_runs(run)
-    assert not rows and "without health checks (--no-health)" in skipped[0]["why"]
+    assert not rows and "no health checks (evaluated with --no-health)" in skipped[0]["why"]
     aa = {"attack": "autoattack", "accuracy": 0.4, "correct": 4, "n": 10, "ci95": [0.1, 0.7],
           "settings": {"square_queries": 20}, "standard": False,
           "custom": {"square_queries": {"value": 20, "standard": 5000}}}
@@ -287,7 +287,7 @@ def test_the_leaderboard_skips_a_blind_report_and_bounds_a_custom_one(at_run, tm
                   custom_settings={"autoattack": aa["custom"]})
     _, row = row_from_report("x", read_config(run), custom, location=str(run))
     assert row.ranked_by == "autoattack" and row.upper_bound
-    assert "custom settings (autoattack: square_queries=20, standard 5000)" in row.note
+    assert "custom settings (autoattack: square_queries=20 (standard 5000))" in row.note
 
 
 def test_no_eligible_record_leaves_no_eval_json(at_run, tmp_path):

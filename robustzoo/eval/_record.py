@@ -194,6 +194,12 @@ def custom_rows(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return out
 
 
+def custom_text(custom: dict[str, dict[str, Any]]) -> str:
+    """'cw: kappa=10.0 (standard 50.0)': the custom settings of :func:`custom_rows`, as messages name them."""
+    return "; ".join(f"{a}: " + ", ".join(f"{k}={d['value']} (standard {d['standard']})" for k, d in diff.items())
+                     for a, diff in custom.items())
+
+
 def canonical_problems(report: dict[str, Any]) -> list[str]:
     """Why ``report`` may not be the canonical record (empty when it may)."""
     problems = []
@@ -202,9 +208,7 @@ def canonical_problems(report: dict[str, Any]) -> list[str]:
         problems.append(f"its health report failed ({', '.join(failed) or 'failed'})")
     custom = custom_rows(report)
     if custom and not report.get("allow_custom"):
-        problems.append("custom attack settings (" + "; ".join(
-            f"{a}: " + ", ".join(f"{k}={d['value']}, standard {d['standard']}" for k, d in diff.items())
-            for a, diff in custom.items()) + ") without --allow-custom")
+        problems.append(f"custom attack settings ({custom_text(custom)}) without --allow-custom")
     return problems
 
 
@@ -250,18 +254,27 @@ def choose_canonical(records: dict[str, dict[str, Any]], model: str | None = Non
     return min(cleaner, key=lambda i: canonical_rank(records[i], i)) if cleaner else best
 
 
-def why_no_record(run_dir: str | Path) -> str | None:
-    """Why a run with evaluations in its history has no eval.json (each record's first problem),
-    or None when the history is empty or unreadable."""
+def history_problems(run_dir: str | Path, attack: str | None = None, *,
+                     partial: bool = False) -> list[tuple[str, list[str]]]:
+    """(record id, what keeps it from being the record) for each record of ``RUN_DIR/evals/``
+    (only those with ``attack`` when given): :func:`canonical_problems`, and with ``partial``
+    :func:`partial_problems` where there are none. Empty when the history is empty or unreadable."""
     try:
         records = history(run_dir)
     except RobustzooError:
+        return []
+    return [(rid, canonical_problems(r) or (partial_problems(r) if partial else [])) for rid, r in sorted(records.items())
+            if attack is None or any(x.get("attack") == attack for x in r.get("results", []))]
+
+
+def why_no_record(run_dir: str | Path) -> str | None:
+    """Why a run with evaluations in its history has no eval.json (each record's first problem),
+    or None when the history is empty or unreadable."""
+    found = history_problems(run_dir)
+    if not found:
         return None
-    if not records:
-        return None
-    why = [f"evals/{rid}.json: {(canonical_problems(r) or ['records of other weights'])[0]}"
-           for rid, r in sorted(records.items())]
-    return f"none of its {len(records)} evaluations can be the record ({'; '.join(why[:3])}" + (
+    why = [f"evals/{rid}.json: {(problems or ['records of other weights'])[0]}" for rid, problems in found]
+    return f"none of its {len(found)} evaluations can be the record ({'; '.join(why[:3])}" + (
         f"; {len(why) - 3} more)" if len(why) > 3 else ")")
 
 
@@ -432,8 +445,7 @@ def publishable(report: dict[str, Any] | None, run_dir: str | Path | None = None
     problems = partial_problems(report)
     custom = custom_rows(report) if report and not problems[:1] == ["no evaluation"] else {}
     if custom and not allow_custom:
-        what = "; ".join(f"{a}: " + ", ".join(f"{k}={d['value']} (standard {d['standard']})" for k, d in diff.items())
-                         for a, diff in custom.items())
+        what = custom_text(custom)
         return False, (f"{target}/eval.json used custom attack settings ({what}), not the standard protocol; "
                        f"evaluate with the standard settings (`robustzoo eval {target} --suite autoattack`), "
                        f"or pass --allow-custom to publish it marked custom")
