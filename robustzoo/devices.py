@@ -18,7 +18,15 @@ def resolve_device(name: str) -> torch.device:
     try:
         dev = torch.device(name)
     except RuntimeError:
-        raise UsageError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError("--device cuda was asked for but no CUDA GPU is available; use --device cpu")
+        dev = None
+    if dev is None or dev.type not in ("cpu", "cuda"):
+        # torch also parses "meta", "xla", ...: none of them can run an evaluation here.
+        raise UsageError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UsageError(f"--device {name} was asked for but no CUDA GPU is available; use --device cpu")
+        count = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= count:
+            raise UsageError(f"--device {name}: this machine has {count} CUDA GPU{'s' if count != 1 else ''} "
+                             f"(cuda:0 to cuda:{count - 1}); pick one of them or use --device cuda")
     return dev

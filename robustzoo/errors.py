@@ -86,3 +86,20 @@ def did_you_mean(name: str, candidates: Iterable[str]) -> str:
     if not hits:
         return ""
     return " (did you mean " + " or ".join(repr(h) for h in hits) + "?)"
+
+
+def first_sentence(error: BaseException | str, limit: int = 160) -> str:
+    """The first sentence of a library's error message, for a one-line message of ours.
+
+    Cut at a word (``…``) when longer than ``limit`` characters, never inside one; an exception
+    without a message gives its type's name.
+    """
+    text = str(error).strip()
+    line = (text.splitlines() or [""])[0]
+    end = line.find(". ")
+    line = line[:end + 1] if end >= 0 else line
+    if len(line) > limit:
+        line = line[:limit].rsplit(" ", 1)[0] + " …"
+    if not line and isinstance(error, BaseException):
+        return type(error).__name__
+    return line

@@ -49,6 +49,7 @@ from .errors import (
     UnvouchedModelWarning,
     UsageError,
     did_you_mean,
+    first_sentence,
 )
 from .files import os_error
 from .zoo import COMMIT_RE, PUBLISHABLE_FILES, SHA256_RE, ZooEntry, repo_id_problem, validate_entry
@@ -293,9 +294,8 @@ def _translate(target: str, endpoint: str, cache_dir: str | None, what: str) -> 
     except HfHubHTTPError as exc:
         status = getattr(getattr(exc, "response", None), "status_code", "?")
         hint = " (pass a valid --token, or log in with `hf auth login`)" if status in (401, 403) else ""
-        msg = (getattr(exc, "server_message", None) or str(exc)).strip().splitlines()
-        raise HubError(f"{endpoint} answered HTTP {status} to {what}{hint}: "
-                       f"{msg[0][:200] if msg else type(exc).__name__}") from None
+        msg = first_sentence(getattr(exc, "server_message", None) or exc, 200)
+        raise HubError(f"{endpoint} answered HTTP {status} to {what}{hint}: {msg}") from None
     except OSError as exc:
         if isinstance(exc, HTTPError) or exc.errno not in _LOCAL_ERRNOS:
             raise _unreachable(exc, endpoint, what) from None
@@ -313,7 +313,7 @@ _LOCAL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EP
 
 
 def _unreachable(exc: BaseException, endpoint: str, what: str) -> HubError:
-    first = (str(exc).splitlines() or [type(exc).__name__])[0][:160]
+    first = first_sentence(exc)
     return HubError(f"cannot reach {endpoint} for {what} ({type(exc).__name__}: {first}); check the "
                     f"network or --endpoint")
 

@@ -29,7 +29,7 @@ import pluggy
 
 from . import hookspecs
 from ._version import __version__
-from .errors import NotFoundError, RobustzooError, close_matches, did_you_mean
+from .errors import NotFoundError, RobustzooError, close_matches, did_you_mean, first_sentence
 from .recipes import Recipe
 from .registry import Registry
 from .zoo import ZooEntry
@@ -129,7 +129,7 @@ def _register_checked(pm: pluggy.PluginManager, plugin: object, name: str) -> st
     except pluggy.PluginValidationError as exc:
         hook = next((h for h in _hook_names() if f"'{h}'" in str(exc)), None)
         if hook is None:
-            first = (str(exc).splitlines() or [type(exc).__name__])[0].strip()[:160]
+            first = first_sentence(exc)
             return f"{who} was skipped: {first} (the hooks and their arguments: docs/plugins.md)"
         spec = getattr(pm.hook, hook).spec
         impl = getattr(plugin, hook, None)

@@ -31,7 +31,7 @@ import torch.nn as nn
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from .errors import NotFoundError, RunError, close_matches
+from .errors import NotFoundError, RunError, close_matches, first_sentence
 from .files import atomic_path, os_error, write_json, write_text  # noqa: F401 - handed on (runs.write_json)
 from .models import build_model
 
@@ -134,7 +134,7 @@ def save_state(path: str | Path, state: dict[str, Any]) -> None:
                 raise
             full = shutil.disk_usage(Path(tmp).parent).free < 1 << 20  # under 1 MiB left
             raise (OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)) if full else
-                   OSError(errno.EIO, f"torch could not write the file ({str(exc).splitlines()[0][:80]})")) from None
+                   OSError(errno.EIO, f"torch could not write the file ({first_sentence(exc, 80)})")) from None
 
 
 def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -148,7 +148,7 @@ def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, s
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except Exception as exc:  # noqa: BLE001 - safetensors raises several types for bad files
         raise RunError(f"{path} is not a readable safetensors file ({type(exc).__name__}: "
-                       f"{str(exc).splitlines()[0][:120]}); re-download it or retrain the run") from None
+                       f"{first_sentence(exc)}); re-download it or retrain the run") from None
     return tensors, meta
 
 
@@ -418,7 +418,7 @@ def read_state(path: str | Path, device: str | torch.device = "cpu") -> dict[str
     except OSError as exc:
         raise os_error(exc, path, "read") from None
     except Exception as exc:  # noqa: BLE001 - torch raises RuntimeError, UnpicklingError, EOFError, ...
-        first = (str(exc).splitlines() or [type(exc).__name__])[0][:120]
+        first = first_sentence(exc)
         raise RunError(f"{path} is not a readable resume state ({type(exc).__name__}: {first}); {fix}") from None
     if not isinstance(blob, dict):
         raise RunError(f"{path} {_show(blob)[3:]}, expected a resume state (a dictionary); {fix}")
@@ -588,7 +588,16 @@ def load_run(run_dir: str | Path, checkpoint: str = MODEL_FILE, device: str | to
     if not weights.is_file():
         raise NotFoundError(f"{run_dir} has no {checkpoint} (did training finish an epoch? "
                             f"continue it with `robustzoo train --resume {run_dir}`)")
-    model = build_from_config(cfg)
+    from .plugins import registry
+
+    try:
+        # A hand-edited config.json, or a run from a plugin this install lacks: say which file.
+        dataset = (cfg.get("robustzoo") or {}).get("dataset")
+        if dataset is not None:
+            registry("datasets").get(dataset)
+        model = build_from_config(cfg)
+    except NotFoundError as exc:
+        raise NotFoundError(f"{run_dir / CONFIG_FILE}: {exc}") from None
     tensors, _ = read_weights(weights)
     load_state_strict(model, tensors, str(weights))
     return model.to(device).eval(), cfg

@@ -33,7 +33,7 @@ from .attacks import pgd
 from .config import TrainConfig, apply_sets, check_config
 from .data import DatasetSpec, Splits, load_splits
 from .devices import resolve_device
-from .errors import NotFoundError, RunError, SettingWarning, UsageError
+from .errors import NotFoundError, RunError, SettingWarning, UsageError, first_sentence
 from .eval import evaluate_model, mark_precision, migrate, model_fingerprint, write_record
 from .fast import FastPath, check_compile_mode, eval_model, precision_scope, resolve_precision
 from .models import build_model, check_input_size
@@ -410,7 +410,7 @@ class Trainer:
                 field = "state"
                 self.objective.load_state_tensors(blob["state"])
             except (KeyError, ValueError, RuntimeError, TypeError) as exc:
-                first = (str(exc).splitlines() or [type(exc).__name__])[0][:120]
+                first = first_sentence(exc)
                 raise RunError(f"{state}: {field} does not fit this run's model and settings ({type(exc).__name__}: "
                                f"{first}); the resume state is damaged or from another run: start a new run with "
                                f"`robustzoo train --out DIR`") from None

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -185,6 +186,14 @@ def _cfg_num_classes_text(tmp, mp):
 
 def _cfg_objective_args_bad(tmp, mp):
     _edit_json("config.json", _set_in("robustzoo", "config", "objective_args", {"kappa": "big"}))(tmp, mp)
+
+
+def _cfg_dataset_typo(tmp, mp):
+    _edit_json("config.json", _set_in("robustzoo", "dataset", "digitz"))(tmp, mp)
+
+
+def _cfg_architecture_typo(tmp, mp):
+    _edit_json("config.json", _set_in("architecture", "cnn_mnis"))(tmp, mp)
 
 
 def _eval_accuracy_null(tmp, mp):
@@ -376,6 +385,36 @@ def _disk_full_in_safetensors(tmp, mp):
 
 
 _disk_full_in_safetensors.__name__ = "ENOSPC in safetensors"
+
+
+@pytest.mark.parametrize(("name", "gpus", "expected"), [
+    ("cuda:7", 0, "--device cuda:7 was asked for but no CUDA GPU is available; use --device cpu"),
+    ("cuda:7", 2, "--device cuda:7: this machine has 2 CUDA GPUs (cuda:0 to cuda:1)"),
+    ("cuda:1", 1, "--device cuda:1: this machine has 1 CUDA GPU (cuda:0 to cuda:0)"),
+    ("meta", 0, "unknown device 'meta'; use auto, cpu, cuda or cuda:N"),
+    ("gpu", 0, "unknown device 'gpu'"),
+])
+def test_a_device_this_machine_does_not_have_is_named(name, gpus, expected, monkeypatch):
+    import torch
+
+    from robustzoo.devices import resolve_device
+    from robustzoo.errors import UsageError
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: gpus > 0)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
+    with pytest.raises(UsageError, match="^" + re.escape(expected)):
+        resolve_device(name)
+
+
+def test_a_device_this_machine_has_is_kept(monkeypatch):
+    import torch
+
+    from robustzoo.devices import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert resolve_device("cuda:1") == torch.device("cuda:1")
+    assert resolve_device("cpu") == torch.device("cpu")
 
 
 def test_both_safetensors_wordings_of_an_os_error_are_understood():
@@ -645,6 +684,10 @@ CASES = [
         setup=_cfg_num_classes_text),
     row("train", "--resume", "{run}", needles=("config.json: robustzoo.config.objective_args", "kappa"), code=1,
         setup=_cfg_objective_args_bad),
+    row("eval", "{run}", "--n", "10", needles=("config.json: unknown dataset 'digitz'", "did you mean 'digits'"),
+        code=1, setup=_cfg_dataset_typo),
+    row("eval", "{run}", "--n", "10", needles=("config.json: unknown architecture 'cnn_mnis'",
+                                               "did you mean 'cnn_mnist'"), code=1, setup=_cfg_architecture_typo),
     row("train", "--resume", "{run}", needles=("state/resume.pt is not a readable resume state",
                                                "start a new run"), code=1, setup=_truncated_resume_state),
     row("train", "--resume", "{run}", needles=("state/resume.pt: epoch is \"three\"", "an integer >= 0"), code=1,

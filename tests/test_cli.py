@@ -58,6 +58,18 @@ def test_eval_table_and_json(at_run, tmp_path, capsys):
     assert [r["attack"] for r in json.loads((tmp_path / "e.json").read_text())["results"]] == ["clean"]
 
 
+def test_eval_says_when_n_is_more_than_the_test_set(at_run, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(at_run, run)
+    code, out, err = run_cli(["eval", run, "--attacks", "clean", "--n", "100000000", "--no-health",
+                              "--json", tmp_path / "e.json"], capsys)
+    size = json.loads((tmp_path / "e.json").read_text())["n"]
+    assert code == 0 and size < 100000000
+    assert f"note: --n 100,000,000 is more than the {size:,} test images; all of them were evaluated" in err
+    code, _, err = run_cli(["eval", run, "--attacks", "clean", "--n", str(size), "--no-health"], capsys)
+    assert code == 0 and "is more than" not in err
+
+
 def test_train_cli_writes_a_run(tmp_path, capsys):
     out_dir = tmp_path / "cli-run"
     code, out, err = run_cli(["train", "--subset", "200", "--epochs", "1", "--steps", "2", "--out", out_dir,

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from robustzoo.errors import NotFoundError
+from robustzoo.errors import NotFoundError, first_sentence
 from robustzoo.registry import DuplicateNameError, Registry, natural_key
 
 
@@ -49,3 +49,21 @@ def test_builtin_registries_are_populated():
     assert registry("datasets").owner("digits") == "robustzoo.builtins"
     with pytest.raises(NotFoundError, match="datasets"):
         registry("dataset")
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("PytorchStreamReader failed reading zip archive: failed finding central directory. This is an internal "
+     "miniz error. If you see this, please report", "PytorchStreamReader failed reading zip archive: failed "
+     "finding central directory."),
+    ("first line\nsecond line", "first line"),
+    ("words " * 40, ("words " * 26).strip() + " …"),  # 160 characters end inside the 27th word: cut before it
+    ("  padded  ", "padded"),
+])
+def test_a_library_error_becomes_its_first_sentence(text, expected):
+    assert first_sentence(text) == expected
+    assert first_sentence(RuntimeError(text)) == expected
+
+
+def test_an_error_without_a_message_is_its_type():
+    assert first_sentence(EOFError()) == "EOFError"
+    assert first_sentence("") == ""

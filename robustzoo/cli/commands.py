@@ -395,6 +395,9 @@ def eval_cmd(ctx, model, suite, attacks, n, eps, seed, cascade, eps_sweep, plot,
         return
     if plot:
         err.print(files.replaced_note(plot, replaced["--plot"]))
+    if n is not None and n > report["n"]:
+        err.print(f"note: --n {n:,} is more than the {report['n']:,} test images; all of them were evaluated",
+                  soft_wrap=True)
     _say_record(model, report)
     if json_out == "-":
         _emit_json(report, "-")

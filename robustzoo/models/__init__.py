@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn as nn
 
-from ..errors import NotFoundError, UsageError, did_you_mean
+from ..errors import NotFoundError, UsageError, did_you_mean, first_sentence
 from ..plugins import declare_entry_check, declare_entry_type, registry
 from .nets import CNNMnist, Normalize, Normalized, PreActResNet18, SmallCNN, WideResNet
 
@@ -117,7 +117,7 @@ def check_input_size(arch: str, *, num_classes: int, shape: Sequence[int], mean:
         except (NotFoundError, UsageError):
             raise
         except Exception as exc:  # noqa: BLE001 - any failure of one forward pass is this user error
-            first = (str(exc).splitlines() or [type(exc).__name__])[0][:160]
+            first = first_sentence(exc)
             of = f" of {dataset}" if dataset else ""
             raise UsageError(f"--arch {arch} cannot take the {c}×{h}×{w} images{of} ({type(exc).__name__}: "
                              f"{first}); choose an architecture for that size (`robustzoo list architectures`, "
