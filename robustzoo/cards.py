@@ -191,6 +191,17 @@ def retrain_command(config: Mapping[str, Any]) -> str:
     return " ".join(shlex.quote(p) for p in parts)
 
 
+def _machine_text(machine: Any) -> str:
+    """Where a run was trained, and what a bit-for-bit rerun needs (empty for older runs)."""
+    if not isinstance(machine, Mapping) or not machine.get("device"):
+        return ""
+    threads = machine.get("torch_threads")
+    if machine["device"] != "cpu" or not isinstance(threads, int):
+        return f"Trained on {machine['device']}."
+    return (f"Trained on the CPU with {threads} torch thread{'s' if threads != 1 else ''}: a seeded CPU run "
+            f"repeats bit for bit with the same count (`OMP_NUM_THREADS={threads}`).")
+
+
 # -- cards of runs ------------------------------------------------------------------------
 
 def _results(report: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -663,6 +674,7 @@ def render_run_card(config: Mapping[str, Any], report: Mapping[str, Any], *, rep
         "Retrain it (add `--data-dir DIR` where the dataset lives):",
         _code("bash", retrain),
         "Package versions: " + ", ".join(f"{k} {v}" for k, v in rz.get("versions", {}).items()) + ".",
+        _machine_text(rz.get("machine")),
     ] if x)
 
     rows = []

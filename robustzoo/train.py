@@ -33,7 +33,14 @@ from .attacks import pgd
 from .config import TrainConfig, apply_sets, check_config
 from .data import DatasetSpec, Splits, load_splits
 from .devices import resolve_device
-from .errors import NotFoundError, RunError, SettingWarning, UsageError, first_sentence
+from .errors import (
+    NotFoundError,
+    RobustzooError,
+    RunError,
+    SettingWarning,
+    UsageError,
+    first_sentence,
+)
 from .eval import evaluate_model, mark_precision, migrate, model_fingerprint, write_record
 from .fast import FastPath, check_compile_mode, eval_model, precision_scope, resolve_precision
 from .models import build_model, check_input_size
@@ -381,8 +388,25 @@ class Trainer:
             "optimizers": self.optim_settings,
             "state_tensors": sorted(self.objective.state_tensors()),
             "versions": versions(),
+            # Seeded CPU runs repeat bit for bit only with the same number of torch threads
+            # (the order of float sums in a reduction changes with it).
+            "machine": {"device": self.device.type, "torch_threads": torch.get_num_threads()},
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
+
+    def _warn_other_threads(self) -> None:
+        """Warn when a CPU run resumes with another torch thread count than it was started with."""
+        if self.device.type != "cpu" or not self.dist.is_main:
+            return
+        try:
+            machine = runs.read_config(self.out).get("robustzoo", {}).get("machine") or {}
+        except RobustzooError:
+            return  # the resume state is what counts; a damaged config.json is reported elsewhere
+        threads, now = machine.get("torch_threads"), torch.get_num_threads()
+        if machine.get("device") == "cpu" and isinstance(threads, int) and threads != now:
+            warnings.warn(f"{self.out} was trained with {threads} torch thread{'s' if threads != 1 else ''}, "
+                          f"this process has {now}: the resumed epochs are the same training but not bit for "
+                          f"bit; set OMP_NUM_THREADS={threads} to continue it exactly", SettingWarning, stacklevel=2)
 
     def _prepare_dir(self) -> None:
         cfg_path = self.out / runs.CONFIG_FILE
@@ -414,6 +438,7 @@ class Trainer:
                 raise RunError(f"{state}: {field} does not fit this run's model and settings ({type(exc).__name__}: "
                                f"{first}); the resume state is damaged or from another run: start a new run with "
                                f"`robustzoo train --out DIR`") from None
+            self._warn_other_threads()
             self.start_epoch = int(blob["epoch"])
             self.best_score = float(blob["best_score"])
             self.best_epoch = int(blob["best_epoch"])

@@ -824,3 +824,17 @@ def test_huggingface_hubs_own_progress_bars_are_off_during_push_and_pull(run_dir
     assert {what for what, _ in seen} == {"download", "commit"} and all(off for _, off in seen), seen
     assert not are_progress_bars_disabled()  # restored for the rest of the process
     assert "it/s" not in err and "%|" not in err
+
+
+def test_card_says_how_many_cpu_threads_a_bit_for_bit_rerun_needs(run_dir):
+    cfg = json.loads((run_dir / "config.json").read_text())
+    report = json.loads((run_dir / "eval.json").read_text())
+    threads = cfg["robustzoo"]["machine"]["torch_threads"]
+    text = cards.render_run_card(cfg, report, repo_id=REPO, files={"model.safetensors": "0" * 64})
+    assert f"Trained on the CPU with {threads} torch thread" in text and f"`OMP_NUM_THREADS={threads}`" in text
+    cfg["robustzoo"]["machine"] = {"device": "cuda", "torch_threads": 16}
+    text = cards.render_run_card(cfg, report, repo_id=REPO, files={"model.safetensors": "0" * 64})
+    assert "Trained on cuda." in text and "OMP_NUM_THREADS" not in text
+    del cfg["robustzoo"]["machine"]  # a run from before the field: no sentence
+    text = cards.render_run_card(cfg, report, repo_id=REPO, files={"model.safetensors": "0" * 64})
+    assert "Trained on" not in text

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import pytest
@@ -213,6 +214,27 @@ def test_resume_every_n_epochs_replays_from_the_last_state_bit_exactly(tmp_path)
     every.fit()
     a, b = _weights(tmp_path / "every" / runs.LAST_FILE), _weights(part / runs.LAST_FILE)
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_cpu_run_records_its_thread_count_and_a_resume_with_another_says_so(tmp_path, monkeypatch):
+    from robustzoo.errors import SettingWarning
+    from robustzoo.train import Trainer
+
+    cfg = build_config("at", None, {}, **dict(TINY, **CKPT))
+    with pytest.raises(_Killed):
+        Trainer(cfg, tmp_path / "run", progress=_KillAt(1)).fit()
+    machine = json.loads((tmp_path / "run" / runs.CONFIG_FILE).read_text())["robustzoo"]["machine"]
+    assert machine == {"device": "cpu", "torch_threads": torch.get_num_threads()}
+    threads = machine["torch_threads"]
+    monkeypatch.setattr(torch, "get_num_threads", lambda: threads + 3)
+    with pytest.warns(SettingWarning, match=f"trained with {threads} torch thread.*this process has {threads + 3}.*"
+                                            f"OMP_NUM_THREADS={threads} to continue it exactly"), \
+            pytest.raises(_Killed):
+        Trainer(cfg, tmp_path / "run", resume=True, progress=_KillAt(2)).fit()
+    monkeypatch.setattr(torch, "get_num_threads", lambda: threads)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SettingWarning)  # the same count: no warning
+        Trainer(cfg, tmp_path / "run", resume=True).fit()
 
 
 def test_reset_optimizer_starts_each_lr_stage_with_a_fresh_optimiser_and_resumes_bit_exactly(tmp_path, monkeypatch):
