@@ -274,8 +274,15 @@ def from_runs(root: str | Path) -> tuple[list[tuple[tuple[str, str, float], Row]
             skipped.append({"name": run_dir.name, "path": str(run_dir), "why": str(exc)})
             continue
         if report is None or "eps" not in report or not report.get("results"):
+            hint = f"`robustzoo eval {run_dir} --suite autoattack`"
+            why = None
+            if report is None:
+                from .eval import why_no_record  # deferred: the evaluation package loads torch
+
+                why = why_no_record(run_dir)  # evaluated, but no evaluation may rank it
             skipped.append({"name": run_dir.name, "path": str(run_dir),
-                            "why": f"not evaluated; run `robustzoo eval {run_dir} --suite autoattack`"})
+                            "why": f"{why}; see docs/evaluation.md, then evaluate again: {hint}" if why else
+                            f"not evaluated; run {hint}"})
             continue
         from .eval import (  # deferred (startup time): the evaluation package loads torch
             NO_HEALTH,

@@ -304,9 +304,26 @@ def test_no_eligible_record_leaves_no_eval_json(at_run, tmp_path):
     # publishing says why, so that its advice does not send the user round in a circle
     from robustzoo.hub import read_eval
 
-    with pytest.raises(RunError, match=r"none of its 1 evaluations can be the record \(evals/.*health report "
+    with pytest.raises(RunError, match=r"its only evaluation cannot be the record \(evals/.*health report "
                                        r"failed \(noop\)"):
         read_eval(run)
+
+
+def test_the_leaderboard_says_why_an_evaluated_run_is_not_ranked(at_run, tmp_path, capsys):
+    from robustzoo import leaderboard as lb
+    from robustzoo.eval import write_record
+
+    run = _copy(at_run, tmp_path)
+    for p in (run / "evals").glob("*.json"):
+        p.unlink()
+    (run / "eval.json").unlink()
+    write_record(run, dict(_rep(["clean", "autoattack"], 1000, "failed"), model=None))
+    (skipped,) = lb.leaderboard(tmp_path).skipped
+    assert skipped["why"].startswith("its only evaluation cannot be the record (evals/")
+    assert "health report failed (noop)" in skipped["why"] and "not evaluated" not in skipped["why"]
+    assert skipped["why"].endswith(f"then evaluate again: `robustzoo eval {run} --suite autoattack`")
+    code, _, err = run_cli(["leaderboard", str(tmp_path)], capsys)
+    assert code == 0 and f"not ranked: run: {skipped['why']}" in err  # one line: the command stays whole
 
 
 def test_export_robustbench_says_why_an_autoattack_record_is_not_the_record(tmp_path):

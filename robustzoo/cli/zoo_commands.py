@@ -70,7 +70,7 @@ def leaderboard(runs_dir, with_zoo, as_json, html_out) -> None:
     for table in rich_tables(lb):
         stdout.print(table)
     for s in lb.skipped:
-        err.print(f"not ranked: {s['name']}: {s['why']}")
+        err.print(f"not ranked: {s['name']}: {s['why']}", soft_wrap=True)  # commands stay whole
     if not lb.boards:
         err.print("nothing to rank yet: evaluate a run with `robustzoo eval RUN_DIR --suite autoattack`")
 

@@ -274,6 +274,8 @@ def why_no_record(run_dir: str | Path) -> str | None:
     if not found:
         return None
     why = [f"evals/{rid}.json: {(problems or ['records of other weights'])[0]}" for rid, problems in found]
+    if len(found) == 1:
+        return f"its only evaluation cannot be the record ({why[0]})"
     return f"none of its {len(found)} evaluations can be the record ({'; '.join(why[:3])}" + (
         f"; {len(why) - 3} more)" if len(why) > 3 else ")")
 
