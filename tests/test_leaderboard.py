@@ -33,6 +33,7 @@ def runs_dir(at_run, tmp_path) -> Path:
     for name in ("plain", "strong", "masked", "untested"):
         shutil.copytree(at_run, root / name)
     (root / "untested" / "eval.json").unlink()
+    shutil.rmtree(root / "untested" / "evals")
     real = json.loads((at_run / "eval.json").read_text())
     for name, (aa, health) in {"strong": (20, "passed"), "masked": (30, "suspect")}.items():
         report = json.loads(json.dumps(real))

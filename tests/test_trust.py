@@ -324,6 +324,11 @@ def test_the_leaderboard_says_why_an_evaluated_run_is_not_ranked(at_run, tmp_pat
     assert skipped["why"].endswith(f"then evaluate again: `robustzoo eval {run} --suite autoattack`")
     code, _, err = run_cli(["leaderboard", str(tmp_path)], capsys)
     assert code == 0 and f"not ranked: run: {skipped['why']}" in err  # one line: the command stays whole
+    # eval.json deleted by hand beside an eligible record: said as such, with the same way out
+    (run / "evals" / next(run.glob("evals/*.json")).name).unlink()
+    shutil.copytree(at_run / "evals", run / "evals", dirs_exist_ok=True)
+    (skipped,) = lb.leaderboard(tmp_path).skipped
+    assert "eligible, but eval.json is missing (deleted, or the record is of other weights)" in skipped["why"]
 
 
 def test_export_robustbench_says_why_an_autoattack_record_is_not_the_record(tmp_path):

@@ -273,7 +273,10 @@ def why_no_record(run_dir: str | Path) -> str | None:
     found = history_problems(run_dir)
     if not found:
         return None
-    why = [f"evals/{rid}.json: {(problems or ['records of other weights'])[0]}" for rid, problems in found]
+    # A record with no problem is of other weights (the run was retrained since), or eval.json
+    # was deleted; which, only the weights can say, and a new evaluation settles both.
+    eligible = "eligible, but eval.json is missing (deleted, or the record is of other weights)"
+    why = [f"evals/{rid}.json: {(problems or [eligible])[0]}" for rid, problems in found]
     if len(found) == 1:
         return f"its only evaluation cannot be the record ({why[0]})"
     return f"none of its {len(found)} evaluations can be the record ({'; '.join(why[:3])}" + (
