@@ -16,7 +16,8 @@ regenerates:
 * the part of docs/results.md between the ``generated`` markers (the hand-written reading
   outside them is kept): the protocol, the accuracy table (mean ± std over seeds), every run's
   AutoAttack with its 95% Wilson interval, each method against AT image by image (exact
-  McNemar tests, per seed and pooled over seeds), a ranking in ``robustzoo leaderboard``'s
+  McNemar tests, per seed and pooled over seeds; a t-test over seeds for the method's
+  difference), the same test between seeds of one method, a ranking in ``robustzoo leaderboard``'s
   order that gives methods it cannot tell apart the same rank, Calibrated AT's β × β1 points,
   PGD-20 against the stronger attacks, the training table and the commands;
 * docs/img/fmnist-eps-curve.png (PGD-20 accuracy against ε, one line per method);
@@ -60,7 +61,10 @@ START, END = "<!-- generated:start -->", "<!-- generated:end -->"
 ORDER = ["at", "trades", "mart", "fat-trades", "cat-cent", "cat-cw", "cat-cw-b1-0.05", "cat-cw-b5-0.3",
          "cat-cw-b5-0.05", "cat-cent-b5-0.05", "customized-ce", "customized-mix", "customized-mix-code"]
 REFERENCE = "at"  # every method is tested against this one, image by image
-ALPHA = 0.01  # a paired difference with p below this is called real at this n
+ALPHA = 0.01  # an image-by-image difference with p below this: the two models differ on these images
+# A difference of the *method* also needs its seeds to agree: every seed pair the same way and a
+# paired t-test over the seeds (df = k - 1, the training seed's noise included) below this.
+SEED_ALPHA = 0.05
 # Columns of the accuracy table, all from eval-paper.json: (attack, header).
 COLUMNS = [("clean", "clean"), ("fgsm", "FGSM"), ("pgd20", "PGD-20"), ("pgd100", "PGD-100"), ("cw", "CW∞"),
            ("square", "Square"), ("apgd-ce", "APGD-CE"), ("apgd-dlr", "APGD-DLR"), ("autoattack", "AutoAttack")]
@@ -356,6 +360,61 @@ def seed_pairs(ref: list[Run], other: list[Run], attack: str) -> list[tuple[int,
     return [(o.seed, pair(by_seed[o.seed], o, attack)) for o in other if o.seed in by_seed]
 
 
+@dataclass
+class SeedTest:
+    """A method's difference from the reference seed by seed (seed k against seed k)."""
+
+    diffs: list[float]  # fractions, one per shared seed
+
+    @property
+    def mean(self) -> float:
+        return statistics.fmean(self.diffs)
+
+    @property
+    def same_sign(self) -> bool:
+        return all(d > 0 for d in self.diffs) or all(d < 0 for d in self.diffs)
+
+    @property
+    def p(self) -> float:
+        """Two-sided p of a one-sample t-test of the per-seed differences (df = seeds - 1)."""
+        from scipy.stats import t as student  # scipy comes with scikit-learn, a dependency
+
+        sd = statistics.stdev(self.diffs)
+        if sd == 0:
+            return 0.0 if self.mean != 0 else 1.0
+        t = self.mean / (sd / math.sqrt(len(self.diffs)))
+        return float(min(1.0, 2 * student.sf(abs(t), len(self.diffs) - 1)))
+
+
+def seed_test(ref: list[Run], other: list[Run], attack: str) -> SeedTest | None:
+    """The per-seed differences, when at least two seeds are paired (None otherwise)."""
+    pairs = [p for _, p in seed_pairs(ref, other, attack)]
+    if len(pairs) < 2 or any(p is None for p in pairs):
+        return None
+    return SeedTest([p.diff for p in pairs])
+
+
+def verdict(ref: list[Run], other: list[Run], attack: str) -> tuple[str, Pair | None, SeedTest | None]:
+    """What the study can say about ``other`` against ``ref`` under ``attack``.
+
+    'method': the images decide (pooled McNemar p < ALPHA) and so do the seeds (at least two,
+    every one the same way, seed-level p < SEED_ALPHA). 'models': the trained models differ on
+    these images, but one seed, or seeds that disagree, cannot tell the method from the
+    training seed (two seeds of one method can differ as much: :func:`seed_control`). 'tie':
+    the images cannot tell them apart. 'untested': no per-example outcomes to pair.
+    """
+    pooled_pair = compare(ref, other, attack)
+    if pooled_pair is None:
+        return "untested", None, None
+    seeds = seed_test(ref, other, attack)
+    if pooled_pair.p >= ALPHA:
+        return "tie", pooled_pair, seeds
+    if (seeds is not None and seeds.same_sign and seeds.p < SEED_ALPHA
+            and (seeds.mean > 0) == (pooled_pair.diff > 0)):
+        return "method", pooled_pair, seeds
+    return "models", pooled_pair, seeds
+
+
 def compare(ref: list[Run], other: list[Run], attack: str) -> Pair | None:
     """The test that decides: seeds paired and pooled (one seed: that pair); None if none paired."""
     pairs = [p for _, p in seed_pairs(ref, other, attack)]
@@ -400,14 +459,45 @@ def paired_table(runs: dict[str, list[Run]]) -> tuple[str, list[str]] | None:
                 verdicts[a].append((m, how, decided))
     summary = []
     for a, label in (("autoattack", "AutoAttack"), ("clean", "Clean accuracy")):
-        real = [f"{m} {_points(p.diff)} (p = {p.p:.2g}, {how})" for m, how, p in verdicts[a] if p.p < ALPHA]
-        ties = [f"{m} {_points(p.diff)} (p = {p.p:.2g})" for m, how, p in verdicts[a] if p.p >= ALPHA]
-        summary.append(f"- **{label}**: real at this n (p < {ALPHA:g}): {'; '.join(real) or 'none'}. "
-                       f"Not told apart from {REFERENCE}: {'; '.join(ties) or 'none'}.")
+        said: dict[str, list[str]] = {"method": [], "models": [], "tie": []}
+        for m, how, p in verdicts[a]:
+            kind, _, seeds = verdict(ref, runs[m], a)
+            if seeds is None:
+                detail = f"images p = {p.p:.2g}, {how}"
+            else:
+                detail = (f"images p = {p.p:.2g}, {how}; seeds {', '.join(_points(d) for d in seeds.diffs)}: "
+                          f"seed-level p = {seeds.p:.2g}")
+            said[kind].append(f"{m} {_points(p.diff)} ({detail})")
+        summary.append(
+            f"- **{label}**: a difference of the method (the images decide, p < {ALPHA:g}, and so do at least two "
+            f"seeds, all the same way, seed-level p < {SEED_ALPHA:g}): {'; '.join(said['method']) or 'none'}. "
+            f"The models differ on these images, but the seeds do not decide it: {'; '.join(said['models']) or 'none'}. "
+            f"Not told apart from {REFERENCE}: {'; '.join(said['tie']) or 'none'}.")
     notes = {r.name: r.outcome_note for rs in runs.values() for r in rs if r.outcome_note}
     if notes or missing:
         summary.append("- Not tested: " + "; ".join([f"{k}: {v}" for k, v in notes.items()] + missing) + ".")
     return "\n".join(lines), summary
+
+
+def seed_control(runs: dict[str, list[Run]]) -> str | None:
+    """Seeds of one method against each other, image by image: what the training seed alone does.
+
+    The same exact McNemar test as between methods; a small p here shows that p < ALPHA between
+    two runs is a difference of the trained models, not yet of the methods.
+    """
+    lines = ["| method | pairing | AutoAttack difference (points) | robust only for the lower seed / only for the "
+             "higher | p | clean difference (points) | correct only for the lower seed / only for the higher | p |",
+             "|---|---|---|---|---|---|---|---|"]
+    for m in _methods(runs):
+        rs = runs[m]
+        for i, first in enumerate(rs):
+            for second in rs[i + 1:]:
+                cells = []
+                for a in ("autoattack", "clean"):
+                    p = pair(first, second, a)
+                    cells += [_points(p.diff), f"{p.ref_only} / {p.other_only}", _p(p.p)] if p else ["—"] * 3
+                lines.append(f"| {m} | seed {second.seed} − seed {first.seed} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) if len(lines) > 2 else None
 
 
 def ranking_table(runs: dict[str, list[Run]]) -> str:
@@ -436,9 +526,9 @@ def ranking_table(runs: dict[str, list[Run]]) -> str:
             return True
         if a.ranked_by != b.ranked_by or a.rank_cell.accuracy <= b.rank_cell.accuracy:
             return False
-        # on the seeds they share, a must be the better one too, by a real difference
-        p = compare(runs[b.name], runs[a.name], a.ranked_by)
-        return p is not None and p.diff > 0 and p.p < ALPHA
+        # on the seeds they share, a must be the better one too, by a difference of the method
+        kind, p, _ = verdict(runs[b.name], runs[a.name], a.ranked_by)
+        return kind == "method" and p is not None and p.diff > 0
 
     ranked = []
     for pos, row in enumerate(order):
@@ -447,7 +537,7 @@ def ranking_table(runs: dict[str, list[Run]]) -> str:
                 for o in order if o is not row and o.ranked_by == row.ranked_by
                 and not better(o, row) and not better(row, o)]
         ranked.append((rank, pos, row, ties))
-    lines = ["| rank | method | seeds | clean | robust | ranked by | not told apart from (p ≥ 0.01) | health |",
+    lines = ["| rank | method | seeds | clean | robust | ranked by | not told apart from (as methods) | health |",
              "|---|---|---|---|---|---|---|---|"]
     for rank, _, row, ties in sorted(ranked, key=lambda t: t[:2]):
         rs = runs[row.name]
@@ -822,14 +912,24 @@ def build_page(root: Path, runs: dict[str, list[Run]], protocol: dict[str, Any],
                       "(twice the smaller one-sided `robustzoo.eval.mcnemar_exact`, at most 1) says how likely a "
                       "split at least this uneven is by chance. Seed k is paired with "
                       f"{REFERENCE.upper()}'s seed k; for a method with several seeds the discordant counts are also "
-                      f"summed over seeds (one test, which decides). A difference is called real at this n when "
-                      f"p < {ALPHA:g} (bold); a larger p does not show the methods equal, only that this many "
-                      "images cannot tell them apart.", "", table, ""] + summary + [""]
+                      f"summed over seeds (one test). Bold: p < {ALPHA:g}, the two trained models differ on these "
+                      "images; a larger p does not show them equal, only that this many images cannot tell them "
+                      "apart. A bold p is not yet a difference of the *method*: the training seed moves a model too "
+                      "(two seeds of one method, tested the same way, in the next table), so the summary below calls "
+                      "a difference the method's only when at least two seeds agree as well: every seed pair the "
+                      f"same way and a paired t-test over the seeds (df = seeds − 1) with p < {SEED_ALPHA:g}.",
+                      "", table, ""] + summary + [""]
+            control = seed_control(done)
+            if control:
+                parts += ["## Seed against seed, the same method", "",
+                          "The same test between two seeds of one method, on the same images: how far the training "
+                          "seed alone moves a model. Where these p are small, a small p between two methods on one "
+                          "seed does not tell the method from the seed.", "", control, ""]
         parts += ["## Ranking", "",
                   "The methods in the order `robustzoo leaderboard` ranks runs (standard AutoAttack, here the mean "
                   "over a method's seeds, then clean accuracy), but the rank does not order what the paired test "
-                  f"cannot: it is 1 + the number of methods with a higher accuracy by a difference that is real at "
-                  f"this n (p < {ALPHA:g}, seeds paired and pooled as above), so methods not told apart share a "
+                  "cannot: it is 1 + the number of methods with a higher accuracy by a difference of the method "
+                  "(the images and at least two seeds decide, as above), so methods not told apart share a "
                   "rank.", "", ranking_table(done), "",
                   "## PGD-20 against the stronger attacks", "",
                   "The gap a masked model shows, every gap on the same images of the run: PGD-20 against the better "

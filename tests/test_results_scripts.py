@@ -268,9 +268,39 @@ def test_each_method_against_at_image_by_image(study, tmp_path):
     # a real difference in clean accuracy with the same AutoAttack outcome
     assert _row(sec, "| customized-ce | seed 0 vs at seed 0 |").endswith(f"| {cells(0, 0)} | {cells(8, 0)} |")
     summary = _row(sec, "- **AutoAttack**")
-    assert "real at this n (p < 0.01): trades +10.0 (p = 0.00049, pooled over seeds)." in summary
-    assert "Not told apart from at: mart +0.0 (p = 1); customized-ce +0.0 (p = 1)." in summary
-    assert "real at this n (p < 0.01): customized-ce -20.0 (p = 0.0078, seed 0)" in _row(sec, "- **Clean accuracy**")
+    # three seeds, each +4 images: the images decide (pooled) and so do the seeds (all the same way)
+    assert ("seed-level p < 0.05): trades +10.0 (images p = 0.00049, pooled over seeds; seeds +10.0, +10.0, "
+            "+10.0: seed-level p = 0).") in summary
+    assert "the seeds do not decide it: none." in summary
+    assert "Not told apart from at: mart +0.0 (images p = 1, seed 0); customized-ce +0.0 (images p = 1, seed 0)." \
+        in summary
+    # one seed: the two models differ on these images, which does not make it the method's difference
+    clean = _row(sec, "- **Clean accuracy**")
+    assert "seed-level p < 0.05): none." in clean
+    assert "the seeds do not decide it: customized-ce -20.0 (images p = 0.0078, seed 0)." in clean
+
+
+def test_seeds_of_one_method_are_tested_against_each_other(study, tmp_path):
+    text = _generate(study, tmp_path)
+    sec = text[text.index("## Seed against seed, the same method"):text.index("## Ranking")]
+    # at-s1: 2 robust images fewer than at-s0; at-s2: 1 more (see the study fixture)
+    assert _row(sec, "| at | seed 1 − seed 0 |").startswith("| at | seed 1 − seed 0 | -5.0 | 2 / 0 | 0.5 | +0.0 | 0 / 0 | 1 |")
+    assert _row(sec, "| at | seed 2 − seed 0 |").startswith("| at | seed 2 − seed 0 | +2.5 | 0 / 1 | 1 |")
+    assert _row(sec, "| at | seed 2 − seed 1 |").startswith(f"| at | seed 2 − seed 1 | +7.5 | 0 / 3 | {_two_sided(0, 3):.2g} |")
+    assert "| mart |" not in sec  # one seed: nothing to pair
+
+
+def test_the_seed_level_test_against_hand_computed_values():
+    make_results = load_script("docs/make_results.py")
+    # df = 1: Student's t is the Cauchy distribution, p = 1 - 2 atan(|t|) / pi
+    diffs = [0.034, 0.037]
+    t = statistics.fmean(diffs) / (statistics.stdev(diffs) / math.sqrt(2))
+    assert make_results.SeedTest(diffs).p == pytest.approx(1 - 2 * math.atan(t) / math.pi, rel=1e-9)
+    assert make_results.SeedTest(diffs).p == pytest.approx(0.0269, abs=1e-4)
+    assert make_results.SeedTest([-0.007, -0.036]).p == pytest.approx(0.38, abs=0.005)
+    assert make_results.SeedTest([0.02, 0.02, 0.02]).p == 0.0  # no spread: as certain as the seeds allow
+    assert make_results.SeedTest([0.0, 0.0]).p == 1.0
+    assert not make_results.SeedTest([0.03, -0.01]).same_sign
 
 
 def test_ranking_ties_what_the_paired_test_cannot_tell_apart(study, tmp_path):
