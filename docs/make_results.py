@@ -430,7 +430,8 @@ def paired_table(runs: dict[str, list[Run]]) -> tuple[str, list[str]] | None:
     ref = runs[REFERENCE]
     lines = ["| method | pairing | AutoAttack − AT (points) | robust only for AT / only for the method | p | "
              "clean − AT (points) | correct only for AT / only for the method | p |", "|---|---|---|---|---|---|---|---|"]
-    verdicts: dict[str, list[tuple[str, str, Pair]]] = {"autoattack": [], "clean": []}
+    # attack -> (method, how it was paired, verdict kind, pooled pair, seed test)
+    verdicts: dict[str, list[tuple[str, str, str, Pair, SeedTest | None]]] = {"autoattack": [], "clean": []}
     missing = []
 
     def cells(p: Pair | None) -> list[str]:
@@ -451,17 +452,16 @@ def paired_table(runs: dict[str, list[Run]]) -> tuple[str, list[str]] | None:
                          "pooled | " + " | ".join(cells(compare(ref, runs[m], "autoattack"))
                                                   + cells(compare(ref, runs[m], "clean"))) + " |")
         for a in verdicts:
-            decided = compare(ref, runs[m], a)
+            kind, decided, seeds = verdict(ref, runs[m], a)
             if decided is None:
                 missing.append(f"{m} ({a}: per-example outcomes missing)")
             else:
                 how = "pooled over seeds" if len(per[a]) > 1 else f"seed {per[a][0][0]}"
-                verdicts[a].append((m, how, decided))
+                verdicts[a].append((m, how, kind, decided, seeds))
     summary = []
     for a, label in (("autoattack", "AutoAttack"), ("clean", "Clean accuracy")):
         said: dict[str, list[str]] = {"method": [], "models": [], "tie": []}
-        for m, how, p in verdicts[a]:
-            kind, _, seeds = verdict(ref, runs[m], a)
+        for m, how, kind, p, seeds in verdicts[a]:
             if seeds is None:
                 detail = f"images p = {p.p:.2g}, {how}"
             else:
