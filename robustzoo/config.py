@@ -121,6 +121,9 @@ class TrainConfig:
 #: the Python API's keywords, a run's config.json) and again once defaults are filled in.
 #: Budgets and step sizes are on the [0,1] pixel scale; the rules of ε, α and steps are the
 #: evaluation's (ε in (0, 1], α > 0, steps >= 1).
+MAX_STEPS = 10_000
+MAX_EPOCHS = 10_000
+
 SCHEMA: dict[str, Setting] = {
     "objective": Setting("str", nonempty=True, meaning="training objective", example="trades",
                          option="--objective"),
@@ -133,9 +136,12 @@ SCHEMA: dict[str, Setting] = {
                                 meaning="training ε = factor·ε", example="4/3"),
     "alpha": Setting("float", min=0.0, max=1.0, min_open=True, optional=True,
                      meaning="PGD step size on the [0,1] pixel scale", example="2/255", option="--alpha"),
-    "steps": Setting("int", min=1, optional=True, meaning="PGD steps of the training attack", example="10",
-                     option="--steps"),
-    "epochs": Setting("int", min=1, optional=True, meaning="training epochs", example="10", option="--epochs"),
+    # Upper bounds catch typos (an extra zero runs for weeks); the papers' largest are 200 epochs
+    # and PGD-40 in training, two orders of magnitude below.
+    "steps": Setting("int", min=1, max=MAX_STEPS, optional=True, meaning="PGD steps of the training attack",
+                     example="10", option="--steps"),
+    "epochs": Setting("int", min=1, max=MAX_EPOCHS, optional=True, meaning="training epochs", example="10",
+                      option="--epochs"),
     "batch_size": Setting("int", min=1, optional=True, meaning="images per step", example="128",
                           option="--batch-size"),
     "lr": Setting("float", min=0.0, min_open=True, optional=True, meaning="learning rate", example="0.1",
@@ -157,7 +163,7 @@ SCHEMA: dict[str, Setting] = {
                       example="1000", option="--subset"),
     "val_size": Setting("int", min=1, optional=True, none_means="the dataset's default", meaning="training images held out for checkpoint "
                                                             "selection", example="100"),
-    "val_steps": Setting("int", min=1, meaning="PGD steps of the validation attack", example="10"),
+    "val_steps": Setting("int", min=1, max=MAX_STEPS, meaning="PGD steps of the validation attack", example="10"),
     "val_every": Setting("int", min=1, meaning="epochs between validations", example="1"),
     "resume_every": Setting("int", min=0, meaning="epochs between resume states (0 = by time only)",
                             example="5"),

@@ -630,6 +630,11 @@ CASES = [
     row("train", "--seed", "123456789012345678901",
         needles=("seed=123456789012345678901 is out of range", "<= 4294967295"), code=2),
     row("train", "--steps", "0", needles=("steps=0 is out of range", "PGD steps"), code=2),
+    # A typo's extra digits would train until killed: the upper bounds name the limit.
+    row("train", "--steps", "99999999999999999999", needles=("steps=99999999999999999999 is out of range",
+                                                             "<= 10000"), code=2),
+    row("train", "--epochs", "20000", needles=("epochs=20000 is out of range", "<= 10000"), code=2),
+    row("train", "--set", "val_steps=100000", needles=("val_steps=100000 is out of range", "<= 10000"), code=2),
     row("train", "--set", "epochs=2.5", needles=("epochs=2.5 is not an integer", "e.g. --epochs 10"), code=2),
     row("train", "--set", "nesterov=maybe", needles="nesterov=maybe is not true or false", code=2),
     row("train", "--set", "gamma=0", needles=("gamma=0 is out of range", "> 0"), code=2),

@@ -58,6 +58,9 @@ def _copy(at_run, tmp_path):
     ("kappa=nan", "not a finite number"), ("kappa=inf", "not a finite number"), ("kappa=-1", ">= 0"),
     ("apgd_restarts=0", ">= 1"), ("square_queries=0", ">= 1"), ("eot_iter=0", ">= 1"),
     ("apgd_restarts=1.5", "whole number"), ("cw_rand_init=gaussian", "choose one of none, uniform"),
+    # An extra digit's worth of runtime is refused too, with both bounds named.
+    ("square_queries=50000000", ">= 1 and <= 1000000"), ("apgd_restarts=1001", "<= 1000"),
+    ("eot_iter=20000", "<= 1000"),
 ])
 def test_attack_options_refuse_nonsense_with_key_value_and_range(pair, needle):
     with pytest.raises(UsageError, match=needle) as exc:

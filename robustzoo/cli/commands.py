@@ -17,11 +17,12 @@ from rich.table import Table
 
 from .. import files
 from .._version import __version__
+from ..config import MAX_EPOCHS, MAX_STEPS  # plain data (robustzoo.settings), no torch
 from ..errors import Interrupted, NotFoundError, RobustzooError, StorageError, UsageError
 from ..plugins import plugin_infos, registry
 from ..ui import RichProgress, attacks_for_skipped_checks, health_table, results_table, sweep_table
 
-# The engines (train, eval, hub, distributed, config, objectives, runs) are imported inside
+# The engines (train, eval, hub, distributed, objectives, runs) are imported inside
 # the commands that use them: they import torch, timm or huggingface_hub, which take seconds,
 # and `robustzoo --help` or `robustzoo list` should not wait for them.
 
@@ -106,8 +107,8 @@ def _set_keys_epilog() -> str:
 @click.option("--attack", help="training attack of the objective (at: pgd|fgsm|cw; calibrated: cent|cw)")
 @click.option("--eps", help="L-inf budget on the [0,1] scale, e.g. 0.1 or 8/255")
 @click.option("--alpha", help="PGD step size on the [0,1] scale")
-@click.option("--steps", type=int, help="PGD steps of the training attack")
-@click.option("--epochs", type=int)
+@click.option("--steps", type=int, help=f"PGD steps of the training attack (1 to {MAX_STEPS})")
+@click.option("--epochs", type=int, help=f"training epochs (1 to {MAX_EPOCHS}; default: the dataset's or recipe's)")
 @click.option("--batch-size", type=int)
 @click.option("--lr", type=float)
 @click.option("--subset", type=int, help="train on N images only (quick runs); the validation split shrinks to "

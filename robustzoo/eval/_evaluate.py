@@ -542,12 +542,14 @@ class AttackOption:
 
     A value outside the range is refused where it enters (the command line or the API), so
     no setting can turn an attack into a no-op (zero restarts, queries or EoT samples) or
-    put NaN into a record; the same bounds hold for the matching train settings.
+    put NaN into a record; the same bounds hold for the matching train settings. The maxima
+    catch typos (an extra zero that would run for days), far above any published protocol.
     """
 
     type: type
     help: str
     minimum: float | None = None  # inclusive
+    maximum: float | None = None  # inclusive
     choices: tuple[str, ...] = ()
 
     def check(self, key: str, value: Any) -> Any:
@@ -559,7 +561,7 @@ class AttackOption:
             raise UsageError(f"{what} is not a valid {self.type.__name__}{self._range()}") from None
         if isinstance(v, float) and not math.isfinite(v):
             raise UsageError(f"{what} is not a finite number{self._range()}")
-        if self.minimum is not None and v < self.minimum:
+        if (self.minimum is not None and v < self.minimum) or (self.maximum is not None and v > self.maximum):
             raise UsageError(f"{what} is out of range{self._range()}")
         if self.choices and v not in self.choices:
             raise UsageError(f"{what}{did_you_mean(str(v), self.choices)}; choose one of "
@@ -567,10 +569,11 @@ class AttackOption:
         return v
 
     def _range(self) -> str:
-        if self.minimum is None:
+        if self.minimum is None and self.maximum is None:
             return ""
-        low = int(self.minimum) if self.type is int else self.minimum
-        return f" (allowed: a {'whole number' if self.type is int else 'number'} >= {low:g})"
+        bounds = [f"{op} {int(b) if self.type is int else f'{b:g}'}"
+                  for op, b in ((">=", self.minimum), ("<=", self.maximum)) if b is not None]
+        return f" (allowed: a {'whole number' if self.type is int else 'number'} {' and '.join(bounds)})"
 
 
 #: Options an evaluation passes to the attacks (``--set KEY=VALUE`` on ``robustzoo eval``).
@@ -578,13 +581,13 @@ ATTACK_OPTIONS: dict[str, AttackOption] = {
     # κ < 0 would stop the CW attack while the margin is still positive (never misclassify).
     "kappa": AttackOption(float, "CW∞ margin κ of the 'cw' attack (default 50; >= 0)", minimum=0.0),
     "square_queries": AttackOption(int, "Square Attack query budget, also inside autoattack (default 5000; "
-                                        ">= 1)", minimum=1),
+                                        "1 to 1000000)", minimum=1, maximum=1_000_000),
     "apgd_restarts": AttackOption(int, "restarts of apgd-ce / apgd-dlr (default 1, AutoAttack standard; "
-                                       ">= 1: 0 would run nothing)", minimum=1),
+                                       "1 to 1000: 0 would run nothing)", minimum=1, maximum=1000),
     "cw_rand_init": AttackOption(str, "start of the 'cw' attack: none (default, as pgd20/pgd100) or uniform",
                                  choices=("none", "uniform")),
     "eot_iter": AttackOption(int, "gradient samples per APGD step, Expectation over Transformation "
-                                  "(default 1; >= 1)", minimum=1),
+                                  "(default 1; 1 to 1000)", minimum=1, maximum=1000),
     "aa_version": AttackOption(str, "AutoAttack version: auto (default: rand when the model is randomised), "
                                     "standard or rand", choices=("auto", *AA_VERSIONS)),
 }
