@@ -23,7 +23,10 @@ regenerates:
 * docs/img/fmnist-eps-curve.png (PGD-20 accuracy against ε, one line per method);
 * model_cards/runs/<method>-cnn-fmnist-run.md for the best run of each method, rendered by the
   same code as ``robustzoo push`` as the card of an unpublished run (the weights' sha256 come
-  from weights.sha256; cards of methods no longer present are removed).
+  from weights.sha256; cards of methods no longer present are removed);
+* the ``measured`` blocks of the zoo entries (robustzoo/zoo/index.json) that cite those cards,
+  and those entries' cards (model_cards/<entry>.md): the numbers of the card, the protocol
+  and the commands of its seed.
 
 The mask figures (docs/img/fmnist-masks-<method>.png) need the weights: with ``--weights RUNS``
 (the run directories the records were exported from; each model's sha256 must match
@@ -704,6 +707,88 @@ def cards(runs: dict[str, list[Run]], out_dir: Path) -> list[str]:
     return written
 
 
+def refresh_zoo(index_path: Path, runs: dict[str, list[Run]], cards_dir: Path,
+                protocol: dict[str, Any]) -> dict[str, tuple[bool, str]]:
+    """Copy each zoo entry's ``measured`` block from the study's run card it cites.
+
+    An entry of ``index_path`` whose ``measured.source`` names a run card of this study
+    (``model_cards/runs/<method>-cnn-fmnist-run.md``) gets that card's counts and health, the
+    protocol of its run (read from the run's config.json and protocol.json) and the commands
+    that train and evaluate exactly that run (its seed). A block whose card is gone is dropped;
+    a card of another method, dataset, architecture, ε or setting than the entry's is not
+    copied. The file is rewritten only when something changed. Returns, by entry, whether its
+    block changed and what happened.
+    """
+    from robustzoo.cards import front_matter
+    from robustzoo.zoo import ZooEntry
+
+    data = json.loads(index_path.read_text(encoding="utf-8"))
+    suffix = "-cnn-fmnist-run.md"
+    report: dict[str, tuple[bool, str]] = {}
+    for entry in data.get("entries", []):
+        measured = entry.get("measured") or {}
+        card = Path(measured.get("source", ""))
+        if card.parent.as_posix() != "model_cards/runs" or not card.name.endswith(suffix):
+            continue  # not one of this study's cards
+        name = entry["name"]
+        if not (cards_dir / card.name).is_file():
+            del entry["measured"]
+            report[name] = (True, f"dropped 'measured' ({card.name} is gone)")
+            continue
+        m = card.name[: -len(suffix)]
+        evaluated = [r for r in runs.get(m, []) if r.paper is not None]
+        if not evaluated:
+            continue  # the card of a run these records do not hold: left as it is
+        r = best_run(evaluated)
+        rz = front_matter((cards_dir / card.name).read_text(encoding="utf-8"))["robustzoo"]
+        why = _card_mismatch(ZooEntry.from_dict(entry), rz)
+        if why:
+            report[name] = (False, f"not refreshed: {card.name} {why}")
+            continue
+        counts = {a: [res["correct"], res["n"]] for a, res in rz["results"].items()}
+        new = dict(measured, results={a: round(c / n, 4) for a, (c, n) in counts.items()}, counts=counts,
+                   health=rz["health"]["status"], protocol=_zoo_protocol(r, protocol),
+                   train=f"python benchmarks/fmnist_zoo.py train --out {RUNS} --reduced --seeds {r.seed} --methods {m}",
+                   eval=f"python benchmarks/fmnist_zoo.py eval --out {RUNS} --reduced --seeds {r.seed} --methods {m}")
+        if new != measured:
+            entry["measured"] = new
+            report[name] = (True, f"'measured' from {r.name} ({card.name})")
+    if any(changed for changed, _ in report.values()):
+        write_text(index_path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    return report
+
+
+def _card_mismatch(entry: Any, rz: dict[str, Any]) -> str:
+    """Why a run card's front matter cannot stand for a zoo entry ('' when it can)."""
+    for what, card_value, entry_value in (("method", rz.get("method"), entry.method),
+                                          ("dataset", rz.get("dataset"), entry.dataset),
+                                          ("architecture", rz.get("architecture"), entry.architecture)):
+        if card_value != entry_value:
+            return f"is a {what} {card_value!r} run, the entry {entry_value!r}"
+    eps = (rz.get("threat_model") or {}).get("eps")
+    if entry.eps is None or eps is None or not math.isclose(float(eps), entry.eps, rel_tol=1e-9):
+        return f"has ε {eps}, the entry {entry.eps}"
+    settings = rz.get("method_settings") or {}
+    for key, value in entry.settings.items():
+        if settings.get(key) != value:
+            return f"was trained with {key}={settings.get(key)!r}, the entry says {value!r}"
+    return ""
+
+
+def _zoo_protocol(r: Run, protocol: dict[str, Any]) -> str:
+    """The zoo's one-sentence protocol of a study run, against the recipe's settings (protocol.json)."""
+    c = r.config["robustzoo"]["config"]
+    recipe = protocol.get("common", {})
+    n = sorted({row["n"] for row in r.rows.values()})
+    evaluated = (f"every attack, standard AutoAttack included, on the same {n[0]:,} test images" if len(n) == 1
+                 else f"every attack on {'/'.join(f'{k:,}' for k in n)} test images")
+    return (f"the reduced CPU protocol of docs/results.md: {c['epochs']} epochs on "
+            f"{r.config['robustzoo']['num_train']:,} of the training images with PGD-{c['steps']} "
+            f"(α = {c['alpha']:g}), seed {r.seed}, instead of the recipe's {recipe.get('epochs', '?')} epochs with "
+            f"PGD-{recipe.get('steps', '?')} (α = {float(recipe.get('alpha', 'nan')):g}) on the whole training set; "
+            f"{evaluated}")
+
+
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -1023,6 +1108,27 @@ def _main(args: argparse.Namespace) -> int:
     page.parent.mkdir(parents=True, exist_ok=True)
     write_text(page, head + generated + rest.split(END, 1)[1])
     print(f"wrote {page}")
+    if any(r.paper is not None for rs in runs.values() for r in rs):
+        # The run cards were written: the zoo entries that cite them follow.
+        index = ROOT / "robustzoo" / "zoo" / "index.json"
+        entry_cards = ROOT / "model_cards"
+        if args.into is not None:
+            entry_cards = args.into / "model_cards"
+            index = args.into / "robustzoo" / "zoo" / "index.json"
+            if not index.is_file():
+                index.parent.mkdir(parents=True, exist_ok=True)
+                write_text(index, (ROOT / "robustzoo" / "zoo" / "index.json").read_text(encoding="utf-8"))
+        changes = refresh_zoo(index, runs, cards_dir, protocol)
+        for name, (_, what) in changes.items():
+            print(f"{_rel(index)}: {name}: {what}")
+        changed = {name for name, (yes, _) in changes.items() if yes}
+        if changed:
+            from robustzoo.cards import write_zoo_cards
+            from robustzoo.zoo import ZooEntry
+
+            entries = [ZooEntry.from_dict(e) for e in json.loads(index.read_text(encoding="utf-8"))["entries"]]
+            for path in write_zoo_cards(entry_cards, [e for e in entries if e.name in changed]):
+                print(f"wrote {path}")
     return 0
 
 

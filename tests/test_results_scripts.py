@@ -328,6 +328,48 @@ def test_cards_are_rendered_from_the_records(study, tmp_path):
     assert "## Calibrated AT masks" not in text  # no calibrated run
 
 
+def test_zoo_measured_blocks_follow_the_run_cards(study, tmp_path):
+    """The zoo entries citing a run card get its numbers and the commands of that very seed; an
+    entry the card cannot stand for is left alone, one whose card is gone loses its block."""
+    config = json.loads((study["records"] / "at-s0" / "config.json").read_text())["robustzoo"]
+
+    def entry(name: str, source: str, **kw) -> dict:
+        return dict({"name": name, "status": "unpublished", "repo_id": "", "revision": "", "files": {},
+                     "architecture": config["config"]["arch"], "dataset": config["dataset"],
+                     "threat_model": {"norm": "linf", "eps": config["threat_model"]["eps"]}, "method": "at",
+                     "settings": {}, "results": {}, "recipe": "", "card": f"model_cards/{name}.md",
+                     "description": "d", "paper": "p", "license": "apache-2.0",
+                     "measured": {"protocol": "old", "results": {"clean": 0.5, "pgd20": 0.25},
+                                  "counts": {"clean": [1, 2], "pgd20": [1, 4]}, "train": "old", "eval": "old",
+                                  "source": source, "health": "passed"}}, **kw)
+
+    index = tmp_path / "site" / "robustzoo" / "zoo" / "index.json"
+    index.parent.mkdir(parents=True)
+    entries = [entry("at-tiny", "model_cards/runs/at-cnn-fmnist-run.md"),
+               entry("at-other-data", "model_cards/runs/at-cnn-fmnist-run.md", dataset="fashion-mnist"),
+               entry("fat-gone", "model_cards/runs/fat-trades-cnn-fmnist-run.md", method="fat"),
+               entry("elsewhere", "model_cards/runs/at-elsewhere.md")]
+    index.write_text(json.dumps({"entries": entries}))
+    _generate(study, tmp_path)
+    after = {e["name"]: e for e in json.loads(index.read_text())["entries"]}
+    card = (tmp_path / "site" / "model_cards" / "runs" / "at-cnn-fmnist-run.md").read_text()
+    from robustzoo.cards import front_matter
+
+    rz = front_matter(card)["robustzoo"]
+    m = after["at-tiny"]["measured"]
+    assert m["counts"] == {a: [r["correct"], r["n"]] for a, r in rz["results"].items()}
+    assert m["results"]["clean"] == round(rz["results"]["clean"]["correct"] / TINY_N, 4)
+    # the best AT seed (at-s2: one more image robust) is the one the commands rebuild
+    assert m["train"].endswith("--seeds 2 --methods at") and m["eval"].endswith("--seeds 2 --methods at")
+    assert "seed 2" in m["protocol"] and f"on the same {TINY_N:,} test images" in m["protocol"]
+    assert after["at-other-data"]["measured"] == entries[1]["measured"]  # a digits card: not copied
+    assert "measured" not in after["fat-gone"]
+    assert after["elsewhere"]["measured"] == entries[3]["measured"]  # not this study's card
+    written = {p.name for p in (tmp_path / "site" / "model_cards").glob("*.md")}
+    assert written == {"at-tiny.md", "fat-gone.md"}  # the entries whose block changed
+    assert "seed 2" in (tmp_path / "site" / "model_cards" / "at-tiny.md").read_text()
+
+
 def test_run_directories_serve_as_records(study, tmp_path):
     """The run directories themselves (with their weights, without weights.sha256) give the same
     tables, and the cards name the weights' sha256."""
