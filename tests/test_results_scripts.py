@@ -361,7 +361,8 @@ def test_zoo_measured_blocks_follow_the_run_cards(study, tmp_path):
     assert m["results"]["clean"] == round(rz["results"]["clean"]["correct"] / TINY_N, 4)
     # the best AT seed (at-s2: one more image robust) is the one the commands rebuild
     assert m["train"].endswith("--seeds 2 --methods at") and m["eval"].endswith("--seeds 2 --methods at")
-    assert "seed 2" in m["protocol"] and f"on the same {TINY_N:,} test images" in m["protocol"]
+    assert "seed 2 (the most robust of 3 seeds under AutoAttack" in m["protocol"]
+    assert f"on the same {TINY_N:,} test images" in m["protocol"]
     assert after["at-other-data"]["measured"] == entries[1]["measured"]  # a digits card: not copied
     assert "measured" not in after["fat-gone"]
     assert after["elsewhere"]["measured"] == entries[3]["measured"]  # not this study's card
