@@ -707,6 +707,25 @@ def cards(runs: dict[str, list[Run]], out_dir: Path) -> list[str]:
     return written
 
 
+def protocol_mismatch(runs: dict[str, list[Run]], protocol: dict[str, Any]) -> list[str]:
+    """Where protocol.json's ``reduced_eval`` sizes disagree with what the records were evaluated on.
+
+    The page reads every n from the records; protocol.json is what a reader (or a rerun) takes
+    the protocol from, and a stage of an older fmnist_zoo.py can rewrite it with other sizes.
+    """
+    red = protocol.get("reduced_eval") or {}
+    seen: dict[str, set[int]] = {"n": set(), "aa_n": set(), "sweep_n": set()}
+    for rs in runs.values():
+        for r in rs:
+            for attack, row in r.rows.items():
+                seen["aa_n" if attack == "autoattack" else "n"].add(int(row["n"]))
+            if r.sweep is not None and "n" in r.sweep:
+                seen["sweep_n"].add(int(r.sweep["n"]))
+    return [f"protocol.json's reduced_eval says {key} = {red[key]}, the records were evaluated on "
+            f"{', '.join(map(str, sorted(ns)))} images"
+            for key, ns in seen.items() if key in red and ns and ns != {red[key]}]
+
+
 def refresh_zoo(index_path: Path, runs: dict[str, list[Run]], cards_dir: Path,
                 protocol: dict[str, Any]) -> dict[str, tuple[bool, str]]:
     """Copy each zoo entry's ``measured`` block from the study's run card it cites.
@@ -1094,6 +1113,9 @@ def _main(args: argparse.Namespace) -> int:
     if args.weights is not None:
         check_weights(runs, args.weights)
     protocol = _read(root / "protocol.json", fix) or {}
+    for problem in protocol_mismatch(runs, protocol):
+        print(f"warning: {problem}; run an evaluation stage of the current benchmarks/fmnist_zoo.py (it "
+              f"rewrites protocol.json) and export again", file=sys.stderr)
     page, img, cards_dir = PAGE, IMG, CARDS
     if args.into is not None:
         page, img, cards_dir = (args.into / "docs" / "results.md", args.into / "docs" / "img",

@@ -328,6 +328,17 @@ def test_cards_are_rendered_from_the_records(study, tmp_path):
     assert "## Calibrated AT masks" not in text  # no calibrated run
 
 
+def test_a_protocol_record_that_disagrees_with_the_records_is_named(study):
+    """protocol.json is what a reader reruns from: sizes other than the records' are reported."""
+    mr = load_script("docs/make_results.py")
+    runs = mr.collect(study["records"])
+    same = {"reduced_eval": {"n": TINY_N, "aa_n": TINY_N, "sweep_n": TINY_N}}
+    assert mr.protocol_mismatch(runs, same) == []
+    stale = {"reduced_eval": {"n": TINY_N, "aa_n": 200, "sweep_n": TINY_N}}
+    assert mr.protocol_mismatch(runs, stale) == [
+        f"protocol.json's reduced_eval says aa_n = 200, the records were evaluated on {TINY_N} images"]
+
+
 def test_zoo_measured_blocks_follow_the_run_cards(study, tmp_path):
     """The zoo entries citing a run card get its numbers and the commands of that very seed; an
     entry the card cannot stand for is left alone, one whose card is gone loses its block."""
