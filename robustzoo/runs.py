@@ -443,6 +443,8 @@ def missing_run_dir(path: str | Path, hint: str = "") -> str:
     p = Path(path)
     if p.exists() and not p.is_dir():
         return f"{path} is a file, not a run directory{'; ' + hint if hint else ''}"
+    if p.is_dir():  # a folder of another kind (`pull ../data`): no typo to suggest a fix for
+        return f"{path} is a folder but not a run directory (no {CONFIG_FILE}){'; ' + hint if hint else ''}"
     parent = p.parent
     while str(parent) not in ("", ".") and not parent.is_dir():
         parent = parent.parent

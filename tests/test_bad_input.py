@@ -533,6 +533,8 @@ CASES = [
     row("train", "--lr", "-1", needles=("lr=-1 is out of range", "must be a number > 0", "--lr 0.1"), code=2),
     row("train", "--epochs", "0", needles=("epochs=0 is out of range", ">= 1"), code=2),
     row("eval", "{tmp}", "--batch-size", "0", needles="0 is not in the range x>=1", code=2, kind="usage"),
+    row("list", "attackz", needles=("'attackz' is not one of", "(did you mean 'attacks'?)"), code=2, kind="usage"),
+    row("eval", "{run}", "--precision", "fp23", needles="(did you mean 'fp32'?)", code=2, kind="usage"),
     row("eval", "{tmp}", "--n", "0", needles="0 is not in the range x>=1", code=2, kind="usage"),
     row("eval", "{tmp}", "--eps", "1/0", needles="--eps '1/0' divides by zero", code=2),
     row("eval", "{tmp}", "--eps-sweep", "0,1/0", needles="--eps-sweep value '1/0' divides by zero", code=2),
@@ -624,6 +626,8 @@ CASES = [
     # local paths before Hub ids: pull is told what it was given before anything asks the Hub
     row("pull", "{run}", needles=("is a local run directory", "needs no pull", "robustzoo eval"), code=2),
     row("pull", "{tmp}/runz/at-digits", needles=("no such run directory", "pull takes a zoo alias"), code=1),
+    row("pull", "{tmp}", needles=("is a folder but not a run directory (no config.json)", "pull takes a zoo alias"),
+        code=1),
     row("eval", "{run}", "--seed", "123456789012345678901", "--n", "10", needles="is out of range", code=2),
     row("eval", "{run}", "--eps", "2", "--n", "10", needles=("--eps 2", "above 1 allows every image"), code=2),
     row("train", "--set", "eval_n=-5", needles=("eval_n=-5 is out of range", "or none (all)"), code=2),

@@ -18,13 +18,33 @@ from rich.table import Table
 from .. import files
 from .._version import __version__
 from ..config import MAX_EPOCHS, MAX_STEPS  # plain data (robustzoo.settings), no torch
-from ..errors import Interrupted, NotFoundError, RobustzooError, StorageError, UsageError
+from ..errors import (
+    Interrupted,
+    NotFoundError,
+    RobustzooError,
+    StorageError,
+    UsageError,
+    did_you_mean,
+)
 from ..plugins import plugin_infos, registry
 from ..ui import RichProgress, attacks_for_skipped_checks, health_table, results_table, sweep_table
 
 # The engines (train, eval, hub, distributed, objectives, runs) are imported inside
 # the commands that use them: they import torch, timm or huggingface_hub, which take seconds,
 # and `robustzoo --help` or `robustzoo list` should not wait for them.
+
+class Choice(click.Choice):
+    """click.Choice whose error names the close match (`list attackz` -> did you mean 'attacks')."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        try:
+            return super().convert(value, param, ctx)
+        except click.BadParameter:
+            hint = did_you_mean(str(value), [str(c) for c in self.choices])
+            if not hint:
+                raise
+            self.fail(f"{value!r} is not one of {', '.join(map(repr, self.choices))}{hint}", param, ctx)
+
 
 # Piped output (scripts, CI logs) gets a wide table instead of rich's 80-column default.
 _WIDTH = None if sys.stdout.isatty() else 160
@@ -120,7 +140,7 @@ def _set_keys_epilog() -> str:
 @click.option("--device", default=None, help="auto (CUDA when present), cpu, cuda, cuda:N")
 @click.option("--seed", type=int)
 @click.option("--json", "as_json", is_flag=True, help="print the final evaluation as JSON on stdout")
-@click.option("--precision", type=click.Choice(["auto", "bf16", "fp32"]),
+@click.option("--precision", type=Choice(["auto", "bf16", "fp32"]),
               help="auto = bf16 autocast on CUDA, fp32 on CPU; fp32 = exact (TF32 off)")
 @click.option("--compile", "compile_mode", is_flag=False, flag_value="reduce-overhead", metavar="[MODE]",
               help="torch.compile the model: --compile = reduce-overhead (CUDA graphs); or default, "
@@ -319,7 +339,7 @@ def _relaunch_args(ctx: click.Context) -> list[str]:
 @click.option("--endpoint", help="Hub endpoint URL")
 @click.option("--cache-dir", type=click.Path(), help="Hugging Face cache directory")
 @click.option("--json", "json_out", metavar="FILE", help="also write the results as JSON ('-' for stdout)")
-@click.option("--precision", type=click.Choice(["auto", "bf16", "fp32"]), default="auto", show_default=True,
+@click.option("--precision", type=Choice(["auto", "bf16", "fp32"]), default="auto", show_default=True,
               help="auto = fp32 = exact fp32 on every device (TF32 off); bf16 only after --check-precision "
                    "measured every attack within 0.1 points")
 @click.option("--check-precision", is_flag=True,
@@ -672,7 +692,7 @@ def _describe(kind: str, name: str, entry: Any) -> dict[str, Any]:
 
 
 @cli.command("list")
-@click.argument("kind", type=click.Choice(KINDS))
+@click.argument("kind", type=Choice(KINDS))
 @click.argument("pattern", required=False)
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 def list_cmd(kind: str, pattern: str | None, as_json: bool) -> None:
