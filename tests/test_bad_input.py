@@ -515,6 +515,7 @@ CASES = [
     row("train", "--objective", "tradez", needles=("unknown objective", "robustzoo list objectives"), code=1),
     row("train", "--dataset", "cifar", needles=("unknown dataset", "cifar10"), code=1),
     row("train", "--arch", "preact_resnet", needles="preact_resnet18", code=1),
+    row("train", "--arch", "timm/resnt18", needles="(did you mean 'timm/resnet18'", code=1),
     row("train", "--attack", "pgdd", needles="attack='pgdd'", code=2),
     row("train", "--set", "betta=3", needles="unknown setting 'betta'", code=2),
     row("train", "--set", "epochs", needles="key=value", code=2),

@@ -76,7 +76,9 @@ def build_model(
         except TypeError as exc:
             raise UsageError(f"timm model {name!r} rejected the settings: {exc}") from None
         return Normalized(net, mean, std)
-    hint = did_you_mean(arch, reg.list())
+    # A typo in a timm name: timm's close names first, spelled as --arch takes them.
+    hint = did_you_mean(arch, [TIMM_PREFIX + m for m in timm.list_models()]) if name else ""
+    hint = hint or did_you_mean(arch, reg.list())
     if not hint and timm.list_models(f"*{arch}*"):
         hint = f" (timm has it: use 'timm/{timm.list_models(f'*{arch}*')[0]}')"
     raise NotFoundError(f"unknown architecture {arch!r}{hint}; see `robustzoo list architectures` "
