@@ -375,6 +375,24 @@ def test_cli_eps_sweep_json_and_plot(tmp_path):
     assert (run / FLAGS_FILE).is_file() and (run / "eval.json").is_file()
 
 
+def test_cli_writes_the_json_file_before_printing_tables(tmp_path, monkeypatch):
+    """`robustzoo eval ... --json F | head`: the reader goes away while the tables print (a
+    broken pipe); the file the user asked for is written by then."""
+    from click.testing import CliRunner
+
+    from robustzoo.cli import cli, commands
+
+    def broken_pipe(*args, **kwargs):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(commands, "results_table", broken_pipe)
+    run = write_run(tmp_path / "run", trained_mlp())
+    out = tmp_path / "eval.json"
+    res = CliRunner().invoke(cli, ["eval", str(run), "--attacks", "clean", "--n", "20", "--json", str(out)])
+    assert res.exit_code != 0  # the broken pipe ends the command
+    assert [r["attack"] for r in json.loads(out.read_text())["results"]] == ["clean"]
+
+
 def test_cli_suite_json_to_stdout_and_unknown_suite(tmp_path):
     from click.testing import CliRunner
 

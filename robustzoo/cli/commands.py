@@ -423,6 +423,8 @@ def eval_cmd(ctx, model, suite, attacks, n, eps, seed, cascade, eps_sweep, plot,
     if json_out == "-":
         _emit_json(report, "-")
         return
+    if json_out:  # before the tables: `robustzoo eval ... | head` must not cost the file
+        _emit_json(report, json_out)
     stdout.print(results_table(report, title=f"{model} ({report['dataset']} test, ε={report['eps']:.4g})"))
     if report.get("health"):
         stdout.print(health_table(report))
@@ -433,8 +435,6 @@ def eval_cmd(ctx, model, suite, attacks, n, eps, seed, cascade, eps_sweep, plot,
                       + (f" --n {report['n']}" if n else ""), soft_wrap=True)
     if report.get("eps_sweep"):
         stdout.print(sweep_table(report))
-    if json_out:
-        _emit_json(report, json_out)
 
 
 def _one_line(exc: BaseException) -> str:
