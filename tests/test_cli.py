@@ -81,6 +81,16 @@ def test_train_cli_writes_a_run(tmp_path, capsys):
     assert cfg["robustzoo"]["objective_settings"]["rand_init"] == "none"
 
 
+def test_resuming_a_finished_run_says_only_the_evaluation_runs(tmp_path, capsys):
+    out_dir = tmp_path / "run"
+    code, _, err = run_cli(["train", "--subset", "100", "--epochs", "1", "--steps", "1", "--out", out_dir,
+                            "--set", "eval_n=20"], capsys)
+    assert code == 0 and "training had finished" not in err
+    code, _, err = run_cli(["train", "--resume", out_dir], capsys)
+    assert code == 0, err
+    assert "training had finished (epoch 1 of 1): only the final evaluation" in err
+
+
 def test_debug_shows_traceback(capsys):
     from robustzoo.errors import NotFoundError
 

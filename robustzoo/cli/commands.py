@@ -237,6 +237,12 @@ def train(ctx: click.Context, recipe, objective, dataset, arch, attack, eps, alp
         err.print(f"training [bold]{c.objective}[/bold] on {c.dataset} ({len(trainer.train_data)} images) with "
                   f"{c.arch}, ε={c.eps:.4g}, {c.epochs} epochs, on {trainer.device}{procs} ({c.precision}"
                   f"{', compiled' if c.compile != 'off' else ''}) → {run_dir}")
+        from ..runs import read_metrics  # deferred, as at the top (torch is loaded by now)
+
+        done = read_metrics(run_dir)[-1:] if resume else []
+        if done and int(done[0].get("epoch", 0)) >= c.epochs:
+            err.print(f"training had finished (epoch {c.epochs} of {c.epochs}): only the final evaluation of the best "
+                      f"checkpoint runs again (more attacks: robustzoo eval {run_dir})", soft_wrap=True)
     try:
         with bars:
             report = trainer.fit()
