@@ -48,12 +48,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from robustzoo.cards import attack_label, render_run_card
+from robustzoo.cards import attack_label, front_matter, render_run_card, write_zoo_cards
 from robustzoo.errors import IntegrityError, NotFoundError, RobustzooError, RunError
 from robustzoo.eval import mcnemar_exact, wilson_interval
 from robustzoo.files import atomic_path, write_json, write_text
 from robustzoo.leaderboard import build, row_from_report
 from robustzoo.runs import check_eval_report, read_config, read_json, read_metrics, read_weights
+from robustzoo.zoo import ZooEntry
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGE = ROOT / "docs" / "results.md"
@@ -738,9 +739,6 @@ def refresh_zoo(index_path: Path, runs: dict[str, list[Run]], cards_dir: Path,
     copied. The file is rewritten only when something changed. Returns, by entry, whether its
     block changed and what happened.
     """
-    from robustzoo.cards import front_matter
-    from robustzoo.zoo import ZooEntry
-
     data = json.loads(index_path.read_text(encoding="utf-8"))
     suffix = "-cnn-fmnist-run.md"
     report: dict[str, tuple[bool, str]] = {}
@@ -777,7 +775,7 @@ def refresh_zoo(index_path: Path, runs: dict[str, list[Run]], cards_dir: Path,
     return report
 
 
-def _card_mismatch(entry: Any, rz: dict[str, Any]) -> str:
+def _card_mismatch(entry: ZooEntry, rz: dict[str, Any]) -> str:
     """Why a run card's front matter cannot stand for a zoo entry ('' when it can)."""
     for what, card_value, entry_value in (("method", rz.get("method"), entry.method),
                                           ("dataset", rz.get("dataset"), entry.dataset),
@@ -1149,9 +1147,6 @@ def _main(args: argparse.Namespace) -> int:
             print(f"{_rel(index)}: {name}: {what}")
         changed = {name for name, (yes, _) in changes.items() if yes}
         if changed:
-            from robustzoo.cards import write_zoo_cards
-            from robustzoo.zoo import ZooEntry
-
             entries = [ZooEntry.from_dict(e) for e in json.loads(index.read_text(encoding="utf-8"))["entries"]]
             for path in write_zoo_cards(entry_cards, [e for e in entries if e.name in changed]):
                 print(f"wrote {path}")
